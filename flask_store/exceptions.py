@@ -1,0 +1,64 @@
+"""Exceptions raised by Flask-Store.
+
+Every error a caller can act on has its own class, and each one also derives from the
+built-in exception a Python programmer would reach for (``ValueError``, ``FileNotFoundError``,
+``OSError``...), so ``except FileNotFoundError`` keeps working around Flask-Store calls.
+All of them derive from :class:`StoreError`.
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class of every Flask-Store error."""
+
+
+class NotConfiguredError(StoreError):
+    """The application configuration is missing a key or has a bad value.
+
+    Raised by :meth:`flask_store.Store.init_app`; the message names the key.
+    """
+
+
+class ProviderImportError(NotConfiguredError, ImportError):
+    """``STORE_PROVIDER`` names a class that cannot be imported."""
+
+
+class InvalidFileError(StoreError, ValueError):
+    """``save()`` was given something that is not a file it can store."""
+
+
+class EmptyFileError(InvalidFileError):
+    """The upload has no filename and no data (an empty form field)."""
+
+
+class InvalidFilenameError(InvalidFileError):
+    """A filename or key sanitises to nothing usable."""
+
+
+class InvalidKeyError(StoreError, ValueError):
+    """A key would leave the store's root, or contains characters a key may not hold."""
+
+
+class FileNotFoundInStoreError(StoreError, FileNotFoundError):
+    """No file is stored under the key."""
+
+
+class FileExistsInStoreError(StoreError, FileExistsError):
+    """A file is already stored under the key and ``on_conflict`` is ``"error"``."""
+
+
+class UploadReadError(StoreError, OSError):
+    """Reading the source failed part-way; nothing was stored."""
+
+
+class StorageFullError(StoreError, OSError):
+    """The store has no space (or quota) left; nothing was stored."""
+
+
+class UnsupportedOperationError(StoreError):
+    """The operation makes no sense for this kind of store (a local path of a remote file)."""
+
+
+class StoreUnavailableError(StoreError, ConnectionError):
+    """A remote store cannot be reached, does not exist, or refused access."""

@@ -1,0 +1,138 @@
+"""FileWrapper: what ``save()`` returns, a stored file that knows its URLs and metadata."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from . import urls
+
+if TYPE_CHECKING:
+    from .stores.base import BaseStore, FileInfo
+
+
+class FileWrapper:
+    """A file in a store.
+
+    Cheap to create: metadata is fetched from the store on first use and then kept (call
+    :meth:`refresh` to fetch it again). Keep :meth:`to_dict` (or just :attr:`name`) in your
+    database and rebuild the wrapper later with ``store.Provider().file(name)``.
+
+    :param store: the store holding the file.
+    :param name: the file's key in the store, relative to ``STORE_PATH``.
+    :param info: metadata already known (``save()`` passes it, to spare a lookup).
+    """
+
+    __slots__ = ("_info", "name", "store")
+
+    def __init__(self, store: BaseStore, name: str, *, info: FileInfo | None = None) -> None:
+        self.store = store
+        #: The key inside the store: served at ``STORE_URL_PREFIX + "/" + name``.
+        self.name = name
+        self._info = info
+
+    # -- metadata ---------------------------------------------------------------------------
+
+    @property
+    def info(self) -> FileInfo:
+        """All metadata at once (fetched from the store on first use)."""
+        if self._info is None:
+            self._info = self.store.info(self.name)
+        return self._info
+
+    def refresh(self) -> FileWrapper:
+        """Forget cached metadata so the next access asks the store again."""
+        self._info = None
+        return self
+
+    @property
+    def filename(self) -> str:
+        """The client's original filename (before it was made safe or renamed)."""
+        return self.info.filename
+
+    @property
+    def size(self) -> int:
+        """Size in bytes."""
+        return self.info.size
+
+    @property
+    def content_type(self) -> str:
+        """The content type the file is served with."""
+        return self.info.content_type
+
+    @property
+    def last_modified(self) -> datetime:
+        """When the file was stored (UTC)."""
+        return self.info.last_modified
+
+    @property
+    def etag(self) -> str:
+        """An entity tag that changes with the content."""
+        return self.info.etag
+
+    # -- locations --------------------------------------------------------------------------
+
+    def relative_url(self) -> str:
+        """The URL path that serves the file from this app: ``/flaskstore/a.jpg``."""
+        return urls.relative_url(self.store.url_path(self.name))
+
+    def absolute_url(self, expires: int | None = None) -> str:
+        """The full URL of the file.
+
+        For stores with direct URLs (S3) this is the bucket, CDN or presigned URL;
+        ``expires`` (seconds) sets a presigned URL's lifetime. Otherwise it is the app's
+        serving route on ``STORE_DOMAIN``, the current request's host, or ``SERVER_NAME``.
+        """
+        direct = self.store.direct_url(self.name, expires)
+        if direct is not None:
+            return direct
+        return urls.absolute_url(self.store.url_path(self.name), self.store.domain)
+
+    def absolute_path(self) -> str:
+        """The file's path on the local file system (local stores only)."""
+        return self.store.path(self.name)
+
+    def relative_path(self) -> str:
+        """The file's path relative to the store's root (``STORE_PATH``): its key."""
+        return self.name
+
+    # -- content ----------------------------------------------------------------------------
+
+    def open(self) -> BinaryIO:
+        """Open the file for streaming reads; use it in a ``with`` block."""
+        return self.store.open(self.name)
+
+    def read(self) -> bytes:
+        """The whole content; for small files (use :meth:`open` for large ones)."""
+        return self.store.read(self.name)
+
+    def exists(self) -> bool:
+        """Whether the file is still in its store."""
+        return self.store.exists(self.name)
+
+    def delete(self) -> bool:
+        """Delete the file; ``True`` if it was there. Safe to call twice."""
+        self._info = None
+        return self.store.delete(self.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A small JSON-able description to keep in a database."""
+        info = self.info
+        return {
+            "store": self.store.name,
+            "name": self.name,
+            "filename": info.filename,
+            "content_type": info.content_type,
+            "size": info.size,
+        }
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FileWrapper):
+            return NotImplemented
+        return (self.store.name, self.name) == (other.store.name, other.name)
+
+    def __hash__(self) -> int:
+        return hash((self.store.name, self.name))
+
+    def __repr__(self) -> str:
+        return f"<FileWrapper {self.store.name}:{self.name!r}>"

@@ -1,0 +1,152 @@
+"""Keys: safe names from client filenames, containment checks, and unique names.
+
+A *key* is the name of a file inside a store, relative to the store's root: ``"photo.jpg"``
+or ``"avatars/photo.jpg"``. Keys always use ``/``; no component is empty, ``.``, ``..`` or
+hidden (leading dot: temporary files and store internals live there), and no key holds a
+backslash, NUL or other control character. That makes every valid key safe to join to a
+directory or an object prefix without escaping it. These are small pure functions so that
+every store shares one definition.
+"""
+
+from __future__ import annotations
+
+import os.path
+import re
+import secrets
+import unicodedata
+from collections.abc import Iterator
+from typing import Literal
+
+from .exceptions import InvalidFilenameError, InvalidKeyError
+
+OnConflict = Literal["rename", "overwrite", "error"]
+ON_CONFLICT_CHOICES: tuple[OnConflict, ...] = ("rename", "overwrite", "error")
+
+#: Longest key component in UTF-8 bytes; most file systems stop at 255.
+MAX_COMPONENT_BYTES = 255
+#: Longest whole key in characters; S3 allows 1,024 bytes, leave room for a prefix.
+MAX_KEY_LENGTH = 900
+
+# Anything but Unicode letters, digits, "_", "." and "-" becomes "_"; keeps "фото.jpg" readable.
+_UNSAFE_CHARS = re.compile(r"[^\w.\-]+", re.UNICODE)
+_REPEATED_UNDERSCORES = re.compile(r"_{2,}")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# Extensions that belong with the one before them: "a.tar.gz" renames to "a_<id>.tar.gz".
+_COMPRESSION_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".zst", ".br", ".lz", ".z"})
+_WINDOWS_RESERVED = frozenset(
+    {"con", "prn", "aux", "nul"}
+    | {f"com{i}" for i in range(1, 10)}
+    | {f"lpt{i}" for i in range(1, 10)}
+)
+
+
+def secure_filename(filename: str) -> str:
+    """Turn a client-supplied filename into one safe key component.
+
+    Only the last path component counts (browsers on Windows send ``C:\\Users\\me\\a.jpg``).
+    Unicode letters and digits are kept, everything else becomes ``_``; leading dots go so
+    the name cannot be hidden or climb directories.
+
+    >>> secure_filename("../../etc/passwd")
+    'passwd'
+    >>> secure_filename("фото отпуск.jpg")
+    'фото_отпуск.jpg'
+
+    :raises InvalidFilenameError: when nothing usable is left.
+    """
+    base = re.split(r"[/\\]", filename)[-1]
+    base = unicodedata.normalize("NFC", base)
+    base = _UNSAFE_CHARS.sub("_", base)
+    base = _REPEATED_UNDERSCORES.sub("_", base).strip("._- ")
+    stem, ext = split_extension(base)
+    if not stem.strip("_"):
+        raise InvalidFilenameError(
+            f"The filename {filename!r} has no usable characters; pass name= to save() "
+            "to choose one."
+        )
+    if stem.lower() in _WINDOWS_RESERVED:
+        stem = f"_{stem}"
+    return _truncate_component(stem, ext)
+
+
+def _truncate_component(stem: str, ext: str) -> str:
+    """Shorten ``stem`` so that ``stem + ext`` fits in :data:`MAX_COMPONENT_BYTES`."""
+    ext = ext[:32]
+    # Leave room for the "_<id>" a rename may add later.
+    budget = MAX_COMPONENT_BYTES - len(ext.encode()) - 16
+    encoded = stem.encode()
+    if len(encoded) > budget:
+        stem = encoded[: max(budget, 1)].decode(errors="ignore").rstrip("._-") or "file"
+    return stem + ext
+
+
+def split_extension(name: str) -> tuple[str, str]:
+    """Split ``name`` into stem and extension, keeping ``.tar.gz`` together."""
+    stem, ext = os.path.splitext(name)
+    if ext.lower() in _COMPRESSION_SUFFIXES:
+        inner_stem, inner_ext = os.path.splitext(stem)
+        if inner_ext and inner_stem:
+            return inner_stem, inner_ext + ext
+    return stem, ext
+
+
+def clean_key(key: str) -> str:
+    """Check that ``key`` stays inside its store and return it normalised.
+
+    Repeated or trailing slashes are dropped; anything that could leave the root (``..``,
+    an absolute path, a backslash, NUL) or reach store internals (a hidden component) is
+    refused rather than repaired, because a key names an existing file.
+
+    >>> clean_key("avatars//me.png")
+    'avatars/me.png'
+
+    :raises InvalidKeyError: when the key is not acceptable.
+    """
+    if not isinstance(key, str):
+        raise InvalidKeyError(f"A key must be a string, not {type(key).__name__}.")
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise InvalidKeyError(f"A key must have 1 to {MAX_KEY_LENGTH} characters.")
+    if "\\" in key or _CONTROL_CHARS.search(key):
+        raise InvalidKeyError(f"The key {key!r} contains a backslash or control character.")
+    if key.startswith("/"):
+        raise InvalidKeyError(f"The key {key!r} is absolute; keys are relative to the store.")
+    parts = [part for part in key.split("/") if part]
+    if not parts:
+        raise InvalidKeyError(f"The key {key!r} names no file.")
+    for part in parts:
+        if part.startswith(".") or part.strip() != part:
+            raise InvalidKeyError(
+                f"The key {key!r} has a hidden, relative or blank-edged component {part!r}."
+            )
+        if len(part.encode()) > MAX_COMPONENT_BYTES:
+            raise InvalidKeyError(f"The key component {part[:40]!r}... is too long.")
+    return "/".join(parts)
+
+
+def join_key(*parts: str | None) -> str:
+    """Join key parts (destination folders, a name) into one checked key."""
+    return clean_key("/".join(part.strip("/") for part in parts if part and part.strip("/")))
+
+
+def with_unique_suffix(key: str) -> str:
+    """``key`` with a short url-safe id before its extension: ``a.jpg`` -> ``a_Xy3_k9Qz.jpg``.
+
+    Eight random url-safe characters (48 bits) make a collision between two renames of the
+    same name vanishingly unlikely, and the store's atomic create still catches one.
+    """
+    folder, _, name = key.rpartition("/")
+    stem, ext = split_extension(name)
+    renamed = f"{stem}_{secrets.token_urlsafe(6)}{ext}"
+    return f"{folder}/{renamed}" if folder else renamed
+
+
+def candidate_keys(key: str, on_conflict: OnConflict) -> Iterator[str]:
+    """Yield the keys to try in turn when saving under ``key``.
+
+    ``rename`` tries the key itself, then fresh unique names; the others try only ``key``
+    (the store then overwrites it or reports the conflict).
+    """
+    yield key
+    if on_conflict == "rename":
+        while True:
+            yield with_unique_suffix(key)

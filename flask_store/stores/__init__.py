@@ -1,0 +1,43 @@
+"""Storage backends. ``STORE_PROVIDER`` takes a dotted path or one of :data:`SHORT_NAMES`."""
+
+from __future__ import annotations
+
+import importlib
+
+from ..exceptions import NotConfiguredError, ProviderImportError
+from .base import BaseStore
+
+#: Short provider names accepted by ``STORE_PROVIDER``.
+SHORT_NAMES: dict[str, str] = {
+    "local": "flask_store.stores.local.LocalStore",
+    "memory": "flask_store.stores.memory.MemoryStore",
+}
+
+
+def load_provider(spec: object, setting: str = "STORE_PROVIDER") -> type[BaseStore]:
+    """The store class named by ``spec``: a short name, a dotted path, or the class itself.
+
+    :raises ProviderImportError: when the module or class cannot be imported.
+    :raises NotConfiguredError: when the object found is not a store class.
+    """
+    if isinstance(spec, type):
+        provider: object = spec
+    elif isinstance(spec, str) and spec:
+        path = SHORT_NAMES.get(spec, spec)
+        module_name, _, class_name = path.rpartition(".")
+        if not module_name:
+            raise ProviderImportError(
+                f"{setting} = {spec!r} is neither a short name "
+                f"({', '.join(sorted(SHORT_NAMES))}) nor a dotted path to a class."
+            )
+        try:
+            provider = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError) as exc:
+            raise ProviderImportError(
+                f"{setting} = {spec!r}: cannot import {path!r} ({exc})."
+            ) from exc
+    else:
+        raise NotConfiguredError(f"{setting} must be a store name or class, not {spec!r}.")
+    if not (isinstance(provider, type) and issubclass(provider, BaseStore)):
+        raise NotConfiguredError(f"{setting} = {spec!r} is not a Flask-Store store class.")
+    return provider

@@ -1,0 +1,275 @@
+"""The contract every store fulfils, and the logic they all share.
+
+A backend implements six small operations (:meth:`BaseStore._write`, :meth:`~BaseStore.open`,
+:meth:`~BaseStore.info`, :meth:`~BaseStore.exists`, :meth:`~BaseStore.delete`,
+:meth:`~BaseStore.keys`). Everything else a user calls (``save()`` with its input checks,
+naming and conflict policy, the dict-like face, URLs) lives here once.
+"""
+
+from __future__ import annotations
+
+import copy
+import mimetypes
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
+from urllib.parse import quote
+
+from ..config import StoreConfig
+from ..exceptions import FileExistsInStoreError, InvalidFilenameError, UnsupportedOperationError
+from ..naming import ON_CONFLICT_CHOICES, OnConflict, candidate_keys, join_key, secure_filename
+from ..sources import open_upload
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from ..file_wrapper import FileWrapper
+
+# Compressed files are served as what they are, never with a Content-Encoding a browser undoes.
+_COMPRESSED_TYPES = {
+    "gzip": "application/gzip",
+    "bzip2": "application/x-bzip2",
+    "xz": "application/x-xz",
+    "br": "application/x-brotli",
+    "compress": "application/x-compress",
+}
+
+
+def guess_content_type(name: str) -> str:
+    """The content type of a file called ``name``, from its extension."""
+    content_type, encoding = mimetypes.guess_type(name, strict=False)
+    if encoding:
+        return _COMPRESSED_TYPES.get(encoding, "application/octet-stream")
+    return content_type or "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class FileMeta:
+    """What a store records beside a file's bytes."""
+
+    filename: str
+    content_type: str
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A stored file's metadata, as the store knows it.
+
+    :param key: the file's key in the store.
+    :param size: size in bytes.
+    :param content_type: the content type it is served with.
+    :param filename: the client's original filename (the key's last part when unknown).
+    :param last_modified: when it was written (timezone-aware, UTC).
+    :param etag: an unquoted entity tag that changes whenever the content changes.
+    """
+
+    key: str
+    size: int
+    content_type: str
+    filename: str
+    last_modified: datetime
+    etag: str
+
+
+def first_free_key(keys: Iterable[str], claim: Callable[[str], bool]) -> str:
+    """Claim the first key of ``keys`` that ``claim`` reports free.
+
+    ``claim(key)`` must atomically take ``key`` and return ``True``, or return ``False`` when
+    another file holds it. Running out of keys means the policy forbids a rename.
+
+    :raises FileExistsInStoreError: when every key is taken.
+    """
+    tried = None
+    for key in keys:
+        tried = key
+        if claim(key):
+            return key
+    raise FileExistsInStoreError(
+        f"A file is already stored as {tried!r} and ON_CONFLICT is 'error'; delete it, "
+        "choose another name, or set STORE_ON_CONFLICT to 'rename' or 'overwrite'."
+    )
+
+
+class BaseStore(ABC):
+    """A place to keep files: the interface every Flask-Store backend offers.
+
+    Build one through :class:`flask_store.Store` (settings from ``STORE_*`` config keys) or
+    directly with keyword settings: ``MemoryStore(url_prefix="/files")``.
+
+    :param config: the store's settings; a :class:`~flask_store.config.StoreConfig` or a
+        mapping of unprefixed keys (``{"PATH": ...}``).
+    :param destination: a folder inside the store that :meth:`save` puts files in.
+    :param settings: more settings as keyword arguments (``path=...`` is ``PATH``).
+    :raises NotConfiguredError: when a setting is missing or wrong.
+    """
+
+    #: Short name accepted by ``STORE_PROVIDER``.
+    short_name: ClassVar[str]
+    #: Provider-specific config defaults (unprefixed), applied by ``init_app``.
+    defaults: ClassVar[Mapping[str, Any]] = {}
+    #: Whether the serving route redirects to :meth:`direct_url` instead of streaming.
+    serve_by_redirect: bool = False
+
+    def __init__(
+        self,
+        config: StoreConfig | Mapping[str, Any] | None = None,
+        *,
+        destination: str | None = None,
+        **settings: Any,
+    ) -> None:
+        if not isinstance(config, StoreConfig):
+            values = {k.upper(): v for k, v in (config or {}).items()}
+            values.update({k.upper(): v for k, v in settings.items()})
+            config = StoreConfig(values={**self.defaults, **values})
+        elif settings:
+            config = StoreConfig(
+                values={**config.values, **{k.upper(): v for k, v in settings.items()}},
+                name=config.name,
+                key_prefix=config.key_prefix,
+                instance_path=config.instance_path,
+            )
+        self.config = config
+        self.name: str = config.name
+        self.url_prefix: str = config.url_prefix()
+        self.domain: str | None = config.setting("DOMAIN") or None
+        self.serve: bool = config.typed("SERVE", bool, True)
+        self.on_conflict: OnConflict = config.choice("ON_CONFLICT", ON_CONFLICT_CHOICES, "rename")
+        self.cache_max_age: int | None = config.optional_number("CACHE_MAX_AGE")
+        self.inline_active_content: bool = config.typed("INLINE_ACTIVE_CONTENT", bool, False)
+        self.destination: str | None = join_key(destination) if destination else None
+
+    # -- what each backend implements -------------------------------------------------------
+
+    @abstractmethod
+    def _write(
+        self, chunks: Iterator[bytes], keys: Iterator[str], meta: FileMeta, overwrite: bool
+    ) -> FileInfo:
+        """Store the data under the first key of ``keys`` no other file holds.
+
+        Implementations write the data out of sight first and then claim a key atomically
+        (:func:`first_free_key`), so readers never see half a file and two writers never
+        share a key. With ``overwrite`` the first key is replaced instead. Nothing may be
+        left behind when this raises.
+        """
+
+    @abstractmethod
+    def open(self, key: str) -> BinaryIO:
+        """Open the file stored as ``key`` for streaming reads.
+
+        :raises FileNotFoundInStoreError: when there is no such file.
+        :raises InvalidKeyError: when the key is not acceptable.
+        """
+
+    @abstractmethod
+    def info(self, key: str) -> FileInfo:
+        """The metadata of the file stored as ``key``.
+
+        :raises FileNotFoundInStoreError: when there is no such file.
+        """
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether a file is stored as ``key`` (``False`` for keys that are not acceptable)."""
+
+    @abstractmethod
+    def delete(self, key: str) -> bool:
+        """Delete the file stored as ``key``; ``True`` if there was one. Safe to repeat."""
+
+    @abstractmethod
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        """Every key in the store that starts with ``prefix``, in sorted order."""
+
+    # -- the public API built on the contract -----------------------------------------------
+
+    def save(
+        self, file: Any, name: str | None = None, content_type: str | None = None
+    ) -> FileWrapper:
+        """Store ``file`` and return a :class:`~flask_store.FileWrapper` for it.
+
+        :param file: a Werkzeug ``FileStorage`` (``request.files["x"]``), a binary file
+            object, ``bytes``, or a path to a file on disk.
+        :param name: the filename to derive the key from, instead of the file's own. It is
+            made safe like a client filename.
+        :param content_type: the content type to serve the file with; by default it is
+            guessed from the name, never taken from the client.
+        :raises InvalidFileError: for input that is not a file (and its subclasses for an
+            empty upload or a name with nothing usable in it).
+        :raises FileExistsInStoreError: when the name is taken and ``ON_CONFLICT`` is ``error``.
+        :raises UploadReadError: when reading ``file`` fails part-way.
+        :raises StorageFullError: when the store has no room left.
+        """
+        from ..file_wrapper import FileWrapper
+
+        with open_upload(file, name, content_type) as upload:
+            if not upload.filename:
+                raise InvalidFilenameError(
+                    "The file has no filename to derive a key from; pass name='...' to save()."
+                )
+            safe_name = secure_filename(upload.filename)
+            key = join_key(self.destination, safe_name)
+            meta = FileMeta(
+                filename=upload.filename,
+                content_type=upload.content_type or guess_content_type(safe_name),
+            )
+            info = self._write(
+                upload.chunks(),
+                candidate_keys(key, self.on_conflict),
+                meta,
+                overwrite=self.on_conflict == "overwrite",
+            )
+        return FileWrapper(self, info.key, info=info)
+
+    def file(self, key: str) -> FileWrapper:
+        """A :class:`~flask_store.FileWrapper` for the file stored as ``key`` (from a database)."""
+        from ..file_wrapper import FileWrapper
+
+        return FileWrapper(self, join_key(key))
+
+    def at(self, destination: str) -> Self:
+        """This store, saving into the folder ``destination`` (below any current one)."""
+        moved = copy.copy(self)
+        moved.destination = join_key(self.destination, destination)
+        return moved
+
+    def open_with_info(self, key: str) -> tuple[BinaryIO, FileInfo]:
+        """Open ``key`` and return the stream with metadata describing that same content."""
+        info = self.info(key)
+        return self.open(key), info
+
+    def read(self, key: str) -> bytes:
+        """The whole content of ``key``: for small files only; use :meth:`open` otherwise."""
+        with self.open(key) as stream:
+            return stream.read()
+
+    def size(self, key: str) -> int:
+        """Size in bytes of the file stored as ``key``."""
+        return self.info(key).size
+
+    def path(self, key: str) -> str:
+        """The absolute filesystem path of ``key``; only stores on local disk have one."""
+        raise UnsupportedOperationError(
+            f"{type(self).__name__} keeps files off the local file system; use open() or "
+            "the file's URL instead of a path."
+        )
+
+    def url_path(self, key: str) -> str:
+        """The path (below the site root) where the serving route answers for ``key``."""
+        return f"{self.url_prefix}/{quote(key, safe='/')}"
+
+    def direct_url(self, key: str, expires: int | None = None) -> str | None:
+        """A URL that reaches the file without this app (a bucket URL), or ``None``."""
+        return None
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.exists(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return self.keys()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.keys())
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"

@@ -1,0 +1,265 @@
+"""LocalStore: files in a folder on the local file system (the default store).
+
+Writes go to a hidden temporary file in the target folder and are then hard-linked under
+their key: ``link()`` fails if the key exists, which makes choosing a free name atomic, and a
+reader never sees a partial file. Metadata (original filename, content type) travels as one
+extended attribute on the same inode, so it appears and disappears with the file itself.
+File systems without user extended attributes still work; files then report their key's
+basename as filename and a content type guessed from the extension.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from typing import Any, BinaryIO, ClassVar
+
+from ..config import StoreConfig
+from ..exceptions import (
+    FileNotFoundInStoreError,
+    InvalidKeyError,
+    NotConfiguredError,
+    StorageFullError,
+)
+from ..naming import clean_key
+from .base import BaseStore, FileInfo, FileMeta, first_free_key, guess_content_type
+
+META_XATTR = "user.flask_store"
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+# Errors meaning "this file system cannot hard-link": claim keys by exclusive create instead.
+_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV}
+_NO_XATTRS = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.EPERM, errno.E2BIG}
+_TEMP_PREFIX = ".upload-"
+
+
+def resolve_root(config: StoreConfig) -> str:
+    """The store's folder: ``PATH`` if absolute, else relative to the instance folder.
+
+    Unset, it is ``<instance_path>/uploads``: never the process's working directory.
+    """
+    path = config.setting("PATH")
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise config.error("PATH", f"must be a folder path, not {path!r}.")
+    if path and os.path.isabs(path):
+        return os.fspath(path)
+    if config.instance_path is None:
+        raise config.error("PATH", "must be an absolute folder path outside a Flask app.")
+    return os.path.join(config.instance_path, os.fspath(path or "uploads"))
+
+
+class LocalStore(BaseStore):
+    """Files in a folder on disk, served by the app under ``STORE_URL_PREFIX``.
+
+    Settings: ``STORE_PATH`` (folder; created when missing), ``STORE_FSYNC`` (flush each file
+    to disk before it becomes visible: survives power loss, costs a disk round trip).
+    """
+
+    short_name = "local"
+    defaults: ClassVar[Mapping[str, Any]] = {"FSYNC": False}
+
+    def __init__(self, config: Any = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        root = resolve_root(self.config)
+        try:
+            os.makedirs(root, exist_ok=True)
+        except OSError as exc:
+            raise NotConfiguredError(
+                f"{self.config.label('PATH')}: cannot create the folder {root!r}: {exc.strerror}."
+            ) from exc
+        self.root = os.path.realpath(root)
+        #: Permissions of new files: what ``open()`` would give them under the process umask
+        #: (``mkstemp`` alone would make them private to the owner).
+        self.file_mode = 0o666 & ~_current_umask()
+        self.fsync: bool = self.config.typed("FSYNC", bool, False)
+
+    def path(self, key: str) -> str:
+        """The absolute path of ``key``, checked to stay inside the store's folder.
+
+        :raises InvalidKeyError: when the key, or a symlink on its way, leads outside.
+        """
+        path = os.path.join(self.root, *clean_key(key).split("/"))
+        resolved = os.path.realpath(path)
+        if resolved != path and not resolved.startswith(self.root + os.sep):
+            raise InvalidKeyError(f"The key {key!r} leads outside the store.")
+        return path
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def _write(
+        self, chunks: Iterator[bytes], keys: Iterator[str], meta: FileMeta, overwrite: bool
+    ) -> FileInfo:
+        first = next(keys)
+        folder = os.path.dirname(self.path(first))
+        self._make_folder(folder, first)
+        fd, temp_path = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=folder)
+        try:
+            os.fchmod(fd, self.file_mode)
+            with open(fd, "wb") as out:
+                try:
+                    for chunk in chunks:
+                        out.write(chunk)
+                    out.flush()
+                    if self.fsync:
+                        os.fsync(fd)
+                except OSError as exc:
+                    if exc.errno in _NO_SPACE:
+                        raise StorageFullError(
+                            f"No space left to store {first!r} in {self.root!r}: {exc.strerror}."
+                        ) from exc
+                    raise
+                _set_meta(fd, meta)
+                stat = os.fstat(fd)
+            if overwrite:
+                os.replace(temp_path, self.path(first))
+                key = first
+            else:
+                key = first_free_key(
+                    _prepend(first, keys), lambda k: self._claim(temp_path, self.path(k))
+                )
+        finally:
+            _remove_quietly(temp_path)
+        return _info_from_stat(key, stat, meta)
+
+    def _make_folder(self, folder: str, key: str) -> None:
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:
+            raise InvalidKeyError(f"Part of the key {key!r} is a file, not a folder.") from exc
+
+    def _claim(self, temp_path: str, target: str) -> bool:
+        """Give ``temp_path``'s file the name ``target`` unless a file already has it."""
+        try:
+            os.link(temp_path, target)
+            return True
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno not in _NO_LINKS:
+                raise
+        # No hard links here: reserve the name exclusively, then move the data onto it.
+        try:
+            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            return False
+        os.replace(temp_path, target)
+        return True
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def open(self, key: str) -> BinaryIO:
+        path = self.path(key)
+        try:
+            return open(path, "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise FileNotFoundInStoreError(f"No file is stored as {key!r}.") from exc
+
+    def open_with_info(self, key: str) -> tuple[BinaryIO, FileInfo]:
+        stream = self.open(key)
+        try:
+            fd = stream.fileno()
+            info = _info_from_stat(clean_key(key), os.fstat(fd), _get_meta(fd, key))
+        except BaseException:
+            stream.close()
+            raise
+        return stream, info
+
+    def info(self, key: str) -> FileInfo:
+        path = self.path(key)
+        try:
+            stat = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise FileNotFoundInStoreError(f"No file is stored as {key!r}.") from exc
+        if not _is_regular(stat):
+            raise FileNotFoundInStoreError(f"No file is stored as {key!r}.")
+        return _info_from_stat(clean_key(key), stat, _get_meta(path, key))
+
+    def exists(self, key: str) -> bool:
+        try:
+            return os.path.isfile(self.path(key))
+        except InvalidKeyError:
+            return False
+
+    def delete(self, key: str) -> bool:
+        try:
+            os.unlink(self.path(key))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except IsADirectoryError as exc:
+            raise InvalidKeyError(f"The key {key!r} is a folder, not a file.") from exc
+        return True
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        # Walk only the deepest folder the prefix names, then filter by the rest.
+        folder = prefix.rpartition("/")[0]
+        start = self.path(folder) if folder else self.root
+        found: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            relative = os.path.relpath(dirpath, self.root)
+            base = "" if relative == "." else relative.replace(os.sep, "/") + "/"
+            found.extend(
+                base + name
+                for name in filenames
+                if not name.startswith(".") and (base + name).startswith(prefix)
+            )
+        return iter(sorted(found))
+
+
+def _current_umask() -> int:
+    # The only portable way to read the umask is to set it; done once, at configuration time.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _prepend(first: str, rest: Iterator[str]) -> Iterator[str]:
+    yield first
+    yield from rest
+
+
+def _is_regular(stat: os.stat_result) -> bool:
+    return (stat.st_mode & 0o170000) == 0o100000
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _set_meta(fd: int, meta: FileMeta) -> None:
+    """Attach ``meta`` to the open file; silently skipped where xattrs are unsupported."""
+    value = json.dumps({"filename": meta.filename, "content_type": meta.content_type})
+    try:
+        os.setxattr(fd, META_XATTR, value.encode())
+    except OSError as exc:
+        if exc.errno not in _NO_XATTRS:
+            raise
+
+
+def _get_meta(path_or_fd: str | int, key: str) -> FileMeta:
+    """The metadata recorded with a file, or what can be derived from its key."""
+    basename = key.rpartition("/")[2]
+    try:
+        recorded: dict[str, Any] = json.loads(os.getxattr(path_or_fd, META_XATTR))
+    except (OSError, ValueError):
+        recorded = {}
+    return FileMeta(
+        filename=str(recorded.get("filename") or basename),
+        content_type=str(recorded.get("content_type") or guess_content_type(basename)),
+    )
+
+
+def _info_from_stat(key: str, stat: os.stat_result, meta: FileMeta) -> FileInfo:
+    return FileInfo(
+        key=key,
+        size=stat.st_size,
+        content_type=meta.content_type,
+        filename=meta.filename,
+        last_modified=datetime.fromtimestamp(stat.st_mtime, timezone.utc),
+        etag=f"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{stat.st_size:x}",
+    )

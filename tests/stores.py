@@ -1,0 +1,63 @@
+"""The kinds of store the contract suite runs against, and how to build a fresh one.
+
+Each backend module registers a :class:`StoreKind`; the ``store`` fixture in ``conftest.py``
+parametrises over all of them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from flask_store.stores.base import BaseStore
+from flask_store.stores.local import LocalStore
+from flask_store.stores.memory import MemoryStore
+
+
+@dataclass(frozen=True)
+class StoreKind:
+    """How to make an empty store of one kind, and how to see what it holds below the API."""
+
+    name: str
+    factory: Callable[[pytest.FixtureRequest, dict[str, Any]], AbstractContextManager[BaseStore]]
+    #: How many threads x saves the concurrency test runs (remote stores get fewer).
+    concurrency: tuple[int, int] = (16, 100)
+
+    def make(
+        self, request: pytest.FixtureRequest, **settings: Any
+    ) -> AbstractContextManager[BaseStore]:
+        return self.factory(request, settings)
+
+
+def everything_stored(store: BaseStore) -> list[str]:
+    """Every object the store holds, hidden or temporary ones included (to prove none leak)."""
+    if isinstance(store, LocalStore):
+        return sorted(
+            os.path.relpath(os.path.join(folder, name), store.root)
+            for folder, _, names in os.walk(store.root)
+            for name in names
+        )
+    lister = getattr(store, "all_objects", None)
+    return sorted(lister()) if lister else list(store.keys())
+
+
+@contextmanager
+def _local(request: pytest.FixtureRequest, settings: dict[str, Any]) -> Iterator[BaseStore]:
+    tmp_path = request.getfixturevalue("tmp_path")
+    yield LocalStore(path=str(tmp_path / "store"), **settings)
+
+
+@contextmanager
+def _memory(request: pytest.FixtureRequest, settings: dict[str, Any]) -> Iterator[BaseStore]:
+    yield MemoryStore(**settings)
+
+
+STORE_KINDS: dict[str, StoreKind] = {
+    "local": StoreKind("local", _local),
+    "memory": StoreKind("memory", _memory),
+}

@@ -1,0 +1,283 @@
+"""The store contract: every backend passes the same tests (see ``tests/stores.py``)."""
+
+from __future__ import annotations
+
+import io
+import re
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from werkzeug.datastructures import FileStorage
+
+from flask_store.exceptions import (
+    EmptyFileError,
+    FileExistsInStoreError,
+    FileNotFoundInStoreError,
+    InvalidFileError,
+    InvalidFilenameError,
+    InvalidKeyError,
+    UploadReadError,
+)
+from flask_store.stores.base import BaseStore
+from tests.stores import StoreKind, everything_stored
+
+RENAMED = re.compile(r"^a_[A-Za-z0-9_-]{8}\.jpg$")
+
+
+class FailingReader(io.RawIOBase):
+    """A stream that hands out some data and then fails, like a dropped connection."""
+
+    def __init__(self, good_bytes: int) -> None:
+        self.remaining = good_bytes
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
+        if self.remaining <= 0:
+            raise ConnectionResetError("client went away")
+        size = min(len(buffer), self.remaining)
+        buffer[:size] = b"x" * size
+        self.remaining -= size
+        return size
+
+
+def test_save_bytes_reads_back_with_metadata(store: BaseStore) -> None:
+    before = datetime.now(timezone.utc)
+    saved = store.save(b"hello", name="greeting.txt")
+    assert saved.name == "greeting.txt"
+    assert saved.read() == b"hello"
+    info = store.info("greeting.txt")
+    assert (info.size, info.content_type, info.filename) == (5, "text/plain", "greeting.txt")
+    assert info.last_modified.tzinfo is not None
+    assert abs((info.last_modified - before).total_seconds()) < 5
+    assert info.etag
+    assert store.size("greeting.txt") == 5
+    assert saved.size == 5
+
+
+def test_save_accepts_every_kind_of_source(store: BaseStore, tmp_path: Path) -> None:
+    upload = FileStorage(io.BytesIO(b"upload"), filename="up.bin", content_type="text/html")
+    on_disk = tmp_path / "disk.dat"
+    on_disk.write_bytes(b"from disk")
+    saved = [
+        store.save(upload),
+        store.save(io.BytesIO(b"stream"), name="stream.bin"),
+        store.save(str(on_disk)),
+        store.save(on_disk, name="again.dat"),
+        store.save(bytearray(b"ba"), name="ba.bin"),
+    ]
+    assert [f.read() for f in saved] == [b"upload", b"stream", b"from disk", b"from disk", b"ba"]
+    assert saved[2].name == "disk.dat"
+
+
+def test_content_type_is_guessed_from_name_not_trusted_from_client(store: BaseStore) -> None:
+    lying = FileStorage(io.BytesIO(b"<script>"), filename="cat.jpg", content_type="text/html")
+    assert store.save(lying).content_type == "image/jpeg"
+    explicit = store.save(b"{}", name="data.bin", content_type="application/json")
+    assert store.info(explicit.name).content_type == "application/json"
+    assert store.save(b"?", name="blob").content_type == "application/octet-stream"
+    assert store.save(b"gz", name="a.tar.gz").content_type == "application/gzip"
+
+
+def test_open_streams_content(store: BaseStore) -> None:
+    data = bytes(range(256)) * 5000
+    store.save(data, name="big.bin")
+    with store.open("big.bin") as stream:
+        assert stream.read(10) == data[:10]
+        assert stream.read() == data[10:]
+    stream, info = store.open_with_info("big.bin")
+    with stream:
+        assert info.size == len(data) == len(stream.read())
+
+
+def test_exists_delete_is_idempotent(store: BaseStore) -> None:
+    saved = store.save(b"x", name="gone.txt")
+    assert saved.exists() and "gone.txt" in store
+    assert saved.delete() is True
+    assert saved.delete() is False
+    assert not saved.exists() and "gone.txt" not in store
+    with pytest.raises(FileNotFoundInStoreError):
+        store.open("gone.txt")
+    with pytest.raises(FileNotFoundError):  # also a built-in FileNotFoundError
+        store.info("gone.txt")
+
+
+def test_dict_like_listing(store: BaseStore) -> None:
+    for name in ["b.txt", "a.txt", "c.txt"]:
+        store.save(b"1", name=name)
+    store.at("docs/2024").save(b"2", name="report.pdf")
+    assert list(store) == ["a.txt", "b.txt", "c.txt", "docs/2024/report.pdf"]
+    assert len(store) == 4
+    assert list(store.keys("docs/")) == ["docs/2024/report.pdf"]
+    assert list(store.keys("docs/2024/rep")) == ["docs/2024/report.pdf"]
+    assert list(store.keys("b")) == ["b.txt"]
+    assert 42 not in store  # type: ignore[operator]
+
+
+def test_destination_folder_becomes_part_of_the_key(store: BaseStore) -> None:
+    saved = store.at("avatars").at("2024").save(b"img", name="me.png")
+    assert saved.name == "avatars/2024/me.png"
+    assert store.file("avatars/2024/me.png").read() == b"img"
+    with pytest.raises(InvalidKeyError):
+        store.at("../up")
+
+
+def test_unicode_names_stay_readable(store: BaseStore) -> None:
+    saved = store.save(b"p", name="фото отпуск.jpg")
+    assert saved.name == "фото_отпуск.jpg"
+    assert saved.filename == "фото отпуск.jpg"
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["../../etc/passwd", "/etc/passwd", "..\\..\\boot.ini", "C:\\Users\\me\\a.jpg", ".htaccess"],
+)
+def test_hostile_filenames_land_inside_the_store(store: BaseStore, hostile: str) -> None:
+    saved = store.save(b"x", name=hostile)
+    assert "/" not in saved.name and "\\" not in saved.name
+    assert not saved.name.startswith(".")
+    assert saved.filename == hostile
+    assert list(store) == [saved.name]
+
+
+def test_collision_renames_with_short_id(store: BaseStore) -> None:
+    first = store.save(b"1", name="a.jpg")
+    second = store.save(b"2", name="a.jpg")
+    assert first.name == "a.jpg"
+    assert RENAMED.match(second.name), second.name
+    assert second.filename == "a.jpg"
+    assert (first.read(), second.read()) == (b"1", b"2")
+    archive = store.save(b"3", name="a.tar.gz")
+    assert store.save(b"4", name="a.tar.gz").name.endswith(".tar.gz") and archive
+
+
+def test_collision_error_policy(store_kind: StoreKind, request: pytest.FixtureRequest) -> None:
+    with store_kind.make(request, on_conflict="error") as store:
+        store.save(b"1", name="a.jpg")
+        with pytest.raises(FileExistsInStoreError, match=r"a\.jpg"):
+            store.save(b"2", name="a.jpg")
+        assert store.read("a.jpg") == b"1"
+        assert everything_stored(store) == ["a.jpg"]
+
+
+def test_collision_overwrite_policy(store_kind: StoreKind, request: pytest.FixtureRequest) -> None:
+    with store_kind.make(request, on_conflict="overwrite") as store:
+        first = store.save(b"1", name="a.jpg")
+        second = store.save(b"22", name="a.jpg")
+        assert second.name == "a.jpg" and store.read("a.jpg") == b"22"
+        assert first.refresh().etag != second.etag or first.size == 2
+        assert store.size("a.jpg") == 2
+
+
+def test_concurrent_saves_of_one_name_never_collide(
+    store_kind: StoreKind, request: pytest.FixtureRequest
+) -> None:
+    threads_count, saves_each = store_kind.concurrency
+    with store_kind.make(request) as store:
+        results: dict[str, bytes] = {}
+        lock = threading.Lock()
+        errors: list[BaseException] = []
+
+        def worker(thread: int) -> None:
+            try:
+                for n in range(saves_each):
+                    body = f"{thread}-{n}".encode()
+                    saved = store.save(body, name="a.jpg")
+                    with lock:
+                        assert saved.name not in results
+                        results[saved.name] = body
+            except BaseException as exc:  # reported below, not lost in the thread
+                errors.append(exc)
+
+        workers = [threading.Thread(target=worker, args=(t,)) for t in range(threads_count)]
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join()
+        assert not errors, errors[0]
+        assert len(results) == threads_count * saves_each == len(store)
+        for key, body in results.items():
+            assert store.read(key) == body
+
+
+@pytest.mark.parametrize(
+    "bad_key",
+    ["../x", "a/../../x", "/etc/passwd", "a\\b", "a\x00b", ".hidden", "a/.upload-1", "", " a"],
+)
+def test_bad_keys_are_refused(store: BaseStore, bad_key: str) -> None:
+    store.save(b"x", name="x")
+    with pytest.raises(InvalidKeyError):
+        store.open(bad_key)
+    with pytest.raises(InvalidKeyError):
+        store.delete(bad_key)
+    assert not store.exists(bad_key)
+
+
+def test_save_none_is_a_clear_error(store: BaseStore) -> None:
+    with pytest.raises(InvalidFileError, match=r"request\.files"):
+        store.save(None)
+
+
+def test_empty_form_field_is_refused(store: BaseStore) -> None:
+    with pytest.raises(EmptyFileError):
+        store.save(FileStorage(io.BytesIO(b""), filename=""))
+    assert everything_stored(store) == []
+
+
+@pytest.mark.parametrize("not_a_file", [object(), 42, ["a"], io.StringIO("text")])
+def test_non_files_are_refused(store: BaseStore, not_a_file: object) -> None:
+    with pytest.raises(InvalidFileError):
+        store.save(not_a_file, name="x.txt")
+    assert everything_stored(store) == []
+
+
+def test_text_mode_stream_is_refused(store: BaseStore, tmp_path: Path) -> None:
+    (tmp_path / "t.txt").write_text("hi")
+    with open(tmp_path / "t.txt") as text, pytest.raises(InvalidFileError, match="rb"):
+        store.save(text)
+    assert everything_stored(store) == []
+
+
+@pytest.mark.parametrize("useless", ["...", "///", "\\", "..\\..", " . "])
+def test_names_that_sanitise_to_nothing(store: BaseStore, useless: str) -> None:
+    with pytest.raises(InvalidFilenameError, match="name="):
+        store.save(b"x", name=useless)
+    assert everything_stored(store) == []
+
+
+def test_unnamed_data_needs_a_name(store: BaseStore) -> None:
+    with pytest.raises(InvalidFilenameError):
+        store.save(b"x")
+    with pytest.raises(InvalidFilenameError):
+        store.save(FileStorage(io.BytesIO(b"data"), filename=""))
+
+
+def test_missing_path_is_refused(store: BaseStore, tmp_path: Path) -> None:
+    with pytest.raises(InvalidFileError, match="Cannot open"):
+        store.save(str(tmp_path / "nope.txt"))
+
+
+def test_read_error_mid_stream_leaves_nothing(store: BaseStore) -> None:
+    stream = io.BufferedReader(FailingReader(3 * 1024 * 1024))
+    with pytest.raises(UploadReadError, match="part-way"):
+        store.save(stream, name="broken.bin")
+    assert everything_stored(store) == []
+    assert "broken.bin" not in store
+
+
+def test_file_wrapper_round_trips_through_a_dict(store: BaseStore) -> None:
+    saved = store.save(b"abc", name="doc.pdf")
+    record = saved.to_dict()
+    assert record == {
+        "store": store.name,
+        "name": "doc.pdf",
+        "filename": "doc.pdf",
+        "content_type": "application/pdf",
+        "size": 3,
+    }
+    again = store.file(record["name"])
+    assert again == saved and hash(again) == hash(saved)
+    assert again.read() == b"abc" and again.etag == saved.etag
