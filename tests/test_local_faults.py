@@ -1,0 +1,74 @@
+"""LocalStore under a full disk: a clear error and nothing left behind.
+
+Both tests run the save in a child process: one on a real 256 KiB tmpfs mounted in a private
+mount namespace (so ``write`` fails with ENOSPC), one under a file-size limit (EFBIG).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+SAVE_TOO_MUCH = textwrap.dedent(
+    """
+    import os, sys
+    from flask_store.exceptions import StorageFullError
+    from flask_store.stores.local import LocalStore
+
+    root = sys.argv[1]
+    store = LocalStore(path=root)
+    store.save(b"small", name="fits.txt")
+    try:
+        store.save(b"x" * (4 * 1024 * 1024), name="too-big.bin")
+    except StorageFullError as exc:
+        print("StorageFullError:", exc)
+    else:
+        sys.exit("no error raised")
+    left = sorted(name for _, _, names in os.walk(root) for name in names)
+    print("LEFT", left)
+    """
+)
+
+
+def save_too_much(command: list[str], root: Path) -> subprocess.CompletedProcess[str]:
+    """Run :data:`SAVE_TOO_MUCH` (from stdin) with ``command`` standing for the Python call."""
+    return subprocess.run(
+        [*command, str(root)],
+        input=SAVE_TOO_MUCH,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_full_disk_raises_storage_full_and_leaves_nothing(tmp_path: Path) -> None:
+    if shutil.which("unshare") is None:
+        pytest.skip("the unshare program (util-linux) is needed to mount a tiny tmpfs")
+    root = tmp_path / "tiny"
+    root.mkdir()
+    mount_then_save = f'mount -t tmpfs -o size=256k tmpfs "$1" && exec {sys.executable} - "$1"'
+    command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount_then_save, "sh"]
+    result = save_too_much(command, root)
+    if result.returncode != 0 and "mount" in result.stderr:
+        pytest.skip(f"cannot mount a tmpfs in a private namespace here: {result.stderr.strip()}")
+    assert result.returncode == 0, result.stderr
+    assert "StorageFullError: No space left to store 'too-big.bin'" in result.stdout
+    assert "LEFT ['fits.txt']" in result.stdout
+
+
+def test_file_size_limit_raises_storage_full_and_leaves_nothing(tmp_path: Path) -> None:
+    limit_then_save = (
+        "import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1024 * 1024, 1024 * 1024)); "
+        "exec(sys.stdin.read())"
+    )
+    result = save_too_much([sys.executable, "-c", limit_then_save], tmp_path / "store")
+    assert result.returncode == 0, result.stderr
+    assert "StorageFullError" in result.stdout
+    assert "LEFT ['fits.txt']" in result.stdout

@@ -1,0 +1,109 @@
+"""Keys never leave their store: property tests over generated filenames and keys."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from flask_store.exceptions import InvalidFilenameError, InvalidKeyError
+from flask_store.naming import (
+    MAX_COMPONENT_BYTES,
+    candidate_keys,
+    clean_key,
+    join_key,
+    secure_filename,
+    split_extension,
+    with_unique_suffix,
+)
+
+ROOT = "/srv/store"
+# Text that favours the characters attackers use: dots, slashes, backslashes, NUL, unicode.
+hostile_text = st.lists(
+    st.sampled_from(["..", "../", "..\\", "/", "\\", ".", "\x00", " ", "\u202e", "é", "中"])
+    | st.characters(),
+    max_size=120,
+).map("".join)
+
+
+def inside_root(key: str) -> bool:
+    path = os.path.normpath(os.path.join(ROOT, *key.split("/")))
+    return path.startswith(ROOT + os.sep)
+
+
+@given(hostile_text)
+@example("../../etc/passwd")
+@example("..")
+@example("C:\\Windows\\system32")
+@example("\x00.jpg")
+def test_secure_filename_never_leaves_the_root(filename: str) -> None:
+    try:
+        name = secure_filename(filename)
+    except InvalidFilenameError:
+        return
+    assert clean_key(name) == name  # a valid single-component key
+    assert "/" not in name
+    assert inside_root(name)
+    assert len(name.encode()) <= MAX_COMPONENT_BYTES
+
+
+@given(hostile_text)
+@example("a/../../b")
+@example("/abs")
+@example("a//b/")
+def test_clean_key_accepts_only_contained_keys(key: str) -> None:
+    try:
+        cleaned = clean_key(key)
+    except InvalidKeyError:
+        return
+    assert inside_root(cleaned)
+    assert all(part and not part.startswith(".") for part in cleaned.split("/"))
+    assert clean_key(cleaned) == cleaned
+
+
+@given(hostile_text, hostile_text)
+def test_join_key_of_anything_is_contained(folder: str, name: str) -> None:
+    try:
+        key = join_key(folder, name)
+    except InvalidKeyError:
+        return
+    assert inside_root(key)
+
+
+@given(st.from_regex(r"[a-z]{1,10}(\.[a-z]{1,4}){0,2}", fullmatch=True))
+def test_unique_suffix_keeps_the_extension(name: str) -> None:
+    renamed = with_unique_suffix(f"folder/{name}")
+    stem, ext = split_extension(name)
+    assert re.fullmatch(rf"folder/{re.escape(stem)}_[A-Za-z0-9_-]{{8}}{re.escape(ext)}", renamed)
+
+
+def test_unicode_letters_are_kept() -> None:
+    assert secure_filename("фото.jpg") == "фото.jpg"
+    assert secure_filename("我的 文件.png") == "我的_文件.png"
+    assert secure_filename("e\u0301te\u0301.txt") == "été.txt"  # normalised to NFC
+
+
+@pytest.mark.parametrize(
+    ("hostile", "safe"),
+    [
+        ("../../etc/passwd", "passwd"),
+        ("C:\\Users\\me\\photo.jpg", "photo.jpg"),
+        (".bashrc", "bashrc"),
+        ("CON.txt", "_CON.txt"),
+        ("a b\tc?.txt", "a_b_c_.txt"),
+        ("x" * 400 + ".jpg", "x" * 235 + ".jpg"),  # room left for a rename suffix
+    ],
+)
+def test_secure_filename_examples(hostile: str, safe: str) -> None:
+    assert secure_filename(hostile) == safe
+
+
+def test_candidate_keys_follow_the_policy() -> None:
+    assert list(candidate_keys("a.jpg", "error")) == ["a.jpg"]
+    assert list(candidate_keys("a.jpg", "overwrite")) == ["a.jpg"]
+    renames = candidate_keys("a.jpg", "rename")
+    assert next(renames) == "a.jpg"
+    assert len({next(renames) for _ in range(100)}) == 100
