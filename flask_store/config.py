@@ -26,6 +26,8 @@ COMMON_DEFAULTS: Mapping[str, Any] = {
     "ON_CONFLICT": "rename",
     "CACHE_MAX_AGE": None,
     "INLINE_ACTIVE_CONTENT": False,
+    "CACHE_TTL": None,
+    "CACHE_PATH": None,
 }
 
 
@@ -36,12 +38,15 @@ class StoreConfig:
     :param values: unprefixed keys, e.g. ``{"PATH": "/srv/files"}``.
     :param name: the store's name (``"default"`` for the ``STORE_*`` one).
     :param key_prefix: how the user spells a key's prefix, for error messages.
+    :param key_suffix: what follows the key in the user's spelling (``"']"`` for keys of
+        a nested dict such as ``STORE_STORES['avatars']['PATH']``).
     :param instance_path: the Flask app's instance folder, if any, for relative paths.
     """
 
     values: Mapping[str, Any] = field(default_factory=dict)
     name: str = "default"
     key_prefix: str = "STORE_"
+    key_suffix: str = ""
     instance_path: str | None = None
 
     @classmethod
@@ -59,7 +64,7 @@ class StoreConfig:
 
     def label(self, key: str) -> str:
         """The key as the user wrote it: ``PATH`` -> ``STORE_PATH``."""
-        return f"{self.key_prefix}{key}"
+        return f"{self.key_prefix}{key}{self.key_suffix}"
 
     def error(self, key: str, problem: str) -> NotConfiguredError:
         """A :class:`NotConfiguredError` that names ``key`` and says what is wrong."""

@@ -24,6 +24,10 @@ class ProviderImportError(NotConfiguredError, ImportError):
     """``STORE_PROVIDER`` names a class that cannot be imported."""
 
 
+class StoreNotFoundError(StoreError, LookupError):
+    """No store or alias has the name asked for (``store.Provider("avatars")``)."""
+
+
 class InvalidFileError(StoreError, ValueError):
     """``save()`` was given something that is not a file it can store."""
 
@@ -62,3 +66,15 @@ class UnsupportedOperationError(StoreError):
 
 class StoreUnavailableError(StoreError, ConnectionError):
     """A remote store cannot be reached, does not exist, or refused access."""
+
+
+class TransferConflictError(FileExistsInStoreError):
+    """A background transfer found a different file under its key on the remote store.
+
+    The transfer never overwrites it; the local copy stays and the transfer is recorded as
+    failed until someone resolves the conflict.
+    """
+
+
+class TransferVerificationError(StoreError, OSError):
+    """The remote store reports a size or checksum that differs from the local copy's."""

@@ -1,26 +1,17 @@
-"""The ``Store`` Flask extension: configuration, per-app state and the serving route."""
+"""The ``Store`` Flask extension: per-app stores, the serving routes and the CLI."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from flask import Flask, current_app, request
 from werkzeug.wrappers import Response
 
-from .config import COMMON_DEFAULTS, StoreConfig
+from .file_wrapper import FileWrapper
+from .registry import DEFAULT_NAME, StoreRegistry, build_registry
 from .serving import serve_file
-from .stores import load_provider
 from .stores.base import BaseStore
 
 EXTENSION_KEY = "store"
 SERVE_ENDPOINT = "flask_store.serve"
-
-
-@dataclass
-class StoreState:
-    """What one app's ``Store`` holds, in ``app.extensions["store"]``."""
-
-    provider: BaseStore
 
 
 class Store:
@@ -36,7 +27,8 @@ class Store:
             return app
 
     One ``Store`` object may serve several apps: everything it knows about an app lives in
-    that app's ``extensions``, so each app gets its own provider and settings.
+    that app's ``extensions["store"]`` (a :class:`~flask_store.registry.StoreRegistry`), so
+    each app gets its own stores and settings.
     """
 
     def __init__(self, app: Flask | None = None) -> None:
@@ -44,48 +36,73 @@ class Store:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        """Set config defaults, check the configuration, build the provider, add the route.
+        """Set config defaults, check every store's settings, build the stores, add routes.
 
         :raises NotConfiguredError: naming the ``STORE_*`` key that is missing or wrong.
-        :raises ProviderImportError: when ``STORE_PROVIDER`` cannot be imported.
+        :raises ProviderImportError: when a ``PROVIDER`` cannot be imported.
         """
-        for key, value in COMMON_DEFAULTS.items():
-            app.config.setdefault(f"STORE_{key}", value)
-        provider_class = load_provider(app.config["STORE_PROVIDER"])
-        for key, value in provider_class.defaults.items():
-            app.config.setdefault(f"STORE_{key}", value)
-        config = StoreConfig.from_app_config(app.config, instance_path=app.instance_path)
-        provider = provider_class(config)
-        app.extensions[EXTENSION_KEY] = StoreState(provider=provider)
-        if provider.serve:
-            app.add_url_rule(
-                f"{provider.url_prefix}/<path:key>",
-                endpoint=SERVE_ENDPOINT,
-                view_func=_serve_view,
-                methods=["GET", "HEAD"],
-            )
+        from .cli import store_cli
+
+        registry = build_registry(app)
+        app.extensions[EXTENSION_KEY] = registry
+        for name, store in registry.stores.items():
+            if store.serve:
+                app.add_url_rule(
+                    f"{store.url_prefix}/<path:key>",
+                    endpoint=SERVE_ENDPOINT if name == DEFAULT_NAME else f"{SERVE_ENDPOINT}_{name}",
+                    view_func=_serve_view,
+                    methods=["GET", "HEAD"],
+                    defaults={"store_name": name},
+                )
+        if "store" not in app.cli.commands:
+            app.cli.add_command(store_cli)
 
     @staticmethod
-    def state(app: Flask | None = None) -> StoreState:
-        """The per-app state of the given app (or the current one)."""
+    def registry(app: Flask | None = None) -> StoreRegistry:
+        """The stores of the given app (or the current one)."""
         target = app if app is not None else current_app
         try:
-            state: StoreState = target.extensions[EXTENSION_KEY]
+            registry: StoreRegistry = target.extensions[EXTENSION_KEY]
         except KeyError:
             raise RuntimeError(
                 "Flask-Store is not set up on this app; call Store(app) or store.init_app(app)."
             ) from None
-        return state
+        return registry
 
-    def Provider(self, destination: str | None = None) -> BaseStore:  # noqa: N802 - seed API
-        """The current app's configured store, saving into ``destination`` if given.
+    def Provider(  # noqa: N802 - the original Flask-Store API
+        self, name: str | None = None, *, destination: str | None = None
+    ) -> BaseStore:
+        """The store called ``name`` (default: ``STORE_DEFAULT``), for the current app.
 
-        The name keeps the original Flask-Store API: ``store.Provider().save(file)``.
+        :param name: a store of ``STORE_STORES``, an alias, or ``None`` for the default.
+        :param destination: a folder inside the store that ``save()`` puts files in.
+        :raises StoreNotFoundError: when no store has that name.
         """
-        provider = self.state().provider
+        provider = self.registry().resolve(name)
         return provider.at(destination) if destination else provider
 
+    def get(self, name: str | None = None) -> BaseStore:
+        """The store called ``name``: the plain spelling of :meth:`Provider`."""
+        return self.registry().resolve(name)
 
-def _serve_view(key: str) -> Response:
-    """The view behind ``STORE_URL_PREFIX/<key>``."""
-    return serve_file(Store.state().provider, key, request.environ)
+    def get_file(self, path: str) -> FileWrapper:
+        """The file at ``path``, ``"<store name>/<key>"`` (see :attr:`FileWrapper.path`).
+
+        :raises StoreNotFoundError: when the first part names no store.
+        :raises InvalidKeyError: when the rest is not an acceptable key.
+        """
+        name, _, key = path.partition("/")
+        return self.registry().resolve(name).file(key)
+
+    def alias(self, alias: str, name: str) -> None:
+        """Make ``alias`` another name for the store ``name`` in the current app."""
+        self.registry().add_alias(alias, name)
+
+    def set_default(self, name: str) -> None:
+        """Make ``Provider()`` return the store (or alias) ``name`` in the current app."""
+        self.registry().set_default(name)
+
+
+def _serve_view(store_name: str, key: str) -> Response:
+    """The view behind each serving store's ``URL_PREFIX/<key>``."""
+    return serve_file(Store.registry().stores[store_name], key, request.environ)

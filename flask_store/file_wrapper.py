@@ -92,6 +92,14 @@ class FileWrapper:
         """The file's path on the local file system (local stores only)."""
         return self.store.path(self.name)
 
+    @property
+    def path(self) -> str:
+        """The file's stable path across an app's stores: ``"<store name>/<key>"``.
+
+        ``store.get_file(path)`` finds the file again, whichever store is the default.
+        """
+        return f"{self.store.name}/{self.name}"
+
     def relative_path(self) -> str:
         """The file's path relative to the store's root (``STORE_PATH``): its key."""
         return self.name

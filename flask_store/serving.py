@@ -66,11 +66,13 @@ def serve_file(store: BaseStore, key: str, environ: dict[str, object]) -> Respon
         direct = store.direct_url(key) if store.serve_by_redirect else None
         if direct is not None:
             return redirect(direct, code=302)
+        # Remote stores with STORE_CACHE_TTL read through a local copy.
+        source = store.read_cache or store
         if environ.get("REQUEST_METHOD") == "HEAD" or _is_conditional(environ):
-            info = store.info(key)
+            info = source.info(key)
             if environ.get("REQUEST_METHOD") == "HEAD" or not _is_modified(environ, info):
                 return _prepare(Response(status=200), store, info, environ)
-        stream, info = store.open_with_info(key)
+        stream, info = source.open_with_info(key)
     except (FileNotFoundInStoreError, InvalidKeyError):
         raise NotFound() from None
     body = Response(wrap_file(environ, stream), direct_passthrough=True)

@@ -54,7 +54,7 @@ def test_application_factory(tmp_path: Path) -> None:
     app = create_app()
     with app.app_context():
         assert isinstance(store.Provider(), MemoryStore)
-        assert app.extensions["store"].provider is store.Provider()
+        assert app.extensions["store"].resolve() is store.Provider()
 
 
 def test_one_store_object_serves_two_apps_with_their_own_providers(tmp_path: Path) -> None:
@@ -149,7 +149,7 @@ def test_destination_argument_of_provider(tmp_path: Path) -> None:
     app = make_app(tmp_path, STORE_PROVIDER="memory")
     store = Store(app)
     with app.test_request_context():
-        saved = store.Provider("avatars").save(b"x", name="me.png")
+        saved = store.Provider(destination="avatars").save(b"x", name="me.png")
         assert saved.name == "avatars/me.png"
         assert saved.relative_url() == "/flaskstore/avatars/me.png"
         assert store.Provider().destination is None

@@ -27,7 +27,7 @@ def app(request: pytest.FixtureRequest, tmp_path: Path) -> Flask:
 @pytest.fixture
 def provider(app: Flask) -> Iterator[BaseStore]:
     with app.app_context():
-        provider: BaseStore = app.extensions["store"].provider
+        provider: BaseStore = app.extensions["store"].resolve()
         provider.save(BODY, name="data.bin")
         yield provider
 

@@ -9,7 +9,9 @@ naming and conflict policy, the dict-like face, URLs) lives here once.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import mimetypes
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -18,9 +20,15 @@ from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 from urllib.parse import quote
 
 from ..config import StoreConfig
-from ..exceptions import FileExistsInStoreError, InvalidFilenameError, UnsupportedOperationError
+from ..exceptions import (
+    FileExistsInStoreError,
+    FileNotFoundInStoreError,
+    InvalidFilenameError,
+    UnsupportedOperationError,
+)
 from ..naming import ON_CONFLICT_CHOICES, OnConflict, candidate_keys, join_key, secure_filename
-from ..sources import open_upload
+from ..read_cache import ReadThroughCache
+from ..sources import Upload, open_upload
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -87,8 +95,8 @@ def first_free_key(keys: Iterable[str], claim: Callable[[str], bool]) -> str:
         if claim(key):
             return key
     raise FileExistsInStoreError(
-        f"A file is already stored as {tried!r} and ON_CONFLICT is 'error'; delete it, "
-        "choose another name, or set STORE_ON_CONFLICT to 'rename' or 'overwrite'."
+        f"A file is already stored as {tried!r}; delete it first, choose another name, "
+        "or allow replacing it (STORE_ON_CONFLICT = 'rename' or 'overwrite')."
     )
 
 
@@ -124,12 +132,8 @@ class BaseStore(ABC):
             values.update({k.upper(): v for k, v in settings.items()})
             config = StoreConfig(values={**self.defaults, **values})
         elif settings:
-            config = StoreConfig(
-                values={**config.values, **{k.upper(): v for k, v in settings.items()}},
-                name=config.name,
-                key_prefix=config.key_prefix,
-                instance_path=config.instance_path,
-            )
+            overrides = {k.upper(): v for k, v in settings.items()}
+            config = dataclasses.replace(config, values={**config.values, **overrides})
         self.config = config
         self.name: str = config.name
         self.url_prefix: str = config.url_prefix()
@@ -139,6 +143,19 @@ class BaseStore(ABC):
         self.cache_max_age: int | None = config.optional_number("CACHE_MAX_AGE")
         self.inline_active_content: bool = config.typed("INLINE_ACTIVE_CONTENT", bool, False)
         self.destination: str | None = join_key(destination) if destination else None
+        self.read_cache = self._make_read_cache(config)
+
+    def _make_read_cache(self, config: StoreConfig) -> ReadThroughCache | None:
+        """The read-through cache the serving route uses when ``CACHE_TTL`` is set."""
+        ttl = config.optional_number("CACHE_TTL")
+        if not ttl:
+            return None
+        folder = config.setting("CACHE_PATH")
+        if folder is None:
+            if config.instance_path is None:
+                raise config.error("CACHE_PATH", "is required with CACHE_TTL outside a Flask app.")
+            folder = os.path.join(config.instance_path, "store-cache", config.name)
+        return ReadThroughCache(self, os.fspath(folder), ttl)
 
     # -- what each backend implements -------------------------------------------------------
 
@@ -188,6 +205,9 @@ class BaseStore(ABC):
     ) -> FileWrapper:
         """Store ``file`` and return a :class:`~flask_store.FileWrapper` for it.
 
+        The key is made from the file's name (made safe, inside :attr:`destination`); when it
+        is taken, ``ON_CONFLICT`` decides: a new unique name, an overwrite, or an error.
+
         :param file: a Werkzeug ``FileStorage`` (``request.files["x"]``), a binary file
             object, ``bytes``, or a path to a file on disk.
         :param name: the filename to derive the key from, instead of the file's own. It is
@@ -200,8 +220,6 @@ class BaseStore(ABC):
         :raises UploadReadError: when reading ``file`` fails part-way.
         :raises StorageFullError: when the store has no room left.
         """
-        from ..file_wrapper import FileWrapper
-
         with open_upload(file, name, content_type) as upload:
             if not upload.filename:
                 raise InvalidFilenameError(
@@ -209,16 +227,57 @@ class BaseStore(ABC):
                 )
             safe_name = secure_filename(upload.filename)
             key = join_key(self.destination, safe_name)
-            meta = FileMeta(
-                filename=upload.filename,
-                content_type=upload.content_type or guess_content_type(safe_name),
-            )
-            info = self._write(
-                upload.chunks(),
-                candidate_keys(key, self.on_conflict),
-                meta,
-                overwrite=self.on_conflict == "overwrite",
-            )
+            keys = candidate_keys(key, self.on_conflict)
+            return self._store(upload, keys, safe_name, overwrite=self.on_conflict == "overwrite")
+
+    def put(
+        self,
+        key: str,
+        file: Any,
+        *,
+        filename: str | None = None,
+        content_type: str | None = None,
+        overwrite: bool = False,
+    ) -> FileWrapper:
+        """Store ``file`` under exactly ``key`` (copies between stores, restores, sync).
+
+        Unlike :meth:`save`, the key is used as given (after the containment check) and
+        never renamed.
+
+        :param filename: the original filename to record (default: the key's last part).
+        :param overwrite: replace a file already stored as ``key`` instead of refusing.
+        :raises FileExistsInStoreError: when ``key`` is taken and ``overwrite`` is false.
+        """
+        key = join_key(self.destination, key)
+        basename = key.rpartition("/")[2]
+        with open_upload(file, filename or basename, content_type) as upload:
+            return self._store(upload, iter([key]), basename, overwrite=overwrite)
+
+    def replace(
+        self, key: str, file: Any, name: str | None = None, content_type: str | None = None
+    ) -> FileWrapper:
+        """Replace the content and metadata of the file stored as ``key``, keeping its key.
+
+        :param name: the new original filename to record (default: the new file's own).
+        :raises FileNotFoundInStoreError: when nothing is stored as ``key``.
+        """
+        key = join_key(key)
+        if not self.exists(key):
+            raise FileNotFoundInStoreError(f"No file is stored as {key!r}; nothing to replace.")
+        with open_upload(file, name, content_type) as upload:
+            return self._store(upload, iter([key]), key.rpartition("/")[2], overwrite=True)
+
+    def _store(
+        self, upload: Upload, keys: Iterator[str], type_name: str, *, overwrite: bool
+    ) -> FileWrapper:
+        """Write ``upload`` under the first free key; ``type_name`` guesses its content type."""
+        from ..file_wrapper import FileWrapper
+
+        meta = FileMeta(
+            filename=upload.filename or type_name,
+            content_type=upload.content_type or guess_content_type(type_name),
+        )
+        info = self._write(upload.chunks(), keys, meta, overwrite=overwrite)
         return FileWrapper(self, info.key, info=info)
 
     def file(self, key: str) -> FileWrapper:

@@ -1,0 +1,133 @@
+"""Building an app's stores from its config: the default one, named ones, and aliases.
+
+``STORE_*`` keys configure the store named ``"default"``; ``STORE_STORES`` configures more,
+each with the same keys without the prefix; ``STORE_ALIASES`` maps extra names onto them, so
+new uploads can move to another backend while old files stay reachable under their real store.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask
+
+from .config import COMMON_DEFAULTS, StoreConfig
+from .exceptions import NotConfiguredError, StoreNotFoundError
+from .stores import load_provider
+from .stores.base import BaseStore
+
+DEFAULT_NAME = "default"
+_STORE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+
+@dataclass
+class StoreRegistry:
+    """An app's stores by name, its aliases, and which one ``Provider()`` returns."""
+
+    stores: dict[str, BaseStore]
+    aliases: dict[str, str] = field(default_factory=dict)
+    default: str = DEFAULT_NAME
+
+    def resolve(self, name: str | None = None) -> BaseStore:
+        """The store called ``name`` (a real name or an alias; ``None`` for the default).
+
+        :raises StoreNotFoundError: when no store or alias has that name.
+        """
+        wanted = self.default if name is None else name
+        real = wanted if wanted in self.stores else self.aliases.get(wanted)
+        if real is None or real not in self.stores:
+            known = ", ".join(sorted([*self.stores, *self.aliases]))
+            raise StoreNotFoundError(f"No store is called {wanted!r}; known: {known}.")
+        return self.stores[real]
+
+    def add_alias(self, alias: str, name: str) -> None:
+        """Make ``alias`` another name for the store (or alias) ``name``."""
+        if alias in self.stores:
+            raise NotConfiguredError(f"{alias!r} is the name of a store; an alias cannot hide it.")
+        self.aliases[alias] = self.resolve(name).name
+
+    def set_default(self, name: str) -> None:
+        """Make ``Provider()`` without a name return the store called ``name``."""
+        self.resolve(name)
+        self.default = name
+
+
+def build_registry(app: Flask) -> StoreRegistry:
+    """Read every store's settings from ``app.config``, check them, and build the stores.
+
+    :raises NotConfiguredError: naming the first key that is missing or wrong.
+    """
+    for key, value in COMMON_DEFAULTS.items():
+        app.config.setdefault(f"STORE_{key}", value)
+    default_class = load_provider(app.config["STORE_PROVIDER"])
+    for key, value in default_class.defaults.items():
+        app.config.setdefault(f"STORE_{key}", value)
+    config = StoreConfig.from_app_config(app.config, instance_path=app.instance_path)
+    stores: dict[str, BaseStore] = {DEFAULT_NAME: default_class(config)}
+
+    named = _mapping_setting(app.config, "STORE_STORES")
+    base_prefix = stores[DEFAULT_NAME].url_prefix
+    for name, settings in named.items():
+        stores[name] = _build_named(app, name, settings, base_prefix)
+    _check_unique_prefixes(stores)
+
+    registry = StoreRegistry(stores)
+    for alias, target in _mapping_setting(app.config, "STORE_ALIASES").items():
+        try:
+            registry.add_alias(str(alias), str(target))
+        except StoreNotFoundError as exc:
+            raise NotConfiguredError(f"STORE_ALIASES[{alias!r}]: {exc}") from exc
+    default = app.config.get("STORE_DEFAULT")
+    if default is not None:
+        try:
+            registry.set_default(str(default))
+        except StoreNotFoundError as exc:
+            raise NotConfiguredError(f"STORE_DEFAULT: {exc}") from exc
+    return registry
+
+
+def _mapping_setting(config: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = config.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise NotConfiguredError(f"{key} must be a dict, not {type(value).__name__}.")
+    return value
+
+
+def _build_named(app: Flask, name: object, settings: object, base_prefix: str) -> BaseStore:
+    """One store of ``STORE_STORES``; its URL prefix defaults to ``<STORE_URL_PREFIX>/<name>``."""
+    if not isinstance(name, str) or not _STORE_NAME.match(name) or name == DEFAULT_NAME:
+        raise NotConfiguredError(
+            f"STORE_STORES: {name!r} is not a usable store name (letters, digits, '_' and '-'; "
+            f"not {DEFAULT_NAME!r})."
+        )
+    if not isinstance(settings, Mapping):
+        raise NotConfiguredError(f"STORE_STORES[{name!r}] must be a dict of settings.")
+    values = {str(k).upper(): v for k, v in settings.items()}
+    provider_class = load_provider(
+        values.get("PROVIDER", COMMON_DEFAULTS["PROVIDER"]),
+        setting=f"STORE_STORES['{name}']['PROVIDER']",
+    )
+    config = StoreConfig(
+        values={"URL_PREFIX": f"{base_prefix}/{name}", **provider_class.defaults, **values},
+        name=name,
+        key_prefix=f"STORE_STORES['{name}']['",
+        key_suffix="']",
+        instance_path=app.instance_path,
+    )
+    return provider_class(config)
+
+
+def _check_unique_prefixes(stores: Mapping[str, BaseStore]) -> None:
+    seen: dict[str, str] = {}
+    for name, store in stores.items():
+        if not store.serve:
+            continue
+        if store.url_prefix in seen:
+            raise NotConfiguredError(
+                f"Stores {seen[store.url_prefix]!r} and {name!r} both serve under "
+                f"{store.url_prefix!r}; give one of them another URL_PREFIX."
+            )
+        seen[store.url_prefix] = name
