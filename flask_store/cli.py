@@ -6,11 +6,10 @@ usage errors (a store name or path that does not exist). Errors are one line, ne
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import IO, Any
+from typing import Any
 
 import click
 from flask import current_app
@@ -18,8 +17,7 @@ from flask.cli import with_appcontext
 
 from .exceptions import FileNotFoundInStoreError, InvalidKeyError, StoreError, StoreNotFoundError
 from .file_wrapper import FileWrapper
-from .sources import CHUNK_SIZE
-from .stores.base import BaseStore, FileInfo
+from .stores.base import BaseStore, measure
 
 
 class UsageProblem(click.ClickException):
@@ -167,7 +165,7 @@ def verify_store(store: str | None) -> None:
     failures = 0
     with _progress(list(target.keys()), "Verifying") as keys:
         for key in keys:
-            problem = verify_file(target, key)
+            problem = target.verify(key)
             if problem:
                 failures += 1
                 click.echo(f"error: {target.name}/{key}: {problem}", err=True)
@@ -206,41 +204,9 @@ def needs_copy(source: BaseStore, target: BaseStore, key: str, checksum: bool = 
     return checksum and _digest(source, key) != _digest(target, key)
 
 
-def verify_file(store: BaseStore, key: str) -> str | None:
-    """What is wrong with the stored file ``key``, or ``None`` when it reads back intact."""
-    try:
-        stream, info = store.open_with_info(key)
-        with stream:
-            size, md5 = _measure(stream)
-    except (StoreError, OSError) as exc:
-        return f"unreadable: {exc}"
-    if size != info.size:
-        return f"size is {size} bytes but metadata says {info.size}"
-    recorded = recorded_md5(info)
-    if recorded and recorded != md5:
-        return f"checksum is {md5} but metadata says {recorded}"
-    return None
-
-
-def recorded_md5(info: FileInfo) -> str | None:
-    """The MD5 a store recorded as the ETag (S3 single-part uploads, MemoryStore), if any."""
-    etag = info.etag.strip('"')
-    is_md5 = len(etag) == 32 and all(c in "0123456789abcdef" for c in etag)
-    return etag if is_md5 else None
-
-
 def _digest(store: BaseStore, key: str) -> str:
     with store.open(key) as stream:
-        return _measure(stream)[1]
-
-
-def _measure(stream: IO[bytes]) -> tuple[int, str]:
-    digest = hashlib.md5(usedforsecurity=False)
-    size = 0
-    while chunk := stream.read(CHUNK_SIZE):
-        digest.update(chunk)
-        size += len(chunk)
-    return size, digest.hexdigest()
+        return measure(stream)[1]
 
 
 def _is_terminal() -> bool:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import mimetypes
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, ClassVar
 from urllib.parse import quote
 
 from ..config import StoreConfig
@@ -24,11 +25,12 @@ from ..exceptions import (
     FileExistsInStoreError,
     FileNotFoundInStoreError,
     InvalidFilenameError,
+    StoreError,
     UnsupportedOperationError,
 )
 from ..naming import ON_CONFLICT_CHOICES, OnConflict, candidate_keys, join_key, secure_filename
 from ..read_cache import ReadThroughCache
-from ..sources import Upload, open_upload
+from ..sources import CHUNK_SIZE, Upload, open_upload
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -98,6 +100,23 @@ def first_free_key(keys: Iterable[str], claim: Callable[[str], bool]) -> str:
         f"A file is already stored as {tried!r}; delete it first, choose another name, "
         "or allow replacing it (STORE_ON_CONFLICT = 'rename' or 'overwrite')."
     )
+
+
+def measure(stream: IO[bytes]) -> tuple[int, str]:
+    """Length and hex MD5 of what is left in ``stream``, read in chunks."""
+    digest = hashlib.md5(usedforsecurity=False)
+    size = 0
+    while chunk := stream.read(CHUNK_SIZE):
+        digest.update(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def recorded_md5(info: FileInfo) -> str | None:
+    """The MD5 a store recorded as the ETag (S3 single-part uploads, MemoryStore), if any."""
+    etag = info.etag.strip('"')
+    is_md5 = len(etag) == 32 and all(c in "0123456789abcdef" for c in etag)
+    return etag if is_md5 else None
 
 
 class BaseStore(ABC):
@@ -305,6 +324,26 @@ class BaseStore(ABC):
     def size(self, key: str) -> int:
         """Size in bytes of the file stored as ``key``."""
         return self.info(key).size
+
+    def verify(self, key: str) -> str | None:
+        """Read ``key`` whole and say what is wrong with it, or ``None`` when it is intact.
+
+        Checks that it is readable, that its length matches its metadata, and that its MD5
+        matches the one the store recorded, where it records one (S3 single-part uploads,
+        MemoryStore).
+        """
+        try:
+            stream, info = self.open_with_info(key)
+            with stream:
+                size, md5 = measure(stream)
+        except (StoreError, OSError) as exc:
+            return f"unreadable: {exc}"
+        if size != info.size:
+            return f"size is {size} bytes but metadata says {info.size}"
+        recorded = recorded_md5(info)
+        if recorded and recorded != md5:
+            return f"checksum is {md5} but metadata says {recorded}"
+        return None
 
     def path(self, key: str) -> str:
         """The absolute filesystem path of ``key``; only stores on local disk have one."""

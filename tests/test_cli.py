@@ -1,0 +1,186 @@
+"""``flask store ...`` through Flask's CliRunner, and once as a real ``flask`` process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskCliRunner
+
+from flask_store import Store
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Flask:
+    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config.update(
+        STORE_PATH=str(tmp_path / "local"),
+        STORE_STORES={"mem": {"PROVIDER": "memory"}, "backup": {"PATH": str(tmp_path / "bk")}},
+        SERVER_NAME="files.example.com",
+    )
+    store = Store(app)
+    with app.app_context():
+        store.Provider().save(b"alpha", name="a.txt")
+        store.Provider(destination="docs").save(b"beta!", name="b.md")
+    return app
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    return app.test_cli_runner()
+
+
+def test_ls_lists_keys_sizes_and_dates(runner: FlaskCliRunner) -> None:
+    result = runner.invoke(args=["store", "ls"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert [line.split()[-1] for line in lines] == ["a.txt", "docs/b.md"]
+    assert lines[0].split()[0] == "5"
+    only_docs = runner.invoke(args=["store", "ls", "default", "docs/"])
+    assert only_docs.output.split()[-1] == "docs/b.md"
+    assert runner.invoke(args=["store", "ls", "mem"]).output == ""
+
+
+def test_stat_and_url(runner: FlaskCliRunner) -> None:
+    result = runner.invoke(args=["store", "stat", "default/docs/b.md"])
+    assert result.exit_code == 0, result.output
+    assert "size:          5" in result.output
+    assert "content-type:  text/markdown" in result.output
+    url = runner.invoke(args=["store", "url", "default/docs/b.md"])
+    assert url.output.strip() == "http://files.example.com/flaskstore/docs/b.md"
+
+
+def test_cp_and_rm(runner: FlaskCliRunner, app: Flask) -> None:
+    copied = runner.invoke(args=["store", "cp", "default/a.txt", "mem/"])
+    assert copied.exit_code == 0, copied.output
+    assert "copied default/a.txt -> mem/a.txt" in copied.output
+    renamed = runner.invoke(args=["store", "cp", "default/a.txt", "mem/x/y.txt"])
+    assert renamed.exit_code == 0
+    again = runner.invoke(args=["store", "cp", "default/a.txt", "mem/"])
+    assert again.exit_code == 1
+    assert "already stored" in again.output
+    with app.app_context():
+        mem = Store().get("mem")
+        assert mem.read("a.txt") == mem.read("x/y.txt") == b"alpha"
+        assert mem.info("a.txt").content_type == "text/plain"
+    removed = runner.invoke(args=["store", "rm", "mem/a.txt", "mem/x/y.txt"])
+    assert removed.exit_code == 0
+    with app.app_context():
+        assert list(Store().get("mem")) == []
+
+
+def test_sync_copies_what_is_missing_or_different(runner: FlaskCliRunner, app: Flask) -> None:
+    dry = runner.invoke(args=["store", "sync", "default", "backup", "--dry-run"])
+    assert dry.exit_code == 0
+    assert "would copy 2, skipped 0, failed 0" in dry.output
+    with app.app_context():
+        assert list(Store().get("backup")) == []
+    first = runner.invoke(args=["store", "sync", "default", "backup"])
+    assert "copied 2, skipped 0, failed 0" in first.output
+    with app.app_context():
+        Store().Provider().replace("a.txt", b"alpha, longer now")
+    second = runner.invoke(args=["store", "sync", "default", "backup"])
+    assert "copied a.txt" in second.output
+    assert "copied 1, skipped 1, failed 0" in second.output
+    with app.app_context():
+        assert Store().get("backup").read("a.txt") == b"alpha, longer now"
+    checksum = runner.invoke(args=["store", "sync", "default", "backup", "--checksum"])
+    assert "copied 0, skipped 2, failed 0" in checksum.output
+
+
+def test_sync_checksum_catches_same_size_changes(runner: FlaskCliRunner, app: Flask) -> None:
+    runner.invoke(args=["store", "sync", "default", "backup"])
+    with app.app_context():
+        Store().Provider().replace("a.txt", b"ALPHA")
+    by_size = runner.invoke(args=["store", "sync", "default", "backup"])
+    assert "copied 0, skipped 2" in by_size.output
+    by_content = runner.invoke(args=["store", "sync", "default", "backup", "--checksum"])
+    assert "copied 1, skipped 1" in by_content.output
+
+
+def test_verify_finds_damaged_files(runner: FlaskCliRunner, tmp_path: Path) -> None:
+    assert runner.invoke(args=["store", "verify"]).exit_code == 0
+    damaged = tmp_path / "local" / "a.txt"
+    # Corrupt the file behind the store's back, keeping its inode (and so its metadata).
+    with open(damaged, "r+b") as handle:
+        handle.truncate(2)
+    result = runner.invoke(args=["store", "verify"])
+    assert result.exit_code == 1
+    assert "verified 1, failed 0" not in result.output
+    assert "default/a.txt" in result.stderr
+
+
+def test_verify_checks_recorded_checksums(runner: FlaskCliRunner, app: Flask) -> None:
+    runner.invoke(args=["store", "cp", "default/a.txt", "mem/"])
+    assert runner.invoke(args=["store", "verify", "mem"]).exit_code == 0
+    with app.app_context():
+        mem = Store().get("mem")
+        stored = mem._files["a.txt"]  # type: ignore[attr-defined]
+        mem._files["a.txt"] = type(stored)(b"alphA", stored.info)  # type: ignore[attr-defined]
+    result = runner.invoke(args=["store", "verify", "mem"])
+    assert result.exit_code == 1
+    assert "checksum" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["store", "ls", "nope"], "No store is called 'nope'"),
+        (["store", "stat", "default/missing.txt"], "No file is stored as 'missing.txt'"),
+        (["store", "stat", "default/../etc/passwd"], "relative"),
+        (["store", "cp", "default/a.txt", "nope/"], "No store is called 'nope'"),
+        (["store", "sync", "default", "nope"], "No store is called 'nope'"),
+        (["store", "url", "default/a.txt", "--expires", "0"], "Invalid value"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(
+    runner: FlaskCliRunner, args: list[str], message: str
+) -> None:
+    result = runner.invoke(args=args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_real_flask_process(tmp_path: Path) -> None:
+    (tmp_path / "cliapp.py").write_text(
+        textwrap.dedent(
+            f"""
+            from flask import Flask
+            from flask_store import Store
+
+            def create_app():
+                app = Flask(__name__, instance_path={str(tmp_path / "instance")!r})
+                app.config["STORE_STORES"] = {{"copy": {{"PATH": "copy"}}}}
+                Store(app)
+                return app
+            """
+        )
+    )
+    (tmp_path / "instance" / "uploads").mkdir(parents=True)
+    (tmp_path / "instance" / "uploads" / "hello.txt").write_bytes(b"hello")
+    env = {**os.environ, "FLASK_APP": "cliapp"}
+
+    def flask(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "flask", "store", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    synced = flask("sync", "default", "copy")
+    assert synced.returncode == 0, synced.stderr
+    assert "copied hello.txt" in synced.stdout
+    assert (tmp_path / "instance" / "copy" / "hello.txt").read_bytes() == b"hello"
+    missing = flask("ls", "nowhere")
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == ("Error: No store is called 'nowhere'; known: copy, default.")
