@@ -1,0 +1,8 @@
+"""The extension objects the app shares between modules, bound in ``create_app``."""
+
+from __future__ import annotations
+
+from flask_store import Store
+
+#: The app's file store; ``store.Provider()`` is the configured backend of the current app.
+store = Store()

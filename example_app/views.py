@@ -1,0 +1,142 @@
+"""The pages: the gallery with its upload form, the upload endpoint and the delete buttons.
+
+Uploads answer two kinds of client. A plain form post (no JavaScript) gets the usual
+post/redirect/get with a flash message, or the page again with the errors. The drag-and-drop
+script asks for JSON and gets the new gallery card (rendered by the same template) or the
+error messages, so both paths share one validation and one template.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wrappers import Response
+
+from flask_store import FileWrapper
+from flask_store.exceptions import (
+    FileNotFoundInStoreError,
+    InvalidFileError,
+    InvalidKeyError,
+    StoreError,
+)
+
+from .extensions import store
+from .formatting import human_size, is_thumbnailable, type_label
+from .forms import DeleteForm, UploadForm, accept_attribute
+
+bp = Blueprint("gallery", __name__)
+bp.add_app_template_filter(human_size, "human_size")
+bp.add_app_template_filter(is_thumbnailable, "thumbnailable")
+bp.add_app_template_global(type_label, "type_label")
+
+
+def wants_json() -> bool:
+    """Whether the client (the upload script) asked for JSON rather than a page."""
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json"
+
+
+def stored_files() -> list[FileWrapper]:
+    """Every file in the store, newest first: the store itself is the list, no database."""
+    provider = store.Provider()
+    files = []
+    for key in provider:
+        wrapper = provider.file(key)
+        try:
+            wrapper.info  # noqa: B018 - fetch metadata now; skip files deleted meanwhile
+        except FileNotFoundInStoreError:
+            continue
+        files.append(wrapper)
+    files.sort(key=lambda f: f.last_modified, reverse=True)
+    return files
+
+
+def render_gallery(form: UploadForm, errors: list[str], status: int = 200) -> tuple[str, int]:
+    """The page, with ``errors`` shown above the upload form."""
+    html = render_template(
+        "index.html",
+        form=form,
+        errors=errors,
+        files=stored_files(),
+        delete_form=DeleteForm(),
+        accept=accept_attribute(),
+        max_bytes=current_app.config["UPLOAD_MAX_BYTES"],
+        store_kind=type(store.Provider()).__name__,
+    )
+    return html, status
+
+
+def upload_failed(form: UploadForm, errors: list[str], status: int) -> Any:
+    """Answer a refused upload in the shape the client asked for."""
+    if wants_json():
+        return jsonify(ok=False, errors=errors), status
+    return render_gallery(form, errors, status)
+
+
+@bp.get("/")
+def index() -> Any:
+    """The gallery and the upload form."""
+    return render_gallery(UploadForm(), [])
+
+
+@bp.post("/upload")
+def upload() -> Any:
+    """Validate the form, save the file in the store, show it."""
+    form = UploadForm()
+    if not form.validate_on_submit():
+        return upload_failed(form, form.error_messages(), 400)
+    try:
+        saved = store.Provider().save(form.file.data)
+    except InvalidFileError as exc:
+        return upload_failed(form, [str(exc)], 400)
+    except StoreError as exc:
+        current_app.logger.exception("Saving an upload failed")
+        return upload_failed(form, [f"The file could not be stored: {exc}"], 503)
+    message = f"Uploaded “{saved.filename}” ({human_size(saved.size)})."
+    if wants_json():
+        card = render_template("_file_card.html", file=saved, delete_form=DeleteForm())
+        return jsonify(ok=True, message=message, card=card, url=saved.relative_url()), 201
+    flash(message, "success")
+    return redirect(url_for(".index"))
+
+
+@bp.post("/files/<path:key>/delete")
+def delete(key: str) -> Response:
+    """Delete one file (POST with the CSRF token of the gallery page)."""
+    if not DeleteForm().validate_on_submit():
+        flash("This page had expired, so nothing was deleted. Please try again.", "error")
+        return redirect(url_for(".index"))
+    try:
+        wrapper = store.Provider().file(key)
+        filename = wrapper.filename
+    except InvalidKeyError:
+        abort(404)
+    except FileNotFoundInStoreError:
+        flash("That file had already been deleted.", "info")
+        return redirect(url_for(".index"))
+    wrapper.delete()
+    flash(f"Deleted “{filename}”.", "success")
+    return redirect(url_for(".index"))
+
+
+@bp.app_errorhandler(RequestEntityTooLarge)
+def too_large(error: RequestEntityTooLarge) -> Any:
+    """A request body over ``MAX_CONTENT_LENGTH``: say what the limit is."""
+    limit = human_size(current_app.config["UPLOAD_MAX_BYTES"])
+    message = f"That file is too large: files may be up to {limit}."
+    if wants_json():
+        return jsonify(ok=False, errors=[message]), 413
+    flash(message, "error")
+    return redirect(url_for(".index"))
