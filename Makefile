@@ -15,6 +15,9 @@ $(STAMP): setup.cfg pyproject.toml
 run: $(STAMP)  ## start the example app on the local store
 	$(BIN)/flask --app example_app run --debug
 
+run-s3: $(STAMP)  ## start the example app on S3: a moto server on a free local port, no AWS
+	$(BIN)/python -m example_app.dev_s3
+
 test: $(STAMP)  ## run every test (starts moto, redis and Chromium as the tests need them)
 	$(BIN)/python -m pytest
 

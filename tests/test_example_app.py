@@ -12,6 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from example_app import create_app, store
+from example_app.dev_s3 import create_bucket, moto_server, s3_environment
 from example_app.settings import load_or_create_secret_key, store_settings_from_env
 
 PNG_ISH = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
@@ -171,3 +172,20 @@ def test_default_app_stores_in_the_instance_folder(
     response = post_file(app.test_client(), PNG_ISH, "a.png")
     assert response.status_code == 302
     assert (tmp_path / "instance" / "uploads" / "a.png").read_bytes() == PNG_ISH
+
+
+def test_run_s3_helper_starts_moto_and_creates_the_bucket() -> None:
+    import boto3
+
+    with moto_server() as endpoint_url:
+        create_bucket(endpoint_url)
+        settings = s3_environment(endpoint_url)
+        client = boto3.client(
+            "s3",
+            endpoint_url=settings["STORE_S3_ENDPOINT_URL"],
+            region_name=settings["STORE_S3_REGION"],
+            aws_access_key_id=settings["STORE_S3_ACCESS_KEY"],
+            aws_secret_access_key=settings["STORE_S3_SECRET_KEY"],
+        )
+        buckets = [bucket["Name"] for bucket in client.list_buckets()["Buckets"]]
+        assert buckets == [settings["STORE_S3_BUCKET"]]
