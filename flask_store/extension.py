@@ -8,7 +8,9 @@ from werkzeug.wrappers import Response
 from .file_wrapper import FileWrapper
 from .registry import DEFAULT_NAME, StoreRegistry, build_registry
 from .serving import serve_file
+from .spooling import enable_spooling
 from .stores.base import BaseStore
+from .stores.local import LocalStore
 
 EXTENSION_KEY = "store"
 SERVE_ENDPOINT = "flask_store.serve"
@@ -56,6 +58,11 @@ class Store:
                 )
         if "store" not in app.cli.commands:
             app.cli.add_command(store_cli)
+        for store in registry.stores.values():
+            store.start()
+        spool_folder = _spool_folder(registry)
+        if spool_folder is not None:
+            enable_spooling(app, spool_folder)
 
     @staticmethod
     def registry(app: Flask | None = None) -> StoreRegistry:
@@ -101,6 +108,18 @@ class Store:
     def set_default(self, name: str) -> None:
         """Make ``Provider()`` return the store (or alias) ``name`` in the current app."""
         self.registry().set_default(name)
+
+
+def _spool_folder(registry: StoreRegistry) -> str | None:
+    """Where large uploads are spooled: the first local store with ``SPOOL_UPLOADS`` on.
+
+    The default store comes first, so its saves are the ones that never copy; saves into a
+    store on another file system fall back to a streamed copy.
+    """
+    for store in registry.stores.values():
+        if isinstance(store, LocalStore) and store.spool_uploads:
+            return store.root
+    return None
 
 
 def _serve_view(store_name: str, key: str) -> Response:

@@ -17,6 +17,7 @@ from typing import IO, Any, BinaryIO, cast
 from werkzeug.datastructures import FileStorage
 
 from .exceptions import EmptyFileError, InvalidFileError, UploadReadError
+from .spooling import SpoolFile
 
 #: Chunk size for every streamed copy: large enough for few syscalls, small enough for flat memory.
 CHUNK_SIZE = 1024 * 1024
@@ -35,21 +36,47 @@ class Upload:
     filename: str | None
     content_type: str | None = None
 
-    def chunks(self, size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    def chunks(self, size: int = CHUNK_SIZE) -> UploadChunks:
         """Read the stream in chunks, turning read failures into :class:`UploadReadError`."""
-        read = self.stream.read
-        while True:
-            try:
-                chunk = read(size)
-            except (OSError, ValueError) as exc:
-                raise UploadReadError(f"Reading the upload failed part-way: {exc}") from exc
-            if not chunk:
-                return
-            if not isinstance(chunk, (bytes, bytearray, memoryview)):
-                raise InvalidFileError(
-                    "save() needs a binary stream; open the file with 'rb' or pass bytes."
-                )
-            yield bytes(chunk)
+        return UploadChunks(self.stream, size)
+
+
+class UploadChunks(Iterator[bytes]):
+    """An upload's bytes in chunks, read lazily; what ``save()`` hands a store's ``_write``.
+
+    Besides the bytes it tells a store whether the data already sits in a file Flask-Store
+    spooled on disk (:attr:`spool`), which a store on the same file system may move into
+    place instead of reading (see :mod:`flask_store.spooling`).
+    """
+
+    def __init__(self, stream: BinaryIO, size: int = CHUNK_SIZE) -> None:
+        #: The Flask-Store spool file holding the data, or ``None`` for any other stream.
+        self.spool: SpoolFile | None = stream if isinstance(stream, SpoolFile) else None
+        self._chunks = _read_chunks(stream, size)
+
+    def __next__(self) -> bytes:
+        return next(self._chunks)
+
+
+def _read_chunks(stream: BinaryIO, size: int) -> Iterator[bytes]:
+    read = stream.read
+    while True:
+        try:
+            chunk = read(size)
+        except (OSError, ValueError) as exc:
+            raise UploadReadError(f"Reading the upload failed part-way: {exc}") from exc
+        if not chunk:
+            return
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise InvalidFileError(
+                "save() needs a binary stream; open the file with 'rb' or pass bytes."
+            )
+        yield bytes(chunk)
+
+
+def spool_of(chunks: Iterator[bytes]) -> SpoolFile | None:
+    """The Flask-Store spool file behind ``chunks``, if a store may take it over."""
+    return chunks.spool if isinstance(chunks, UploadChunks) else None
 
 
 @contextmanager

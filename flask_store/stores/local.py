@@ -6,6 +6,9 @@ reader never sees a partial file. Metadata (original filename, content type) tra
 extended attribute on the same inode, so it appears and disappears with the file itself.
 File systems without user extended attributes still work; files then report their key's
 basename as filename and a content type guessed from the extension.
+
+An upload that Flask-Store already spooled to disk on the same file system (see
+:mod:`flask_store.spooling`) skips the copy: that file itself becomes the temporary file.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from ..exceptions import (
     StorageFullError,
 )
 from ..naming import clean_key
+from ..sources import spool_of
+from ..spooling import TEMP_PREFIX
 from .base import BaseStore, FileInfo, FileMeta, first_free_key, guess_content_type
 
 META_XATTR = "user.flask_store"
@@ -34,7 +39,6 @@ _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 # Errors meaning "this file system cannot hard-link": claim keys by exclusive create instead.
 _NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV}
 _NO_XATTRS = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.EPERM, errno.E2BIG}
-_TEMP_PREFIX = ".upload-"
 
 
 def resolve_root(config: StoreConfig) -> str:
@@ -56,11 +60,14 @@ class LocalStore(BaseStore):
     """Files in a folder on disk, served by the app under ``STORE_URL_PREFIX``.
 
     Settings: ``STORE_PATH`` (folder; created when missing), ``STORE_FSYNC`` (flush each file
-    to disk before it becomes visible: survives power loss, costs a disk round trip).
+    to disk before it becomes visible: survives power loss, costs a disk round trip),
+    ``STORE_SPOOL_UPLOADS`` (default on: Werkzeug writes large uploads straight into this
+    folder and ``save()`` renames them into place instead of copying; see
+    :mod:`flask_store.spooling`).
     """
 
     short_name = "local"
-    defaults: ClassVar[Mapping[str, Any]] = {"FSYNC": False}
+    defaults: ClassVar[Mapping[str, Any]] = {"FSYNC": False, "SPOOL_UPLOADS": True}
 
     def __init__(self, config: Any = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
@@ -76,6 +83,8 @@ class LocalStore(BaseStore):
         #: (``mkstemp`` alone would make them private to the owner).
         self.file_mode = 0o666 & ~_current_umask()
         self.fsync: bool = self.config.typed("FSYNC", bool, False)
+        #: Whether the app spools large uploads into :attr:`root` so saves move, not copy.
+        self.spool_uploads: bool = self.config.typed("SPOOL_UPLOADS", bool, True)
 
     def path(self, key: str) -> str:
         """The absolute path of ``key``, checked to stay inside the store's folder.
@@ -96,24 +105,14 @@ class LocalStore(BaseStore):
         first = next(keys)
         folder = os.path.dirname(self.path(first))
         self._make_folder(folder, first)
-        fd, temp_path = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=folder)
+        # Zero copy: a large upload Flask-Store spooled on this file system is moved, not read.
+        spool = spool_of(chunks)
+        temp_path = spool.move_to(folder) if spool is not None else None
         try:
-            os.fchmod(fd, self.file_mode)
-            with open(fd, "wb") as out:
-                try:
-                    for chunk in chunks:
-                        out.write(chunk)
-                    out.flush()
-                    if self.fsync:
-                        os.fsync(fd)
-                except OSError as exc:
-                    if exc.errno in _NO_SPACE:
-                        raise StorageFullError(
-                            f"No space left to store {first!r} in {self.root!r}: {exc.strerror}."
-                        ) from exc
-                    raise
-                _set_meta(fd, meta)
-                stat = os.fstat(fd)
+            if spool is not None and temp_path is not None:
+                stat = self._seal(spool.fileno(), first, meta)
+            else:
+                temp_path, stat = self._write_temp(chunks, folder, first, meta)
             if overwrite:
                 os.replace(temp_path, self.path(first))
                 key = first
@@ -122,8 +121,48 @@ class LocalStore(BaseStore):
                     _prepend(first, keys), lambda k: self._claim(temp_path, self.path(k))
                 )
         finally:
-            _remove_quietly(temp_path)
+            if temp_path is not None:
+                _remove_quietly(temp_path)
+        if spool is not None and temp_path is not None:
+            spool.mark_saved()
         return _info_from_stat(key, stat, meta)
+
+    def _write_temp(
+        self, chunks: Iterator[bytes], folder: str, key: str, meta: FileMeta
+    ) -> tuple[str, os.stat_result]:
+        """Copy ``chunks`` into a new hidden file in ``folder``: its path and sealed stat."""
+        fd, temp_path = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
+        try:
+            with open(fd, "wb") as out:
+                try:
+                    for chunk in chunks:
+                        out.write(chunk)
+                    out.flush()
+                except OSError as exc:
+                    raise self._full_or(exc, key) from exc
+                return temp_path, self._seal(fd, key, meta)
+        except BaseException:
+            _remove_quietly(temp_path)
+            raise
+
+    def _seal(self, fd: int, key: str, meta: FileMeta) -> os.stat_result:
+        """Give a fully written temp file its mode, metadata and (with FSYNC) durability."""
+        try:
+            os.fchmod(fd, self.file_mode)
+            if self.fsync:
+                os.fsync(fd)
+            _set_meta(fd, meta)
+        except OSError as exc:
+            raise self._full_or(exc, key) from exc
+        return os.fstat(fd)
+
+    def _full_or(self, exc: OSError, key: str) -> OSError:
+        """``exc`` as :class:`StorageFullError` when it means the disk is full, else itself."""
+        if exc.errno in _NO_SPACE:
+            return StorageFullError(
+                f"No space left to store {key!r} in {self.root!r}: {exc.strerror}."
+            )
+        return exc
 
     def _make_folder(self, folder: str, key: str) -> None:
         try:

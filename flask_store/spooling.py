@@ -1,0 +1,208 @@
+"""Zero-copy saves: Werkzeug spools large uploads straight into the store's own folder.
+
+Werkzeug parses a multipart request by writing each uploaded file into a temporary file
+(``/tmp`` by default); ``FileStorage.save()`` then copies it again into place, so a 1 GiB
+upload is written twice. With spooling switched on (``STORE_SPOOL_UPLOADS``, on by default
+for :class:`~flask_store.stores.local.LocalStore`), the app's request class hands Werkzeug a
+:class:`SpoolFile` instead: a hidden ``.upload-*`` file created by Flask-Store in the store's
+folder. ``LocalStore.save()`` then renames that very file into place, with no second copy.
+
+Safety rules kept here:
+
+- Only a :class:`SpoolFile` (created by this module, under a name it chose) is ever moved;
+  an arbitrary stream or a user's file given to ``save()`` is always copied.
+- The file is moved only while its name still leads to the open file, is a regular file with
+  a single link, and nothing has been read from it yet; otherwise ``save()`` copies.
+- A spool file that is never saved is deleted when the request closes its files (Flask does
+  at the end of every request), or when it is garbage collected, or at interpreter exit.
+- Its name is hidden (leading dot), so stores never list it and the serving route never
+  serves it, even if a crash leaves one behind.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import os
+import stat
+import tempfile
+import weakref
+from typing import IO, TYPE_CHECKING, Any, TypeVar
+
+from werkzeug.wrappers import Request
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+R = TypeVar("R", bound=Request)
+
+#: Prefix of every temporary file Flask-Store writes beside stored files (hidden: never a key).
+TEMP_PREFIX = ".upload-"
+#: Werkzeug keeps file parts up to this size in memory (``default_stream_factory``); a
+#: request no larger than this cannot hold a larger part, so it is left to Werkzeug.
+IN_MEMORY_LIMIT = 500 * 1024
+
+
+class SpoolFile(io.BufferedRandom):
+    """A readable, writable temporary file that Flask-Store created in ``folder``.
+
+    It behaves like the file Werkzeug would have made (C-speed reads and writes, a real
+    ``fileno()``), and additionally remembers its own name so that a store on the same file
+    system can take the file over with :meth:`move_to` instead of copying its bytes.
+
+    :param folder: where to create the file; normally the store's root folder.
+    :raises OSError: when the file cannot be created there.
+    """
+
+    def __init__(self, folder: str) -> None:
+        fd, path = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
+        try:
+            raw = io.FileIO(fd, "r+")
+        except BaseException:
+            os.close(fd)
+            _unlink_quietly(path)
+            raise
+        super().__init__(raw)
+        # The name is private to this object: only move_to() hands it over, exactly once.
+        self._path: str | None = path
+        self._saved = False
+        # Deletes the file if the object is dropped without close() (and at interpreter exit),
+        # but only while the name still leads to this file.
+        opened = os.fstat(fd)
+        self._cleanup = weakref.finalize(
+            self, _unlink_if_same, path, (opened.st_dev, opened.st_ino)
+        )
+
+    def move_to(self, folder: str) -> str | None:
+        """Give this file a fresh hidden temporary name in ``folder`` and hand that name over.
+
+        The caller (a store's ``_write``) then owns the returned name: it claims a key with
+        it and removes it afterwards. The open stream keeps reading the same data.
+
+        :returns: the new path, or ``None`` when the file cannot be moved there (already
+            moved, partly read, replaced on disk, or ``folder`` is on another file system);
+            the caller then copies the stream as usual.
+        """
+        path = self._path
+        if path is None or not self._untouched(path):
+            return None
+        self.flush()
+        target = path if os.path.dirname(path) == folder else self._rename_into(path, folder)
+        if target is None:
+            return None
+        self._path = None
+        self._cleanup.detach()
+        return target
+
+    def mark_saved(self) -> None:
+        """Record that the file is now stored: later writes would change the stored file.
+
+        The stream is left at its end, as after the streamed copy ``save()`` would have made.
+        """
+        self._saved = True
+        self.seek(0, io.SEEK_END)
+
+    def write(self, data: Any, /) -> int:
+        self._refuse_if_saved()
+        return super().write(data)
+
+    def truncate(self, size: int | None = None, /) -> int:
+        self._refuse_if_saved()
+        return super().truncate(size)
+
+    def close(self) -> None:
+        """Close the stream and delete the temporary file unless a store took it over."""
+        try:
+            super().close()
+        finally:
+            self._cleanup()
+
+    def _refuse_if_saved(self) -> None:
+        if self._saved:
+            raise io.UnsupportedOperation(
+                "This upload has been saved by moving its file into the store; it is read-only "
+                "now so the stored file cannot change."
+            )
+
+    def _untouched(self, path: str) -> bool:
+        """Whether ``path`` is still this open file, unread and with no other name."""
+        if self.closed or self.tell() != 0:
+            return False
+        try:
+            named = os.lstat(path)
+        except OSError:
+            return False
+        opened = os.fstat(self.fileno())
+        return (
+            stat.S_ISREG(named.st_mode)
+            and (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+            and named.st_nlink == 1
+        )
+
+    @staticmethod
+    def _rename_into(path: str, folder: str) -> str | None:
+        """Rename ``path`` onto a freshly reserved hidden name in ``folder``; ``None`` on EXDEV."""
+        fd, target = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
+        os.close(fd)
+        try:
+            os.rename(path, target)
+        except OSError as exc:
+            _unlink_quietly(target)
+            if exc.errno == errno.EXDEV:
+                return None
+            raise
+        return target
+
+
+def spooling_request_class(base: type[R], folder: str) -> type[R]:
+    """A subclass of ``base`` whose large uploads are spooled into ``folder``.
+
+    Subclassing whatever the app's request class is keeps a user's own customisations.
+    Requests no larger than Werkzeug's in-memory limit, and parts whose declared size is
+    that small, keep ``base``'s behaviour. If the folder is not writable the upload goes to
+    ``base``'s usual temporary file, so a request never fails because of spooling.
+    """
+
+    class SpoolingRequest(base):  # type: ignore[valid-type,misc]
+        spool_folder = folder
+
+        def _get_file_stream(
+            self,
+            total_content_length: int | None,
+            content_type: str | None,
+            filename: str | None = None,
+            content_length: int | None = None,
+        ) -> IO[bytes]:
+            # Werkzeug passes content_length=0 when the part declares no size.
+            size = content_length or total_content_length
+            if size is None or size > IN_MEMORY_LIMIT:
+                with contextlib.suppress(OSError):
+                    return SpoolFile(self.spool_folder)
+            stream: IO[bytes] = super()._get_file_stream(
+                total_content_length, content_type, filename, content_length
+            )
+            return stream
+
+    SpoolingRequest.__name__ = SpoolingRequest.__qualname__ = f"Spooling{base.__name__}"
+    return SpoolingRequest
+
+
+def enable_spooling(app: Flask, folder: str) -> None:
+    """Make ``app`` spool large uploads into ``folder`` (see :func:`spooling_request_class`)."""
+    app.request_class = spooling_request_class(app.request_class, folder)
+
+
+def _unlink_if_same(path: str, identity: tuple[int, int]) -> None:
+    """Remove ``path`` if it is still the file ``identity`` (device, inode) names."""
+    with contextlib.suppress(OSError):
+        named = os.lstat(path)
+        if (named.st_dev, named.st_ino) == identity:
+            os.unlink(path)
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

@@ -1,0 +1,318 @@
+"""Zero-copy saves: large uploads spooled into the store's folder and renamed into place.
+
+The cross-file-system fallback is exercised for real where ``/dev/shm`` is a different device
+from the test's temporary folder (a spool file made there cannot be renamed into the store),
+and, on every machine, by making the one ``os.rename`` that moves the spool fail with EXDEV.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask, Request, request
+from werkzeug.datastructures import FileStorage
+
+from flask_store import Store
+from flask_store.exceptions import FileExistsInStoreError
+from flask_store.spooling import IN_MEMORY_LIMIT, TEMP_PREFIX, SpoolFile
+from flask_store.stores.local import LocalStore
+
+BIG = os.urandom(3 * IN_MEMORY_LIMIT + 123)
+SMALL = os.urandom(4096)
+
+
+def temp_files(folder: Path) -> list[str]:
+    """Every Flask-Store temporary file under ``folder``, however deep."""
+    return sorted(
+        os.path.join(dirpath, name)
+        for dirpath, _, names in os.walk(folder)
+        for name in names
+        if name.startswith(TEMP_PREFIX)
+    )
+
+
+def other_device_folder(tmp_path: Path) -> Path | None:
+    """A writable folder on another file system than ``tmp_path`` (``/dev/shm``), if any."""
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        return None
+    if shm.stat().st_dev == tmp_path.stat().st_dev:
+        return None
+    return shm
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def seen() -> dict[str, Any]:
+    """What the upload view observed about the stream Werkzeug gave it."""
+    return {}
+
+
+def make_app(root: Path, seen: dict[str, Any], **config: Any) -> Flask:
+    app = Flask(__name__)
+    app.config.update(STORE_PATH=str(root), **config)
+    store = Store(app)
+
+    @app.post("/upload")
+    def upload() -> str:
+        upload = request.files["file"]
+        stream = upload.stream
+        seen["spooled"] = isinstance(stream, SpoolFile)
+        if isinstance(stream, SpoolFile):
+            seen["inode"] = os.fstat(stream.fileno()).st_ino
+        saved = store.Provider(destination=request.form.get("folder") or None).save(upload)
+        seen["stream"] = stream
+        return saved.name
+
+    @app.post("/ignore")
+    def ignore() -> str:
+        seen["spooled"] = isinstance(request.files["file"].stream, SpoolFile)
+        return "not saved"
+
+    return app
+
+
+def post(app: Flask, path: str, data: bytes, **form: str) -> tuple[int, str]:
+    client = app.test_client()
+    response = client.post(path, data={"file": (io.BytesIO(data), "big.bin"), **form})
+    return response.status_code, response.get_data(as_text=True)
+
+
+def test_large_upload_is_moved_not_copied(root: Path, seen: dict[str, Any]) -> None:
+    app = make_app(root, seen)
+    status, key = post(app, "/upload", BIG)
+    assert status == 200, key
+    assert seen["spooled"] is True
+    stored = root / key
+    assert stored.read_bytes() == BIG
+    # The very file Werkzeug wrote became the stored file: no second copy was made.
+    assert stored.stat().st_ino == seen["inode"]
+    assert stored.stat().st_nlink == 1
+    assert temp_files(root) == []
+    assert LocalStore(path=str(root)).file(key).filename == "big.bin"
+
+
+def test_moved_upload_into_a_subfolder(root: Path, seen: dict[str, Any]) -> None:
+    app = make_app(root, seen)
+    status, key = post(app, "/upload", BIG, folder="a/b")
+    assert status == 200, key
+    assert key == "a/b/big.bin"
+    assert (root / key).read_bytes() == BIG
+    assert (root / key).stat().st_ino == seen["inode"]
+    assert temp_files(root) == []
+
+
+def test_colliding_moved_uploads_get_their_own_files(root: Path, seen: dict[str, Any]) -> None:
+    app = make_app(root, seen)
+    keys = [post(app, "/upload", BIG[:-i] if i else BIG)[1] for i in range(3)]
+    assert len(set(keys)) == 3
+    assert [len((root / key).read_bytes()) for key in keys] == [len(BIG) - i for i in range(3)]
+    assert temp_files(root) == []
+
+
+def test_saved_stream_is_read_only_and_at_its_end(root: Path, seen: dict[str, Any]) -> None:
+    app = make_app(root, seen)
+    post(app, "/upload", BIG)
+    stream = seen["stream"]
+    assert stream.closed  # Flask closed the request's files at the end of the request
+    spool = SpoolFile(str(root))
+    spool.write(BIG)
+    spool.seek(0)
+    saved = LocalStore(path=str(root)).save(FileStorage(spool, "x.bin"))
+    assert spool.tell() == len(BIG)
+    with pytest.raises(io.UnsupportedOperation):
+        spool.write(b"change the stored file")
+    spool.close()
+    assert saved.read() == BIG
+    assert temp_files(root) == []
+
+
+def test_small_upload_keeps_werkzeug_behaviour(root: Path, seen: dict[str, Any]) -> None:
+    app = make_app(root, seen)
+    status, key = post(app, "/upload", SMALL)
+    assert status == 200
+    assert seen["spooled"] is False
+    assert (root / key).read_bytes() == SMALL
+    assert temp_files(root) == []
+
+
+def test_unsaved_spool_is_removed_when_the_request_ends(root: Path, seen: dict[str, Any]) -> None:
+    app = make_app(root, seen)
+    status, _ = post(app, "/ignore", BIG)
+    assert status == 200
+    assert seen["spooled"] is True
+    assert temp_files(root) == []
+
+
+def test_dropped_spool_file_is_removed(tmp_path: Path) -> None:
+    spool = SpoolFile(str(tmp_path))
+    spool.write(b"data")
+    assert len(temp_files(tmp_path)) == 1
+    del spool
+    assert temp_files(tmp_path) == []
+
+
+def test_refused_save_leaves_nothing_behind(root: Path, seen: dict[str, Any]) -> None:
+    app = make_app(root, seen, STORE_ON_CONFLICT="error")
+
+    @app.errorhandler(FileExistsInStoreError)
+    def conflict(exc: FileExistsInStoreError) -> tuple[str, int]:
+        return "taken", 409
+
+    assert post(app, "/upload", BIG[:1000] * 600)[0] == 200
+    status, _ = post(app, "/upload", BIG)
+    assert status == 409
+    assert (root / "big.bin").read_bytes() == BIG[:1000] * 600
+    assert temp_files(root) == []
+
+
+def test_spooling_can_be_switched_off(root: Path, seen: dict[str, Any]) -> None:
+    app = make_app(root, seen, STORE_SPOOL_UPLOADS=False)
+    assert app.request_class is Request
+    status, key = post(app, "/upload", BIG)
+    assert status == 200
+    assert seen["spooled"] is False
+    assert (root / key).read_bytes() == BIG
+
+
+def test_spooling_keeps_the_apps_own_request_class(root: Path) -> None:
+    class MyRequest(Request):
+        marker = "mine"
+
+    app = Flask(__name__)
+    app.request_class = MyRequest
+    app.config["STORE_PATH"] = str(root)
+    Store(app)
+    assert issubclass(app.request_class, MyRequest)
+    assert app.request_class is not MyRequest
+
+
+def test_non_local_store_does_not_spool(seen: dict[str, Any]) -> None:
+    app = Flask(__name__)
+    app.config["STORE_PROVIDER"] = "memory"
+    Store(app)
+    assert app.request_class is Request
+
+
+# -- what is never moved -------------------------------------------------------------------
+
+
+def test_a_users_own_file_is_copied_never_moved(tmp_path: Path, root: Path) -> None:
+    source = tmp_path / "mine.bin"
+    source.write_bytes(BIG)
+    store = LocalStore(path=str(root))
+    with source.open("rb") as handle:
+        saved = store.save(FileStorage(handle, "mine.bin"))
+    assert source.read_bytes() == BIG
+    assert os.stat(saved.absolute_path()).st_ino != source.stat().st_ino
+    assert saved.read() == BIG
+
+
+def test_a_spool_replaced_on_disk_is_copied(root: Path) -> None:
+    store = LocalStore(path=str(root))
+    spool = SpoolFile(str(root))
+    spool.write(BIG)
+    spool.seek(0)
+    (name,) = temp_files(root)
+    os.unlink(name)
+    Path(name).write_bytes(b"someone else's file")
+    saved = store.save(FileStorage(spool, "x.bin"))
+    assert saved.read() == BIG
+    assert Path(name).read_bytes() == b"someone else's file"
+    spool.close()
+    assert temp_files(root) == [name]
+
+
+def test_a_partly_read_spool_is_copied_from_its_position(root: Path) -> None:
+    store = LocalStore(path=str(root))
+    with SpoolFile(str(root)) as spool:
+        spool.write(BIG)
+        spool.seek(10)
+        saved = store.save(FileStorage(spool, "x.bin"))
+        assert saved.read() == BIG[10:]
+    assert temp_files(root) == []
+
+
+# -- across file systems ------------------------------------------------------------------
+
+
+@pytest.fixture
+def exdev_rename(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make ``os.rename`` fail with EXDEV, as between two file systems; records its calls."""
+    calls: list[str] = []
+
+    def rename(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        calls.append(os.fspath(src))
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    return calls
+
+
+def spool_with(folder: Path, data: bytes) -> SpoolFile:
+    spool = SpoolFile(str(folder))
+    spool.write(data)
+    spool.seek(0)
+    return spool
+
+
+SpoolMaker = Callable[[], SpoolFile]
+
+
+@pytest.fixture
+def spool_elsewhere(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[Path, SpoolMaker]]:
+    """A folder for spool files on another file system than the store, real or simulated."""
+    other = other_device_folder(tmp_path)
+    if other is None:
+        request.getfixturevalue("exdev_rename")
+        other = tmp_path / "elsewhere"
+        other.mkdir()
+    made: list[SpoolFile] = []
+
+    def make() -> SpoolFile:
+        made.append(spool_with(other, BIG))
+        return made[-1]
+
+    yield other, make
+    for spool in made:
+        spool.close()
+
+
+def test_across_file_systems_the_upload_is_copied(
+    root: Path, spool_elsewhere: tuple[Path, SpoolMaker]
+) -> None:
+    other, make = spool_elsewhere
+    store = LocalStore(path=str(root))
+    spool = make()
+    inode = os.fstat(spool.fileno()).st_ino
+    (spooled,) = [path for path in temp_files(other) if os.stat(path).st_ino == inode]
+    saved = store.save(FileStorage(spool, "far.bin"))
+    assert saved.read() == BIG
+    assert os.stat(saved.absolute_path()).st_ino != inode
+    assert temp_files(root) == []
+    # The spool still belongs to its request and disappears with it.
+    assert os.path.exists(spooled)
+    spool.close()
+    assert not os.path.exists(spooled)
+
+
+def test_exdev_on_the_move_falls_back_to_a_copy(root: Path, exdev_rename: list[str]) -> None:
+    store = LocalStore(path=str(root))
+    with spool_with(root, BIG) as spool:
+        saved = store.at("sub").save(FileStorage(spool, "far.bin"))
+        assert len(exdev_rename) == 1  # the move was tried, failed, and the copy took over
+        assert saved.read() == BIG
+        assert os.stat(saved.absolute_path()).st_ino != os.fstat(spool.fileno()).st_ino
+    assert temp_files(root) == []
