@@ -1,0 +1,481 @@
+"""QueuedStore: save to a local store now, move the file to a remote store in the background.
+
+The request that saves a file only touches local disk: the file is written to the local
+store, its transfer is recorded durably (:mod:`~flask_store.transfer.records`), and the key is
+handed to an executor (:mod:`~flask_store.transfer.executors`). The remote store is contacted
+by the transfer alone, so a remote that is down, slow or frozen never delays a response.
+
+A transfer is idempotent: it uploads under the same key without ever overwriting a different
+file (the remote's own atomic claim), verifies size and checksum, records ``done``, and only
+then removes the local copy if asked to. When the remote already holds the same bytes (an
+earlier attempt that died after uploading) that counts as done. Failures are retried with
+exponential back-off; a transfer out of retries is recorded ``failed``, keeps its local copy,
+and is run again by the next reconciler pass (at start-up, or ``flask store transfer
+--pending``).
+
+Reads follow the record: pending or failed files are read and served from the local copy,
+transferred ones from the remote (a redirect when the remote has direct URLs). The app's URL
+for a file never changes.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any, BinaryIO, ClassVar, Literal
+
+from ..config import StoreConfig
+from ..exceptions import (
+    FileExistsInStoreError,
+    FileNotFoundInStoreError,
+    InvalidKeyError,
+    TransferConflictError,
+    TransferVerificationError,
+)
+from ..naming import clean_key
+from ..stores import load_provider
+from ..stores.base import BaseStore, FileInfo, FileMeta, measure, recorded_md5
+from .executors import EXECUTOR_CHOICES, Executor, make_executor
+from .records import RecordBook, TransferRecord
+from .signals import file_saved, file_transferred, transfer_failed
+
+log = logging.getLogger("flask_store.transfer")
+
+Role = Literal["local", "remote"]
+#: What :meth:`QueuedStore.transfer_now` reports: the record's state, or ``gone`` when the
+#: file was deleted before its transfer ran.
+Outcome = Literal["pending", "done", "failed", "gone"]
+
+#: Settings of a queued store, without the ``STORE_`` prefix, and their defaults.
+QUEUED_DEFAULTS: Mapping[str, Any] = {
+    "QUEUED_LOCAL": {"PROVIDER": "local"},
+    "QUEUED_REMOTE": None,
+    "TRANSFER_EXECUTOR": "thread",
+    "TRANSFER_WORKERS": 4,
+    "TRANSFER_RETRIES": 5,
+    "TRANSFER_RETRY_DELAY": 2.0,
+    "TRANSFER_DELAYED": False,
+    "TRANSFER_DELETE_LOCAL": False,
+    "TRANSFER_RECORDS_PATH": None,
+    "RQ_REDIS_URL": None,
+    "RQ_QUEUE": "flask_store",
+}
+
+
+class HashingReader:
+    """A read-only stream that counts and hashes (MD5) the bytes read through it.
+
+    The transfer checks what it sent against what the remote reports without reading the
+    file twice.
+    """
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._stream.read(size)
+        self._md5.update(chunk)
+        self.size += len(chunk)
+        return chunk
+
+    def hexdigest(self) -> str:
+        """The MD5 of everything read so far."""
+        return self._md5.hexdigest()
+
+
+def _md5_of(store: BaseStore, key: str) -> str:
+    with store.open(key) as stream:
+        return measure(stream)[1]
+
+
+class QueuedStore(BaseStore):
+    """A local store in front of a remote one, with durable background transfers.
+
+    Settings (``STORE_`` prefix in Flask config; keyword arguments without it):
+
+    - ``QUEUED_LOCAL``: the local store's settings, a dict with its own ``PROVIDER`` (default
+      ``{"PROVIDER": "local"}``: ``<instance>/uploads``).
+    - ``QUEUED_REMOTE``: the remote store's settings (required), e.g. ``{"PROVIDER": "s3",
+      "S3_BUCKET": ...}``.
+    - ``TRANSFER_EXECUTOR``: ``"thread"`` (default), ``"gevent"`` or ``"rq"``.
+    - ``TRANSFER_WORKERS``: transfers running at once in this process (default 4).
+    - ``TRANSFER_RETRIES`` (default 5) and ``TRANSFER_RETRY_DELAY`` (seconds, default 2; the
+      n-th retry waits ``delay * 2 ** (n - 1)``).
+    - ``TRANSFER_DELAYED``: only transfer when :meth:`transfer` is called (default off).
+    - ``TRANSFER_DELETE_LOCAL``: remove the local copy once the remote one is verified.
+    - ``TRANSFER_RECORDS_PATH``: the records folder (default ``.transfers`` inside the local
+      store's folder, or ``<instance>/flask_store_transfers``).
+    - ``RQ_REDIS_URL``, ``RQ_QUEUE`` (default ``"flask_store"``), ``RQ_JOB_TIMEOUT``: the
+      ``rq`` executor's Redis and queue.
+
+    .. versionadded:: 0.1
+    """
+
+    short_name = "queued"
+    defaults: ClassVar[Mapping[str, Any]] = QUEUED_DEFAULTS
+    serve_by_redirect = False
+    #: Executor used when ``TRANSFER_EXECUTOR`` is not set.
+    default_executor: ClassVar[str] = "thread"
+
+    def __init__(self, config: Any = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        cfg = self.config
+        self.local: BaseStore = self._build_inner(self.inner_config("local"))
+        self.remote: BaseStore = self._build_inner(self.inner_config("remote"))
+        retries = cfg.typed("TRANSFER_RETRIES", int, 5)
+        if retries < 0:
+            raise cfg.error("TRANSFER_RETRIES", f"must be 0 or more, not {retries}.")
+        delay = cfg.typed("TRANSFER_RETRY_DELAY", (int, float), 2.0)
+        if isinstance(delay, bool) or delay < 0:
+            raise cfg.error("TRANSFER_RETRY_DELAY", f"must be seconds (0 or more), not {delay!r}.")
+        self.retries: int = retries
+        self.retry_delay: float = float(delay)
+        self.delayed: bool = cfg.typed("TRANSFER_DELAYED", bool, False)
+        self.delete_local: bool = cfg.typed("TRANSFER_DELETE_LOCAL", bool, False)
+        self.records = RecordBook(self._records_path())
+        kind = cfg.choice("TRANSFER_EXECUTOR", EXECUTOR_CHOICES, self.default_executor)
+        self.executor: Executor = make_executor(kind, self)
+        self._starting: threading.Thread | None = None
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def inner_config(self, role: Role) -> StoreConfig:
+        """The settings of the local or remote store, labelled so errors name their key.
+
+        ``STORE_QUEUED_REMOTE = {"PROVIDER": "s3"}`` without a bucket reports
+        ``STORE_QUEUED_REMOTE['S3_BUCKET']``. Subclasses derive them differently
+        (:class:`~flask_store.stores.s3_gevent.S3GeventStore`).
+        """
+        setting = "QUEUED_LOCAL" if role == "local" else "QUEUED_REMOTE"
+        values = self.config.values.get(setting, QUEUED_DEFAULTS[setting])
+        if values is None:
+            raise self.config.error(
+                setting, "is required: a dict of the remote store's settings with its PROVIDER."
+            )
+        if not isinstance(values, Mapping):
+            raise self.config.error(
+                setting, f"must be a dict of settings with a PROVIDER, not {values!r}."
+            )
+        label = self.config.label(setting)
+        return StoreConfig(
+            values={str(k).upper(): v for k, v in values.items()},
+            name=f"{self.name}.{role}",
+            key_prefix=f"{label}['",
+            key_suffix="']",
+            instance_path=self.config.instance_path,
+        )
+
+    @staticmethod
+    def _build_inner(config: StoreConfig) -> BaseStore:
+        """Build one inner store from ``config``, with its provider's defaults."""
+        provider = config.values.get("PROVIDER", "local")
+        cls = load_provider(provider, setting=config.label("PROVIDER"))
+        if issubclass(cls, QueuedStore):
+            raise config.error("PROVIDER", "cannot be a queued store itself.")
+        return cls(dataclasses.replace(config, values={**cls.defaults, **config.values}))
+
+    def _records_path(self) -> str:
+        """``TRANSFER_RECORDS_PATH``, or a hidden folder beside the local files."""
+        path = self.config.setting("TRANSFER_RECORDS_PATH")
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise self.config.error("TRANSFER_RECORDS_PATH", f"must be a folder, not {path!r}.")
+        if path and os.path.isabs(path):
+            folder = os.fspath(path)
+        elif path and self.config.instance_path:
+            folder = os.path.join(self.config.instance_path, os.fspath(path))
+        elif not path and hasattr(self.local, "root"):
+            folder = os.path.join(str(self.local.root), ".transfers")
+        elif not path and self.config.instance_path:
+            folder = os.path.join(self.config.instance_path, "flask_store_transfers")
+        else:
+            raise self.config.error(
+                "TRANSFER_RECORDS_PATH", "must be an absolute folder path outside a Flask app."
+            )
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise self.config.error(
+                "TRANSFER_RECORDS_PATH", f"names a folder that cannot be created: {exc.strerror}."
+            ) from exc
+        return folder
+
+    # -- saving -----------------------------------------------------------------------------
+
+    def _write(
+        self, chunks: Iterator[bytes], keys: Iterator[str], meta: FileMeta, overwrite: bool
+    ) -> FileInfo:
+        """Write locally under a key that neither the local store nor a record holds."""
+        candidates = keys if overwrite else self._unreserved(keys)
+        info = self.local._write(chunks, candidates, meta, overwrite)
+        try:
+            self.records.create(
+                TransferRecord(
+                    key=info.key,
+                    state="pending",
+                    size=info.size,
+                    filename=meta.filename,
+                    content_type=meta.content_type,
+                    overwrite=overwrite,
+                    queued=not self.delayed,
+                )
+            )
+        except BaseException:
+            self.local.delete(info.key)  # no file without its record
+            raise
+        file_saved.send(self, key=info.key, info=info)
+        if not self.delayed:
+            self.executor.submit(info.key)
+        return info
+
+    def _unreserved(self, keys: Iterator[str]) -> Iterator[str]:
+        """The candidate keys without those a record reserves (files already moved away)."""
+        reserved = None
+        for key in keys:
+            if not self.records.exists(key):
+                yield key
+            else:
+                reserved = key
+        raise FileExistsInStoreError(
+            f"A file is already stored as {reserved!r}; delete it first, choose another "
+            "name, or allow replacing it (STORE_ON_CONFLICT = 'rename' or 'overwrite')."
+        )
+
+    # -- transfers --------------------------------------------------------------------------
+
+    def transfer(self, key: str) -> None:
+        """Queue the transfer of ``key`` (what ``delayed`` mode waits for); returns at once.
+
+        :raises FileNotFoundInStoreError: when the store has no record of ``key``.
+        """
+        record = self._record(key)
+        if record.state == "done":
+            return
+        if not record.queued or record.state == "failed":
+            self.records.write(record.moved("pending", queued=True, attempts=0))
+        self.executor.submit(record.key)
+
+    def transfer_now(self, key: str) -> Outcome:
+        """Run the transfer of ``key`` here and now, with retries: what executors call.
+
+        Safe to run more than once and from several processes: a copy already on the
+        remote with the same bytes counts as done.
+
+        :returns: ``done``, ``failed``, or ``gone`` when the file was deleted meanwhile.
+        """
+        key = clean_key(key)
+        while True:
+            record = self.records.get(key)
+            if record is None:
+                return "gone"
+            if record.state == "done":
+                return "done"
+            try:
+                info = self._copy_to_remote(record)
+            except (TransferConflictError, FileNotFoundInStoreError) as exc:
+                return self._give_up(record, exc, record.attempts + 1)
+            except Exception as exc:
+                attempts = record.attempts + 1
+                if attempts > self.retries:
+                    return self._give_up(record, exc, attempts)
+                self.records.write(record.moved("pending", attempts=attempts, error=str(exc)))
+                delay = self.retry_delay * 2 ** (attempts - 1)
+                log.warning(
+                    "Transfer of %r failed (%s); retry %d in %.1fs.", key, exc, attempts, delay
+                )
+                time.sleep(delay)
+                continue
+            return self._finish(record, info)
+
+    def _copy_to_remote(self, record: TransferRecord) -> FileInfo:
+        """Upload the local copy under its key, never over a different remote file.
+
+        :raises FileNotFoundInStoreError: when the local copy is gone (nothing to send).
+        :raises TransferConflictError: when the remote holds other bytes under the key.
+        :raises TransferVerificationError: when the remote reports another size or MD5.
+        """
+        try:
+            stream = self.local.open(record.key)
+        except FileNotFoundInStoreError as exc:
+            raise FileNotFoundInStoreError(
+                f"The local copy of {record.key!r} is gone, so it cannot be transferred; "
+                "save the file again."
+            ) from exc
+        with stream:
+            sent = HashingReader(stream)
+            try:
+                stored = self.remote.put(
+                    record.key,
+                    sent,
+                    filename=record.filename,
+                    content_type=record.content_type,
+                    overwrite=record.overwrite,
+                )
+            except FileExistsInStoreError:
+                return self._same_file_on_remote(record)
+            info = stored.info
+        if not info.size == sent.size == record.size:
+            raise TransferVerificationError(
+                f"{record.key!r}: sent {sent.size} bytes (recorded {record.size}), but the "
+                f"remote store reports {info.size}."
+            )
+        remote_md5 = recorded_md5(info)
+        if remote_md5 is not None and remote_md5 != sent.hexdigest():
+            raise TransferVerificationError(
+                f"{record.key!r}: the remote store reports MD5 {remote_md5}, but the bytes "
+                f"sent have MD5 {sent.hexdigest()}."
+            )
+        return info
+
+    def _same_file_on_remote(self, record: TransferRecord) -> FileInfo:
+        """The remote copy's metadata when it holds exactly the local bytes (a retry)."""
+        theirs = self.remote.info(record.key)
+        if theirs.size == record.size:
+            ours = _md5_of(self.local, record.key)
+            if (recorded_md5(theirs) or _md5_of(self.remote, record.key)) == ours:
+                return theirs
+        raise TransferConflictError(
+            f"The remote store already holds a different file as {record.key!r} "
+            f"({theirs.size} bytes, the local copy has {record.size}); it was not "
+            "overwritten. Remove or rename one of them, then run 'flask store transfer "
+            "--pending'."
+        )
+
+    def _finish(self, record: TransferRecord, info: FileInfo) -> Outcome:
+        """Record the verified transfer, tell listeners, then drop the local copy if asked."""
+        current = self.records.get(record.key)
+        if current is None:
+            # Deleted while uploading: do not leave an orphan on the remote.
+            self.remote.delete(record.key)
+            return "gone"
+        if current.version != record.version:
+            return current.state  # saved again meanwhile; that save queued its own transfer
+        self.records.write(record.moved("done", error=None))
+        log.info("Transferred %r to the remote store.", record.key)
+        file_transferred.send(self, key=record.key, info=info)
+        if self.delete_local:
+            self.local.delete(record.key)
+        return "done"
+
+    def _give_up(self, record: TransferRecord, error: Exception, attempts: int) -> Outcome:
+        """Record the transfer as failed (local copy kept) and send ``transfer_failed``."""
+        self.records.write(record.moved("failed", attempts=attempts, error=str(error)))
+        log.error("Transfer of %r failed after %d attempt(s): %s", record.key, attempts, error)
+        transfer_failed.send(self, key=record.key, error=error, attempts=attempts)
+        return "failed"
+
+    def reconcile(self, include_delayed: bool = False) -> list[str]:
+        """Queue every pending or failed transfer again; the keys queued, oldest first.
+
+        :param include_delayed: also queue files of ``delayed`` mode that nobody asked to
+            transfer yet (the start-up pass leaves them alone).
+        """
+        queued = []
+        for record in self.records.unsettled():
+            if record.queued or include_delayed:
+                self.transfer(record.key)
+                queued.append(record.key)
+        return queued
+
+    def start(self) -> None:
+        """Re-drive unfinished transfers in the background (called by ``init_app``)."""
+        self._starting = threading.Thread(
+            target=self._reconcile_logged, name="flask-store-reconcile", daemon=True
+        )
+        self._starting.start()
+
+    def _reconcile_logged(self) -> None:
+        try:
+            keys = self.reconcile()
+        except Exception:
+            log.exception("Re-queueing unfinished transfers at start-up failed.")
+        else:
+            if keys:
+                log.info("Re-queued %d unfinished transfer(s) at start-up.", len(keys))
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the transfers queued by this process; ``False`` if ``timeout`` ran out.
+
+        For tests and a clean shutdown. Failed transfers count as finished.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._starting is not None:
+            self._starting.join(timeout)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self.executor.join(left)
+
+    def is_settled(self, key: str) -> bool:
+        """Whether the transfer of ``key`` has finished, one way or the other."""
+        record = self.records.get(clean_key(key))
+        return record is None or record.settled
+
+    def state(self, key: str) -> str:
+        """``pending``, ``failed`` or ``done`` for a file saved here.
+
+        :raises FileNotFoundInStoreError: when the store has no record of ``key``.
+        """
+        return self._record(key).state
+
+    def _record(self, key: str) -> TransferRecord:
+        record = self.records.get(clean_key(key))
+        if record is None:
+            raise FileNotFoundInStoreError(f"No transfer is recorded for {key!r}.")
+        return record
+
+    # -- reading: from wherever the file is now ---------------------------------------------
+
+    def holder(self, key: str) -> BaseStore:
+        """The store that serves ``key`` now: local until the transfer is done."""
+        record = self.records.get(clean_key(key))
+        if record is not None:
+            return self.remote if record.state == "done" else self.local
+        # No record: a file put there by other means; the local copy wins if there is one.
+        return self.local if self.local.exists(key) else self.remote
+
+    def open(self, key: str) -> BinaryIO:
+        return self.holder(key).open(key)
+
+    def open_with_info(self, key: str) -> tuple[BinaryIO, FileInfo]:
+        return self.holder(key).open_with_info(key)
+
+    def info(self, key: str) -> FileInfo:
+        return self.holder(key).info(key)
+
+    def exists(self, key: str) -> bool:
+        try:
+            return self.holder(key).exists(key)
+        except InvalidKeyError:
+            return False
+
+    def delete(self, key: str) -> bool:
+        """Delete the file everywhere: record, local copy, remote copy."""
+        key = clean_key(key)
+        had_record = self.records.forget(key)
+        on_local = self.local.delete(key)
+        on_remote = self.remote.delete(key)
+        return had_record or on_local or on_remote
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        return iter(sorted(set(self.local.keys(prefix)) | set(self.remote.keys(prefix))))
+
+    def path(self, key: str) -> str:
+        return self.holder(key).path(key)
+
+    def direct_url(self, key: str, expires: int | None = None) -> str | None:
+        holder = self.holder(key)
+        return holder.direct_url(key, expires) if holder is self.remote else None
+
+    def redirect_url_for_serving(self, key: str) -> str | None:
+        holder = self.holder(key)
+        return holder.redirect_url_for_serving(key) if holder is self.remote else None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}: {self.local!r} -> {self.remote!r}>"

@@ -1,0 +1,322 @@
+"""QueuedStore: local first, remote in the background, nothing lost (thread executor)."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask, request
+
+from flask_store import Store
+from flask_store.exceptions import (
+    FileExistsInStoreError,
+    FileNotFoundInStoreError,
+    NotConfiguredError,
+    TransferConflictError,
+)
+from flask_store.stores.queued import QueuedStore
+from flask_store.transfer.signals import file_saved, file_transferred, transfer_failed
+from tests.queued_remotes import BlockingStore, FlakyStore, LinkedMemoryStore
+
+JOIN = 30  # seconds: only a safety net against a hung test, never a measurement
+
+
+def make_store(
+    tmp_path: Path, remote: dict[str, Any] | None = None, **settings: Any
+) -> QueuedStore:
+    return QueuedStore(
+        queued_local={"PROVIDER": "local", "PATH": str(tmp_path / "local")},
+        queued_remote=remote or {"PROVIDER": "memory"},
+        transfer_retry_delay=0,
+        **settings,
+    )
+
+
+@pytest.fixture
+def signals() -> Iterator[dict[str, list[dict[str, Any]]]]:
+    """Every signal sent during the test, by name, with its keyword arguments."""
+    seen: dict[str, list[dict[str, Any]]] = {"saved": [], "transferred": [], "failed": []}
+    receivers: list[Callable[..., None]] = []
+    for name, signal in [
+        ("saved", file_saved),
+        ("transferred", file_transferred),
+        ("failed", transfer_failed),
+    ]:
+
+        def receiver(sender: object, _name: str = name, **kwargs: Any) -> None:
+            seen[_name].append(kwargs)
+
+        receivers.append(receiver)
+        signal.connect(receiver)
+    yield seen
+    for signal, receiver in zip(
+        (file_saved, file_transferred, transfer_failed), receivers, strict=True
+    ):
+        signal.disconnect(receiver)
+
+
+def test_request_returns_while_the_remote_is_frozen(
+    tmp_path: Path, signals: dict[str, list[dict[str, Any]]]
+) -> None:
+    gate = threading.Event()
+    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config.update(
+        STORE_PROVIDER="queued",
+        STORE_QUEUED_LOCAL={"PROVIDER": "local", "PATH": str(tmp_path / "local")},
+        STORE_QUEUED_REMOTE={"PROVIDER": BlockingStore, "GATE": gate},
+        STORE_DOMAIN="http://files.test",
+    )
+    store = Store(app)
+
+    @app.post("/upload")
+    def upload() -> str:
+        return store.Provider().save(request.files["afile"]).absolute_url()
+
+    client = app.test_client()
+    response = client.post("/upload", data={"afile": (io.BytesIO(b"photo"), "cat.jpg")})
+
+    # The request finished while the remote is still holding the upload back.
+    assert response.status_code == 200
+    assert response.text == "http://files.test/flaskstore/cat.jpg"
+    with app.app_context():
+        queued = store.Provider()
+        assert isinstance(queued, QueuedStore)
+        remote = queued.remote
+        assert isinstance(remote, BlockingStore)
+        assert remote.entered.wait(JOIN), "the transfer never started"
+        assert not remote.exists("cat.jpg")
+        assert queued.state("cat.jpg") == "pending"
+        served = client.get("/flaskstore/cat.jpg")
+        assert (served.status_code, served.data) == (200, b"photo")
+        assert [s["key"] for s in signals["saved"]] == ["cat.jpg"]
+        assert signals["transferred"] == []
+
+        gate.set()
+        assert queued.join(JOIN)
+        assert remote.read("cat.jpg") == b"photo"
+        assert queued.state("cat.jpg") == "done"
+        assert [s["key"] for s in signals["transferred"]] == ["cat.jpg"]
+        # The local copy is kept by default, and the URL handed out still works.
+        assert (tmp_path / "local" / "cat.jpg").read_bytes() == b"photo"
+        assert client.get("/flaskstore/cat.jpg").data == b"photo"
+
+
+def test_failing_remote_is_retried_then_recorded_failed_then_reconciled(
+    tmp_path: Path, signals: dict[str, list[dict[str, Any]]]
+) -> None:
+    attempts: list[str] = []
+    remote = {"PROVIDER": FlakyStore, "FAIL_TIMES": 3, "ATTEMPTS": attempts}
+    store = make_store(tmp_path, remote, transfer_retries=2)
+    store.save(b"precious", name="doc.pdf")
+    assert store.join(JOIN)
+
+    assert attempts == ["doc.pdf"] * 3  # the first try and two retries
+    assert store.state("doc.pdf") == "failed"
+    assert [(s["key"], s["attempts"]) for s in signals["failed"]] == [("doc.pdf", 3)]
+    assert "remote store is down" in str(signals["failed"][0]["error"])
+    assert not store.remote.exists("doc.pdf")
+    assert (tmp_path / "local" / "doc.pdf").read_bytes() == b"precious"
+    assert store.read("doc.pdf") == b"precious"  # still readable, from the local copy
+
+    assert store.reconcile() == ["doc.pdf"]
+    assert store.join(JOIN)
+    assert store.state("doc.pdf") == "done"
+    assert store.remote.read("doc.pdf") == b"precious"
+    assert [s["key"] for s in signals["transferred"]] == ["doc.pdf"]
+
+
+def test_retries_until_the_remote_comes_back(tmp_path: Path) -> None:
+    attempts: list[str] = []
+    remote = {"PROVIDER": FlakyStore, "FAIL_TIMES": 2, "ATTEMPTS": attempts}
+    store = make_store(tmp_path, remote, transfer_retries=5)
+    store.save(b"abc", name="a.txt")
+    assert store.join(JOIN)
+    assert len(attempts) == 3
+    assert store.state("a.txt") == "done"
+    record = store.records.get("a.txt")
+    assert record is not None and record.attempts == 2
+
+
+def test_same_bytes_already_on_the_remote_count_as_done(tmp_path: Path) -> None:
+    store = make_store(tmp_path, transfer_delayed=True)
+    store.save(b"same", name="a.txt")
+    store.remote.put("a.txt", b"same")  # an earlier attempt uploaded, then died
+    assert store.transfer_now("a.txt") == "done"
+    assert list(store.remote.keys()) == ["a.txt"]
+
+
+def test_different_bytes_on_the_remote_are_never_overwritten(
+    tmp_path: Path, signals: dict[str, list[dict[str, Any]]]
+) -> None:
+    store = make_store(tmp_path, transfer_delayed=True, transfer_retries=3)
+    store.save(b"mine", name="a.txt")
+    store.remote.put("a.txt", b"theirs")
+    assert store.transfer_now("a.txt") == "failed"
+    assert store.remote.read("a.txt") == b"theirs"
+    assert store.read("a.txt") == b"mine"
+    error = signals["failed"][0]["error"]
+    assert isinstance(error, TransferConflictError)
+    assert signals["failed"][0]["attempts"] == 1  # a conflict is not retried
+    record = store.records.get("a.txt")
+    assert record is not None and "different file" in (record.error or "")
+
+
+def test_delete_local_keeps_the_key_reserved(tmp_path: Path) -> None:
+    store = make_store(tmp_path, transfer_delete_local=True)
+    first = store.save(b"one", name="a.txt")
+    assert store.join(JOIN)
+    assert not (tmp_path / "local" / "a.txt").exists()
+    assert store.read("a.txt") == b"one"  # now from the remote
+
+    second = store.save(b"two", name="a.txt")
+    assert second.name != first.name  # renamed, never overwriting the transferred file
+    assert store.join(JOIN)
+    assert store.remote.read(first.name) == b"one"
+    assert store.remote.read(second.name) == b"two"
+
+    strict = make_store(tmp_path, transfer_delete_local=True, on_conflict="error")
+    with pytest.raises(FileExistsInStoreError, match=r"a\.txt"):
+        strict.save(b"three", name="a.txt")
+    assert store.remote.read("a.txt") == b"one"
+
+
+def test_overwrite_policy_replaces_the_remote_copy_too(tmp_path: Path) -> None:
+    store = make_store(tmp_path, on_conflict="overwrite")
+    store.save(b"old", name="a.txt")
+    assert store.join(JOIN)
+    store.save(b"new", name="a.txt")
+    assert store.join(JOIN)
+    assert store.remote.read("a.txt") == b"new"
+    assert store.read("a.txt") == b"new"
+
+
+def test_delayed_mode_waits_for_transfer(tmp_path: Path) -> None:
+    store = make_store(tmp_path, transfer_delayed=True)
+    store.save(b"later", name="a.txt")
+    assert store.join(JOIN)
+    assert store.state("a.txt") == "pending"
+    assert store.reconcile() == []  # the start-up pass leaves delayed files alone
+    assert not store.remote.exists("a.txt")
+    store.transfer("a.txt")
+    assert store.join(JOIN)
+    assert store.remote.read("a.txt") == b"later"
+    with pytest.raises(FileNotFoundInStoreError):
+        store.transfer("never-saved.txt")
+
+
+def test_deleting_a_pending_file_removes_it_everywhere(tmp_path: Path) -> None:
+    store = make_store(tmp_path, transfer_delayed=True)
+    store.save(b"x", name="a.txt")
+    assert store.delete("a.txt")
+    assert store.transfer_now("a.txt") == "gone"
+    assert not store.exists("a.txt")
+    assert list(store.keys()) == []
+    assert list(store.records) == []
+    assert not store.delete("a.txt")
+
+
+def test_start_up_reconciles_what_a_previous_process_left(tmp_path: Path) -> None:
+    down = {"PROVIDER": FlakyStore, "FAIL_TIMES": 10**6}
+    first = make_store(tmp_path, down, transfer_retries=0)
+    first.save(b"a", name="a.txt")
+    first.save(b"b", name="b.txt")
+    assert first.join(JOIN)
+    assert [first.state(k) for k in ("a.txt", "b.txt")] == ["failed", "failed"]
+
+    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config.update(
+        STORE_PROVIDER="queued",
+        STORE_QUEUED_LOCAL={"PROVIDER": "local", "PATH": str(tmp_path / "local")},
+        STORE_QUEUED_REMOTE={"PROVIDER": "memory"},
+    )
+    Store(app)
+    queued = Store.registry(app).resolve()
+    assert isinstance(queued, QueuedStore)
+    assert queued.join(JOIN)
+    assert queued.remote.read("a.txt") == b"a"
+    assert queued.remote.read("b.txt") == b"b"
+
+
+def test_serving_redirects_once_transferred_to_a_remote_with_direct_urls(
+    tmp_path: Path,
+) -> None:
+    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config.update(
+        STORE_PROVIDER="queued",
+        STORE_QUEUED_LOCAL={"PROVIDER": "local", "PATH": str(tmp_path / "local")},
+        STORE_QUEUED_REMOTE={"PROVIDER": LinkedMemoryStore},
+        STORE_TRANSFER_DELAYED=True,
+    )
+    store = Store(app)
+    client = app.test_client()
+    with app.app_context():
+        provider = store.Provider()
+        assert isinstance(provider, QueuedStore)
+        saved = provider.save(b"img", name="a.png")
+        pending = client.get("/flaskstore/a.png")
+        assert (pending.status_code, pending.data) == (200, b"img")
+        assert saved.absolute_url() == "/flaskstore/a.png"
+        provider.transfer("a.png")
+        assert provider.join(JOIN)
+        done = client.get("/flaskstore/a.png")
+        assert (done.status_code, done.location) == (302, "https://cdn.example.com/a.png")
+        assert saved.absolute_url() == "https://cdn.example.com/a.png"
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"STORE_QUEUED_REMOTE": None}, "STORE_QUEUED_REMOTE"),
+        ({"STORE_QUEUED_REMOTE": "s3"}, "STORE_QUEUED_REMOTE"),
+        ({"STORE_QUEUED_REMOTE": {"PROVIDER": "nope.Store"}}, "STORE_QUEUED_REMOTE['PROVIDER']"),
+        ({"STORE_QUEUED_LOCAL": {"PATH": 3}}, "STORE_QUEUED_LOCAL['PATH']"),
+        ({"STORE_QUEUED_REMOTE": {"PROVIDER": "queued"}}, "STORE_QUEUED_REMOTE['PROVIDER']"),
+        ({"STORE_TRANSFER_EXECUTOR": "celery"}, "STORE_TRANSFER_EXECUTOR"),
+        ({"STORE_TRANSFER_RETRIES": -1}, "STORE_TRANSFER_RETRIES"),
+        ({"STORE_TRANSFER_RETRY_DELAY": "soon"}, "STORE_TRANSFER_RETRY_DELAY"),
+        ({"STORE_TRANSFER_WORKERS": 0}, "STORE_TRANSFER_WORKERS"),
+        ({"STORE_TRANSFER_DELAYED": "yes"}, "STORE_TRANSFER_DELAYED"),
+        ({"STORE_TRANSFER_EXECUTOR": "rq"}, "STORE_RQ_REDIS_URL"),
+        (
+            {"STORE_TRANSFER_EXECUTOR": "rq", "STORE_RQ_REDIS_URL": "localhost"},
+            "STORE_RQ_REDIS_URL",
+        ),
+        ({"STORE_TRANSFER_EXECUTOR": "gevent"}, "STORE_TRANSFER_EXECUTOR"),
+    ],
+)
+def test_bad_settings_fail_at_init_app_naming_the_key(
+    tmp_path: Path, settings: dict[str, Any], named: str
+) -> None:
+    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config.update(STORE_PROVIDER="queued", STORE_QUEUED_REMOTE={"PROVIDER": "memory"})
+    app.config.update(settings)
+    with pytest.raises(NotConfiguredError) as caught:
+        Store(app)
+    assert named in str(caught.value)
+
+
+def test_rq_settings_must_be_picklable(tmp_path: Path) -> None:
+    with pytest.raises(NotConfiguredError, match="pickled"):
+        make_store(
+            tmp_path,
+            {"PROVIDER": "memory", "LOCK": threading.Lock()},
+            transfer_executor="rq",
+            rq_redis_url="redis://127.0.0.1:1/0",
+        )
+
+
+def test_records_are_written_before_save_returns_and_survive_a_new_store(
+    tmp_path: Path,
+) -> None:
+    store = make_store(tmp_path, transfer_delayed=True)
+    store.at("a").save(b"x", name="b.txt")
+    again = make_store(tmp_path)  # a new process would see the same records
+    record = again.records.get("a/b.txt")
+    assert record is not None
+    assert (record.state, record.size, record.filename) == ("pending", 1, "b.txt")
+    assert again.holder("a/b.txt") is again.local
+    assert [r.key for r in again.records.unsettled()] == ["a/b.txt"]
