@@ -72,9 +72,9 @@ class GatedStore(LocalStore):
     """A local folder as the remote, that freezes mid-upload once ``OPEN_WRITES`` files exist.
 
     While the file ``HOLD`` exists and the folder holds ``OPEN_WRITES`` files or more, a
-    write reads its first chunk, touches ``BLOCKED`` and then waits forever: the process is
-    frozen in the middle of a transfer, ready to be killed. Works across processes (RQ
-    workers), since the state is on disk.
+    write puts its first chunk into the temporary file, touches ``BLOCKED`` and waits
+    forever: the process is frozen in the middle of a transfer, ready to be killed. The
+    state is on disk, so this works across processes (RQ workers).
     """
 
     def __init__(self, config: Any = None, **kwargs: Any) -> None:
@@ -87,9 +87,12 @@ class GatedStore(LocalStore):
         self, chunks: Iterator[bytes], keys: Iterator[str], meta: FileMeta, overwrite: bool
     ) -> FileInfo:
         if os.path.exists(self.hold) and sum(1 for _ in self.keys()) >= self.open_writes:
-            next(chunks, None)
-            with open(self.blocked, "a"):
-                pass
-            while True:  # frozen until the test kills the process
-                time.sleep(1)
+            chunks = self._freeze_after_first(chunks)
         return super()._write(chunks, keys, meta, overwrite)
+
+    def _freeze_after_first(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        yield next(chunks, b"")
+        with open(self.blocked, "a"):
+            pass
+        while True:  # frozen until the test kills the process
+            time.sleep(1)
