@@ -57,7 +57,7 @@ store.join()
 """
 
 
-def wait_for(path: Path, process: subprocess.Popen[str]) -> None:
+def wait_for(path: Path, process: subprocess.Popen[Any]) -> None:
     """Wait until ``path`` exists, failing if the child dies or hangs first."""
     deadline = time.monotonic() + SAFETY_NET
     while not path.exists():
