@@ -226,3 +226,9 @@ def _progress(items: list[str], label: str) -> Iterator[Iterable[str]]:
 def _report_plain(line: str) -> None:
     if not _is_terminal():
         click.echo(line)
+
+
+# -- `flask store transfer --pending`: queued stores' transfers (flask_store/transfer/cli.py) --
+from .transfer.cli import transfer_command  # noqa: E402 - kept beside its registration
+
+store_cli.add_command(transfer_command)

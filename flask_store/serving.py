@@ -63,7 +63,7 @@ def serve_file(store: BaseStore, key: str, environ: dict[str, object]) -> Respon
     :raises NotFound: for a missing file or a key that is not acceptable.
     """
     try:
-        direct = store.direct_url(key) if store.serve_by_redirect else None
+        direct = store.redirect_url_for_serving(key)
         if direct is not None:
             return redirect(direct, code=302)
         # Remote stores with STORE_CACHE_TTL read through a local copy.

@@ -360,6 +360,21 @@ class BaseStore(ABC):
         """A URL that reaches the file without this app (a bucket URL), or ``None``."""
         return None
 
+    def redirect_url_for_serving(self, key: str) -> str | None:
+        """Where the serving route redirects a request for ``key``, or ``None`` to stream it.
+
+        Stores with :attr:`serve_by_redirect` redirect to :meth:`direct_url`. A store whose
+        files move (a queued store: local while pending, remote afterwards) decides per key.
+        """
+        return self.direct_url(key) if self.serve_by_redirect else None
+
+    def start(self) -> None:
+        """Begin background work once the app is set up: ``init_app`` calls it, once.
+
+        Stores built directly (scripts, RQ workers) are never started. Does nothing here;
+        a queued store re-drives its unfinished transfers.
+        """
+
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.exists(key)
 

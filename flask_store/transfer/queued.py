@@ -256,12 +256,21 @@ class QueuedStore(BaseStore):
 
         :raises FileNotFoundInStoreError: when the store has no record of ``key``.
         """
+        record = self.reopen(key)
+        if record.state != "done":
+            self.executor.submit(record.key)
+
+    def reopen(self, key: str) -> TransferRecord:
+        """Make ``key``'s transfer runnable again: a failed or delayed one becomes pending
+        with a fresh count of retries. A done one is returned unchanged.
+
+        :raises FileNotFoundInStoreError: when the store has no record of ``key``.
+        """
         record = self._record(key)
-        if record.state == "done":
-            return
-        if not record.queued or record.state == "failed":
-            self.records.write(record.moved("pending", queued=True, attempts=0))
-        self.executor.submit(record.key)
+        if record.state == "failed" or not record.queued:
+            record = record.moved("pending", queued=True, attempts=0)
+            self.records.write(record)
+        return record
 
     def transfer_now(self, key: str) -> Outcome:
         """Run the transfer of ``key`` here and now, with retries: what executors call.
