@@ -57,7 +57,22 @@ def _memory(request: pytest.FixtureRequest, settings: dict[str, Any]) -> Iterato
     yield MemoryStore(**settings)
 
 
+@contextmanager
+def _queued(request: pytest.FixtureRequest, settings: dict[str, Any]) -> Iterator[BaseStore]:
+    from flask_store.stores.queued import QueuedStore
+
+    tmp_path = request.getfixturevalue("tmp_path")
+    store = QueuedStore(
+        queued_local={"PROVIDER": "local", "PATH": str(tmp_path / "queued-local")},
+        queued_remote={"PROVIDER": "memory"},
+        **settings,
+    )
+    yield store
+    assert store.join(timeout=60), "transfers still running after the test"
+
+
 STORE_KINDS: dict[str, StoreKind] = {
     "local": StoreKind("local", _local),
     "memory": StoreKind("memory", _memory),
+    "queued": StoreKind("queued", _queued),
 }
