@@ -29,7 +29,7 @@ html_static_path: list[str] = []
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_default_options = {"members": True}
 
 #: Pages other parts of the project add when their code lands: listed in the table of
 #: contents once their file exists, so the build stays green (and complete) either way.
