@@ -23,7 +23,6 @@ for a file never changes.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import threading
@@ -67,29 +66,6 @@ QUEUED_DEFAULTS: Mapping[str, Any] = {
     "RQ_REDIS_URL": None,
     "RQ_QUEUE": "flask_store",
 }
-
-
-class HashingReader:
-    """A read-only stream that counts and hashes (MD5) the bytes read through it.
-
-    The transfer checks what it sent against what the remote reports without reading the
-    file twice.
-    """
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self._stream = stream
-        self._md5 = hashlib.md5(usedforsecurity=False)
-        self.size = 0
-
-    def read(self, size: int = -1) -> bytes:
-        chunk = self._stream.read(size)
-        self._md5.update(chunk)
-        self.size += len(chunk)
-        return chunk
-
-    def hexdigest(self) -> str:
-        """The MD5 of everything read so far."""
-        return self._md5.hexdigest()
 
 
 def _md5_of(store: BaseStore, key: str) -> str:
@@ -309,7 +285,7 @@ class QueuedStore(BaseStore):
 
         :raises FileNotFoundInStoreError: when the local copy is gone (nothing to send).
         :raises TransferConflictError: when the remote holds other bytes under the key.
-        :raises TransferVerificationError: when the remote reports another size or MD5.
+        :raises TransferVerificationError: when the remote holds other bytes after the upload.
         """
         try:
             stream = self.local.open(record.key)
@@ -318,45 +294,51 @@ class QueuedStore(BaseStore):
                 f"The local copy of {record.key!r} is gone, so it cannot be transferred; "
                 "save the file again."
             ) from exc
-        with stream:
-            sent = HashingReader(stream)
+        with stream:  # a seekable file: remotes send it as it is, without a spool copy
             try:
                 stored = self.remote.put(
                     record.key,
-                    sent,
+                    stream,
                     filename=record.filename,
                     content_type=record.content_type,
                     overwrite=record.overwrite,
                 )
             except FileExistsInStoreError:
-                return self._same_file_on_remote(record)
-            info = stored.info
-        if not info.size == sent.size == record.size:
+                theirs = self.remote.info(record.key)
+                if self._holds_local_bytes(record, theirs, compare_unknown=True):
+                    return theirs  # an earlier attempt got there
+                raise TransferConflictError(
+                    f"The remote store already holds a different file as {record.key!r} "
+                    f"({theirs.size} bytes; the local copy has {record.size}); it was not "
+                    "overwritten. Remove or rename one of them, then run 'flask store "
+                    "transfer --pending'."
+                ) from None
+        info = stored.info
+        if not self._holds_local_bytes(record, info, compare_unknown=False):
             raise TransferVerificationError(
-                f"{record.key!r}: sent {sent.size} bytes (recorded {record.size}), but the "
-                f"remote store reports {info.size}."
-            )
-        remote_md5 = recorded_md5(info)
-        if remote_md5 is not None and remote_md5 != sent.hexdigest():
-            raise TransferVerificationError(
-                f"{record.key!r}: the remote store reports MD5 {remote_md5}, but the bytes "
-                f"sent have MD5 {sent.hexdigest()}."
+                f"After the upload the remote store's {record.key!r} differs from the local "
+                f"copy ({info.size} bytes, ETag {info.etag!r}; local: {record.size} bytes)."
             )
         return info
 
-    def _same_file_on_remote(self, record: TransferRecord) -> FileInfo:
-        """The remote copy's metadata when it holds exactly the local bytes (a retry)."""
-        theirs = self.remote.info(record.key)
-        if theirs.size == record.size:
-            ours = _md5_of(self.local, record.key)
-            if (recorded_md5(theirs) or _md5_of(self.remote, record.key)) == ours:
-                return theirs
-        raise TransferConflictError(
-            f"The remote store already holds a different file as {record.key!r} "
-            f"({theirs.size} bytes, the local copy has {record.size}); it was not "
-            "overwritten. Remove or rename one of them, then run 'flask store transfer "
-            "--pending'."
-        )
+    def _holds_local_bytes(
+        self, record: TransferRecord, theirs: FileInfo, *, compare_unknown: bool
+    ) -> bool:
+        """Whether the remote file ``theirs`` has the local copy's bytes.
+
+        Sizes must match. An ETag that is an MD5 is compared with the local file's; when it
+        differs (a compressed object's ETag) or there is none (multipart uploads), the remote
+        file is read and hashed: always for a mismatching MD5, and for a missing one only
+        with ``compare_unknown`` (a key found taken), since a fresh upload was already
+        checked in transit by the remote's own checksums.
+        """
+        if theirs.size != record.size:
+            return False
+        their_md5 = recorded_md5(theirs)
+        if their_md5 is None and not compare_unknown:
+            return True
+        ours = _md5_of(self.local, record.key)
+        return their_md5 == ours or _md5_of(self.remote, record.key) == ours
 
     def _finish(self, record: TransferRecord, info: FileInfo) -> Outcome:
         """Record the verified transfer, tell listeners, then drop the local copy if asked."""
