@@ -78,3 +78,26 @@ class TransferConflictError(FileExistsInStoreError):
 
 class TransferVerificationError(StoreError, OSError):
     """The remote store reports a size or checksum that differs from the local copy's."""
+
+
+class BucketNotFoundError(StoreUnavailableError):
+    """The bucket a remote store is configured with does not exist."""
+
+
+class StoreAccessDeniedError(StoreUnavailableError, PermissionError):
+    """The remote store refused the credentials or the operation (HTTP 403)."""
+
+
+class ACLNotSupportedError(UnsupportedOperationError):
+    """The bucket has ACLs disabled (S3 Object Ownership "bucket owner enforced").
+
+    Grant access with a bucket policy, or presigned URLs, instead of per-object ACLs.
+    """
+
+
+class UploadRejectedError(InvalidFileError):
+    """A direct upload broke the limits it was given (size, type); it has been deleted."""
+
+
+class InvalidArgumentError(StoreError, ValueError):
+    """An argument to a store method is out of range (a URL lifetime, an upload size limit)."""

@@ -59,19 +59,27 @@ class UploadChunks(Iterator[bytes]):
 
 
 def _read_chunks(stream: BinaryIO, size: int) -> Iterator[bytes]:
-    read = stream.read
-    while True:
-        try:
-            chunk = read(size)
-        except (OSError, ValueError) as exc:
-            raise UploadReadError(f"Reading the upload failed part-way: {exc}") from exc
-        if not chunk:
-            return
-        if not isinstance(chunk, (bytes, bytearray, memoryview)):
-            raise InvalidFileError(
-                "save() needs a binary stream; open the file with 'rb' or pass bytes."
-            )
-        yield bytes(chunk)
+    while chunk := read_checked(stream, size):
+        yield chunk
+
+
+def read_checked(stream: BinaryIO, size: int) -> bytes:
+    """One ``read(size)`` of an upload, ``b""`` at its end; for stores that read streams.
+
+    :raises UploadReadError: when the read fails.
+    :raises InvalidFileError: when the stream gives text instead of bytes.
+    """
+    try:
+        chunk = stream.read(size)
+    except (OSError, ValueError) as exc:
+        raise UploadReadError(f"Reading the upload failed part-way: {exc}") from exc
+    if not chunk:
+        return b""
+    if not isinstance(chunk, (bytes, bytearray, memoryview)):
+        raise InvalidFileError(
+            "save() needs a binary stream; open the file with 'rb' or pass bytes."
+        )
+    return bytes(chunk)
 
 
 def spool_of(chunks: Iterator[bytes]) -> SpoolFile | None:

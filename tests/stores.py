@@ -42,6 +42,11 @@ def everything_stored(store: BaseStore) -> list[str]:
             for folder, _, names in os.walk(store.root)
             for name in names
         )
+    from flask_store.stores.s3 import S3Store
+    from tests.moto_server import bucket_contents
+
+    if isinstance(store, S3Store):
+        return bucket_contents(store.client, store.bucket, store.settings.prefix)
     lister = getattr(store, "all_objects", None)
     return sorted(lister()) if lister else list(store.keys())
 
@@ -71,8 +76,43 @@ def _queued(request: pytest.FixtureRequest, settings: dict[str, Any]) -> Iterato
     assert store.join(timeout=60), "transfers still running after the test"
 
 
+def _s3_store(endpoint_url: str | None, settings: dict[str, Any]) -> BaseStore:
+    """An S3Store on a fresh bucket, keeping files under a STORE_PATH prefix."""
+    from flask_store.stores.s3 import S3Store
+    from tests.moto_server import ACCESS_KEY, REGION, SECRET_KEY, create_bucket
+
+    return S3Store(
+        s3_bucket=create_bucket(endpoint_url),
+        s3_region=REGION,
+        s3_endpoint_url=endpoint_url,
+        s3_access_key=ACCESS_KEY,
+        s3_secret_key=SECRET_KEY,
+        path="store/files",
+        **settings,
+    )
+
+
+@contextmanager
+def _s3_mock(request: pytest.FixtureRequest, settings: dict[str, Any]) -> Iterator[BaseStore]:
+    """S3 through moto in this process (``mock_aws``)."""
+    from moto import mock_aws
+
+    with mock_aws():
+        yield _s3_store(None, settings)
+
+
+@contextmanager
+def _s3_server(request: pytest.FixtureRequest, settings: dict[str, Any]) -> Iterator[BaseStore]:
+    """S3 over HTTP, against a real moto server process on 127.0.0.1."""
+    from tests.moto_server import shared_moto_server
+
+    yield _s3_store(shared_moto_server(request.config), settings)
+
+
 STORE_KINDS: dict[str, StoreKind] = {
     "local": StoreKind("local", _local),
     "memory": StoreKind("memory", _memory),
     "queued": StoreKind("queued", _queued),
+    "s3-mock": StoreKind("s3-mock", _s3_mock, concurrency=(8, 10)),
+    "s3-server": StoreKind("s3-server", _s3_server, concurrency=(8, 10)),
 }

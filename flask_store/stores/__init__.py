@@ -11,6 +11,7 @@ from .base import BaseStore
 SHORT_NAMES: dict[str, str] = {
     "local": "flask_store.stores.local.LocalStore",
     "memory": "flask_store.stores.memory.MemoryStore",
+    "s3": "flask_store.stores.s3.S3Store",
     "queued": "flask_store.stores.queued.QueuedStore",
 }
 

@@ -296,8 +296,18 @@ class BaseStore(ABC):
             filename=upload.filename or type_name,
             content_type=upload.content_type or guess_content_type(type_name),
         )
-        info = self._write(upload.chunks(), keys, meta, overwrite=overwrite)
+        info = self._write_upload(upload, keys, meta, overwrite=overwrite)
         return FileWrapper(self, info.key, info=info)
+
+    def _write_upload(
+        self, upload: Upload, keys: Iterator[str], meta: FileMeta, overwrite: bool
+    ) -> FileInfo:
+        """Store ``upload``; by default its chunks go to :meth:`_write`.
+
+        A store that may have to send the data more than once overrides this to re-read the
+        stream itself (S3 tries the next key when a conditional write loses a race).
+        """
+        return self._write(upload.chunks(), keys, meta, overwrite)
 
     def file(self, key: str) -> FileWrapper:
         """A :class:`~flask_store.FileWrapper` for the file stored as ``key`` (from a database)."""
@@ -374,6 +384,7 @@ class BaseStore(ABC):
         Stores built directly (scripts, RQ workers) are never started. Does nothing here;
         a queued store re-drives its unfinished transfers.
         """
+        return
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.exists(key)

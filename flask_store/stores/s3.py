@@ -1,0 +1,471 @@
+"""S3Store: files in an Amazon S3 bucket or any S3-compatible server (MinIO, moto, R2...).
+
+A file's key in the store (``FileWrapper.name``) is its object key without the ``STORE_PATH``
+prefix. Saves never overwrite by accident: each candidate key is claimed with a conditional
+write (``If-None-Match: *``), and a write that loses the race tries the next name. Servers
+without conditional writes get a checked rename instead (``STORE_S3_CONDITIONAL_WRITES``).
+Settings and their defaults are in ``docs/s3.rst``.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import itertools
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Literal, cast
+from urllib.parse import quote
+
+from botocore.exceptions import ClientError
+from s3transfer.manager import TransferConfig
+from werkzeug.http import parse_options_header
+
+from ..exceptions import (
+    ACLNotSupportedError,
+    FileNotFoundInStoreError,
+    InvalidArgumentError,
+    InvalidKeyError,
+    UploadRejectedError,
+)
+from ..naming import clean_key, join_key, secure_filename, with_unique_suffix
+from ..serving import content_disposition, is_active_content
+from ..sources import Upload
+from .base import BaseStore, FileInfo, FileMeta, first_free_key, guess_content_type
+from .s3_bodies import Body, prepare_body, spool_body
+from .s3_client import (
+    CONDITION_FAILED_CODES,
+    NOT_FOUND_CODES,
+    ClientHolder,
+    ConditionalTransferManager,
+    error_code,
+    make_client,
+    s3_errors,
+)
+from .s3_config import MAX_URL_EXPIRES, S3_DEFAULTS, S3Settings, read_s3_settings
+from .s3_uploads import DirectUpload, UploadLimits, check_max_size, post_form
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+    from ..file_wrapper import FileWrapper
+
+#: Object metadata holding the size of a gzip-encoded file before compression.
+ORIGINAL_SIZE_META = "uncompressed-size"
+
+
+class S3Store(BaseStore):
+    """Files in an S3 bucket, under the key prefix ``STORE_PATH``.
+
+    Required settings: ``STORE_S3_BUCKET`` and ``STORE_S3_REGION``; the others are listed
+    with their defaults in ``docs/s3.rst``. No request is sent until the store is used, and
+    one boto3 client per process is shared by all threads and by copies from :meth:`at`.
+
+    :raises NotConfiguredError: when a setting is missing or wrong.
+    """
+
+    short_name = "s3"
+    defaults: ClassVar[Mapping[str, Any]] = S3_DEFAULTS
+
+    def __init__(self, config: Any = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self.settings: S3Settings = read_s3_settings(self.config)
+        self.serve_by_redirect = self.settings.serve == "redirect"
+        self._clients = ClientHolder(functools.partial(make_client, self.settings))
+        self._transfer_config = TransferConfig(
+            multipart_threshold=self.settings.multipart_threshold,
+            multipart_chunksize=self.settings.multipart_chunksize,
+            max_request_concurrency=self.settings.max_concurrency,
+            # Parts read ahead of the network: bounds memory at concurrency x chunk size.
+            max_in_memory_upload_chunks=self.settings.max_concurrency,
+        )
+
+    @property
+    def client(self) -> S3Client:
+        """The store's boto3 S3 client (made on first use), for anything not covered here."""
+        return self._clients.get()
+
+    @property
+    def bucket(self) -> str:
+        """The bucket's name."""
+        return self.settings.bucket
+
+    def object_key(self, key: str) -> str:
+        """The bucket's object key for the store key ``key``: ``STORE_PATH/key``.
+
+        :raises InvalidKeyError: when ``key`` would leave the store's prefix.
+        """
+        return join_key(self.settings.prefix, clean_key(key))
+
+    def _errors(self, action: str, key: str) -> AbstractContextManager[None]:
+        return s3_errors(self.settings, f"{action} {key!r}")
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def _write(
+        self, chunks: Iterator[bytes], keys: Iterator[str], meta: FileMeta, overwrite: bool
+    ) -> FileInfo:
+        with spool_body(chunks, self._gzipped(meta)) as body:
+            return self._write_body(body, keys, meta, overwrite)
+
+    def _write_upload(
+        self, upload: Upload, keys: Iterator[str], meta: FileMeta, overwrite: bool
+    ) -> FileInfo:
+        with prepare_body(upload, self._gzipped(meta)) as body:
+            return self._write_body(body, keys, meta, overwrite)
+
+    def _gzipped(self, meta: FileMeta) -> bool:
+        return meta.content_type.split(";", 1)[0].strip().lower() in self.settings.gzip_types
+
+    def _write_body(
+        self, body: Body, keys: Iterator[str], meta: FileMeta, overwrite: bool
+    ) -> FileInfo:
+        args = self._upload_args(meta, body)
+        sent: dict[str, tuple[str, datetime]] = {}
+
+        def claim(key: str) -> bool:
+            result = self._claim(body, key, args)
+            if result is not None:
+                sent[key] = result
+            return result is not None
+
+        first = next(keys)
+        with self._errors("save", first):
+            if overwrite:
+                sent[first] = self._send(body, first, args, conditional=False)
+                key = first
+            else:
+                key = first_free_key(itertools.chain([first], keys), claim)
+        etag, last_modified = sent[key]
+        return FileInfo(
+            key, body.original_size, meta.content_type, meta.filename, last_modified, etag
+        )
+
+    def _upload_args(self, meta: FileMeta, body: Body) -> dict[str, Any]:
+        """Upload arguments: ``STORE_S3_OBJECT_PARAMS`` plus what is set for each file."""
+        args = dict(self.settings.object_params)
+        metadata = dict(args.pop("Metadata", {}))
+        if body.gzipped:
+            args["ContentEncoding"] = "gzip"
+            metadata[ORIGINAL_SIZE_META] = str(body.original_size)
+        if metadata:
+            args["Metadata"] = metadata
+        if self.settings.acl:
+            args["ACL"] = self.settings.acl
+        args["ContentType"] = meta.content_type
+        args["ContentDisposition"] = self._disposition(meta.content_type, meta.filename)
+        return args
+
+    def _disposition(self, content_type: str, filename: str) -> str:
+        """Content-Disposition sent by S3 itself when browsers fetch the object directly."""
+        attachment = is_active_content(content_type) and not self.inline_active_content
+        return content_disposition("attachment" if attachment else "inline", filename)
+
+    def _claim(self, body: Body, key: str, args: dict[str, Any]) -> tuple[str, datetime] | None:
+        """Store ``body`` as ``key`` unless a file has it: its ETag and time, or ``None``."""
+        if not self.settings.conditional_writes:
+            # Checked rename for servers without If-None-Match: a race can still overwrite.
+            return None if self._head(key) else self._send(body, key, args, conditional=False)
+        if body.size >= self.settings.multipart_threshold and self._head(key):
+            return None  # spare a large upload that would be refused
+        try:
+            return self._send(body, key, args, conditional=True)
+        except ClientError as exc:
+            if error_code(exc) in CONDITION_FAILED_CODES:
+                return None
+            raise
+
+    def _send(
+        self, body: Body, key: str, args: dict[str, Any], *, conditional: bool
+    ) -> tuple[str, datetime]:
+        """Upload ``body`` as ``key``: one PUT below the multipart threshold, else multipart."""
+        extra = {**args, "IfNoneMatch": "*"} if conditional else args
+        object_key = self.object_key(key)
+        if body.size < self.settings.multipart_threshold:
+            response = self.client.put_object(
+                Bucket=self.bucket,
+                Key=object_key,
+                Body=body.rewind(),
+                ContentLength=body.size,
+                **extra,
+            )
+            headers = response["ResponseMetadata"].get("HTTPHeaders", {})
+            return _unquote(response["ETag"]), _http_date(headers.get("date"))
+        with ConditionalTransferManager(self.client, self._transfer_config) as manager:
+            manager.upload(body.rewind(), self.bucket, object_key, extra_args=extra).result()
+        head = self.client.head_object(Bucket=self.bucket, Key=object_key)
+        return _unquote(head["ETag"]), head["LastModified"]
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        """The object's HEAD response, or ``None`` when there is no such object."""
+        try:
+            return cast(
+                "dict[str, Any]",
+                self.client.head_object(Bucket=self.bucket, Key=self.object_key(key)),
+            )
+        except ClientError as exc:
+            if error_code(exc) in NOT_FOUND_CODES:
+                return None
+            raise
+
+    def open(self, key: str) -> BinaryIO:
+        return self.open_with_info(key)[0]
+
+    def open_with_info(self, key: str) -> tuple[BinaryIO, FileInfo]:
+        object_key = self.object_key(key)
+        with self._errors("open", key):
+            response = self.client.get_object(Bucket=self.bucket, Key=object_key)
+        body = cast(BinaryIO, response["Body"])
+        if response.get("ContentEncoding") == "gzip":
+            body = cast(BinaryIO, _GunzipReader(body))
+        return body, info_from_response(clean_key(key), cast("dict[str, Any]", response))
+
+    def info(self, key: str) -> FileInfo:
+        with self._errors("read the metadata of", key):
+            response = self._head(key)
+        if response is None:
+            raise FileNotFoundInStoreError(f"No file is stored as {key!r}.")
+        return info_from_response(clean_key(key), response)
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.object_key(key)
+        except InvalidKeyError:
+            return False
+        with self._errors("look up", key):
+            return self._head(key) is not None
+
+    def delete(self, key: str) -> bool:
+        object_key = self.object_key(key)
+        with self._errors("delete", key):
+            # DeleteObject succeeds for missing keys too; HEAD tells whether there was one.
+            if self._head(key) is None:
+                return False
+            self.client.delete_object(Bucket=self.bucket, Key=object_key)
+        return True
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        root = f"{self.settings.prefix}/" if self.settings.prefix else ""
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=root + prefix
+        )
+        # S3 lists keys in UTF-8 byte order, which is code point order: already sorted.
+        with self._errors("list", prefix):
+            for page in pages:
+                for item in page.get("Contents", []):
+                    key = item["Key"][len(root) :]
+                    if _is_store_key(key):
+                        yield key
+
+    # -- URLs and access --------------------------------------------------------------------
+
+    def direct_url(self, key: str, expires: int | None = None) -> str:
+        """The object's URL: presigned when ``STORE_S3_PRESIGNED`` or ``expires`` is given,
+        else on ``STORE_DOMAIN`` or the bucket's own address."""
+        if expires is not None or self.settings.presigned:
+            return self.presigned_url(key, expires)
+        return public_url(self.settings, self.domain, self.object_key(key))
+
+    def presigned_url(self, key: str, expires: int | None = None) -> str:
+        """A presigned GET URL for ``key``, valid ``expires`` seconds (``STORE_S3_URL_EXPIRES``).
+
+        Signing happens locally; no request is sent.
+
+        :raises InvalidArgumentError: for a lifetime that is not 1 second to 7 days.
+        """
+        seconds = _check_expires(self.settings.url_expires if expires is None else expires)
+        object_key = self.object_key(key)
+        with self._errors("sign a URL for", key):
+            return self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": object_key}, ExpiresIn=seconds
+            )
+
+    def make_public(self, key: str) -> None:
+        """Let anyone read ``key`` through its bucket URL (the ``public-read`` ACL).
+
+        :raises ACLNotSupportedError: when the bucket has ACLs disabled.
+        """
+        self._set_acl(key, "public-read")
+
+    def make_private(self, key: str) -> None:
+        """Let only the bucket owner read ``key`` (the ``private`` ACL).
+
+        :raises ACLNotSupportedError: when the bucket has ACLs disabled.
+        """
+        self._set_acl(key, "private")
+
+    def _set_acl(self, key: str, acl: Literal["public-read", "private"]) -> None:
+        object_key = self.object_key(key)
+        with self._errors(f"make {acl}", key):
+            try:
+                self.client.put_object_acl(Bucket=self.bucket, Key=object_key, ACL=acl)
+            except ClientError as exc:
+                if error_code(exc) != "AccessControlListNotSupported":
+                    raise
+                raise ACLNotSupportedError(
+                    f"The bucket {self.bucket!r} has ACLs disabled (Object Ownership: bucket "
+                    "owner enforced), so single files cannot be made public or private; use "
+                    "a bucket policy or presigned URLs (STORE_S3_PRESIGNED) instead."
+                ) from exc
+
+    # -- direct uploads ---------------------------------------------------------------------
+
+    def presigned_upload(
+        self,
+        filename: str,
+        *,
+        max_size: int,
+        content_type: str | None = None,
+        expires: int | None = None,
+    ) -> DirectUpload:
+        """A presigned POST that lets a browser send one file straight to the bucket.
+
+        The store chooses the key: the filename made safe, inside :attr:`destination`, with a
+        unique suffix unless ``ON_CONFLICT`` is ``overwrite`` (a POST cannot be conditional).
+        Signing happens locally; no request is sent.
+
+        :param filename: the client's filename, recorded as the original filename.
+        :param max_size: the largest file accepted, in bytes (S3 allows up to 5 GiB).
+        :param content_type: the content type the file must have (default: from the name).
+        :param expires: seconds the form stays valid (default ``STORE_S3_URL_EXPIRES``).
+        :raises InvalidArgumentError: for a size or lifetime out of range.
+        """
+        safe_name = secure_filename(filename)
+        key = join_key(self.destination, safe_name)
+        if self.on_conflict != "overwrite":
+            key = with_unique_suffix(key)
+        content_type = content_type or guess_content_type(safe_name)
+        seconds = _check_expires(self.settings.url_expires if expires is None else expires)
+        fields, conditions = post_form(
+            content_type=content_type,
+            disposition=self._disposition(content_type, filename),
+            max_size=check_max_size(max_size),
+            acl=self.settings.acl,
+            object_params=self.settings.object_params,
+        )
+        with self._errors("sign an upload form for", key):
+            post = self.client.generate_presigned_post(
+                Bucket=self.bucket,
+                Key=self.object_key(key),
+                Fields=fields,
+                Conditions=conditions,
+                ExpiresIn=seconds,
+            )
+        return DirectUpload(post["url"], post["fields"], key, max_size, content_type, seconds)
+
+    def confirm_upload(
+        self, key: str, *, max_size: int | None = None, content_type: str | None = None
+    ) -> FileWrapper:
+        """Check a direct upload and return its :class:`~flask_store.FileWrapper`.
+
+        The limits are those of :meth:`presigned_upload`, recorded with the object; pass
+        ``max_size`` / ``content_type`` to check against others.
+
+        :raises FileNotFoundInStoreError: when nothing was uploaded as ``key``.
+        :raises UploadRejectedError: when the file breaks its limits (it is deleted), or was
+            not made by :meth:`presigned_upload` and no limits are given (it is kept).
+        """
+        from ..file_wrapper import FileWrapper
+
+        name = clean_key(key)
+        with self._errors("confirm the upload", name):
+            response = self._head(name)
+            if response is None:
+                raise FileNotFoundInStoreError(f"No file was uploaded as {name!r}.")
+            info = info_from_response(name, response)
+            limits = UploadLimits.recorded(response.get("Metadata", {}), max_size, content_type)
+            if limits is None:
+                raise UploadRejectedError(
+                    f"{name!r} was not uploaded through presigned_upload(); pass max_size= "
+                    "to confirm_upload() to check it anyway."
+                )
+            problem = limits.problem(info)
+            if problem is not None:
+                self.client.delete_object(Bucket=self.bucket, Key=self.object_key(name))
+                raise UploadRejectedError(
+                    f"The upload {name!r} was refused and deleted: {problem}."
+                )
+        return FileWrapper(self, name, info=info)
+
+
+def info_from_response(key: str, response: Mapping[str, Any]) -> FileInfo:
+    """A :class:`FileInfo` from a HEAD or GET response for the object of ``key``."""
+    metadata = response.get("Metadata", {})
+    size = int(response["ContentLength"])
+    if response.get("ContentEncoding") == "gzip":
+        # Readers get the bytes that were saved; S3 holds them compressed.
+        size = int(metadata.get(ORIGINAL_SIZE_META, size))
+    basename = key.rpartition("/")[2]
+    _, options = parse_options_header(response.get("ContentDisposition"))
+    return FileInfo(
+        key=key,
+        size=size,
+        content_type=response.get("ContentType") or guess_content_type(basename),
+        filename=options.get("filename") or basename,
+        last_modified=response["LastModified"],
+        etag=_unquote(response["ETag"]),
+    )
+
+
+def public_url(settings: S3Settings, domain: str | None, object_key: str) -> str:
+    """The plain URL of ``object_key``: on ``domain`` (a CDN) if set, else the bucket's."""
+    path = quote(object_key, safe="/~")
+    if domain:
+        base = domain if "://" in domain or domain.startswith("//") else f"https://{domain}"
+        return f"{base.rstrip('/')}/{path}"
+    if settings.addressing_style == "virtual":
+        scheme, _, host = settings.endpoint.partition("://")
+        return f"{scheme}://{settings.bucket}.{host}/{path}"
+    return f"{settings.endpoint}/{settings.bucket}/{path}"
+
+
+class _GunzipReader(gzip.GzipFile):
+    """The saved bytes of a gzip-encoded object; closing it also closes the HTTP stream."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__(fileobj=raw, mode="rb")
+        self._raw = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw.close()
+
+
+def _check_expires(seconds: object) -> int:
+    if isinstance(seconds, bool) or not isinstance(seconds, int):
+        raise InvalidArgumentError(f"expires must be a number of seconds, not {seconds!r}.")
+    if not 0 < seconds <= MAX_URL_EXPIRES:
+        raise InvalidArgumentError(
+            f"expires must be from 1 to {MAX_URL_EXPIRES} seconds (7 days), not {seconds}."
+        )
+    return seconds
+
+
+def _is_store_key(key: str) -> bool:
+    """Whether an object below the prefix is a file of the store (not hidden, not odd)."""
+    try:
+        return clean_key(key) == key
+    except InvalidKeyError:
+        return False
+
+
+def _unquote(etag: str) -> str:
+    return etag.strip('"')
+
+
+def _http_date(value: str | None) -> datetime:
+    """The server's ``Date`` header (S3's clock, close to LastModified), else now."""
+    if value:
+        try:
+            return parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            pass
+    return datetime.now(timezone.utc)

@@ -1,0 +1,213 @@
+"""The boto3 side of an S3 store: one lazily made client, conditional multipart writes, errors.
+
+- :class:`ClientHolder` makes the store's client on first use, once per process (a client
+  made before a fork is not reused after it), and is shared by every copy of the store.
+- boto3's transfer manager does not pass ``IfNoneMatch`` through a multipart upload.
+  :class:`ConditionalTransferManager` accepts it, and two event handlers on the store's own
+  client (nothing global is patched) move it from ``CreateMultipartUpload``, which does not
+  take it, to the ``CompleteMultipartUpload`` of the same upload, where S3 checks it.
+- :func:`s3_errors` turns botocore errors into Flask-Store exceptions that name the bucket
+  and the endpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+from s3transfer.manager import TransferManager
+
+from ..exceptions import (
+    BucketNotFoundError,
+    FileNotFoundInStoreError,
+    StoreAccessDeniedError,
+    StoreUnavailableError,
+)
+from .s3_config import MAX_POOL_CONNECTIONS, S3Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+#: Error codes meaning "these credentials may not do this".
+ACCESS_DENIED_CODES = frozenset(
+    {
+        "403",
+        "AccessDenied",
+        "AllAccessDisabled",
+        "AccountProblem",
+        "ExpiredToken",
+        "InvalidAccessKeyId",
+        "InvalidToken",
+        "SignatureDoesNotMatch",
+    }
+)
+#: Error codes meaning "no such object" (HEAD answers a bare 404).
+NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+#: A conditional write lost: the key exists (412), or another write to it is under way (409).
+CONDITION_FAILED_CODES = frozenset({"412", "PreconditionFailed", "ConditionalRequestConflict"})
+_NETWORK_ERRORS = (
+    EndpointConnectionError,
+    ConnectTimeoutError,
+    ReadTimeoutError,
+    ConnectionClosedError,
+)
+_CONDITION_CONTEXT_KEY = "flask_store_if_none_match"
+
+
+def error_code(exc: ClientError) -> str:
+    """The S3 error code of ``exc`` (``"NoSuchBucket"``, or the HTTP status for HEAD)."""
+    code = exc.response.get("Error", {}).get("Code")
+    if code:
+        return str(code)
+    return str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+
+
+def make_client(settings: S3Settings) -> S3Client:
+    """A new S3 client for ``settings``; no request is sent."""
+    s3_options: Any = {"addressing_style": settings.addressing_style}
+    config = Config(
+        region_name=settings.region,
+        s3=s3_options,
+        request_checksum_calculation=settings.checksum_calculation,
+        response_checksum_validation=settings.checksum_validation,
+        max_pool_connections=MAX_POOL_CONNECTIONS,
+        retries={"mode": "standard"},
+        user_agent_extra="flask-store",
+    )
+    # A session of its own: boto3's default session is not safe to build clients from threads.
+    session = boto3.session.Session()
+    return session.client(
+        "s3",
+        endpoint_url=settings.endpoint_url,
+        aws_access_key_id=settings.access_key,
+        aws_secret_access_key=settings.secret_key,
+        config=config,
+    )
+
+
+class ClientHolder:
+    """Makes a store's client on first use and hands the same one to every thread.
+
+    Copies of a store (``store.at("avatars")``) share the holder, hence the client and its
+    connection pool. After a fork the child makes its own client: connections must not be
+    shared between processes.
+    """
+
+    def __init__(self, factory: Callable[[], S3Client]) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._made: tuple[int, S3Client] | None = None
+        # Multipart uploads started with IfNoneMatch, by upload id: their value.
+        self._conditions: dict[str, str] = {}
+
+    def get(self) -> S3Client:
+        """The client of this process, made on the first call."""
+        made = self._made
+        if made is not None and made[0] == os.getpid():
+            return made[1]
+        with self._lock:
+            if self._made is None or self._made[0] != os.getpid():
+                client = self._factory()
+                self._register_condition_handlers(client)
+                self._made = (os.getpid(), client)
+            return self._made[1]
+
+    def _register_condition_handlers(self, client: S3Client) -> None:
+        events = client.meta.events
+        events.register(
+            "before-parameter-build.s3.CreateMultipartUpload", self._hold_create_condition
+        )
+        events.register("after-call.s3.CreateMultipartUpload", self._remember_condition)
+        events.register("before-parameter-build.s3.CompleteMultipartUpload", self._apply_condition)
+        events.register("before-call.s3.AbortMultipartUpload", self._forget_condition)
+
+    def _hold_create_condition(
+        self, params: dict[str, Any], context: dict[str, Any], **_: Any
+    ) -> None:
+        condition = params.pop("IfNoneMatch", None)
+        if condition is not None:
+            context[_CONDITION_CONTEXT_KEY] = condition
+
+    def _remember_condition(
+        self, parsed: dict[str, Any], context: dict[str, Any], **_: Any
+    ) -> None:
+        condition = context.get(_CONDITION_CONTEXT_KEY)
+        if condition is not None and "UploadId" in parsed:
+            with self._lock:
+                self._conditions[parsed["UploadId"]] = condition
+
+    def _apply_condition(self, params: dict[str, Any], **_: Any) -> None:
+        with self._lock:
+            condition = self._conditions.pop(params.get("UploadId", ""), None)
+        if condition is not None:
+            params["IfNoneMatch"] = condition
+
+    def _forget_condition(self, params: dict[str, Any], **_: Any) -> None:
+        with self._lock:
+            self._conditions.pop(params.get("UploadId", ""), None)
+
+
+class ConditionalTransferManager(TransferManager):
+    """boto3's transfer manager, also accepting ``IfNoneMatch`` (see :class:`ClientHolder`)."""
+
+    # A plain list, as in the base class (a ClassVar annotation would clash with its stubs).
+    ALLOWED_UPLOAD_ARGS = [*TransferManager.ALLOWED_UPLOAD_ARGS, "IfNoneMatch"]  # noqa: RUF012
+
+
+@contextmanager
+def s3_errors(settings: S3Settings, action: str) -> Iterator[None]:
+    """Turn botocore errors raised in the block into Flask-Store exceptions.
+
+    :param action: what was being done, for the message: ``"save 'a.jpg'"``.
+    :raises BucketNotFoundError: the bucket does not exist.
+    :raises StoreAccessDeniedError: the credentials may not do this.
+    :raises FileNotFoundInStoreError: no such object.
+    :raises StoreUnavailableError: the endpoint cannot be reached, or S3 refused otherwise.
+    """
+    where = f"bucket {settings.bucket!r} at {settings.endpoint}"
+    try:
+        yield
+    except ClientError as exc:
+        code = error_code(exc)
+        message = exc.response.get("Error", {}).get("Message") or code
+        if code == "NoSuchBucket":
+            raise BucketNotFoundError(
+                f"Cannot {action}: the {where} does not exist; create it or fix STORE_S3_BUCKET."
+            ) from exc
+        if code in ACCESS_DENIED_CODES:
+            raise StoreAccessDeniedError(
+                f"Cannot {action}: access to the {where} was denied ({code}: {message}); check "
+                "the credentials and the bucket policy."
+            ) from exc
+        if code in NOT_FOUND_CODES:
+            raise FileNotFoundInStoreError(
+                f"Cannot {action}: no such file in the {where}."
+            ) from exc
+        raise StoreUnavailableError(
+            f"Cannot {action}: the {where} answered {code}: {message}."
+        ) from exc
+    except NoCredentialsError as exc:
+        raise StoreAccessDeniedError(
+            f"Cannot {action} in the {where}: no AWS credentials found; set "
+            "STORE_S3_ACCESS_KEY and STORE_S3_SECRET_KEY or configure boto3's credential chain."
+        ) from exc
+    except _NETWORK_ERRORS as exc:
+        raise StoreUnavailableError(
+            f"Cannot {action}: the {where} is unreachable ({exc})."
+        ) from exc
+    except BotoCoreError as exc:
+        raise StoreUnavailableError(f"Cannot {action} in the {where}: {exc}") from exc
