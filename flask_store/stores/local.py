@@ -17,6 +17,7 @@ import contextlib
 import errno
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
@@ -91,10 +92,23 @@ class LocalStore(BaseStore):
 
         :raises InvalidKeyError: when the key, or a symlink on its way, leads outside.
         """
-        path = os.path.join(self.root, *clean_key(key).split("/"))
-        resolved = os.path.realpath(path)
-        if resolved != path and not resolved.startswith(self.root + os.sep):
-            raise InvalidKeyError(f"The key {key!r} leads outside the store.")
+        parts = clean_key(key).split("/")
+        path = os.path.join(self.root, *parts)
+        # The root is already resolved, so only a symlink below it can lead out. Looking at
+        # those few components (one lstat each, stopping where the path ends) costs far less
+        # than resolving the whole path from "/" on every call: path() runs on every request.
+        below = self.root
+        for part in parts:
+            below = os.path.join(below, part)
+            try:
+                mode = os.lstat(below).st_mode
+            except OSError:
+                return path  # nothing exists from here on, so no symlink either
+            if stat.S_ISLNK(mode):
+                resolved = os.path.realpath(path)
+                if resolved != path and not resolved.startswith(self.root + os.sep):
+                    raise InvalidKeyError(f"The key {key!r} leads outside the store.")
+                return path
         return path
 
     # -- writing ----------------------------------------------------------------------------
@@ -110,9 +124,9 @@ class LocalStore(BaseStore):
         temp_path = spool.move_to(folder) if spool is not None else None
         try:
             if spool is not None and temp_path is not None:
-                stat = self._seal(spool.fileno(), first, meta)
+                sealed = self._seal(spool.fileno(), first, meta)
             else:
-                temp_path, stat = self._write_temp(chunks, folder, first, meta)
+                temp_path, sealed = self._write_temp(chunks, folder, first, meta)
             if overwrite:
                 os.replace(temp_path, self.path(first))
                 key = first
@@ -125,7 +139,7 @@ class LocalStore(BaseStore):
                 _remove_quietly(temp_path)
         if spool is not None and temp_path is not None:
             spool.mark_saved()
-        return _info_from_stat(key, stat, meta)
+        return _info_from_stat(key, sealed, meta)
 
     def _write_temp(
         self, chunks: Iterator[bytes], folder: str, key: str, meta: FileMeta
@@ -151,10 +165,11 @@ class LocalStore(BaseStore):
             os.fchmod(fd, self.file_mode)
             if self.fsync:
                 os.fsync(fd)
-            _set_meta(fd, meta)
+            sealed = os.fstat(fd)
+            _set_meta(fd, meta, sealed.st_size)
         except OSError as exc:
             raise self._full_or(exc, key) from exc
-        return os.fstat(fd)
+        return sealed
 
     def _full_or(self, exc: OSError, key: str) -> OSError:
         """``exc`` as :class:`StorageFullError` when it means the disk is full, else itself."""
@@ -223,6 +238,21 @@ class LocalStore(BaseStore):
         except InvalidKeyError:
             return False
 
+    def verify(self, key: str) -> str | None:
+        """Like :meth:`BaseStore.verify`, and also compares the size recorded at save time.
+
+        A file truncated or appended to in place keeps its inode and so its metadata; its
+        size then differs from the one recorded when it was saved.
+        """
+        problem = super().verify(key)
+        if problem is not None:
+            return problem
+        saved_size = _recorded(self.path(key)).get("size")
+        size = self.info(key).size
+        if isinstance(saved_size, int) and saved_size != size:
+            return f"size is {size} bytes but it was saved with {saved_size}"
+        return None
+
     def delete(self, key: str) -> bool:
         try:
             os.unlink(self.path(key))
@@ -270,9 +300,14 @@ def _remove_quietly(path: str) -> None:
         os.unlink(path)
 
 
-def _set_meta(fd: int, meta: FileMeta) -> None:
-    """Attach ``meta`` to the open file; silently skipped where xattrs are unsupported."""
-    value = json.dumps({"filename": meta.filename, "content_type": meta.content_type})
+def _set_meta(fd: int, meta: FileMeta, size: int) -> None:
+    """Attach ``meta`` and the saved ``size`` to the open file (skipped without xattrs).
+
+    The size lets :meth:`LocalStore.verify` notice a file changed behind the store's back.
+    """
+    value = json.dumps(
+        {"filename": meta.filename, "content_type": meta.content_type, "size": size}
+    )
     try:
         os.setxattr(fd, META_XATTR, value.encode())
     except OSError as exc:
@@ -280,13 +315,19 @@ def _set_meta(fd: int, meta: FileMeta) -> None:
             raise
 
 
+def _recorded(path_or_fd: str | int) -> dict[str, Any]:
+    """What :func:`_set_meta` attached to a file; ``{}`` where there is nothing readable."""
+    try:
+        recorded = json.loads(os.getxattr(path_or_fd, META_XATTR))
+    except (OSError, ValueError):
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
 def _get_meta(path_or_fd: str | int, key: str) -> FileMeta:
     """The metadata recorded with a file, or what can be derived from its key."""
     basename = key.rpartition("/")[2]
-    try:
-        recorded: dict[str, Any] = json.loads(os.getxattr(path_or_fd, META_XATTR))
-    except (OSError, ValueError):
-        recorded = {}
+    recorded = _recorded(path_or_fd)
     return FileMeta(
         filename=str(recorded.get("filename") or basename),
         content_type=str(recorded.get("content_type") or guess_content_type(basename)),
