@@ -81,6 +81,9 @@ def make_client(settings: S3Settings) -> S3Client:
     s3_options: Any = {"addressing_style": settings.addressing_style}
     config = Config(
         region_name=settings.region,
+        # botocore presigns with SigV2 in older regions unless told otherwise; buckets made
+        # since June 2020 refuse SigV2, and SigV4 is what caps URL lifetimes at seven days.
+        signature_version="s3v4",
         s3=s3_options,
         request_checksum_calculation=settings.checksum_calculation,
         response_checksum_validation=settings.checksum_validation,
