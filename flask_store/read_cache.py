@@ -2,19 +2,30 @@
 
 When the serving route proxies a remote file (S3 with ``STORE_S3_SERVE = "proxy"``), each read
 would otherwise go to the remote. With a TTL set, the first read streams the file into a local
-folder (atomically, as LocalStore writes) and the next reads within TTL seconds are answered
-from there. Entries expire by age only: a file deleted or replaced on the remote may be served
-from the cache until its entry expires, exactly as an HTTP cache with ``max-age`` would.
+folder and the next reads within TTL seconds are answered from there. Entries expire by age
+only: a file deleted or replaced on the remote may be served from the cache until its entry
+expires, exactly as an HTTP cache with ``max-age`` would.
+
+Layout: each key gets a folder named by the SHA-256 of the key (so no key, however odd, can
+name a path outside the cache or clash with another key's files) holding one ``entry.json``
+record and the data file it names. A fill writes a new, uniquely named data file, then
+atomically replaces the record, then removes the data it superseded. A reader opens the data
+file the record names and checks its size against the record, so it gets a complete copy
+that matches its metadata or falls back to the store: never half a file, never the bytes of
+one version with the headers of another.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import secrets
 import tempfile
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -25,87 +36,196 @@ from .sources import CHUNK_SIZE
 if TYPE_CHECKING:
     from .stores.base import BaseStore, FileInfo
 
-# Metadata lives in a hidden tree beside the copies; no key can reach it (keys have no
-# hidden components).
-_INFO_FOLDER = ".info"
+_RECORD = "entry.json"
+_DATA_SUFFIX = ".data"
+_TEMP_PREFIX = ".tmp-"
+
+
+class IncompleteCopyError(OSError):
+    """The remote's stream ended before the size its metadata announced."""
 
 
 class ReadThroughCache:
     """Local copies of ``store``'s files, each kept for ``ttl`` seconds.
 
+    Safe for many threads and processes sharing one folder. Within a process, concurrent
+    reads of a key that is not cached fetch it from the store once; the others wait for that
+    copy instead of fetching it again.
+
     :param store: the store whose files are cached.
     :param folder: where copies live; private to the cache (nothing else may write there).
     :param ttl: seconds a copy is used before the store is asked again.
+    :param clock: the time in seconds (``time.time``); tests move it instead of sleeping.
     """
 
-    def __init__(self, store: BaseStore, folder: str, ttl: int) -> None:
+    def __init__(
+        self, store: BaseStore, folder: str, ttl: int, clock: Callable[[], float] = time.time
+    ) -> None:
         self.store = store
         self.folder = folder
         self.ttl = ttl
+        self.clock = clock
+        self._locks = _KeyLocks()
         os.makedirs(folder, exist_ok=True)
 
     def info(self, key: str) -> FileInfo:
         """The file's metadata: from a fresh cache entry, else from the store (not cached)."""
-        cached = self._fresh_info(key)
-        return cached if cached is not None else self.store.info(key)
+        record = self._fresh_record(self.entry_folder(key))
+        return _info_of(record) if record is not None else self.store.info(key)
 
     def open_with_info(self, key: str) -> tuple[BinaryIO, FileInfo]:
-        """Open the file from a fresh cache entry, fetching it from the store first if needed."""
-        data_path = self._data_path(key)
-        info = self._fresh_info(key)
-        if info is not None:
+        """Open the file from a fresh cache entry, fetching it from the store first if needed.
+
+        :raises InvalidKeyError: when the key is not acceptable (nothing is touched).
+        :raises FileNotFoundInStoreError: when the store has no such file.
+        """
+        entry = self.entry_folder(key)
+        cached = self._open_fresh(entry)
+        if cached is not None:
+            return cached
+        with self._locks.hold(entry):
+            cached = self._open_fresh(entry)  # filled by another thread while we waited
+            if cached is not None:
+                return cached
+            stream, info = self.store.open_with_info(key)
             try:
-                return open(data_path, "rb"), info
-            except FileNotFoundError:
-                pass  # expired and removed by another request in between: fetch again
-        stream, info = self.store.open_with_info(key)
-        try:
-            with stream:
-                self._fill(key, stream, info)
-        except OSError:
-            # The cache folder is unusable (full, or a key clashes with a folder there):
-            # serve straight from the store rather than fail the request.
-            return self.store.open_with_info(key)
+                with stream:
+                    data_path = self._fill(entry, stream, info)
+            except OSError:
+                # The cache folder is unusable (full, read-only) or the remote's stream
+                # broke off: serve straight from the store rather than fail the request.
+                return self.store.open_with_info(key)
         return open(data_path, "rb"), info
 
-    def _data_path(self, key: str) -> str:
-        return os.path.join(self.folder, *clean_key(key).split("/"))
+    def entry_folder(self, key: str) -> str:
+        """The folder holding ``key``'s entry: named by a hash, so it is always inside.
 
-    def _info_path(self, key: str) -> str:
-        return os.path.join(self.folder, _INFO_FOLDER, *clean_key(key).split("/")) + ".json"
+        :raises InvalidKeyError: when the key is not acceptable.
+        """
+        digest = hashlib.sha256(clean_key(key).encode()).hexdigest()
+        return os.path.join(self.folder, digest[:2], digest)
 
-    def _fresh_info(self, key: str) -> FileInfo | None:
-        from .stores.base import FileInfo
+    # -- reading entries --------------------------------------------------------------------
 
-        info_path = self._info_path(key)
+    def _fresh_record(self, entry: str) -> dict[str, Any] | None:
+        """The entry's record if it exists, is readable and is younger than the TTL."""
         try:
-            if time.time() - os.stat(info_path).st_mtime >= self.ttl:
-                return None
-            with open(info_path, encoding="utf-8") as handle:
-                recorded: dict[str, Any] = json.load(handle)
-        except (OSError, ValueError):
+            with open(os.path.join(entry, _RECORD), encoding="utf-8") as handle:
+                record: dict[str, Any] = json.load(handle)
+            fetched = float(record["fetched"])
+        except (OSError, ValueError, KeyError, TypeError):
             return None
-        recorded["last_modified"] = datetime.fromisoformat(recorded["last_modified"])
-        return FileInfo(**recorded)
+        return record if self.clock() - fetched < self.ttl else None
 
-    def _fill(self, key: str, stream: BinaryIO, info: FileInfo) -> None:
-        """Copy ``stream`` into the cache, then record ``info``: data first, so a fresh
-        record always points at complete data."""
-        _atomic_write(self._data_path(key), iter(lambda: stream.read(CHUNK_SIZE), b""))
-        record = {**asdict(info), "last_modified": info.last_modified.isoformat()}
-        _atomic_write(self._info_path(key), [json.dumps(record).encode()])
+    def _open_fresh(self, entry: str) -> tuple[BinaryIO, FileInfo] | None:
+        """The fresh entry's data with its metadata, or ``None`` (stale, missing, damaged)."""
+        record = self._fresh_record(entry)
+        if record is None:
+            return None
+        data_name = record.get("data")
+        if not isinstance(data_name, str) or os.path.basename(data_name) != data_name:
+            return None
+        try:
+            info = _info_of(record)
+            stream = open(os.path.join(entry, data_name), "rb")  # noqa: SIM115 - returned
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # superseded and removed by a newer fill in between: fetch again
+        if os.fstat(stream.fileno()).st_size != info.size:
+            stream.close()
+            return None
+        return stream, info
+
+    # -- filling entries --------------------------------------------------------------------
+
+    def _fill(self, entry: str, stream: BinaryIO, info: FileInfo) -> str:
+        """Copy ``stream`` into a new data file, then point the record at it.
+
+        Data first and the record last, each renamed into place, so a record only ever
+        names complete data. Returns the new data file's path.
+
+        :raises IncompleteCopyError: when the stream's length differs from ``info.size``.
+        """
+        os.makedirs(entry, exist_ok=True)
+        data_name = f"{secrets.token_hex(8)}{_DATA_SUFFIX}"
+        data_path = os.path.join(entry, data_name)
+        written = _atomic_write(data_path, iter(lambda: stream.read(CHUNK_SIZE), b""))
+        if written != info.size:
+            _remove_quietly(data_path)
+            raise IncompleteCopyError(
+                f"{info.key!r}: got {written} bytes from the store, expected {info.size}."
+            )
+        record = {
+            "info": {**asdict(info), "last_modified": info.last_modified.isoformat()},
+            "data": data_name,
+            "fetched": self.clock(),
+        }
+        try:
+            _atomic_write(os.path.join(entry, _RECORD), [json.dumps(record).encode()])
+        except BaseException:
+            _remove_quietly(data_path)
+            raise
+        _remove_superseded(entry, keep=data_name)
+        return data_path
 
 
-def _atomic_write(path: str, chunks: Iterable[bytes]) -> None:
-    """Write ``chunks`` to ``path`` so that readers see the old file or the whole new one."""
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, temp_path = tempfile.mkstemp(prefix=".cache-", dir=folder)
+def _info_of(record: dict[str, Any]) -> FileInfo:
+    from .stores.base import FileInfo
+
+    fields = dict(record["info"])
+    fields["last_modified"] = datetime.fromisoformat(fields["last_modified"])
+    return FileInfo(**fields)
+
+
+def _remove_superseded(entry: str, keep: str) -> None:
+    """Remove data files of earlier fills (readers that opened one keep reading it)."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(entry):
+            if name.endswith(_DATA_SUFFIX) and name != keep:
+                _remove_quietly(os.path.join(entry, name))
+
+
+def _atomic_write(path: str, chunks: Iterator[bytes] | list[bytes]) -> int:
+    """Write ``chunks`` to ``path`` so that readers see the old file or the whole new one.
+
+    Returns the number of bytes written.
+    """
+    fd, temp_path = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=os.path.dirname(path))
+    written = 0
     try:
         with open(fd, "wb") as out:
             for chunk in chunks:
                 out.write(chunk)
+                written += len(chunk)
         os.replace(temp_path, path)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_path)
+        _remove_quietly(temp_path)
+    return written
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+class _KeyLocks:
+    """One lock per cache entry while someone needs it, so a key is fetched once at a time."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextlib.contextmanager
+    def hold(self, name: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(name, (threading.Lock(), 0))
+            self._locks[name] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[name]
+                if users == 1:
+                    del self._locks[name]
+                else:
+                    self._locks[name] = (lock, users - 1)

@@ -189,7 +189,10 @@ def test_read_cache_answers_repeated_reads_locally(tmp_path: Path) -> None:
     assert first.data == second.data == b"cached bytes"
     assert ranged.data == b"cached"
     assert revalidated.status_code == 304
-    assert (tmp_path / "instance/store-cache/default/a.txt").read_bytes() == b"cached bytes"
+    assert remote.read_cache is not None
+    entry = Path(remote.read_cache.entry_folder("a.txt"))
+    assert entry.is_relative_to(tmp_path / "instance/store-cache/default")
+    assert [data.read_bytes() for data in entry.glob("*.data")] == [b"cached bytes"]
 
 
 def test_read_cache_expires(tmp_path: Path) -> None:
@@ -198,10 +201,19 @@ def test_read_cache_expires(tmp_path: Path) -> None:
     with app.app_context():
         remote = store.Provider()
         assert isinstance(remote, CountingMemoryStore) and remote.read_cache is not None
+        cache = remote.read_cache
         remote.save(b"v1", name="a.txt")
-        remote.read_cache.ttl = 0  # every entry is now stale
         remote.reads = 0
+    now = [1_000_000.0]
+    cache.clock = lambda: now[0]
     client = app.test_client()
     client.get("/flaskstore/a.txt")
-    client.get("/flaskstore/a.txt")
+    now[0] += 59
+    assert client.get("/flaskstore/a.txt").data == b"v1"
+    assert remote.reads == 1
+    now[0] += 2  # the entry is now older than the TTL
+    with app.app_context():
+        remote.replace("a.txt", b"v2")
+    assert client.get("/flaskstore/a.txt").data == b"v2"
     assert remote.reads == 2
+    assert len(list(Path(cache.entry_folder("a.txt")).glob("*.data"))) == 1
