@@ -1,29 +1,68 @@
 """``flask store ...``: list, inspect, copy, sync and verify files from the command line.
 
+Paths name a file across the app's stores as ``STORE/KEY`` (:attr:`FileWrapper.path`).
 Exit codes: 0 when everything worked, 1 when some files failed (each named on stderr), 2 for
-usage errors (a store name or path that does not exist). Errors are one line, never a traceback.
+usage errors (a store name or path that does not exist, a key that is not acceptable).
+Errors are one line, never a traceback.
+
+Commands that touch many files (``ls``, ``sync``, ``verify``) work on ``--jobs`` files at a
+time, in threads: a remote store spends most of each request waiting on the network. Results
+are reported in key order whatever order the work finishes in.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from .exceptions import FileNotFoundInStoreError, InvalidKeyError, StoreError, StoreNotFoundError
+from .exceptions import (
+    FileNotFoundInStoreError,
+    InvalidArgumentError,
+    InvalidKeyError,
+    StoreError,
+    StoreNotFoundError,
+)
 from .file_wrapper import FileWrapper
-from .stores.base import BaseStore, measure
+from .stores.base import BaseStore, measure, recorded_md5
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+#: Errors that mean the command line itself is wrong: exit code 2.
+USAGE_ERRORS = (StoreNotFoundError, InvalidKeyError, InvalidArgumentError)
+DEFAULT_JOBS = 4
 
 
 class UsageProblem(click.ClickException):
     """A bad store name or path: one line on stderr and exit code 2."""
 
     exit_code = 2
+
+
+def _one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Report store errors escaping ``command`` as one ``Error:`` line, not a traceback."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except USAGE_ERRORS as exc:
+            raise UsageProblem(str(exc)) from None
+        except (StoreError, OSError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return run
 
 
 def _registry() -> Any:
@@ -33,10 +72,7 @@ def _registry() -> Any:
 
 
 def _store(name: str | None) -> BaseStore:
-    try:
-        store: BaseStore = _registry().resolve(name)
-    except StoreNotFoundError as exc:
-        raise UsageProblem(str(exc)) from None
+    store: BaseStore = _registry().resolve(name)
     return store
 
 
@@ -51,6 +87,16 @@ def _file(path: str) -> FileWrapper:
     return wrapper
 
 
+_jobs_option = click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(1, 64),
+    default=DEFAULT_JOBS,
+    show_default=True,
+    help="Files handled at the same time.",
+)
+
+
 @click.group("store")
 def store_cli() -> None:
     """Manage the files of Flask-Store's stores (paths are STORE/KEY)."""
@@ -59,19 +105,29 @@ def store_cli() -> None:
 @store_cli.command("ls")
 @click.argument("store", required=False)
 @click.argument("prefix", default="")
+@_jobs_option
 @with_appcontext
-def list_files(store: str | None, prefix: str) -> None:
+@_one_line_errors
+def list_files(store: str | None, prefix: str, jobs: int) -> None:
     """List the keys of STORE (default store if omitted) that start with PREFIX."""
     target = _store(store)
-    for key in target.keys(prefix):
-        info = target.info(key)
-        stamp = info.last_modified.strftime("%Y-%m-%d %H:%M:%S")
-        click.echo(f"{info.size:>12}  {stamp}  {key}")
+    failed = 0
+    with closing(run_parallel(target.info, target.keys(prefix), jobs)) as results:
+        for key, info in results:
+            if isinstance(info, BaseException):
+                failed += 1
+                _echo_error(target, key, info)
+                continue
+            stamp = info.last_modified.strftime("%Y-%m-%d %H:%M:%S")
+            click.echo(f"{info.size:>12}  {stamp}  {key}")
+    if failed:
+        sys.exit(1)
 
 
 @store_cli.command("stat")
 @click.argument("path")
 @with_appcontext
+@_one_line_errors
 def stat_file(path: str) -> None:
     """Show the metadata of the file at PATH."""
     info = _file(path).info
@@ -90,19 +146,29 @@ def stat_file(path: str) -> None:
 @click.argument("path")
 @click.option("--expires", type=click.IntRange(min=1), help="Lifetime of a presigned URL (s).")
 @with_appcontext
+@_one_line_errors
 def file_url(path: str, expires: int | None) -> None:
-    """Print the absolute URL of the file at PATH."""
+    """Print the absolute URL of the file at PATH (presigned with --expires, for S3)."""
     click.echo(_file(path).absolute_url(expires=expires))
 
 
 @store_cli.command("rm")
 @click.argument("paths", nargs=-1, required=True)
 @with_appcontext
+@_one_line_errors
 def remove_files(paths: tuple[str, ...]) -> None:
-    """Delete the files at PATHS."""
-    for path in paths:
-        _file(path).delete()
-        click.echo(f"deleted {path}")
+    """Delete the files at PATHS (nothing is deleted when one of them does not exist)."""
+    failed = 0
+    for wrapper in [_file(path) for path in paths]:
+        try:
+            wrapper.delete()
+        except (StoreError, OSError) as exc:
+            failed += 1
+            _echo_error(wrapper.store, wrapper.name, exc)
+            continue
+        click.echo(f"deleted {wrapper.path}")
+    if failed:
+        sys.exit(1)
 
 
 @store_cli.command("cp")
@@ -110,6 +176,7 @@ def remove_files(paths: tuple[str, ...]) -> None:
 @click.argument("destination")
 @click.option("--force", is_flag=True, help="Replace a file already at DESTINATION.")
 @with_appcontext
+@_one_line_errors
 def copy_file(source: str, destination: str, force: bool) -> None:
     """Copy the file at SOURCE to DESTINATION (STORE/KEY, or STORE/ to keep the key)."""
     original = _file(source)
@@ -117,7 +184,9 @@ def copy_file(source: str, destination: str, force: bool) -> None:
     target = _store(name)
     try:
         copy = copy_between(original.store, original.name, target, key or original.name, force)
-    except StoreError as exc:
+    except InvalidKeyError as exc:
+        raise UsageProblem(f"{destination}: {exc}") from None
+    except (StoreError, OSError) as exc:
         raise click.ClickException(f"{source} -> {destination}: {exc}") from None
     click.echo(f"copied {source} -> {copy.path}")
 
@@ -126,55 +195,120 @@ def copy_file(source: str, destination: str, force: bool) -> None:
 @click.argument("source")
 @click.argument("destination")
 @click.option("--dry-run", is_flag=True, help="Only say what would be copied.")
-@click.option("--checksum", is_flag=True, help="Compare contents, not only sizes.")
+@click.option(
+    "--checksum",
+    is_flag=True,
+    help="Also compare contents where a store records no checksum (reads those files).",
+)
+@_jobs_option
 @with_appcontext
-def sync_stores(source: str, destination: str, dry_run: bool, checksum: bool) -> None:
+@_one_line_errors
+def sync_stores(source: str, destination: str, dry_run: bool, checksum: bool, jobs: int) -> None:
     """Copy every file of SOURCE that DESTINATION lacks or holds differently.
 
-    Safe to interrupt and run again: files already copied are skipped, and each copy
-    appears whole or not at all.
+    Files differ when their sizes or content types do, or their checksums where both
+    stores record one (--checksum computes the missing ones). Safe to interrupt and run
+    again: files already copied are skipped, and each copy appears whole or not at all.
     """
     src, dst = _store(source), _store(destination)
-    failures: list[str] = []
-    copied = skipped = 0
-    with _progress(list(src.keys()), "Syncing") as keys:
-        for key in keys:
-            try:
-                if not needs_copy(src, dst, key, checksum):
-                    skipped += 1
-                    continue
-                if not dry_run:
-                    copy_between(src, key, dst, key, overwrite=True)
-                copied += 1
-                _report_plain(f"{'would copy' if dry_run else 'copied'} {key}")
-            except StoreError as exc:
-                failures.append(key)
-                click.echo(f"error: {src.name}/{key}: {exc}", err=True)
+    keys = list(src.keys())
+    present = set(dst.keys())
+    summary = SyncSummary()
+
+    def sync_one(key: str) -> bool:
+        return sync_file(src, dst, key, present=key in present, checksum=checksum, dry_run=dry_run)
+
     verb = "would copy" if dry_run else "copied"
-    click.echo(f"{verb} {copied}, skipped {skipped}, failed {len(failures)}")
-    if failures:
+    try:
+        with (
+            _progress(len(keys), "Syncing") as advance,
+            closing(run_parallel(sync_one, keys, jobs)) as results,
+        ):
+            for key, outcome in results:
+                advance()
+                if isinstance(outcome, BaseException):
+                    summary.failed.append(key)
+                    _echo_error(src, key, outcome)
+                elif outcome:
+                    summary.copied += 1
+                    _report_plain(f"{verb} {key}")
+                else:
+                    summary.skipped += 1
+    except KeyboardInterrupt:
+        left = len(keys) - summary.done
+        click.echo(f"interrupted: {summary.line(verb)}, {left} not looked at", err=True)
+        sys.exit(1)
+    click.echo(summary.line(verb))
+    if summary.failed:
         sys.exit(1)
 
 
 @store_cli.command("verify")
 @click.argument("store", required=False)
+@_jobs_option
 @with_appcontext
-def verify_store(store: str | None) -> None:
+@_one_line_errors
+def verify_store(store: str | None, jobs: int) -> None:
     """Read every file of STORE and check its size (and checksum, where one is recorded)."""
     target = _store(store)
-    failures = 0
-    with _progress(list(target.keys()), "Verifying") as keys:
-        for key in keys:
-            problem = target.verify(key)
-            if problem:
-                failures += 1
-                click.echo(f"error: {target.name}/{key}: {problem}", err=True)
-    click.echo(f"verified {len(list(target.keys())) - failures}, failed {failures}")
-    if failures:
+    keys = list(target.keys())
+    verified = failed = 0
+    with (
+        _progress(len(keys), "Verifying") as advance,
+        closing(run_parallel(target.verify, keys, jobs)) as results,
+    ):
+        for key, problem in results:
+            advance()
+            if problem is None:
+                verified += 1
+                continue
+            failed += 1
+            _echo_error(target, key, problem)
+    click.echo(f"verified {verified}, failed {failed}")
+    if failed:
         sys.exit(1)
 
 
 # -- the work behind the commands, usable from Python too -----------------------------------
+
+
+@dataclass
+class SyncSummary:
+    """What a ``sync`` did so far."""
+
+    copied: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def done(self) -> int:
+        """How many files were looked at."""
+        return self.copied + self.skipped + len(self.failed)
+
+    def line(self, verb: str) -> str:
+        return f"{verb} {self.copied}, skipped {self.skipped}, failed {len(self.failed)}"
+
+
+def sync_file(
+    source: BaseStore,
+    target: BaseStore,
+    key: str,
+    *,
+    present: bool = True,
+    checksum: bool = False,
+    dry_run: bool = False,
+) -> bool:
+    """Copy ``key`` from ``source`` to ``target`` unless it is there already; ``True`` if
+    it was (or, with ``dry_run``, would be) copied.
+
+    :param present: whether a listing of ``target`` showed the key; when it did not, the
+        comparison is skipped.
+    """
+    if present and not needs_copy(source, target, key, checksum):
+        return False
+    if not dry_run:
+        copy_between(source, key, target, key, overwrite=True)
+    return True
 
 
 def copy_between(
@@ -193,7 +327,12 @@ def copy_between(
 
 
 def needs_copy(source: BaseStore, target: BaseStore, key: str, checksum: bool = False) -> bool:
-    """Whether ``target`` lacks ``key`` or holds a different file under it."""
+    """Whether ``target`` lacks ``key`` or holds a different file under it.
+
+    Files differ when their sizes or content types differ, or their MD5s where both stores
+    record one (S3 single-part uploads, MemoryStore). With ``checksum``, a missing MD5 is
+    computed by reading the file in chunks, so every pair of files is compared by content.
+    """
     try:
         theirs = target.info(key)
     except FileNotFoundInStoreError:
@@ -201,7 +340,11 @@ def needs_copy(source: BaseStore, target: BaseStore, key: str, checksum: bool = 
     ours = source.info(key)
     if ours.size != theirs.size or ours.content_type != theirs.content_type:
         return True
-    return checksum and _digest(source, key) != _digest(target, key)
+    our_md5, their_md5 = recorded_md5(ours), recorded_md5(theirs)
+    if checksum:
+        our_md5 = our_md5 or _digest(source, key)
+        their_md5 = their_md5 or _digest(target, key)
+    return our_md5 is not None and their_md5 is not None and our_md5 != their_md5
 
 
 def _digest(store: BaseStore, key: str) -> str:
@@ -209,18 +352,60 @@ def _digest(store: BaseStore, key: str) -> str:
         return measure(stream)[1]
 
 
+def run_parallel(
+    work: Callable[[str], T], keys: Iterable[str], jobs: int
+) -> Generator[tuple[str, T | BaseException], None, None]:
+    """``work(key)`` for each key on ``jobs`` threads, yielded as ``(key, result)`` in order.
+
+    A file's failure is its result (the exception), so one bad file does not stop the rest.
+    Only a few keys are in flight at a time, however many there are. Closing the iterator
+    early (Ctrl+C) cancels what has not started and waits for what has: each file is
+    handled whole or not at all.
+    """
+
+    def attempt(key: str) -> T | BaseException:
+        try:
+            return work(key)
+        except Exception as exc:  # reported per file; the others go on
+            return exc
+
+    window: deque[tuple[str, Future[T | BaseException]]] = deque()
+    executor = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="flask-store")
+    try:
+        for key in keys:
+            window.append((key, executor.submit(attempt, key)))
+            if len(window) >= 2 * jobs:
+                done_key, future = window.popleft()
+                yield done_key, future.result()
+        while window:
+            done_key, future = window.popleft()
+            yield done_key, future.result()
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _echo_error(store: BaseStore, key: str, problem: BaseException | str) -> None:
+    """Name a failed file on stderr: ``error: STORE/KEY: what went wrong``."""
+    if isinstance(problem, (StoreError, OSError, str)):
+        reason = str(problem)
+    else:
+        reason = f"{type(problem).__name__}: {problem}"
+    click.echo(f"error: {store.name}/{key}: {reason}", err=True)
+
+
 def _is_terminal() -> bool:
     return sys.stdout.isatty()
 
 
 @contextmanager
-def _progress(items: list[str], label: str) -> Iterator[Iterable[str]]:
-    """A progress bar on a terminal; the plain item list otherwise (lines are printed then)."""
+def _progress(total: int, label: str) -> Iterator[Callable[[], None]]:
+    """A progress bar on a terminal (yields its step function); nothing otherwise, where
+    commands print one plain line per file instead."""
     if _is_terminal():
-        with click.progressbar(items, label=label) as bar:
-            yield bar
+        with click.progressbar(length=total, label=label) as bar:
+            yield lambda: bar.update(1)
     else:
-        yield items
+        yield lambda: None
 
 
 def _report_plain(line: str) -> None:
