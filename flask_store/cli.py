@@ -15,10 +15,11 @@ from __future__ import annotations
 import functools
 import sys
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 import click
@@ -112,8 +113,8 @@ def list_files(store: str | None, prefix: str, jobs: int) -> None:
     """List the keys of STORE (default store if omitted) that start with PREFIX."""
     target = _store(store)
     failed = 0
-    with closing(run_parallel(target.info, target.keys(prefix), jobs)) as results:
-        for key, info in results:
+    with FileWorkers(jobs) as workers:
+        for key, info in workers.map(target.info, target.keys(prefix)):
             if isinstance(info, BaseException):
                 failed += 1
                 _echo_error(target, key, info)
@@ -222,9 +223,9 @@ def sync_stores(source: str, destination: str, dry_run: bool, checksum: bool, jo
     try:
         with (
             _progress(len(keys), "Syncing") as advance,
-            closing(run_parallel(sync_one, keys, jobs)) as results,
+            FileWorkers(jobs) as workers,
         ):
-            for key, outcome in results:
+            for key, outcome in workers.map(sync_one, keys):
                 advance()
                 if isinstance(outcome, BaseException):
                     summary.failed.append(key)
@@ -235,8 +236,11 @@ def sync_stores(source: str, destination: str, dry_run: bool, checksum: bool, jo
                 else:
                     summary.skipped += 1
     except KeyboardInterrupt:
-        left = len(keys) - summary.done
-        click.echo(f"interrupted: {summary.line(verb)}, {left} not looked at", err=True)
+        click.echo(
+            f"interrupted after {summary.done} of {len(keys)} files ({summary.line(verb)}); "
+            "run the same sync again to finish",
+            err=True,
+        )
         sys.exit(1)
     click.echo(summary.line(verb))
     if summary.failed:
@@ -255,9 +259,9 @@ def verify_store(store: str | None, jobs: int) -> None:
     verified = failed = 0
     with (
         _progress(len(keys), "Verifying") as advance,
-        closing(run_parallel(target.verify, keys, jobs)) as results,
+        FileWorkers(jobs) as workers,
     ):
-        for key, problem in results:
+        for key, problem in workers.map(target.verify, keys):
             advance()
             if problem is None:
                 verified += 1
@@ -352,36 +356,54 @@ def _digest(store: BaseStore, key: str) -> str:
         return measure(stream)[1]
 
 
-def run_parallel(
-    work: Callable[[str], T], keys: Iterable[str], jobs: int
-) -> Generator[tuple[str, T | BaseException], None, None]:
-    """``work(key)`` for each key on ``jobs`` threads, yielded as ``(key, result)`` in order.
+class FileWorkers:
+    """Threads that handle files ``jobs`` at a time; use as a context manager.
 
-    A file's failure is its result (the exception), so one bad file does not stop the rest.
-    Only a few keys are in flight at a time, however many there are. Closing the iterator
-    early (Ctrl+C) cancels what has not started and waits for what has: each file is
-    handled whole or not at all.
+    Leaving the block cancels what has not started and waits for what has, so each file
+    is handled whole or not at all; on Ctrl+C it first says so on stderr.
     """
 
-    def attempt(key: str) -> T | BaseException:
-        try:
-            return work(key)
-        except Exception as exc:  # reported per file; the others go on
-            return exc
+    def __init__(self, jobs: int) -> None:
+        self.jobs = jobs
+        self._executor = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="flask-store")
 
-    window: deque[tuple[str, Future[T | BaseException]]] = deque()
-    executor = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="flask-store")
-    try:
+    def __enter__(self) -> FileWorkers:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is KeyboardInterrupt:
+            click.echo("Interrupted: finishing the files in progress, starting no more.", err=True)
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def map(
+        self, work: Callable[[str], T], keys: Iterable[str]
+    ) -> Iterator[tuple[str, T | BaseException]]:
+        """``work(key)`` for each key, yielded as ``(key, result)`` in the keys' order.
+
+        A file's failure is its result (the exception), so one bad file does not stop the
+        rest. Only a few keys are in flight at a time, however many there are.
+        """
+
+        def attempt(key: str) -> T | BaseException:
+            try:
+                return work(key)
+            except Exception as exc:  # reported per file; the others go on
+                return exc
+
+        window: deque[tuple[str, Future[T | BaseException]]] = deque()
         for key in keys:
-            window.append((key, executor.submit(attempt, key)))
-            if len(window) >= 2 * jobs:
+            window.append((key, self._executor.submit(attempt, key)))
+            if len(window) >= 2 * self.jobs:
                 done_key, future = window.popleft()
                 yield done_key, future.result()
         while window:
             done_key, future = window.popleft()
             yield done_key, future.result()
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _echo_error(store: BaseStore, key: str, problem: BaseException | str) -> None:

@@ -44,7 +44,19 @@ class StoreRegistry:
         return self.stores[real]
 
     def add_alias(self, alias: str, name: str) -> None:
-        """Make ``alias`` another name for the store (or alias) ``name``."""
+        """Make ``alias`` another name for the store (or alias) ``name``.
+
+        The alias points at the store ``name`` names now; moving ``name`` later does not
+        move ``alias``.
+
+        :raises NotConfiguredError: when ``alias`` is a store's name or not a usable name.
+        :raises StoreNotFoundError: when ``name`` names no store.
+        """
+        if not isinstance(alias, str) or not _STORE_NAME.match(alias):
+            raise NotConfiguredError(
+                f"{alias!r} is not a usable alias (letters, digits, '_' and '-'); it is the "
+                "first part of file paths such as 'avatars/me.png'."
+            )
         if alias in self.stores:
             raise NotConfiguredError(f"{alias!r} is the name of a store; an alias cannot hide it.")
         self.aliases[alias] = self.resolve(name).name
@@ -78,7 +90,7 @@ def build_registry(app: Flask) -> StoreRegistry:
     for alias, target in _mapping_setting(app.config, "STORE_ALIASES").items():
         try:
             registry.add_alias(str(alias), str(target))
-        except StoreNotFoundError as exc:
+        except (StoreNotFoundError, NotConfiguredError) as exc:
             raise NotConfiguredError(f"STORE_ALIASES[{alias!r}]: {exc}") from exc
     default = app.config.get("STORE_DEFAULT")
     if default is not None:

@@ -121,6 +121,8 @@ def test_unknown_store_name(app: Flask) -> None:
             "both serve under '/flaskstore'",
         ),
         ({"STORE_ALIASES": {"a": "missing"}}, r"STORE_ALIASES\['a'\]: No store is called"),
+        ({"STORE_ALIASES": {"a/b": "default"}}, r"STORE_ALIASES\['a/b'\]: 'a/b' is not a usable"),
+        ({"STORE_ALIASES": {"default": "x"}}, r"'default' is the name of a store"),
         ({"STORE_DEFAULT": "missing"}, "STORE_DEFAULT: No store is called 'missing'"),
     ],
 )
