@@ -1,18 +1,18 @@
 """Serving stored files over HTTP: conditional GET, ranges, HEAD and safe headers.
 
-The HTTP semantics come from Werkzeug (``Response.make_conditional``, ``wrap_file``,
-``is_resource_modified``) rather than a hand-written parser. This module adds what a file
+The HTTP semantics come from Werkzeug (``Response.make_conditional``, ``wrap_file``) rather
+than a hand-written parser. This module adds what a file
 store must decide: which files a browser may render inline, and how to answer for a key that
 does not exist or would leave the store (404 either way, so probing reveals nothing).
 """
 
 from __future__ import annotations
 
-from typing import BinaryIO
+import io
+from typing import BinaryIO, cast
 from urllib.parse import quote
 
 from werkzeug.exceptions import NotFound, RequestedRangeNotSatisfiable
-from werkzeug.http import is_resource_modified
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Response
 from werkzeug.wsgi import wrap_file
@@ -60,6 +60,10 @@ def serve_file(store: BaseStore, key: str, environ: dict[str, object]) -> Respon
     Stores with a direct URL (public or presigned S3) answer with a redirect; the others
     stream the file with ETag, Last-Modified, 304, Range (206/416) and HEAD support.
 
+    HEAD, conditional and Range requests are decided by Werkzeug from the file's metadata
+    first, so a 304 or 416 fetches no content and a 206 fetches only its range
+    (:meth:`~flask_store.stores.base.BaseStore.open_range`: a ranged GET on S3).
+
     :raises NotFound: for a missing file or a key that is not acceptable.
     """
     try:
@@ -68,10 +72,12 @@ def serve_file(store: BaseStore, key: str, environ: dict[str, object]) -> Respon
             return redirect(direct, code=302)
         # Remote stores with STORE_CACHE_TTL read through a local copy.
         source = store.read_cache or store
-        if environ.get("REQUEST_METHOD") == "HEAD" or _is_conditional(environ):
-            info = source.info(key)
-            if environ.get("REQUEST_METHOD") == "HEAD" or not _is_modified(environ, info):
-                return _prepare(Response(status=200), store, info, environ)
+        if _is_head(environ) or _is_conditional(environ) or "HTTP_RANGE" in environ:
+            decided = _prepare(Response(), store, source.info(key), environ)
+            if _is_head(environ) or decided.status_code not in (200, 206):
+                return decided  # HEAD, 304, 412: headers only
+            if decided.status_code == 206 and store.read_cache is None:
+                return _fill_range(decided, store, key, environ)
         stream, info = source.open_with_info(key)
     except (FileNotFoundInStoreError, InvalidKeyError):
         raise NotFound() from None
@@ -79,12 +85,49 @@ def serve_file(store: BaseStore, key: str, environ: dict[str, object]) -> Respon
     return _prepare(body, store, info, environ, stream)
 
 
+def _is_head(environ: dict[str, object]) -> bool:
+    return environ.get("REQUEST_METHOD") == "HEAD"
+
+
 def _is_conditional(environ: dict[str, object]) -> bool:
     return "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MODIFIED_SINCE" in environ
 
 
-def _is_modified(environ: dict[str, object], info: FileInfo) -> bool:
-    return is_resource_modified(environ, etag=info.etag, last_modified=info.last_modified)
+def _fill_range(
+    response: Response, store: BaseStore, key: str, environ: dict[str, object]
+) -> Response:
+    """Give a 206 that Werkzeug prepared the bytes of its ``Content-Range``, and only those."""
+    content_range = response.content_range
+    start, stop = content_range.start, content_range.stop
+    assert start is not None and stop is not None  # set by Werkzeug for every 206
+    stream = store.open_range(key, start, stop)
+    response.response = wrap_file(environ, cast(BinaryIO, _Window(stream, stop - start)))
+    response.direct_passthrough = True
+    return response
+
+
+class _Window(io.RawIOBase):
+    """The next ``length`` bytes of ``stream``; closing the window closes the stream."""
+
+    def __init__(self, stream: BinaryIO, length: int) -> None:
+        super().__init__()
+        self._stream = stream
+        self._left = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        data = self._stream.read(min(len(buffer), self._left)) if self._left > 0 else b""
+        buffer[: len(data)] = data
+        self._left -= len(data)
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            super().close()
 
 
 def _prepare(

@@ -102,6 +102,16 @@ def first_free_key(keys: Iterable[str], claim: Callable[[str], bool]) -> str:
     )
 
 
+def _skip_to(stream: BinaryIO, position: int) -> None:
+    """Move a freshly opened ``stream`` to byte ``position``, in chunks if it cannot seek."""
+    if stream.seekable():
+        stream.seek(position)
+        return
+    left = position
+    while left > 0 and (chunk := stream.read(min(left, CHUNK_SIZE))):
+        left -= len(chunk)
+
+
 def measure(stream: IO[bytes]) -> tuple[int, str]:
     """Length and hex MD5 of what is left in ``stream``, read in chunks."""
     digest = hashlib.md5(usedforsecurity=False)
@@ -325,6 +335,24 @@ class BaseStore(ABC):
         """Open ``key`` and return the stream with metadata describing that same content."""
         info = self.info(key)
         return self.open(key), info
+
+    def open_range(self, key: str, start: int, stop: int) -> BinaryIO:
+        """Open ``key`` at byte ``start`` to read the bytes before ``stop``.
+
+        The serving route calls this for a Range request it answers with 206, so that a
+        remote store fetches only those bytes (S3 sends a ranged GET). The stream may go on
+        past ``stop``; readers stop there. By default the file is opened and moved to
+        ``start``: by seeking, or by reading and dropping bytes if it cannot seek.
+
+        .. versionadded:: 0.1
+        """
+        stream = self.open(key)
+        try:
+            _skip_to(stream, start)
+        except BaseException:
+            stream.close()
+            raise
+        return stream
 
     def read(self, key: str) -> bytes:
         """The whole content of ``key``: for small files only; use :meth:`open` otherwise."""
