@@ -90,12 +90,11 @@ class ReadThroughCache:
             stream, info = self.store.open_with_info(key)
             try:
                 with stream:
-                    data_path = self._fill(entry, stream, info)
+                    return self._fill(entry, stream, info), info
             except OSError:
                 # The cache folder is unusable (full, read-only) or the remote's stream
                 # broke off: serve straight from the store rather than fail the request.
                 return self.store.open_with_info(key)
-        return open(data_path, "rb"), info
 
     def entry_folder(self, key: str) -> str:
         """The folder holding ``key``'s entry: named by a hash, so it is always inside.
@@ -137,11 +136,12 @@ class ReadThroughCache:
 
     # -- filling entries --------------------------------------------------------------------
 
-    def _fill(self, entry: str, stream: BinaryIO, info: FileInfo) -> str:
+    def _fill(self, entry: str, stream: BinaryIO, info: FileInfo) -> BinaryIO:
         """Copy ``stream`` into a new data file, then point the record at it.
 
         Data first and the record last, each renamed into place, so a record only ever
-        names complete data. Returns the new data file's path.
+        names complete data. Returns the new data, opened before the record is published:
+        a fill in another process may remove it as superseded right after.
 
         :raises IncompleteCopyError: when the stream's length differs from ``info.size``.
         """
@@ -159,13 +159,15 @@ class ReadThroughCache:
             "data": data_name,
             "fetched": self.clock(),
         }
+        copy = open(data_path, "rb")  # noqa: SIM115 - returned to the caller
         try:
             _atomic_write(os.path.join(entry, _RECORD), [json.dumps(record).encode()])
         except BaseException:
+            copy.close()
             _remove_quietly(data_path)
             raise
         _remove_superseded(entry, keep=data_name)
-        return data_path
+        return copy
 
 
 def _info_of(record: dict[str, Any]) -> FileInfo:

@@ -1,0 +1,235 @@
+"""A counting HTTP reverse proxy for tests: sits between boto3 and the moto server.
+
+Counting at the server side of the wire (not with a boto3 hook) proves what really reached S3:
+a cached read that sends nothing, a resumed sync that PUTs each file once. It can also hold
+or break requests, to interrupt a client part-way at a point the test chooses::
+
+    with CountingProxy(moto_server) as proxy:
+        store = S3Store(s3_endpoint_url=proxy.url, ...)
+        ...
+        assert proxy.count("GET", bucket) == 1
+
+Requests are forwarded one by one over a connection per client connection; bodies are read
+whole, which is fine for the small files tests use.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from urllib.parse import unquote, urlsplit
+
+HOST = "127.0.0.1"
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "expect", "te", "trailer", "upgrade"}
+)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A request the server answered: method, bucket, object key ("" for bucket calls)."""
+
+    method: str
+    bucket: str
+    key: str
+    query: str
+    status: int
+
+
+class CountingProxy:
+    """A reverse proxy on a free 127.0.0.1 port in front of ``upstream``; :attr:`url`.
+
+    :param upstream: the server's endpoint, ``http://127.0.0.1:<port>``.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        parts = urlsplit(upstream)
+        self.upstream = (parts.hostname or HOST, parts.port or 80)
+        self.seen: list[Seen] = []
+        #: Set while an object PUT is being held back (see :meth:`hold_puts_after`).
+        self.holding = threading.Event()
+        self._lock = threading.Lock()
+        self._puts_allowed: int | None = None
+        self._released = threading.Event()
+        self._truncate_gets = 0
+        self._server = ThreadingHTTPServer((HOST, 0), _Handler)
+        self._server.daemon_threads = True
+        self._server.proxy = self  # type: ignore[attr-defined]
+        self.url = f"http://{HOST}:{self._server.server_address[1]}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
+        self._thread.start()
+
+    # -- what reached the server ------------------------------------------------------------
+
+    def count(self, method: str, bucket: str, key: str | None = None) -> int:
+        """How many ``method`` requests on ``bucket`` (and ``key``, if given) were answered."""
+        with self._lock:
+            return sum(
+                1
+                for seen in self.seen
+                if seen.method == method
+                and seen.bucket == bucket
+                and (key is None or seen.key == key)
+            )
+
+    def stored_keys(self, bucket: str) -> Counter[str]:
+        """How many times each object of ``bucket`` was written by a successful PUT."""
+        with self._lock:
+            return Counter(
+                seen.key
+                for seen in self.seen
+                if seen.method == "PUT"
+                and seen.bucket == bucket
+                and seen.key
+                and 200 <= seen.status < 300
+                and "uploadId" not in seen.query
+            )
+
+    # -- faults -----------------------------------------------------------------------------
+
+    def hold_puts_after(self, allowed: int) -> None:
+        """Forward ``allowed`` more object PUTs, then hold every further one.
+
+        Held requests never reach the server: when :meth:`release` is called they are
+        dropped (the connection closes without an answer). :attr:`holding` is set as soon
+        as one is held, so a test knows its client is stuck there.
+        """
+        with self._lock:
+            self._puts_allowed = allowed
+            self._released.clear()
+            self.holding.clear()
+
+    def release(self) -> None:
+        """Stop holding PUTs: drop the held ones and forward new ones again."""
+        with self._lock:
+            self._puts_allowed = None
+        self._released.set()
+
+    def truncate_next_gets(self, count: int = 1) -> None:
+        """Cut the body of the next ``count`` object GETs half-way and close the connection."""
+        with self._lock:
+            self._truncate_gets = count
+
+    # -- used by the handler ----------------------------------------------------------------
+
+    def _admit(self, method: str, key: str) -> bool:
+        """Whether to forward the request now; a held PUT waits here, then is dropped."""
+        if method != "PUT" or not key:
+            return True
+        with self._lock:
+            if self._puts_allowed is None:
+                return True
+            if self._puts_allowed > 0:
+                self._puts_allowed -= 1
+                return True
+        self.holding.set()
+        self._released.wait()
+        return False
+
+    def _take_truncation(self, method: str, key: str) -> bool:
+        with self._lock:
+            if method == "GET" and key and self._truncate_gets > 0:
+                self._truncate_gets -= 1
+                return True
+            return False
+
+    def _record(self, seen: Seen) -> None:
+        with self._lock:
+            self.seen.append(seen)
+
+    def close(self) -> None:
+        """Stop the proxy (held requests are dropped)."""
+        self._released.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> CountingProxy:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def split_path(path: str) -> tuple[str, str, str]:
+    """``/bucket/a/b.txt?x=1`` -> ``("bucket", "a/b.txt", "x=1")`` (path-style addressing)."""
+    parts = urlsplit(path)
+    bucket, _, key = parts.path.lstrip("/").partition("/")
+    return unquote(bucket), unquote(key), parts.query
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    _upstream: http.client.HTTPConnection | None = None
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+    @property
+    def proxy(self) -> CountingProxy:
+        return self.server.proxy  # type: ignore[attr-defined, no-any-return]
+
+    def _forward(self) -> None:
+        bucket, key, query = split_path(self.path)
+        if not self.proxy._admit(self.command, key):
+            self.close_connection = True
+            return
+        body = self._read_body()
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+        if body is not None:
+            headers["Content-Length"] = str(len(body))
+        connection = self._connection()
+        connection.request(self.command, self.path, body=body, headers=headers)
+        response = connection.getresponse()
+        data = response.read()
+        self.proxy._record(Seen(self.command, bucket, key, query, response.status))
+        self.send_response(response.status, response.reason)
+        for name, value in response.getheaders():
+            if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
+                self.send_header(name, value)
+        length = response.getheader("Content-Length") if self.command == "HEAD" else None
+        self.send_header("Content-Length", length or str(len(data)))
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        if self.proxy._take_truncation(self.command, key):
+            self.wfile.write(data[: len(data) // 2])
+            self.close_connection = True
+            return
+        self.wfile.write(data)
+
+    def _read_body(self) -> bytes | None:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                chunk = self.rfile.read(size + 2)[:size]
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunks.append(chunk)
+        length = self.headers.get("Content-Length")
+        return self.rfile.read(int(length)) if length is not None else None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._upstream is None:
+            self._upstream = http.client.HTTPConnection(*self.proxy.upstream, timeout=60)
+        return self._upstream
+
+    def finish(self) -> None:
+        super().finish()
+        if self._upstream is not None:
+            self._upstream.close()
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward  # noqa: N815
