@@ -1,34 +1,45 @@
 """Remote stores that misbehave on purpose, for the queued-store tests.
 
-They are real stores (MemoryStore, LocalStore) with one fault added, configured through their
-settings so that a QueuedStore (or an RQ worker process) builds them from config like any
-other remote.
+They are real stores (MemoryStore, LocalStore, S3Store) with one fault added, configured
+through their settings so that a QueuedStore (or an RQ worker process) builds them from
+config like any other remote.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import os
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO, cast
 
 from flask_store.exceptions import StoreUnavailableError
+from flask_store.sources import Upload
 from flask_store.stores.base import FileInfo, FileMeta
 from flask_store.stores.local import LocalStore
 from flask_store.stores.memory import MemoryStore
+from flask_store.stores.s3 import S3Store
+from tests.moto_server import ACCESS_KEY, REGION, SECRET_KEY
+
+
+def _ignore(_: str) -> None:
+    return None
 
 
 class FlakyStore(MemoryStore):
     """Fails the first ``FAIL_TIMES`` writes with a connection error, then works.
 
-    ``ATTEMPTS`` (a list from the test) receives each key written, failed or not.
+    ``ATTEMPTS`` (a list from the test) receives each key written, failed or not;
+    ``ON_FAILURE`` (a callable from the test) is called with the filename before each failure.
     """
 
     def __init__(self, config: Any = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         self.fail_times: int = self.config.setting("FAIL_TIMES", 0)
         self.attempts: list[str] = self.config.setting("ATTEMPTS", [])
+        self.on_failure: Callable[[str], object] = self.config.setting("ON_FAILURE", _ignore)
         self._count_lock = threading.Lock()
 
     def _write(
@@ -38,7 +49,26 @@ class FlakyStore(MemoryStore):
             self.attempts.append(meta.filename)
             failing = len(self.attempts) <= self.fail_times
         if failing:
+            self.on_failure(meta.filename)
             raise StoreUnavailableError("injected: the remote store is down")
+        return super()._write(chunks, keys, meta, overwrite)
+
+
+class CorruptingStore(MemoryStore):
+    """Keeps only the first half of the bytes for the first ``CORRUPT_TIMES`` writes (a
+    remote that acknowledged a broken upload), then stores them whole."""
+
+    def __init__(self, config: Any = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self.corrupt_left: int = self.config.setting("CORRUPT_TIMES", 1)
+
+    def _write(
+        self, chunks: Iterator[bytes], keys: Iterator[str], meta: FileMeta, overwrite: bool
+    ) -> FileInfo:
+        if self.corrupt_left > 0:
+            self.corrupt_left -= 1
+            data = b"".join(chunks)
+            chunks = iter([data[: len(data) // 2]])
         return super()._write(chunks, keys, meta, overwrite)
 
 
@@ -92,7 +122,80 @@ class GatedStore(LocalStore):
 
     def _freeze_after_first(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield next(chunks, b"")
-        with open(self.blocked, "a"):
-            pass
-        while True:  # frozen until the test kills the process
-            time.sleep(1)
+        freeze(self.blocked)
+
+
+class GatedS3Store(S3Store):
+    """S3 on a real server, that freezes its process mid-transfer once ``OPEN_WRITES``
+    objects are in the bucket (below the prefix) while the file ``HOLD`` exists.
+
+    A write that brings the bucket to ``OPEN_WRITES`` objects freezes after S3 stored the
+    object, before the queued store hears of it: an upload whose record never says done. A
+    write that starts when there are that many already freezes as it reads the file, before
+    anything is stored. Either touches ``BLOCKED`` first; settings as for :class:`GatedStore`.
+    """
+
+    def __init__(self, config: Any = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self.hold: str = self.config.required("HOLD")
+        self.blocked: str = self.config.required("BLOCKED")
+        self.open_writes: int = self.config.required("OPEN_WRITES")
+
+    def _write_upload(
+        self, upload: Upload, keys: Iterator[str], meta: FileMeta, overwrite: bool
+    ) -> FileInfo:
+        if self._holding():
+            frozen = cast(BinaryIO, _FreezingReader(upload.stream, self))
+            upload = dataclasses.replace(upload, stream=frozen)
+        info = super()._write_upload(upload, keys, meta, overwrite)
+        if self._holding():
+            freeze(self.blocked)
+        return info
+
+    def _holding(self) -> bool:
+        return os.path.exists(self.hold) and sum(1 for _ in self.keys()) >= self.open_writes
+
+
+class _FreezingReader(io.RawIOBase):
+    """A seekable file whose first read freezes the process (see :class:`GatedS3Store`)."""
+
+    def __init__(self, stream: BinaryIO, store: GatedS3Store) -> None:
+        super().__init__()
+        self._stream = stream
+        self._store = store
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._stream.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._stream.tell()
+
+    def read(self, size: int | None = -1) -> bytes:
+        freeze(self._store.blocked)
+        return b""
+
+
+def freeze(blocked: str) -> None:
+    """Touch the file ``blocked``, then wait until the test kills this process."""
+    with open(blocked, "a"):
+        pass
+    while True:
+        time.sleep(1)
+
+
+def s3_settings(endpoint_url: str, bucket: str, prefix: str = "uploads") -> dict[str, Any]:
+    """The settings (without ``STORE_``) of an S3 store on a moto server's ``bucket``."""
+    return {
+        "S3_BUCKET": bucket,
+        "S3_REGION": REGION,
+        "S3_ENDPOINT_URL": endpoint_url,
+        "S3_ACCESS_KEY": ACCESS_KEY,
+        "S3_SECRET_KEY": SECRET_KEY,
+        "PATH": prefix,
+    }

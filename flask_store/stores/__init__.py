@@ -12,6 +12,7 @@ SHORT_NAMES: dict[str, str] = {
     "local": "flask_store.stores.local.LocalStore",
     "memory": "flask_store.stores.memory.MemoryStore",
     "s3": "flask_store.stores.s3.S3Store",
+    "s3-gevent": "flask_store.stores.s3.S3GeventStore",
     "queued": "flask_store.stores.queued.QueuedStore",
 }
 

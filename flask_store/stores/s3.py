@@ -502,3 +502,12 @@ def _http_date(value: str | None) -> datetime:
         except (TypeError, ValueError):
             pass
     return datetime.now(timezone.utc)
+
+
+def __getattr__(name: str) -> Any:
+    """``S3GeventStore``, the original provider path, loaded from :mod:`.s3_gevent` on use."""
+    if name == "S3GeventStore":
+        from .s3_gevent import S3GeventStore
+
+        return S3GeventStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,7 +29,8 @@ from botocore.exceptions import (
     NoCredentialsError,
     ReadTimeoutError,
 )
-from s3transfer.manager import TransferManager
+from s3transfer.futures import NonThreadedExecutor
+from s3transfer.manager import TransferConfig, TransferManager
 
 from ..exceptions import (
     BucketNotFoundError,
@@ -169,6 +170,12 @@ class ConditionalTransferManager(TransferManager):
 
     # A plain list, as in the base class (a ClassVar annotation would clash with its stubs).
     ALLOWED_UPLOAD_ARGS = [*TransferManager.ALLOWED_UPLOAD_ARGS, "IfNoneMatch"]  # noqa: RUF012
+
+    def __init__(self, client: S3Client, config: TransferConfig) -> None:
+        # As boto3's own factory does: boto3's TransferConfig(use_threads=False) (gevent) sends
+        # every part from the calling thread or greenlet, without a thread pool.
+        threads = getattr(config, "use_threads", True)
+        super().__init__(client, config, executor_cls=None if threads else NonThreadedExecutor)
 
 
 @contextmanager

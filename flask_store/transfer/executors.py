@@ -244,12 +244,20 @@ def store_spec(store: QueuedStore) -> dict[str, Any]:
     cls = type(store)
     return {
         "provider": f"{cls.__module__}.{cls.__qualname__}",
-        "values": dict(config.values),
+        "values": {key: _plain(value) for key, value in config.values.items()},
         "name": config.name,
         "key_prefix": config.key_prefix,
         "key_suffix": config.key_suffix,
         "instance_path": config.instance_path,
     }
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every mapping made a dict: store defaults are read-only mappings
+    (``mappingproxy``), which cannot be pickled."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
 
 
 def store_from_spec(spec: Mapping[str, Any]) -> QueuedStore:

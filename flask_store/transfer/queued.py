@@ -68,6 +68,11 @@ QUEUED_DEFAULTS: Mapping[str, Any] = {
 }
 
 
+def retry_delay(base: float, attempt: int) -> float:
+    """Seconds to wait before retry number ``attempt`` (1, 2, ...): ``base``, then doubling."""
+    return base * 2.0 ** (attempt - 1)
+
+
 def _md5_of(store: BaseStore, key: str) -> str:
     with store.open(key) as stream:
         return measure(stream)[1]
@@ -101,12 +106,12 @@ class QueuedStore(BaseStore):
     serve_by_redirect = False
     #: Executor used when ``TRANSFER_EXECUTOR`` is not set.
     default_executor: ClassVar[str] = "thread"
+    #: Whether transferred files leave the local store when ``TRANSFER_DELETE_LOCAL`` is unset.
+    default_delete_local: ClassVar[bool] = False
 
     def __init__(self, config: Any = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         cfg = self.config
-        self.local: BaseStore = self._build_inner(self.inner_config("local"))
-        self.remote: BaseStore = self._build_inner(self.inner_config("remote"))
         retries = cfg.typed("TRANSFER_RETRIES", int, 5)
         if retries < 0:
             raise cfg.error("TRANSFER_RETRIES", f"must be 0 or more, not {retries}.")
@@ -116,10 +121,16 @@ class QueuedStore(BaseStore):
         self.retries: int = retries
         self.retry_delay: float = float(delay)
         self.delayed: bool = cfg.typed("TRANSFER_DELAYED", bool, False)
-        self.delete_local: bool = cfg.typed("TRANSFER_DELETE_LOCAL", bool, False)
-        self.records = RecordBook(self._records_path())
+        self.delete_local: bool = cfg.typed(
+            "TRANSFER_DELETE_LOCAL", bool, self.default_delete_local
+        )
+        # Everything that can be checked without touching the disk comes first, so a bad
+        # setting leaves no folder behind.
+        self.remote: BaseStore = self._build_inner(self.inner_config("remote"))
         kind = cfg.choice("TRANSFER_EXECUTOR", EXECUTOR_CHOICES, self.default_executor)
         self.executor: Executor = make_executor(kind, self)
+        self.local: BaseStore = self._build_inner(self.inner_config("local"))
+        self.records = RecordBook(self._records_path())
         self._starting: threading.Thread | None = None
 
     # -- configuration ----------------------------------------------------------------------
@@ -244,8 +255,10 @@ class QueuedStore(BaseStore):
         """
         record = self._record(key)
         if record.state == "failed" or not record.queued:
-            record = record.moved("pending", queued=True, attempts=0)
-            self.records.write(record)
+            reopened = record.moved("pending", queued=True, attempts=0)
+            if self.records.update(record, reopened):
+                return reopened
+            return self._record(key)  # changed meanwhile: deleted, saved again or reopened
         return record
 
     def transfer_now(self, key: str) -> Outcome:
@@ -271,8 +284,10 @@ class QueuedStore(BaseStore):
                 attempts = record.attempts + 1
                 if attempts > self.retries:
                     return self._give_up(record, exc, attempts)
-                self.records.write(record.moved("pending", attempts=attempts, error=str(exc)))
-                delay = self.retry_delay * 2 ** (attempts - 1)
+                retried = record.moved("pending", attempts=attempts, error=str(exc))
+                if not self.records.update(record, retried):
+                    return self._outcome(key)  # deleted or saved again meanwhile
+                delay = retry_delay(self.retry_delay, attempts)
                 log.warning(
                     "Transfer of %r failed (%s); retry %d in %.1fs.", key, exc, attempts, delay
                 )
@@ -315,6 +330,9 @@ class QueuedStore(BaseStore):
                 ) from None
         info = stored.info
         if not self._holds_local_bytes(record, info, compare_unknown=False):
+            # The copy is this attempt's own: remove it, or the retry would find the key
+            # taken by wrong bytes and give up on a conflict.
+            self.remote.delete(record.key)
             raise TransferVerificationError(
                 f"After the upload the remote store's {record.key!r} differs from the local "
                 f"copy ({info.size} bytes, ETag {info.etag!r}; local: {record.size} bytes)."
@@ -342,14 +360,12 @@ class QueuedStore(BaseStore):
 
     def _finish(self, record: TransferRecord, info: FileInfo) -> Outcome:
         """Record the verified transfer, tell listeners, then drop the local copy if asked."""
-        current = self.records.get(record.key)
-        if current is None:
-            # Deleted while uploading: do not leave an orphan on the remote.
-            self.remote.delete(record.key)
-            return "gone"
-        if current.version != record.version:
-            return current.state  # saved again meanwhile; that save queued its own transfer
-        self.records.write(record.moved("done", error=None))
+        if not self.records.update(record, record.moved("done", error=None)):
+            outcome = self._outcome(record.key)
+            if outcome == "gone":
+                # Deleted while uploading: do not leave an orphan on the remote.
+                self.remote.delete(record.key)
+            return outcome  # or saved again meanwhile: that save queued its own transfer
         log.info("Transferred %r to the remote store.", record.key)
         file_transferred.send(self, key=record.key, info=info)
         if self.delete_local:
@@ -358,10 +374,17 @@ class QueuedStore(BaseStore):
 
     def _give_up(self, record: TransferRecord, error: Exception, attempts: int) -> Outcome:
         """Record the transfer as failed (local copy kept) and send ``transfer_failed``."""
-        self.records.write(record.moved("failed", attempts=attempts, error=str(error)))
+        failed = record.moved("failed", attempts=attempts, error=str(error))
+        if not self.records.update(record, failed):
+            return self._outcome(record.key)  # deleted or saved again meanwhile
         log.error("Transfer of %r failed after %d attempt(s): %s", record.key, attempts, error)
         transfer_failed.send(self, key=record.key, error=error, attempts=attempts)
         return "failed"
+
+    def _outcome(self, key: str) -> Outcome:
+        """The state of ``key``'s current record, ``gone`` without one."""
+        record = self.records.get(key)
+        return "gone" if record is None else record.state
 
     def reconcile(self, include_delayed: bool = False) -> list[str]:
         """Queue every pending or failed transfer again; the keys queued, oldest first.

@@ -72,6 +72,10 @@ class TransferRecord:
         """Whether nothing more will happen without someone asking (done or failed)."""
         return self.state != "pending"
 
+    def same_save(self, other: TransferRecord) -> bool:
+        """Whether ``other`` is this very record: same save of the key, same version."""
+        return (self.key, self.created, self.version) == (other.key, other.created, other.version)
+
     def moved(self, state: TransferState, **changes: Any) -> TransferRecord:
         """This record in ``state``, with ``changes`` applied and its version bumped."""
         return replace(self, state=state, version=self.version + 1, updated=_now(), **changes)
@@ -153,6 +157,21 @@ class RecordBook:
             raise
         _fsync_folder(os.path.join(self.root, folder))
         self._remove(_OPEN if folder == _DONE else _DONE, record.key)
+
+    def update(self, expected: TransferRecord, record: TransferRecord) -> bool:
+        """Store ``record`` only while ``expected`` is still the current record of its key.
+
+        A transfer that took a while must not bring back the record of a file deleted
+        meanwhile, nor overwrite the record of a file saved again under the same key.
+        ``False`` when the record changed (nothing is written). The check runs under this
+        process's lock; processes sharing the folder rely on the transfer being idempotent.
+        """
+        with self._lock:
+            current = self.get(expected.key)
+            if current is None or not current.same_save(expected):
+                return False
+            self._write(record)
+        return True
 
     def forget(self, key: str) -> bool:
         """Remove every record of ``key`` (the file was deleted); ``True`` if there was one."""
