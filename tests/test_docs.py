@@ -6,25 +6,41 @@ Samples are either doctests inside the pages (run here page by page) or files un
 
 from __future__ import annotations
 
+import ast
 import doctest
 import importlib
 import io
+import json
+import os
 import pkgutil
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
 import flask_store
 from flask_store.config import COMMON_DEFAULTS
 from flask_store.stores import SHORT_NAMES, load_provider
+from flask_store.stores.s3 import S3Store
+from flask_store.stores.s3_config import S3_DEFAULTS
+from tests.moto_server import (
+    ACCESS_KEY,
+    REGION,
+    SECRET_KEY,
+    create_bucket,
+    moto_server,
+    s3_client,
+)
+
+__all__ = ["moto_server"]  # the fixture, imported for the S3 examples' tests
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -34,7 +50,15 @@ PAGES = sorted(DOCS.glob("*.rst"))
 SPHINX_OPTIONS = ("-W", "--keep-going", "-q", "-b", "html")
 DOCTEST_FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 #: Code-block languages that are not Python and so are not run (shell sessions and the like).
-NON_PYTHON_LANGUAGES = {"console", "text", "ini", "diff", "shell-session"}
+NON_PYTHON_LANGUAGES = {
+    "console",
+    "text",
+    "ini",
+    "diff",
+    "shell-session",
+    "json",
+    "javascript",
+}
 JPEG = b"\xff\xd8\xff\xe0 fake jpeg"
 PNG = b"\x89PNG\r\n\x1a\n fake png"
 
@@ -155,6 +179,78 @@ def test_configuration_reference_lists_every_key() -> None:
     assert not missing, f"configuration.rst does not document {sorted(missing)}"
 
 
+_TABLE_ROW = re.compile(
+    r"^\s*\* - ``(STORE_[A-Z0-9_]+)``\s*\n\s*- [^\n]*\n\s*- (.*?)\n\s*- ", re.MULTILINE | re.DOTALL
+)
+#: A documented default that is prose (``<instance>/uploads``), not a Python value to compare.
+UNCHECKED = object()
+
+
+def documented_defaults(page: Path) -> dict[str, object]:
+    """``{key: default}`` from the Key / Type / Default / Meaning tables of ``page``.
+
+    A default written as one literal (````"auto"````, ````8388608```` (8 MiB)) is that Python
+    value, several literals are a list, "required" is ``None``; anything else is unchecked.
+    """
+    found: dict[str, object] = {}
+    for key, cell in _TABLE_ROW.findall(page.read_text(encoding="utf-8")):
+        if " ".join(cell.split()) == "required":
+            found[key] = None
+            continue
+        try:
+            values = [ast.literal_eval(literal) for literal in re.findall(r"``(.+?)``", cell)]
+        except (ValueError, SyntaxError):
+            values = []
+        found[key] = values[0] if len(values) == 1 else values or UNCHECKED
+    return found
+
+
+def code_defaults(provider: str | None = None) -> dict[str, list[object]]:
+    """The defaults the code applies, by ``STORE_*`` key: those of ``provider`` (a short name)
+    and every store's common ones, or, without a provider, those of any store."""
+    names = [provider] if provider else list(SHORT_NAMES)
+    found: dict[str, list[object]] = {}
+    for defaults in [COMMON_DEFAULTS, *(load_provider(name).defaults for name in names)]:
+        for key, value in defaults.items():
+            found.setdefault(f"STORE_{key}", []).append(as_documented(value))
+    return found
+
+
+def as_documented(value: object) -> object:
+    """A default as the docs write it: mappings as dicts, sequences as lists."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, (tuple, list, frozenset)):
+        return list(value)
+    return value
+
+
+@pytest.mark.parametrize(
+    ("name", "provider"), [("configuration", None), ("s3", "s3"), ("s3-gevent", "s3-gevent")]
+)
+def test_documented_defaults_are_the_code_defaults(name: str, provider: str | None) -> None:
+    documented = documented_defaults(DOCS / f"{name}.rst")
+    code = code_defaults(provider)
+    checked = 0
+    for key, default in documented.items():
+        if default is UNCHECKED or key not in code:
+            continue
+        typed = [(value, type(value)) for value in code[key]]
+        assert (default, type(default)) in typed, (
+            f"{name}.rst gives {key} the default {default!r}; the code uses {code[key]}"
+        )
+        checked += 1
+    # Enough rows were read that a table the pattern no longer matches cannot pass unseen.
+    assert checked >= {"configuration": 40, "s3": 18, "s3-gevent": 2}[name]
+
+
+def test_s3_page_documents_every_s3_setting() -> None:
+    page = (DOCS / "s3.rst").read_text(encoding="utf-8")
+    missing = {f"STORE_{key}" for key in S3_DEFAULTS} - set(re.findall(r"``(STORE_\w+)``", page))
+    assert not missing, f"s3.rst does not document {sorted(missing)}"
+    assert set(documented_defaults(DOCS / "s3.rst")) == {f"STORE_{key}" for key in S3_DEFAULTS}
+
+
 # -- the example files ------------------------------------------------------------------------
 
 EXERCISED_EXAMPLES = {
@@ -166,6 +262,9 @@ EXERCISED_EXAMPLES = {
     "depot_before",
     "depot_after",
     "depot_flask",
+    "s3_direct_upload",
+    "s3_compatible",
+    "s3_gevent_app",
 }
 
 
@@ -277,3 +376,193 @@ def test_depot_storages_and_aliases_as_settings(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "copied 1, skipped 0, failed 0" in result.output
     assert (tmp_path / "backup" / "thumbnail.png").read_bytes() == PNG
+
+
+# -- S3 examples, against a real moto server over HTTP ------------------------------------------
+
+
+def s3_settings(endpoint_url: str, bucket: str) -> dict[str, Any]:
+    """The ``STORE_S3_*`` settings that point an example app at the test's moto server."""
+    return {
+        "STORE_S3_BUCKET": bucket,
+        "STORE_S3_REGION": REGION,
+        "STORE_S3_ENDPOINT_URL": endpoint_url,
+        "STORE_S3_ACCESS_KEY": ACCESS_KEY,
+        "STORE_S3_SECRET_KEY": SECRET_KEY,
+    }
+
+
+def test_direct_upload_example_keeps_good_files_and_deletes_bad_ones(moto_server: str) -> None:
+    bucket = create_bucket(moto_server)
+    app = example("s3_direct_upload").create_app(
+        {"SECRET_KEY": "docs", "VIDEO_MAX_BYTES": 1000, **s3_settings(moto_server, bucket)}
+    )
+    client = app.test_client()
+
+    def browser_upload(data: bytes, content_type: str = "video/mp4") -> str:
+        """What the page's JavaScript does: get a form, post the file straight to the bucket."""
+        form = client.post("/uploads", json={"filename": "Holiday clip.mp4"}).json
+        assert form is not None
+        # moto does not enforce POST policies, like some S3-compatible servers: a browser
+        # can send another type than the one signed, and confirm_upload must catch it.
+        fields = {**form["fields"], "Content-Type": content_type}
+        file = {"file": ("Holiday clip.mp4", data, content_type)}
+        sent = requests.post(form["url"], data=fields, files=file, timeout=60)
+        assert sent.status_code in (200, 201, 204), sent.text
+        key: str = form["key"]
+        assert re.fullmatch(r"Holiday_clip_[\w-]{8}\.mp4", key)
+        return key
+
+    def confirm(key: str) -> Any:
+        return client.post("/uploads/confirm", json={"key": key})
+
+    video = b"\x00\x00\x00\x18ftypmp42" + b"v" * 500
+    key = browser_upload(video)
+    confirmed = confirm(key)
+    assert confirmed.status_code == 201, confirmed.text
+    assert confirmed.json == {"name": key, "size": len(video), "url": f"/flaskstore/{key}"}
+    stored = s3_client(moto_server).get_object(Bucket=bucket, Key=f"videos/{key}")
+    assert stored["Body"].read() == video
+    assert (
+        client.get(f"/flaskstore/{key}")
+        .headers["Location"]
+        .startswith(f"{moto_server}/{bucket}/videos/{key}")
+    )
+    assert confirm(key).status_code == 404  # a key is confirmed once
+
+    too_big = browser_upload(b"v" * 1001)
+    refused = confirm(too_big)
+    assert refused.status_code == 400
+    assert "1001 bytes, more than the 1000 allowed" in refused.json["error"]
+    wrong_type = browser_upload(b"<script>alert(1)</script>", "text/html")
+    assert "not 'video/mp4'" in confirm(wrong_type).json["error"]
+
+    never_sent = client.post("/uploads", json={"filename": "x.mp4"}).json["key"]
+    assert confirm(never_sent).json == {"error": "Nothing was uploaded."}
+    assert confirm("someone-elses.mp4").status_code == 404
+
+    listed = s3_client(moto_server).list_objects_v2(Bucket=bucket).get("Contents", [])
+    assert [item["Key"] for item in listed] == [f"videos/{key}"]  # the refused ones are gone
+
+
+def test_s3_compatible_example_sends_no_checksums_and_no_conditions(moto_server: str) -> None:
+    module = example("s3_compatible")
+    bucket = create_bucket(moto_server)
+    app = module.create_app(s3_settings(moto_server, bucket))
+    with app.app_context():
+        provider = module.store.Provider()
+    sent: list[dict[str, str]] = []
+    provider.client.meta.events.register(
+        "before-send.s3.PutObject", lambda request, **_: sent.append(dict(request.headers))
+    )
+    first = provider.save(b"one", name="a.txt")
+    second = provider.save(b"two", name="a.txt")  # the checked rename still renames
+    assert first.name == "a.txt"
+    assert re.fullmatch(r"a_[\w-]{8}\.txt", second.name)
+    assert first.absolute_url() == f"{moto_server}/{bucket}/a.txt"  # path style
+    assert requests.get(first.absolute_url(expires=60), timeout=60).content == b"one"
+    assert len(sent) == 2
+    for headers in sent:
+        names = {name.lower() for name in headers}
+        assert "if-none-match" not in names
+        assert not any(name.startswith("x-amz-checksum-") for name in names), names
+
+    # With the defaults both are sent: the example's settings are what turned them off.
+    aws_like = S3Store(
+        **{k[len("STORE_") :].lower(): v for k, v in s3_settings(moto_server, bucket).items()}
+    )
+    aws_like.client.meta.events.register(
+        "before-send.s3.PutObject", lambda request, **_: sent.append(dict(request.headers))
+    )
+    aws_like.save(b"three", name="b.txt")
+    names = {name.lower() for name in sent[-1]}
+    assert "if-none-match" in names
+    assert any(name.startswith("x-amz-checksum-") for name in names), names
+
+
+def run_gevent_example(settings: dict[str, Any], *script: str, cwd: Path) -> Any:
+    """Run ``script`` after the example's app is made with ``settings``; its JSON output.
+
+    The example patches the standard library on import, as its reader's app would, so it
+    runs in a child process, never in the one running the tests.
+    """
+    child = "\n".join(
+        [
+            "import sys",
+            "import s3_gevent_app  # it patches the standard library first",
+            "import io, json",
+            "app = s3_gevent_app.create_app(json.loads(sys.argv[1]))",
+            "client = app.test_client()",
+            *script,
+        ]
+    )
+    environment = {**os.environ, "PYTHONPATH": str(EXAMPLES)}
+    result = subprocess.run(
+        [sys.executable, "-c", child, json.dumps(settings)],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_gevent_example_uploads_in_greenlets_and_the_cli_finishes_the_rest(
+    moto_server: str, tmp_path: Path
+) -> None:
+    bucket = create_bucket(moto_server)
+    settings = {**s3_settings(moto_server, bucket), "STORE_STAGING_PATH": str(tmp_path / "stage")}
+    report = run_gevent_example(
+        settings,
+        'url = client.post("/upload", data={"afile": (io.BytesIO(b"hi"), "hello.txt")}).text',
+        "with app.app_context():",
+        "    store = s3_gevent_app.store.Provider()",
+        "    joined = store.join(60)",
+        "    state = store.state('hello.txt')",
+        "    executor = type(store.executor).__name__",
+        "served = client.get(url)",
+        "print(json.dumps([url, joined, state, executor, served.status_code,"
+        " served.headers.get('Location')]))",
+        cwd=tmp_path,
+    )
+    assert report == [
+        "/flaskstore/hello.txt",
+        True,
+        "done",
+        "GeventExecutor",
+        302,
+        f"{moto_server}/{bucket}/uploads/hello.txt",
+    ]
+    s3 = s3_client(moto_server)
+    assert s3.get_object(Bucket=bucket, Key="uploads/hello.txt")["Body"].read() == b"hi"
+    assert not (tmp_path / "stage" / "hello.txt").exists()  # the staged copy is gone
+
+    # A process that ends before its uploads (here: delayed) leaves them pending on disk...
+    delayed = {**settings, "STORE_TRANSFER_DELAYED": True}
+    report = run_gevent_example(
+        delayed,
+        'url = client.post("/upload", data={"afile": (io.BytesIO(b"later"), "later.txt")}).text',
+        "with app.app_context():",
+        "    state = s3_gevent_app.store.Provider().state('later.txt')",
+        "print(json.dumps([url, state, client.get(url).data.decode()]))",
+        cwd=tmp_path,
+    )
+    assert report == ["/flaskstore/later.txt", "pending", "later"]  # served from staging
+    # ...and the command the page shows uploads them, in a process the app module patched.
+    app = f"s3_gevent_app:create_app({settings!r})"
+    flask = str(Path(sys.executable).with_name("flask"))
+    result = subprocess.run(
+        [flask, "--app", app, "store", "transfer", "--pending"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(EXAMPLES)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "transferred 1, failed 0" in result.stdout
+    assert s3.get_object(Bucket=bucket, Key="uploads/later.txt")["Body"].read() == b"later"
