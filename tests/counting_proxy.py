@@ -168,6 +168,10 @@ def split_path(path: str) -> tuple[str, str, str]:
     return unquote(bucket), unquote(key), parts.query
 
 
+#: What :meth:`_Handler._read_body` returns for a body cut short.
+_INCOMPLETE = b"<incomplete>"
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     _upstream: http.client.HTTPConnection | None = None
@@ -185,6 +189,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         body = self._read_body()
+        if body is _INCOMPLETE:
+            self.close_connection = True  # the client went away mid-body: S3 would drop it
+            return
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
         if body is not None:
             headers["Content-Length"] = str(len(body))
@@ -212,15 +219,23 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             chunks = []
             while True:
-                size = int(self.rfile.readline().split(b";")[0], 16)
+                line = self.rfile.readline()
+                if not line:
+                    return _INCOMPLETE
+                size = int(line.split(b";")[0], 16)
                 chunk = self.rfile.read(size + 2)[:size]
+                if len(chunk) != size:
+                    return _INCOMPLETE
                 if size == 0:
                     while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass  # trailers
                     return b"".join(chunks)
                 chunks.append(chunk)
         length = self.headers.get("Content-Length")
-        return self.rfile.read(int(length)) if length is not None else None
+        if length is None:
+            return None
+        body = self.rfile.read(int(length))
+        return body if len(body) == int(length) else _INCOMPLETE
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._upstream is None:

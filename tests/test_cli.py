@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pty
 import subprocess
 import sys
 import textwrap
@@ -147,7 +148,9 @@ def test_usage_errors_exit_2_with_one_line(
     assert "Traceback" not in result.output
 
 
-def test_real_flask_process(tmp_path: Path) -> None:
+def write_copy_app(tmp_path: Path, files: int = 1) -> None:
+    """``cliapp.py`` in ``tmp_path``: a local default store holding ``files`` files, and
+    another local store called ``copy``."""
     (tmp_path / "cliapp.py").write_text(
         textwrap.dedent(
             f"""
@@ -162,8 +165,15 @@ def test_real_flask_process(tmp_path: Path) -> None:
             """
         )
     )
-    (tmp_path / "instance" / "uploads").mkdir(parents=True)
-    (tmp_path / "instance" / "uploads" / "hello.txt").write_bytes(b"hello")
+    uploads = tmp_path / "instance" / "uploads"
+    uploads.mkdir(parents=True)
+    (uploads / "hello.txt").write_bytes(b"hello")
+    for n in range(1, files):
+        (uploads / f"more-{n}.txt").write_bytes(b"more" * n)
+
+
+def test_real_flask_process(tmp_path: Path) -> None:
+    write_copy_app(tmp_path)
     env = {**os.environ, "FLASK_APP": "cliapp"}
 
     def flask(*args: str) -> subprocess.CompletedProcess[str]:
@@ -179,8 +189,39 @@ def test_real_flask_process(tmp_path: Path) -> None:
 
     synced = flask("sync", "default", "copy")
     assert synced.returncode == 0, synced.stderr
-    assert "copied hello.txt" in synced.stdout
+    assert synced.stdout == "copied hello.txt\ncopied 1, skipped 0, failed 0\n"
     assert (tmp_path / "instance" / "copy" / "hello.txt").read_bytes() == b"hello"
     missing = flask("ls", "nowhere")
     assert missing.returncode == 2
     assert missing.stderr.strip() == ("Error: No store is called 'nowhere'; known: copy, default.")
+
+
+def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    """On a terminal sync draws a progress bar instead of a line per file."""
+    write_copy_app(tmp_path, files=5)
+    terminal, child_side = pty.openpty()
+    flask = str(Path(sys.executable).with_name("flask"))
+    process = subprocess.Popen(
+        [flask, "--app", "cliapp", "store", "sync", "default", "copy"],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=child_side,
+        stderr=subprocess.PIPE,
+    )
+    os.close(child_side)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(terminal)
+    assert process.wait(timeout=60) == 0
+    text = shown.decode()
+    assert "Syncing" in text and "100%" in text
+    assert "copied hello.txt" not in text
+    assert text.rstrip().endswith("copied 5, skipped 0, failed 0")
+    assert len(list((tmp_path / "instance" / "copy").iterdir())) == 5
