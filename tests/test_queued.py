@@ -19,8 +19,10 @@ from flask_store.exceptions import (
     TransferConflictError,
 )
 from flask_store.stores.queued import QueuedStore
+from flask_store.transfer.queued import retry_delay
+from flask_store.transfer.records import TransferRecord
 from flask_store.transfer.signals import file_saved, file_transferred, transfer_failed
-from tests.queued_remotes import BlockingStore, FlakyStore, LinkedMemoryStore
+from tests.queued_remotes import BlockingStore, CorruptingStore, FlakyStore, LinkedMemoryStore
 
 JOIN = 30  # seconds: only a safety net against a hung test, never a measurement
 
@@ -139,6 +141,63 @@ def test_retries_until_the_remote_comes_back(tmp_path: Path) -> None:
     assert store.state("a.txt") == "done"
     record = store.records.get("a.txt")
     assert record is not None and record.attempts == 2
+
+
+def test_retries_back_off_exponentially() -> None:
+    assert [retry_delay(2.0, attempt) for attempt in (1, 2, 3, 4)] == [2.0, 4.0, 8.0, 16.0]
+    assert retry_delay(0, 5) == 0
+
+
+def test_deleting_a_file_while_its_transfer_fails_ends_the_transfer(
+    tmp_path: Path, signals: dict[str, list[dict[str, Any]]]
+) -> None:
+    stores: list[QueuedStore] = []
+    attempts: list[str] = []
+    remote = {
+        "PROVIDER": FlakyStore,
+        "FAIL_TIMES": 10**6,
+        "ATTEMPTS": attempts,
+        "ON_FAILURE": lambda name: stores[0].delete(name),  # the user deletes it meanwhile
+    }
+    store = make_store(tmp_path, remote, transfer_delayed=True, transfer_retries=3)
+    stores.append(store)
+    store.save(b"x", name="a.txt")
+
+    assert store.transfer_now("a.txt") == "gone"
+    assert attempts == ["a.txt"]  # no retry of a file that no longer exists
+    assert list(store.records) == []  # and no record brought back to reserve its name
+    assert signals["failed"] == []
+    assert not store.exists("a.txt")
+
+
+def test_a_record_saved_again_is_not_updated_by_a_stale_transfer(tmp_path: Path) -> None:
+    store = make_store(tmp_path, transfer_delayed=True)
+    store.save(b"old", name="a.txt")
+    stale = store.records.get("a.txt")
+    assert stale is not None
+    store.delete("a.txt")
+    store.save(b"new", name="a.txt")  # the same key and version number, another save
+    fresh = store.records.get("a.txt")
+    assert fresh is not None and fresh.version == stale.version
+
+    assert not store.records.update(stale, stale.moved("done"))
+    assert store.records.get("a.txt") == fresh
+    assert store.records.update(fresh, fresh.moved("failed"))
+    current = store.records.get("a.txt")
+    assert isinstance(current, TransferRecord) and current.state == "failed"
+
+
+def test_a_corrupted_upload_is_removed_and_sent_again(
+    tmp_path: Path, signals: dict[str, list[dict[str, Any]]]
+) -> None:
+    store = make_store(tmp_path, {"PROVIDER": CorruptingStore, "CORRUPT_TIMES": 1})
+    store.save(b"0123456789", name="a.bin")
+    assert store.join(JOIN)
+    assert store.state("a.bin") == "done"
+    assert store.remote.read("a.bin") == b"0123456789"
+    record = store.records.get("a.bin")
+    assert record is not None and record.attempts == 1
+    assert signals["failed"] == []
 
 
 def test_same_bytes_already_on_the_remote_count_as_done(tmp_path: Path) -> None:

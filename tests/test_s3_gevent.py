@@ -11,6 +11,7 @@ import io
 import json
 import os
 import pickle
+import selectors
 import signal
 import subprocess
 import sys
@@ -140,7 +141,11 @@ def test_large_files_are_uploaded_in_parts_from_the_calling_thread(moto_server: 
         ("S3_REGION", {}, "STORE_S3_REGION"),
         (None, {"STORE_S3_BUCKET": "a/b"}, "STORE_S3_BUCKET"),
         (None, {"STORE_S3_ACL": "open"}, "STORE_S3_ACL"),
-        (None, {"STORE_STAGING_PATH": 3, "STORE_TRANSFER_EXECUTOR": "thread"}, "STAGING_PATH"),
+        (
+            None,
+            {"STORE_STAGING_PATH": 3, "STORE_TRANSFER_EXECUTOR": "thread"},
+            "STORE_STAGING_PATH",
+        ),
         (None, {"STORE_TRANSFER_RETRIES": -1}, "STORE_TRANSFER_RETRIES"),
         # Good settings, but this process is not monkey-patched: gevent cannot run here.
         (None, {}, "STORE_TRANSFER_EXECUTOR"),
@@ -265,6 +270,38 @@ with app.app_context():
 """
 
 
+def read_line(child: subprocess.Popen[str], timeout: float) -> str:
+    """The child's next line of output, or ``""`` when none comes within ``timeout`` seconds."""
+    assert child.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(child.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            return ""
+    return child.stdout.readline()
+
+
+def run_against_frozen_server(server: MotoServer, *args: str) -> tuple[str, str, str]:
+    """Run the frozen-remote app while ``server`` is stopped (SIGSTOP) until the app has
+    printed its first report, then resume the server: both reports and stderr."""
+    command = [sys.executable, "-c", textwrap.dedent(FROZEN_REMOTE_APP), *args]
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        child = subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        first = read_line(child, SAFETY_NET)
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+    try:
+        rest, errors = child.communicate(timeout=SAFETY_NET)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, errors
+    return first, rest, errors
+
+
 def test_requests_return_while_greenlets_upload_to_a_frozen_server(tmp_path: Path) -> None:
     server = MotoServer()  # its own server: this test freezes it
     try:
@@ -277,30 +314,12 @@ def test_requests_return_while_greenlets_upload_to_a_frozen_server(tmp_path: Pat
             S3_MULTIPART_THRESHOLD=5 * MIB,
             S3_MULTIPART_CHUNKSIZE=5 * MIB,
         )
-        os.kill(server.process.pid, signal.SIGSTOP)
-        try:
-            child = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    textwrap.dedent(FROZEN_REMOTE_APP),
-                    str(tmp_path),
-                    json.dumps(settings),
-                    json.dumps(sizes),
-                ],
-                cwd=ROOT,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            assert child.stdout is not None
-            frozen = json.loads(child.stdout.readline() or "null")
-        finally:
-            os.kill(server.process.pid, signal.SIGCONT)
-        output, errors = child.communicate(timeout=SAFETY_NET)
-        assert child.returncode == 0, errors
-        assert frozen is not None, errors
-        done = json.loads(output.strip().splitlines()[-1])
+        first, rest, errors = run_against_frozen_server(
+            server, str(tmp_path), json.dumps(settings), json.dumps(sizes)
+        )
+        assert first, errors
+        frozen = json.loads(first)
+        done = json.loads(rest.strip().splitlines()[-1])
 
         names = [f"f{i}.bin" for i in range(len(sizes))]
         # While the server was frozen: every request answered, every upload under way.
@@ -318,7 +337,8 @@ def test_requests_return_while_greenlets_upload_to_a_frozen_server(tmp_path: Pat
         client = s3_client(server.url)
         assert bucket_contents(client, bucket, "uploads") == names
         for number, (name, size) in enumerate(zip(names, sizes, strict=True)):
-            assert object_bytes(server.url, bucket, f"uploads/{name}") == payload(number, size)
+            body = client.get_object(Bucket=bucket, Key=f"uploads/{name}")["Body"]
+            assert body.read() == payload(number, size)
     finally:
         server.stop()
 

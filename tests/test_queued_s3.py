@@ -1,0 +1,207 @@
+"""QueuedStore with S3 as the remote: a real moto server over HTTP, faults and crashes included.
+
+- A process killed (SIGKILL) in the middle of its transfers loses nothing, and the reconciler
+  never stores a file twice: an upload that reached S3 before its record said so is found
+  there (the conditional write refuses it, the bytes match) instead of being renamed.
+- A bucket that does not exist yet makes every attempt fail for real: retries, then
+  ``transfer_failed``, the local copy kept; once the bucket exists, the reconciler finishes.
+- An RQ worker process uploads to S3 from jobs on a real Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+from typing import Any
+
+from flask_store.exceptions import BucketNotFoundError
+from flask_store.stores.queued import QueuedStore
+from flask_store.stores.s3 import S3Store
+from tests.moto_server import bucket_contents, create_bucket, moto_server, s3_client
+from tests.queued_remotes import s3_settings
+from tests.redis_server import redis_url
+from tests.test_queued import JOIN, signals
+from tests.test_queued_crash import CHILD, FILES, FROZEN_AFTER, ROOT, payload, wait_for
+from tests.test_rq_transfer import rq_settings, run_burst_worker
+
+__all__ = ["moto_server", "redis_url", "signals"]  # fixtures, imported for the tests below
+
+PREFIX = "uploads"
+
+
+def s3_remote(endpoint_url: str, bucket: str, **more: Any) -> dict[str, Any]:
+    """``QUEUED_REMOTE`` for the moto server's ``bucket``, files below ``uploads/``."""
+    return {"PROVIDER": "s3", **s3_settings(endpoint_url, bucket, PREFIX), **more}
+
+
+def queued_on_s3(tmp_path: Path, remote: dict[str, Any], **settings: Any) -> QueuedStore:
+    return QueuedStore(
+        queued_local={"PROVIDER": "local", "PATH": str(tmp_path / "local")},
+        queued_remote=remote,
+        transfer_retry_delay=0,
+        **settings,
+    )
+
+
+class Bucket:
+    """A bucket of the moto server, seen from outside the store under test."""
+
+    def __init__(self, endpoint_url: str, name: str | None = None) -> None:
+        self.name = name or f"later-{uuid.uuid4().hex[:12]}"
+        self.endpoint_url = endpoint_url
+        self.client = s3_client(endpoint_url)
+
+    def create(self) -> Bucket:
+        create_bucket(self.endpoint_url, self.name)
+        return self
+
+    def listed(self) -> list[str]:
+        """Every object and unfinished upload (keys outside ``uploads/`` start with /)."""
+        return bucket_contents(self.client, self.name, PREFIX)
+
+    def read(self, key: str) -> bytes:
+        response = self.client.get_object(Bucket=self.name, Key=f"{PREFIX}/{key}")
+        data: bytes = response["Body"].read()
+        return data
+
+
+def s3_remote_of(store: QueuedStore) -> S3Store:
+    remote = store.remote
+    assert isinstance(remote, S3Store)
+    return remote
+
+
+def test_sigkill_mid_transfer_then_reconcile_stores_each_file_once(
+    tmp_path: Path, moto_server: str
+) -> None:
+    bucket = Bucket(moto_server).create()
+    remote = s3_remote(
+        moto_server,
+        bucket.name,
+        PROVIDER="tests.queued_remotes.GatedS3Store",
+        HOLD=str(tmp_path / "hold"),
+        BLOCKED=str(tmp_path / "blocked"),
+        OPEN_WRITES=FROZEN_AFTER,
+    )
+    settings = {
+        "queued_local": {"PROVIDER": "local", "PATH": str(tmp_path / "local")},
+        "queued_remote": remote,
+        "transfer_retry_delay": 0,
+        "transfer_workers": 4,
+    }
+    (tmp_path / "hold").touch()
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(CHILD), json.dumps(settings)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        saved = json.loads(child.stdout.readline() or "null")
+        assert saved == [f"file-{i:02d}.bin" for i in range(FILES)], child.stderr
+        wait_for(tmp_path / "blocked", child)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+    restarted = QueuedStore(**settings)
+    on_s3 = bucket.listed()
+    done = [name for name in saved if restarted.state(name) == "done"]
+    # Killed in the middle: some files across, and at least one that reached S3 without
+    # its record saying so (the process froze between the two).
+    assert FROZEN_AFTER <= len(on_s3) < FILES
+    assert set(done) < set(on_s3) <= set(saved)
+    os.unlink(tmp_path / "hold")
+
+    unfinished = restarted.reconcile()
+    assert set(unfinished) == set(saved) - set(done)
+    assert restarted.join(JOIN)
+
+    assert bucket.listed() == saved  # none lost, none under another key, no upload left open
+    for number, key in enumerate(saved):
+        assert bucket.read(key) == payload(number)
+        assert restarted.state(key) == "done"
+
+
+def test_a_missing_bucket_is_retried_then_failed_then_reconciled(
+    tmp_path: Path, moto_server: str, signals: dict[str, list[dict[str, Any]]]
+) -> None:
+    bucket = Bucket(moto_server)  # not created yet
+    store = queued_on_s3(tmp_path, s3_remote(moto_server, bucket.name), transfer_retries=2)
+    sent: list[str] = []
+    s3_remote_of(store).client.meta.events.register(
+        "before-send.s3.PutObject", lambda **_: sent.append("PUT")
+    )
+    store.save(b"precious", name="doc.pdf")
+    assert store.join(JOIN)
+
+    assert sent == ["PUT"] * 3  # the first try and two retries, each refused by the server
+    assert store.state("doc.pdf") == "failed"
+    assert [(s["key"], s["attempts"]) for s in signals["failed"]] == [("doc.pdf", 3)]
+    assert isinstance(signals["failed"][0]["error"], BucketNotFoundError)
+    assert (tmp_path / "local" / "doc.pdf").read_bytes() == b"precious"
+    assert store.read("doc.pdf") == b"precious"  # still readable, from the local copy
+    assert signals["transferred"] == []
+
+    bucket.create()
+    assert store.reconcile() == ["doc.pdf"]
+    assert store.join(JOIN)
+    assert store.state("doc.pdf") == "done"
+    assert bucket.listed() == ["doc.pdf"]
+    assert bucket.read("doc.pdf") == b"precious"
+    assert [s["key"] for s in signals["transferred"]] == ["doc.pdf"]
+    assert store.read("doc.pdf") == b"precious"  # now from S3
+
+
+def test_retries_succeed_once_the_bucket_appears(
+    tmp_path: Path, moto_server: str, signals: dict[str, list[dict[str, Any]]]
+) -> None:
+    bucket = Bucket(moto_server)  # created before the third attempt
+    store = queued_on_s3(tmp_path, s3_remote(moto_server, bucket.name), transfer_retries=5)
+    sent: list[str] = []
+
+    def third_time_lucky(**_: Any) -> None:
+        sent.append("PUT")
+        if len(sent) == 3:
+            bucket.create()
+
+    s3_remote_of(store).client.meta.events.register("before-send.s3.PutObject", third_time_lucky)
+    store.save(b"abc", name="a.txt")
+    assert store.join(JOIN)
+
+    assert len(sent) == 3
+    assert store.state("a.txt") == "done"
+    record = store.records.get("a.txt")
+    assert record is not None and record.attempts == 2
+    assert signals["failed"] == []
+    assert bucket.listed() == ["a.txt"]
+    assert bucket.read("a.txt") == b"abc"
+
+
+def test_an_rq_worker_uploads_to_s3(tmp_path: Path, redis_url: str, moto_server: str) -> None:
+    bucket = Bucket(moto_server).create()
+    remote = s3_remote(moto_server, bucket.name)
+    store = QueuedStore(**rq_settings(tmp_path, redis_url, "s3", remote))
+    names = [store.save(payload(i), name=f"f{i}.bin").name for i in range(3)]
+    # No worker yet: the saves returned, the jobs wait in Redis, nothing reached S3.
+    assert bucket.listed() == []
+    assert not store.join(timeout=0)
+    assert store.read("f1.bin") == payload(1)
+
+    run_burst_worker(redis_url, "s3", tmp_path / "worker.log")
+
+    assert store.join(timeout=JOIN)
+    assert bucket.listed() == names
+    for number, name in enumerate(names):
+        assert bucket.read(name) == payload(number)
+        assert store.state(name) == "done"
+    assert store.read("f2.bin") == payload(2)  # from S3 now
