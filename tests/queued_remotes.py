@@ -54,6 +54,23 @@ class FlakyStore(MemoryStore):
         return super()._write(chunks, keys, meta, overwrite)
 
 
+class InterruptedStore(MemoryStore):
+    """Calls ``INTERRUPT`` (a callable from the test) with the filename before its first
+    write: whatever another worker does meanwhile, e.g. the same transfer, start to end."""
+
+    def __init__(self, config: Any = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self.interrupt: Callable[[str], object] | None = self.config.required("INTERRUPT")
+
+    def _write(
+        self, chunks: Iterator[bytes], keys: Iterator[str], meta: FileMeta, overwrite: bool
+    ) -> FileInfo:
+        interrupt, self.interrupt = self.interrupt, None
+        if interrupt is not None:
+            interrupt(meta.filename)
+        return super()._write(chunks, keys, meta, overwrite)
+
+
 class CorruptingStore(MemoryStore):
     """Keeps only the first half of the bytes for the first ``CORRUPT_TIMES`` writes (a
     remote that acknowledged a broken upload), then stores them whole."""

@@ -22,7 +22,13 @@ from flask_store.stores.queued import QueuedStore
 from flask_store.transfer.queued import retry_delay
 from flask_store.transfer.records import TransferRecord
 from flask_store.transfer.signals import file_saved, file_transferred, transfer_failed
-from tests.queued_remotes import BlockingStore, CorruptingStore, FlakyStore, LinkedMemoryStore
+from tests.queued_remotes import (
+    BlockingStore,
+    CorruptingStore,
+    FlakyStore,
+    InterruptedStore,
+    LinkedMemoryStore,
+)
 
 JOIN = 30  # seconds: only a safety net against a hung test, never a measurement
 
@@ -168,6 +174,28 @@ def test_deleting_a_file_while_its_transfer_fails_ends_the_transfer(
     assert list(store.records) == []  # and no record brought back to reserve its name
     assert signals["failed"] == []
     assert not store.exists("a.txt")
+
+
+def test_a_transfer_that_loses_a_race_never_undoes_the_winner(tmp_path: Path) -> None:
+    """Two workers transfer the same file (start-up reconcile, duplicate jobs); the local
+    copy leaves when the first one finishes. The second then finds the key taken and its
+    local copy gone: that must not turn the finished transfer into a failed one."""
+    stores: list[QueuedStore] = []
+    outcomes: list[str] = []
+    remote = {
+        "PROVIDER": InterruptedStore,
+        "INTERRUPT": lambda name: outcomes.append(stores[0].transfer_now(name)),
+    }
+    store = make_store(tmp_path, remote, transfer_delayed=True, transfer_delete_local=True)
+    stores.append(store)
+    store.save(b"x", name="a.txt")
+
+    outcomes.append(store.transfer_now("a.txt"))
+
+    assert outcomes == ["done", "done"]  # the other worker's, then this one's
+    assert store.state("a.txt") == "done"
+    assert not (tmp_path / "local" / "a.txt").exists()
+    assert store.read("a.txt") == b"x"  # from the remote, where the record points
 
 
 def test_a_record_saved_again_is_not_updated_by_a_stale_transfer(tmp_path: Path) -> None:
