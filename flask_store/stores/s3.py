@@ -234,8 +234,9 @@ class S3Store(BaseStore):
     def open_range(self, key: str, start: int, stop: int) -> BinaryIO:
         """A ranged GET: only bytes ``start`` to ``stop - 1`` of ``key`` cross the network.
 
-        A gzip-encoded object (``STORE_S3_GZIP_TYPES``) holds other bytes than it serves, so
-        S3 cannot cut its range: it is read whole, unzipped, up to ``start``.
+        A gzip-encoded object (``STORE_S3_GZIP_TYPES``) holds fewer bytes than it serves, so
+        S3 cannot cut its range (S3 answers with compressed bytes, or refuses a range beyond
+        their end): it is read whole instead, unzipped, up to ``start``.
 
         :raises InvalidArgumentError: for an empty or negative range.
         """
@@ -243,9 +244,14 @@ class S3Store(BaseStore):
             raise InvalidArgumentError(f"The byte range {start}-{stop} is empty or negative.")
         object_key = self.object_key(key)
         with self._errors("open", key):
-            response = self.client.get_object(
-                Bucket=self.bucket, Key=object_key, Range=f"bytes={start}-{stop - 1}"
-            )
+            try:
+                response = self.client.get_object(
+                    Bucket=self.bucket, Key=object_key, Range=f"bytes={start}-{stop - 1}"
+                )
+            except ClientError as exc:
+                if error_code(exc) != "InvalidRange":
+                    raise
+                return super().open_range(key, start, stop)
         body = cast(BinaryIO, response["Body"])
         if response.get("ContentEncoding") != "gzip":
             return body

@@ -38,7 +38,7 @@ from ..exceptions import (
     StoreAccessDeniedError,
     StoreUnavailableError,
 )
-from .s3_config import MAX_POOL_CONNECTIONS, S3Settings
+from .s3_config import CONNECT_TIMEOUT, MAX_POOL_CONNECTIONS, S3Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -89,6 +89,7 @@ def make_client(settings: S3Settings) -> S3Client:
         request_checksum_calculation=settings.checksum_calculation,
         response_checksum_validation=settings.checksum_validation,
         max_pool_connections=MAX_POOL_CONNECTIONS,
+        connect_timeout=CONNECT_TIMEOUT,
         retries={"mode": "standard"},
         user_agent_extra="flask-store",
     )

@@ -25,6 +25,9 @@ MIN_PART_SIZE = 5 * MIB
 MAX_URL_EXPIRES = 7 * 24 * 3600
 #: Connections kept open to the endpoint; enough for many threads saving at once.
 MAX_POOL_CONNECTIONS = 50
+#: Seconds to wait for a TCP connection to the endpoint. botocore waits 60 by default, which
+#: with its three attempts keeps a request hanging for minutes when a host drops packets.
+CONNECT_TIMEOUT = 10
 
 ChecksumMode = Literal["when_supported", "when_required"]
 ServeMode = Literal["redirect", "proxy"]
