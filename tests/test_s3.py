@@ -489,6 +489,7 @@ def test_gzip_types_are_stored_compressed_and_read_back_whole(moto_server: str) 
 def test_threads_saving_one_name_all_get_their_own_key(store: S3Store) -> None:
     count = 8
     start = threading.Barrier(count)
+    puts = calls_to(store, "PutObject")
     results: dict[int, str] = {}
     errors: list[BaseException] = []
 
@@ -506,6 +507,8 @@ def test_threads_saving_one_name_all_get_their_own_key(store: S3Store) -> None:
         thread.join()
     assert not errors, errors[0]
     assert len(set(results.values())) == count
+    # Each thread tried "a.jpg" with If-None-Match first; all but one were refused by S3.
+    assert len(puts) == 2 * count - 1
     assert sorted(stored(store)) == sorted(results.values())
     for n, key in results.items():
         assert store.read(key) == b"from thread %d" % n
@@ -563,6 +566,7 @@ def test_seekable_uploads_are_sent_as_they_are(
     spy = SeekableSpy(b"x" * (3 * MIB))
     store.save(spy, name="a.bin")
     assert spooled == []
+    assert spy.largest_read <= MIB  # streamed to S3 in chunks, not read whole
     store.save(io.BufferedReader(io.BytesIO(b"y")), name="b.bin")
     assert spooled == []  # a BufferedReader over BytesIO can seek too
     store.save(pipe(b"z" * 10), name="c.bin")
