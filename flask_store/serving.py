@@ -9,6 +9,7 @@ does not exist or would leave the store (404 either way, so probing reveals noth
 from __future__ import annotations
 
 import io
+import re
 from typing import BinaryIO, cast
 from urllib.parse import quote
 
@@ -44,10 +45,15 @@ def is_active_content(content_type: str) -> bool:
     return base in ACTIVE_CONTENT_TYPES or base.endswith("+xml")
 
 
+# What a quoted filename cannot hold as it is: control characters (a CR or LF would end the
+# header and start another one), the quote and the backslash.
+_UNQUOTABLE = re.compile(r'[\x00-\x1f\x7f"\\]')
+
+
 def content_disposition(disposition: str, filename: str) -> str:
     """A ``Content-Disposition`` value with an ASCII fallback and an RFC 5987 UTF-8 name."""
     ascii_name = filename.encode("ascii", "replace").decode("ascii").replace("?", "_")
-    ascii_name = ascii_name.replace("\\", "_").replace('"', "_")
+    ascii_name = _UNQUOTABLE.sub("_", ascii_name)
     value = f'{disposition}; filename="{ascii_name}"'
     if ascii_name != filename:
         value += f"; filename*=UTF-8''{quote(filename, safe='')}"

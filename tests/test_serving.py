@@ -150,6 +150,17 @@ def test_unicode_filename_uses_rfc5987(client: FlaskClient, provider: BaseStore)
     assert disposition.isascii()
 
 
+def test_control_characters_in_a_filename_cannot_add_headers(
+    client: FlaskClient, provider: BaseStore
+) -> None:
+    saved = provider.save(b"x", name="a\r\nSet-Cookie: evil=1\x00.txt")
+    response = client.get(saved.relative_url())
+    assert "Set-Cookie" not in response.headers
+    disposition = response.headers["Content-Disposition"]
+    assert disposition.startswith('inline; filename="a__Set-Cookie: evil=1_.txt"; filename*=')
+    assert "%0D%0ASet-Cookie" in disposition
+
+
 def test_cache_max_age(tmp_path: Path) -> None:
     app = Flask(__name__, instance_path=str(tmp_path))
     app.config.update(STORE_PROVIDER="memory", STORE_CACHE_MAX_AGE=3600)
