@@ -93,7 +93,7 @@ def served(app: Flask, url: str) -> bytes:
     if response.status_code == 302:
         return fetch(response.headers["Location"])
     assert response.status_code == 200, (url, response.status_code)
-    return response.data
+    return response.get_data()
 
 
 def test_each_store_keeps_its_backend_route_and_path(
