@@ -44,6 +44,12 @@ TEMP_PREFIX = ".upload-"
 #: Werkzeug keeps file parts up to this size in memory (``default_stream_factory``); a
 #: request no larger than this cannot hold a larger part, so it is left to Werkzeug.
 IN_MEMORY_LIMIT = 500 * 1024
+#: Write buffer of a spool file. Werkzeug's parser hands over pieces of odd sizes (a part is
+#: cut wherever a boundary might start), so with the default 8 KiB buffer every write lands
+#: at an odd offset and the page cache keeps the file in small folios: the stored file is
+#: then slower to read and to send than one copied in whole blocks. Writing in mebibytes
+#: keeps it in large folios and makes 16 times fewer system calls, for 1 MiB per upload.
+WRITE_BUFFER = 1024 * 1024
 
 
 class SpoolFile(io.BufferedRandom):
@@ -65,7 +71,7 @@ class SpoolFile(io.BufferedRandom):
             os.close(fd)
             _unlink_quietly(path)
             raise
-        super().__init__(raw)
+        super().__init__(raw, buffer_size=WRITE_BUFFER)
         # The name is private to this object: only move_to() hands it over, exactly once.
         self._path: str | None = path
         self._saved = False

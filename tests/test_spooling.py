@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import io
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from werkzeug.datastructures import FileStorage
 
 from flask_store import Store
 from flask_store.exceptions import FileExistsInStoreError
-from flask_store.spooling import IN_MEMORY_LIMIT, TEMP_PREFIX, SpoolFile
+from flask_store.spooling import IN_MEMORY_LIMIT, TEMP_PREFIX, WRITE_BUFFER, SpoolFile
 from flask_store.stores.local import LocalStore
 
 BIG = os.urandom(3 * IN_MEMORY_LIMIT + 123)
@@ -70,8 +72,12 @@ def make_app(root: Path, seen: dict[str, Any], **config: Any) -> Flask:
         seen["spooled"] = isinstance(stream, SpoolFile)
         if isinstance(stream, SpoolFile):
             seen["inode"] = os.fstat(stream.fileno()).st_ino
-        saved = store.Provider(destination=request.form.get("folder") or None).save(upload)
+        provider = store.Provider(
+            request.form.get("store") or None, destination=request.form.get("folder") or None
+        )
+        saved = provider.save(upload)
         seen["stream"] = stream
+        seen["size"] = saved.size
         return saved.name
 
     @app.post("/ignore")
@@ -100,6 +106,40 @@ def test_large_upload_is_moved_not_copied(root: Path, seen: dict[str, Any]) -> N
     assert stored.stat().st_nlink == 1
     assert temp_files(root) == []
     assert LocalStore(path=str(root)).file(key).filename == "big.bin"
+
+
+def test_upload_smaller_than_the_write_buffer_is_moved_whole(
+    root: Path, seen: dict[str, Any]
+) -> None:
+    # Spooled, yet small enough to sit in the spool's write buffer until the move.
+    data = BIG[: (IN_MEMORY_LIMIT + WRITE_BUFFER) // 2]
+    app = make_app(root, seen)
+    status, key = post(app, "/upload", data)
+    assert status == 200, key
+    assert seen["spooled"] is True
+    assert (root / key).read_bytes() == data
+    assert (root / key).stat().st_ino == seen["inode"]
+    assert seen["size"] == len(data)  # the size recorded at save time, after the flush
+    assert temp_files(root) == []
+
+
+def test_pieces_of_odd_sizes_are_moved_byte_for_byte(root: Path) -> None:
+    """As Werkzeug's parser writes: pieces cut wherever a boundary might start."""
+    data = os.urandom(3 * WRITE_BUFFER + 12345)
+    sizes = [65531, 1, 4093, WRITE_BUFFER + 3, 70000]
+    with SpoolFile(str(root.parent)) as spool:
+        inode = os.fstat(spool.fileno()).st_ino
+        offset = 0
+        while offset < len(data):
+            size = sizes[offset % len(sizes)]
+            spool.write(data[offset : offset + size])
+            offset += size
+        spool.seek(0)
+        saved = LocalStore(path=str(root)).save(FileStorage(spool, "odd.bin"))
+    assert saved.size == len(data)
+    assert Path(saved.absolute_path()).read_bytes() == data
+    assert os.stat(saved.absolute_path()).st_ino == inode
+    assert temp_files(root.parent) == []
 
 
 def test_moved_upload_into_a_subfolder(root: Path, seen: dict[str, Any]) -> None:
@@ -306,6 +346,37 @@ def test_across_file_systems_the_upload_is_copied(
     assert os.path.exists(spooled)
     spool.close()
     assert not os.path.exists(spooled)
+
+
+@pytest.fixture
+def far_folder(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A folder on another file system than ``tmp_path``: real where ``/dev/shm`` is one,
+    else a sibling folder with ``os.rename`` failing as it would between file systems."""
+    other = other_device_folder(tmp_path)
+    if other is None:
+        request.getfixturevalue("exdev_rename")
+        yield tmp_path / "far"
+        return
+    folder = Path(tempfile.mkdtemp(prefix="flask-store-test-", dir=other))
+    yield folder / "far"
+    shutil.rmtree(folder)
+
+
+def test_upload_saved_into_a_store_on_another_file_system_is_copied(
+    root: Path, far_folder: Path, seen: dict[str, Any]
+) -> None:
+    # Uploads spool into the default store's folder; saving into the other store must copy.
+    app = make_app(root, seen, STORE_STORES={"far": {"PROVIDER": "local", "PATH": str(far_folder)}})
+    status, key = post(app, "/upload", BIG, store="far")
+    assert status == 200, key
+    assert seen["spooled"] is True
+    stored = far_folder / key
+    assert stored.read_bytes() == BIG
+    assert stored.stat().st_ino != seen["inode"]
+    assert stored.stat().st_nlink == 1
+    assert seen["size"] == len(BIG)
+    assert temp_files(root) == []  # the spool went with its request
+    assert temp_files(far_folder) == []
 
 
 def test_exdev_on_the_move_falls_back_to_a_copy(root: Path, exdev_rename: list[str]) -> None:
