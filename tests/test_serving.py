@@ -57,6 +57,7 @@ def test_if_none_match_gives_304(client: FlaskClient) -> None:
     assert response.status_code == 304
     assert response.data == b""
     assert response.headers["ETag"] == etag
+    assert response.headers["Cache-Control"] == "no-cache"
     other = client.get("/flaskstore/data.bin", headers={"If-None-Match": '"other"'})
     assert other.status_code == 200
 
@@ -167,9 +168,13 @@ def test_cache_max_age(tmp_path: Path) -> None:
     store = Store(app)
     with app.app_context():
         store.Provider().save(b"x", name="a.txt")
-    cache_control = app.test_client().get("/flaskstore/a.txt").headers["Cache-Control"]
-    assert "max-age=3600" in cache_control
-    assert "public" in cache_control
+    client = app.test_client()
+    full = client.get("/flaskstore/a.txt")
+    revalidated = client.get("/flaskstore/a.txt", headers={"If-None-Match": full.headers["ETag"]})
+    assert revalidated.status_code == 304
+    for response in (full, revalidated):  # a 304 refreshes the cache with the same rules
+        assert "max-age=3600" in response.headers["Cache-Control"]
+        assert "public" in response.headers["Cache-Control"]
 
 
 @pytest.mark.parametrize(
