@@ -437,27 +437,43 @@ def test_proxy_gzip_object_ranges_fall_back_to_the_stream(
         assert part.headers["Content-Range"] == f"bytes {start}-{start + 99}/{len(text)}"
 
 
+class Tracked:
+    """A stream handed to the serving route, noting whether the route closed it."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.closed_by_route = False
+
+    def read(self, size: int = -1) -> bytes:
+        return self.stream.read(size)
+
+    def close(self) -> None:
+        self.closed_by_route = True
+        self.stream.close()
+
+
 def test_proxy_closes_every_s3_stream(
     proxy: tuple[FlaskClient, S3Store], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, provider = proxy
-    opened: list[BinaryIO] = []
+    opened: list[Tracked] = []
+    open_with_info, open_range = provider.open_with_info, provider.open_range
 
-    def recorded(method: Callable[..., Any]) -> Callable[..., Any]:
-        def call(*args: Any) -> Any:
-            result = method(*args)
-            opened.append(result[0] if isinstance(result, tuple) else result)
-            return result
+    def tracked(stream: BinaryIO) -> Any:
+        opened.append(Tracked(stream))
+        return opened[-1]
 
-        return call
-
-    monkeypatch.setattr(provider, "open_with_info", recorded(provider.open_with_info))
-    monkeypatch.setattr(provider, "open_range", recorded(provider.open_range))
+    monkeypatch.setattr(
+        provider,
+        "open_with_info",
+        lambda key: (tracked(open_with_info(key)[0]), provider.info(key)),
+    )
+    monkeypatch.setattr(provider, "open_range", lambda *args: tracked(open_range(*args)))
     for headers in [{}, {"Range": "bytes=1-2"}, {"Range": "bytes=0-1", "If-Range": '"x"'}]:
         with client.get("/flaskstore/data.bin", headers=headers) as response:
             assert response.data
     assert len(opened) == 3
-    assert all(stream._raw_stream.closed for stream in opened)  # type: ignore[attr-defined]
+    assert [stream.closed_by_route for stream in opened] == [True, True, True]
 
 
 # -- gzip types -----------------------------------------------------------------------------
