@@ -6,7 +6,7 @@ import io
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 from flask import Flask, request
@@ -18,6 +18,7 @@ from flask_store.exceptions import (
     NotConfiguredError,
     TransferConflictError,
 )
+from flask_store.stores.memory import MemoryStore
 from flask_store.stores.queued import QueuedStore
 from flask_store.transfer.queued import retry_delay
 from flask_store.transfer.records import TransferRecord
@@ -407,3 +408,22 @@ def test_records_are_written_before_save_returns_and_survive_a_new_store(
     assert (record.state, record.size, record.filename) == ("pending", 1, "b.txt")
     assert again.holder("a/b.txt") is again.local
     assert [r.key for r in again.records.unsettled()] == ["a/b.txt"]
+
+
+class RangeRecordingStore(MemoryStore):
+    """A memory remote that records the byte ranges it is asked to open (``RANGES``)."""
+
+    def open_range(self, key: str, start: int, stop: int) -> BinaryIO:
+        self.config.setting("RANGES").append((key, start, stop))
+        return super().open_range(key, start, stop)
+
+
+def test_ranged_reads_reach_the_store_holding_the_file(tmp_path: Path) -> None:
+    # A remote with ranged reads (S3: a GET with Range) must get the range, not a whole read.
+    ranges: list[tuple[str, int, int]] = []
+    store = make_store(tmp_path, {"PROVIDER": RangeRecordingStore, "RANGES": ranges})
+    store.save(b"0123456789", name="digits.txt")
+    assert store.join(timeout=JOIN)
+    with store.open_range("digits.txt", 2, 5) as part:
+        assert part.read(3) == b"234"
+    assert ranges == [("digits.txt", 2, 5)]

@@ -460,6 +460,9 @@ class QueuedStore(BaseStore):
     def open_with_info(self, key: str) -> tuple[BinaryIO, FileInfo]:
         return self.holder(key).open_with_info(key)
 
+    def open_range(self, key: str, start: int, stop: int) -> BinaryIO:
+        return self.holder(key).open_range(key, start, stop)
+
     def info(self, key: str) -> FileInfo:
         return self.holder(key).info(key)
 
