@@ -745,10 +745,13 @@ def test_bucket_without_acls_gives_a_clear_error() -> None:
     refusal = "The bucket does not allow ACLs"
     with s3_error_server(400, "AccessControlListNotSupported", refusal) as endpoint:
         store = new_store(endpoint, bucket="no-acls")
-        with pytest.raises(ACLNotSupportedError, match="'no-acls' has ACLs disabled"):
+        with pytest.raises(ACLNotSupportedError, match="'no-acls' at .* has ACLs disabled"):
             store.make_public("a.txt")
         with pytest.raises(ACLNotSupportedError, match="presigned"):
             store.make_private("a.txt")
+        # An ACL sent with every upload is refused the same way, not as a generic failure.
+        with pytest.raises(ACLNotSupportedError, match="leave STORE_S3_ACL unset"):
+            new_store(endpoint, bucket="no-acls", s3_acl="public-read").save(b"x", name="a.txt")
 
 
 # -- configuration --------------------------------------------------------------------------
@@ -774,6 +777,8 @@ GOOD_CONFIG = {"STORE_PROVIDER": "s3", "STORE_S3_BUCKET": "b", "STORE_S3_REGION"
         ({"STORE_S3_URL_EXPIRES": 8 * 24 * 3600}, "STORE_S3_URL_EXPIRES"),
         ({"STORE_S3_OBJECT_PARAMS": {"ContentType": "x"}}, "STORE_S3_OBJECT_PARAMS"),
         ({"STORE_S3_OBJECT_PARAMS": {"Colour": "red"}}, "STORE_S3_OBJECT_PARAMS"),
+        ({"STORE_S3_OBJECT_PARAMS": {"SSECustomerKey": "k" * 32}}, "SSE-C"),
+        ({"STORE_S3_OBJECT_PARAMS": {"ChecksumSHA256": "abc="}}, "per-object checksums"),
         ({"STORE_S3_OBJECT_PARAMS": "CacheControl"}, "STORE_S3_OBJECT_PARAMS"),
         ({"STORE_S3_GZIP_TYPES": "text/css"}, "STORE_S3_GZIP_TYPES"),
         ({"STORE_S3_CHECKSUM_CALCULATION": "always"}, "STORE_S3_CHECKSUM_CALCULATION"),

@@ -26,7 +26,6 @@ from s3transfer.manager import TransferConfig
 from werkzeug.http import parse_options_header
 
 from ..exceptions import (
-    ACLNotSupportedError,
     FileNotFoundInStoreError,
     InvalidArgumentError,
     InvalidKeyError,
@@ -335,16 +334,7 @@ class S3Store(BaseStore):
     def _set_acl(self, key: str, acl: Literal["public-read", "private"]) -> None:
         object_key = self.object_key(key)
         with self._errors(f"make {acl}", key):
-            try:
-                self.client.put_object_acl(Bucket=self.bucket, Key=object_key, ACL=acl)
-            except ClientError as exc:
-                if error_code(exc) != "AccessControlListNotSupported":
-                    raise
-                raise ACLNotSupportedError(
-                    f"The bucket {self.bucket!r} has ACLs disabled (Object Ownership: bucket "
-                    "owner enforced), so single files cannot be made public or private; use "
-                    "a bucket policy or presigned URLs (STORE_S3_PRESIGNED) instead."
-                ) from exc
+            self.client.put_object_acl(Bucket=self.bucket, Key=object_key, ACL=acl)
 
     # -- direct uploads ---------------------------------------------------------------------
 

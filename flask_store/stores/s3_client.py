@@ -33,6 +33,7 @@ from s3transfer.futures import NonThreadedExecutor
 from s3transfer.manager import TransferConfig, TransferManager
 
 from ..exceptions import (
+    ACLNotSupportedError,
     BucketNotFoundError,
     FileNotFoundInStoreError,
     StoreAccessDeniedError,
@@ -185,6 +186,7 @@ def s3_errors(settings: S3Settings, action: str) -> Iterator[None]:
 
     :param action: what was being done, for the message: ``"save 'a.jpg'"``.
     :raises BucketNotFoundError: the bucket does not exist.
+    :raises ACLNotSupportedError: an ACL was sent to a bucket with ACLs disabled.
     :raises StoreAccessDeniedError: the credentials may not do this.
     :raises FileNotFoundInStoreError: no such object.
     :raises StoreUnavailableError: the endpoint cannot be reached, or S3 refused otherwise.
@@ -198,6 +200,12 @@ def s3_errors(settings: S3Settings, action: str) -> Iterator[None]:
         if code == "NoSuchBucket":
             raise BucketNotFoundError(
                 f"Cannot {action}: the {where} does not exist; create it or fix STORE_S3_BUCKET."
+            ) from exc
+        if code == "AccessControlListNotSupported":
+            raise ACLNotSupportedError(
+                f"Cannot {action}: the {where} has ACLs disabled (Object Ownership: bucket "
+                "owner enforced); leave STORE_S3_ACL unset and grant access with a bucket "
+                "policy or presigned URLs (STORE_S3_PRESIGNED) instead of per-file ACLs."
             ) from exc
         if code in ACCESS_DENIED_CODES:
             raise StoreAccessDeniedError(

@@ -45,7 +45,14 @@ CANNED_ACLS = (
 )
 # Upload arguments the store sets itself for every file; OBJECT_PARAMS may not override them.
 _PER_FILE_ARGS = frozenset({"ContentType", "ContentDisposition", "ContentEncoding", "ACL"})
-_OBJECT_PARAMS = frozenset(TransferManager.ALLOWED_UPLOAD_ARGS) - _PER_FILE_ARGS
+# Upload arguments that would break the store if sent with every file: a customer-provided
+# key (SSE-C) must also be sent on every HEAD and GET, which the store does not do, and a
+# checksum or size value describes one object, not all of them.
+_UNUSABLE_ARGS = frozenset(
+    {"SSECustomerAlgorithm", "SSECustomerKey", "SSECustomerKeyMD5", "MpuObjectSize"}
+    | {arg for arg in TransferManager.ALLOWED_UPLOAD_ARGS if arg.startswith("Checksum")}
+) - {"ChecksumAlgorithm", "ChecksumType"}
+_OBJECT_PARAMS = frozenset(TransferManager.ALLOWED_UPLOAD_ARGS) - _PER_FILE_ARGS - _UNUSABLE_ARGS
 
 #: Defaults of the S3-specific settings (unprefixed), applied by ``init_app``.
 S3_DEFAULTS: Mapping[str, Any] = MappingProxyType(
@@ -205,6 +212,14 @@ def _object_params(config: StoreConfig) -> Mapping[str, Any]:
     params = config.setting("S3_OBJECT_PARAMS", {})
     if not isinstance(params, Mapping):
         raise config.error("S3_OBJECT_PARAMS", f"must be a dict, not {type(params).__name__}.")
+    unusable = sorted(set(params) & _UNUSABLE_ARGS)
+    if unusable:
+        raise config.error(
+            "S3_OBJECT_PARAMS",
+            f"cannot hold {unusable}: customer-provided encryption keys (SSE-C) and "
+            "per-object checksums are not supported; use 'ServerSideEncryption' "
+            "('AES256' or 'aws:kms') for encryption at rest.",
+        )
     unknown = sorted(set(params) - _OBJECT_PARAMS)
     if unknown:
         raise config.error(
