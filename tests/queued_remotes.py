@@ -54,6 +54,14 @@ class FlakyStore(MemoryStore):
         return super()._write(chunks, keys, meta, overwrite)
 
 
+class RangeRecordingStore(MemoryStore):
+    """A memory remote that records the byte ranges it is asked to open (``RANGES``)."""
+
+    def open_range(self, key: str, start: int, stop: int) -> BinaryIO:
+        self.config.setting("RANGES").append((key, start, stop))
+        return super().open_range(key, start, stop)
+
+
 class InterruptedStore(MemoryStore):
     """Calls ``INTERRUPT`` (a callable from the test) with the filename before its first
     write: whatever another worker does meanwhile, e.g. the same transfer, start to end."""

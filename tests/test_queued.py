@@ -6,7 +6,7 @@ import io
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import pytest
 from flask import Flask, request
@@ -18,7 +18,6 @@ from flask_store.exceptions import (
     NotConfiguredError,
     TransferConflictError,
 )
-from flask_store.stores.memory import MemoryStore
 from flask_store.stores.queued import QueuedStore
 from flask_store.transfer.queued import retry_delay
 from flask_store.transfer.records import TransferRecord
@@ -29,6 +28,7 @@ from tests.queued_remotes import (
     FlakyStore,
     InterruptedStore,
     LinkedMemoryStore,
+    RangeRecordingStore,
 )
 
 JOIN = 30  # seconds: only a safety net against a hung test, never a measurement
@@ -408,14 +408,6 @@ def test_records_are_written_before_save_returns_and_survive_a_new_store(
     assert (record.state, record.size, record.filename) == ("pending", 1, "b.txt")
     assert again.holder("a/b.txt") is again.local
     assert [r.key for r in again.records.unsettled()] == ["a/b.txt"]
-
-
-class RangeRecordingStore(MemoryStore):
-    """A memory remote that records the byte ranges it is asked to open (``RANGES``)."""
-
-    def open_range(self, key: str, start: int, stop: int) -> BinaryIO:
-        self.config.setting("RANGES").append((key, start, stop))
-        return super().open_range(key, start, stop)
 
 
 def test_ranged_reads_reach_the_store_holding_the_file(tmp_path: Path) -> None:

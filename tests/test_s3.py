@@ -745,7 +745,7 @@ def test_bucket_without_acls_gives_a_clear_error() -> None:
     refusal = "The bucket does not allow ACLs"
     with s3_error_server(400, "AccessControlListNotSupported", refusal) as endpoint:
         store = new_store(endpoint, bucket="no-acls")
-        with pytest.raises(ACLNotSupportedError, match="'no-acls' at .* has ACLs disabled"):
+        with pytest.raises(ACLNotSupportedError, match=r"'no-acls' at .* has ACLs disabled"):
             store.make_public("a.txt")
         with pytest.raises(ACLNotSupportedError, match="presigned"):
             store.make_private("a.txt")
