@@ -141,13 +141,21 @@ def _from_file_storage(storage: FileStorage, name: str | None, content_type: str
     return Upload(cast(BinaryIO, stream), name or storage.filename, content_type)
 
 
-def _is_empty(stream: IO[bytes]) -> bool:
-    """Whether a seekable stream holds no data (non-seekable streams count as non-empty)."""
+def seekable_extent(stream: IO[bytes]) -> tuple[int, int] | None:
+    """``(position, bytes left)`` of a seekable stream, ``None`` for one that cannot seek."""
     try:
-        position = stream.tell()
+        if not stream.seekable():
+            return None
+        start = stream.tell()
         stream.seek(0, io.SEEK_END)
         end = stream.tell()
-        stream.seek(position)
-    except (OSError, AttributeError, ValueError):
-        return False
-    return end == position
+        stream.seek(start)
+    except (AttributeError, OSError, ValueError):
+        return None
+    return start, end - start
+
+
+def _is_empty(stream: IO[bytes]) -> bool:
+    """Whether a seekable stream holds no data (non-seekable streams count as non-empty)."""
+    extent = seekable_extent(stream)
+    return extent is not None and extent[1] == 0

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
-from ..sources import CHUNK_SIZE, Upload, read_checked
+from ..sources import CHUNK_SIZE, Upload, read_checked, seekable_extent
 
 #: Data smaller than this is spooled in memory, larger data goes to a temporary file.
 SPOOL_IN_MEMORY = CHUNK_SIZE
@@ -82,7 +82,7 @@ def prepare_body(upload: Upload, gzipped: bool) -> Iterator[Body]:
 
     :raises UploadReadError: when reading the upload fails part-way.
     """
-    extent = _seekable_extent(upload.stream)
+    extent = seekable_extent(upload.stream)
     if extent is None or gzipped:
         with spool_body(upload.chunks(), gzipped) as body:
             yield body
@@ -108,17 +108,3 @@ def spool_body(chunks: Iterator[bytes], gzipped: bool) -> Iterator[Body]:
             if gzipped:
                 target.close()  # writes the gzip trailer; the spool stays open
         yield Body(spool, 0, spool.tell(), original_size, gzipped)
-
-
-def _seekable_extent(stream: BinaryIO) -> tuple[int, int] | None:
-    """``(position, bytes left)`` of a seekable stream, ``None`` for one that cannot seek."""
-    try:
-        if not stream.seekable():
-            return None
-        start = stream.tell()
-        stream.seek(0, io.SEEK_END)
-        end = stream.tell()
-        stream.seek(start)
-    except (AttributeError, OSError, ValueError):
-        return None
-    return start, end - start
