@@ -18,10 +18,15 @@ from __future__ import annotations
 import http.client
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from tests.moto_server import create_bucket, shared_moto_server
 
 HOST = "127.0.0.1"
 _HOP_BY_HOP = frozenset(
@@ -248,3 +253,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._upstream.close()
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward  # noqa: N815
+
+
+@pytest.fixture
+def proxy(pytestconfig: pytest.Config) -> Iterator[CountingProxy]:
+    """A counting proxy in front of this session's moto server."""
+    with CountingProxy(shared_moto_server(pytestconfig)) as counting:
+        yield counting
+
+
+@pytest.fixture
+def bucket(pytestconfig: pytest.Config) -> str:
+    """A new bucket on this session's moto server."""
+    return create_bucket(shared_moto_server(pytestconfig))

@@ -16,7 +16,7 @@ import sys
 import textwrap
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,31 +25,20 @@ from flask import Flask
 from flask.testing import FlaskCliRunner
 
 from flask_store import Store
-from tests.counting_proxy import CountingProxy
+from tests.counting_proxy import CountingProxy, bucket, proxy
 from tests.moto_server import (
     ACCESS_KEY,
     REGION,
     SECRET_KEY,
-    create_bucket,
     s3_client,
     shared_moto_server,
 )
 
+__all__ = ["bucket", "proxy"]  # fixtures, imported for the tests below
+
 FLASK = Path(sys.executable).with_name("flask")
 #: Where the S3 store keeps its files in the bucket (STORE_PATH).
 PREFIX = "files"
-
-
-@pytest.fixture
-def proxy(pytestconfig: pytest.Config) -> Iterator[CountingProxy]:
-    """A counting proxy in front of this session's moto server."""
-    with CountingProxy(shared_moto_server(pytestconfig)) as counting:
-        yield counting
-
-
-@pytest.fixture
-def bucket(pytestconfig: pytest.Config) -> str:
-    return create_bucket(shared_moto_server(pytestconfig))
 
 
 def store_config(tmp_path: Path, proxy: CountingProxy, bucket: str) -> dict[str, Any]:

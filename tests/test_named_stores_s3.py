@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import threading
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,30 +21,18 @@ from flask_store.read_cache import ReadThroughCache
 from flask_store.stores.local import LocalStore
 from flask_store.stores.memory import MemoryStore
 from flask_store.stores.s3 import S3Store
-from tests.counting_proxy import CountingProxy
+from tests.counting_proxy import CountingProxy, bucket, proxy
 from tests.moto_server import (
     ACCESS_KEY,
     REGION,
     SECRET_KEY,
     bucket_contents,
-    create_bucket,
     s3_client,
-    shared_moto_server,
 )
 
+__all__ = ["bucket", "proxy"]  # fixtures, imported for the tests below
+
 TTL = 60
-
-
-@pytest.fixture
-def proxy(pytestconfig: pytest.Config) -> Iterator[CountingProxy]:
-    """A counting proxy in front of this session's moto server."""
-    with CountingProxy(shared_moto_server(pytestconfig)) as counting:
-        yield counting
-
-
-@pytest.fixture
-def bucket(pytestconfig: pytest.Config) -> str:
-    return create_bucket(shared_moto_server(pytestconfig))
 
 
 def s3_settings(proxy: CountingProxy, bucket: str, **more: Any) -> dict[str, Any]:

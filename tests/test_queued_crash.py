@@ -66,8 +66,12 @@ def wait_for(path: Path, process: subprocess.Popen[Any]) -> None:
         time.sleep(0.02)
 
 
-def test_sigkill_mid_transfer_then_reconcile_loses_nothing(tmp_path: Path) -> None:
-    settings = crash_settings(tmp_path)
+def save_then_sigkill_mid_transfer(tmp_path: Path, settings: dict[str, Any]) -> list[str]:
+    """Run :data:`CHILD` with ``settings``: it saves :data:`FILES` files, its remote freezes
+    (``HOLD``/``BLOCKED`` files in ``tmp_path``), and it is killed with SIGKILL right then.
+
+    :returns: the keys the child's saves returned.
+    """
     (tmp_path / "hold").touch()
     child = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(CHILD), json.dumps(settings)],
@@ -85,6 +89,12 @@ def test_sigkill_mid_transfer_then_reconcile_loses_nothing(tmp_path: Path) -> No
         child.send_signal(signal.SIGKILL)
         child.wait()
     assert child.returncode == -signal.SIGKILL
+    return saved
+
+
+def test_sigkill_mid_transfer_then_reconcile_loses_nothing(tmp_path: Path) -> None:
+    settings = crash_settings(tmp_path)
+    saved = save_then_sigkill_mid_transfer(tmp_path, settings)
 
     remote_files = [p.name for p in (tmp_path / "remote").iterdir()]
     transferred_before = [name for name in remote_files if not name.startswith(".")]

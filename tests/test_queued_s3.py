@@ -10,12 +10,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
-import textwrap
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,7 +22,12 @@ from tests.moto_server import bucket_contents, create_bucket, moto_server, s3_cl
 from tests.queued_remotes import s3_settings
 from tests.redis_server import redis_url
 from tests.test_queued import JOIN, signals
-from tests.test_queued_crash import CHILD, FILES, FROZEN_AFTER, ROOT, payload, wait_for
+from tests.test_queued_crash import (
+    FILES,
+    FROZEN_AFTER,
+    payload,
+    save_then_sigkill_mid_transfer,
+)
 from tests.test_rq_transfer import rq_settings, run_burst_worker
 
 __all__ = ["moto_server", "redis_url", "signals"]  # fixtures, imported for the tests below
@@ -95,23 +95,7 @@ def test_sigkill_mid_transfer_then_reconcile_stores_each_file_once(
         "transfer_retry_delay": 0,
         "transfer_workers": 4,
     }
-    (tmp_path / "hold").touch()
-    child = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(CHILD), json.dumps(settings)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        saved = json.loads(child.stdout.readline() or "null")
-        assert saved == [f"file-{i:02d}.bin" for i in range(FILES)], child.stderr
-        wait_for(tmp_path / "blocked", child)
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    assert child.returncode == -signal.SIGKILL
+    saved = save_then_sigkill_mid_transfer(tmp_path, settings)
 
     restarted = QueuedStore(**settings)
     on_s3 = bucket.listed()
