@@ -14,8 +14,10 @@ import json
 import os
 import pkgutil
 import re
+import shlex
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
@@ -265,6 +267,7 @@ EXERCISED_EXAMPLES = {
     "s3_direct_upload",
     "s3_compatible",
     "s3_gevent_app",
+    "cli_app",
 }
 
 
@@ -566,3 +569,118 @@ def test_gevent_example_uploads_in_greenlets_and_the_cli_finishes_the_rest(
     assert result.returncode == 0, result.stderr
     assert "transferred 1, failed 0" in result.stdout
     assert s3.get_object(Bucket=bucket, Key="uploads/later.txt")["Body"].read() == b"later"
+
+
+# -- the command-line page: its console sessions, run in order --------------------------------
+
+CLI_PAGE = DOCS / "cli.rst"
+CLI_PROMPT = "flask --app cli_app store"
+_CONSOLE_BLOCK = re.compile(r"^( *)\.\. code-block:: console\n\n((?:\1   .*\n|\n)+)", re.MULTILINE)
+#: What differs between two runs of a session; masked in the page and in the output alike.
+_VOLATILE = [
+    (re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:\.\d+)?(?:\+00:00)?"), "<time>"),
+    (re.compile(r"^(etag:\s+)\S+$", re.MULTILINE), r"\1<etag>"),
+    (re.compile(r"(X-Amz-(?:Credential|Date|Signature)=)[^&\s]+"), r"\1<signed>"),
+]
+#: What the app's stores hold before the first session, as the page says.
+CLI_UPLOADS = {"cat.jpg": JPEG.ljust(48213, b"\0"), "docs/notes.md": b"# Notes\n".ljust(112, b".")}
+CLI_OUTBOX = {"report-march.pdf": b"%PDF march", "report-april.pdf": b"%PDF april"}
+
+
+def console_sessions(page: Path) -> list[tuple[str, str]]:
+    """``(command, expected output)`` for every ``$`` line of the page's console blocks."""
+    steps: list[tuple[str, str]] = []
+    for _, block in _CONSOLE_BLOCK.findall(page.read_text(encoding="utf-8")):
+        for line in textwrap.dedent(block).strip("\n").splitlines():
+            if line.startswith("$ "):
+                steps.append((line[2:], ""))
+            else:
+                command, expected = steps[-1]
+                steps[-1] = (command, expected + line + "\n")
+    return steps
+
+
+def masked(text: str) -> str:
+    """``text`` with its times, ETags and signatures replaced by placeholders."""
+    for pattern, replacement in _VOLATILE:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def test_cli_page_sessions_print_what_the_page_shows(tmp_path: Path) -> None:
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():  # the page's bucket, in this process
+        boto3.client("s3", region_name="eu-west-1").create_bucket(
+            Bucket="my-archive", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+        )
+        module = example("cli_app")
+        app: Flask = module.create_app(instance_path=str(tmp_path / "instance"))
+        with app.app_context():
+            for key, data in CLI_UPLOADS.items():
+                folder, _, name = key.rpartition("/")
+                module.store.Provider(destination=folder or None).save(data, name=name)
+            for key, data in CLI_OUTBOX.items():
+                module.store.get("outbox").save(data, name=key)
+        runner = app.test_cli_runner()
+        steps = console_sessions(CLI_PAGE)
+        assert len(steps) >= 20, "the page's sessions were not found"
+        exit_code, previous = None, ""
+        for command, expected in steps:
+            if command == "echo $?":
+                assert f"{exit_code}\n" == expected, f"the exit code of `$ {previous}`"
+                continue
+            assert command.startswith(CLI_PROMPT + " "), command
+            args = ["store", *shlex.split(command[len(CLI_PROMPT) :])]
+            result = runner.invoke(args=args, prog_name="flask")
+            assert result.exception is None or isinstance(result.exception, SystemExit), (
+                command,
+                result.exc_info,
+            )
+            assert masked(result.output) == masked(expected), f"$ {command}"
+            exit_code, previous = result.exit_code, command
+
+        # The page's example of a damaged file, named on stderr with exit code 1.
+        damaged = tmp_path / "instance" / "backup" / "cat.jpg"
+        with open(damaged, "r+b") as handle:
+            handle.truncate(1024)
+        verify = runner.invoke(args=["store", "verify", "backup"])
+        assert verify.exit_code == 1
+        line = "error: backup/cat.jpg: size is 1024 bytes but it was saved with 48213"
+        assert verify.stderr == line + "\n"
+        assert f"``{line}``" in " ".join(CLI_PAGE.read_text(encoding="utf-8").split())
+
+
+def test_documented_cache_pruning_keeps_fresh_entries_and_serving_working(tmp_path: Path) -> None:
+    """The ``find`` command named-stores.rst gives for expired cache entries, as written."""
+    page = (DOCS / "named-stores.rst").read_text(encoding="utf-8")
+    (command,) = [cmd for cmd, _ in console_sessions(DOCS / "named-stores.rst")]
+    documented_folder = "/var/cache/myapp/reports"
+    assert f'"CACHE_PATH": cache_folder,  # e.g. "{documented_folder}"' in page
+    folder = str(tmp_path / "cache")
+    args = [folder if arg == documented_folder else arg for arg in shlex.split(command)]
+    assert args[0] == "find" and folder in args
+
+    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config.update(STORE_PROVIDER="memory", STORE_CACHE_TTL=300, STORE_CACHE_PATH=folder)
+    store = flask_store.Store(app)
+    with app.app_context():
+        for name in ("old.txt", "fresh.txt"):
+            store.Provider().save(name.encode(), name=name)
+        cache = store.Provider().read_cache
+    assert cache is not None
+    client = app.test_client()
+    assert client.get("/flaskstore/old.txt").data == b"old.txt"
+    assert client.get("/flaskstore/fresh.txt").data == b"fresh.txt"
+    old_entry = Path(cache.entry_folder("old.txt"))
+    an_hour_ago = os.path.getmtime(old_entry / "entry.json") - 3600
+    for path in old_entry.iterdir():
+        os.utime(path, (an_hour_ago, an_hour_ago))
+
+    subprocess.run(args, check=True, timeout=60)
+
+    assert list(old_entry.iterdir()) == []
+    assert len(list(Path(cache.entry_folder("fresh.txt")).iterdir())) == 2
+    assert client.get("/flaskstore/old.txt").data == b"old.txt"  # fetched and cached again
+    assert len(list(old_entry.iterdir())) == 2
