@@ -180,6 +180,8 @@ class LocalStore(BaseStore):
         return exc
 
     def _make_folder(self, folder: str, key: str) -> None:
+        if os.path.isdir(folder):
+            return  # the usual case: one stat instead of a refused mkdir and a stat
         try:
             os.makedirs(folder, exist_ok=True)
         except (FileExistsError, NotADirectoryError) as exc:
