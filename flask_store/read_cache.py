@@ -6,13 +6,13 @@ folder and the next reads within TTL seconds are answered from there. Entries ex
 only: a file deleted or replaced on the remote may be served from the cache until its entry
 expires, exactly as an HTTP cache with ``max-age`` would.
 
-Layout: each key gets a folder named by the SHA-256 of the key (so no key, however odd, can
-name a path outside the cache or clash with another key's files) holding one ``entry.json``
-record and the data file it names. A fill writes a new, uniquely named data file, then
-atomically replaces the record, then removes the data it superseded. A reader opens the data
-file the record names and checks its size against the record, so it gets a complete copy
-that matches its metadata or falls back to the store: never half a file, never the bytes of
-one version with the headers of another.
+Layout: each key gets a folder named by the SHA-256 of the store's name and the key (so no key,
+however odd, can name a path outside the cache or clash with another key's files) holding one
+``entry.json`` record and the data file it names. A fill writes a new, uniquely named data
+file, then atomically replaces the record, then removes the data it superseded. A reader opens
+the data file the record names and checks its size against the record, so it gets a complete
+copy that matches its metadata or falls back to the store: never half a file, never the bytes
+of one version with the headers of another.
 """
 
 from __future__ import annotations
@@ -101,7 +101,10 @@ class ReadThroughCache:
 
         :raises InvalidKeyError: when the key is not acceptable.
         """
-        digest = hashlib.sha256(clean_key(key).encode()).hexdigest()
+        # The store's name is hashed too: two stores given one CACHE_PATH never answer
+        # each other's keys.
+        named = f"{self.store.name}\0{clean_key(key)}"
+        digest = hashlib.sha256(named.encode()).hexdigest()
         return os.path.join(self.folder, digest[:2], digest)
 
     # -- reading entries --------------------------------------------------------------------

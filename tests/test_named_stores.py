@@ -197,6 +197,20 @@ def test_read_cache_answers_repeated_reads_locally(tmp_path: Path) -> None:
     assert [data.read_bytes() for data in entry.glob("*.data")] == [b"cached bytes"]
 
 
+def test_stores_sharing_a_cache_folder_never_answer_for_each_other(tmp_path: Path) -> None:
+    shared = {"PROVIDER": CountingMemoryStore, "CACHE_TTL": 60, "CACHE_PATH": "shared-cache"}
+    app = make_app(tmp_path, STORE_PROVIDER="memory", STORE_STORES={"a": shared, "b": shared})
+    store = Store(app)
+    with app.app_context():
+        store.get("a").save(b"from a", name="x.txt")
+        store.get("b").save(b"from b", name="x.txt")
+    client = app.test_client()
+    assert client.get("/flaskstore/a/x.txt").data == b"from a"  # fills a's entry
+    assert client.get("/flaskstore/b/x.txt").data == b"from b"
+    # A relative CACHE_PATH is inside the instance folder, as a relative STORE_PATH is.
+    assert len(list((tmp_path / "instance/shared-cache").glob("*/*/*.data"))) == 2
+
+
 def test_read_cache_expires(tmp_path: Path) -> None:
     app = make_app(tmp_path, STORE_PROVIDER=CountingMemoryStore, STORE_CACHE_TTL=60)
     store = Store(app)

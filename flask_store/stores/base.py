@@ -180,11 +180,17 @@ class BaseStore(ABC):
         if not ttl:
             return None
         folder = config.setting("CACHE_PATH")
-        if folder is None:
-            if config.instance_path is None:
-                raise config.error("CACHE_PATH", "is required with CACHE_TTL outside a Flask app.")
-            folder = os.path.join(config.instance_path, "store-cache", config.name)
-        return ReadThroughCache(self, os.fspath(folder), ttl)
+        if folder is not None and not isinstance(folder, (str, os.PathLike)):
+            raise config.error("CACHE_PATH", f"must be a folder path, not {folder!r}.")
+        if folder and os.path.isabs(folder):
+            return ReadThroughCache(self, os.fspath(folder), ttl)
+        if config.instance_path is None:
+            raise config.error(
+                "CACHE_PATH", "must be an absolute folder path with CACHE_TTL outside a Flask app."
+            )
+        # Relative paths live in the instance folder, as a relative STORE_PATH does.
+        relative = os.fspath(folder) if folder else os.path.join("store-cache", config.name)
+        return ReadThroughCache(self, os.path.join(config.instance_path, relative), ttl)
 
     # -- what each backend implements -------------------------------------------------------
 
