@@ -27,6 +27,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from .exceptions import (
+    FileExistsInStoreError,
     FileNotFoundInStoreError,
     InvalidArgumentError,
     InvalidKeyError,
@@ -187,6 +188,11 @@ def copy_file(source: str, destination: str, force: bool) -> None:
         copy = copy_between(original.store, original.name, target, key or original.name, force)
     except InvalidKeyError as exc:
         raise UsageProblem(f"{destination}: {exc}") from None
+    except FileExistsInStoreError:
+        raise click.ClickException(
+            f"{source} -> {destination}: a file is already stored there; "
+            "pass --force to replace it."
+        ) from None
     except (StoreError, OSError) as exc:
         raise click.ClickException(f"{source} -> {destination}: {exc}") from None
     click.echo(f"copied {source} -> {copy.path}")

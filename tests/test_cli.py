@@ -64,7 +64,7 @@ def test_cp_and_rm(runner: FlaskCliRunner, app: Flask) -> None:
     assert renamed.exit_code == 0
     again = runner.invoke(args=["store", "cp", "default/a.txt", "mem/"])
     assert again.exit_code == 1
-    assert "already stored" in again.output
+    assert "already stored there; pass --force" in again.output
     with app.app_context():
         mem = Store().get("mem")
         assert mem.read("a.txt") == mem.read("x/y.txt") == b"alpha"
