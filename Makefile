@@ -28,8 +28,8 @@ lint: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
 
-bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+bench: $(STAMP)  ## compare with the peers and rewrite BENCHMARKS.md (about 10 minutes; not part of test)
+	$(BIN)/python -m benchmarks --big $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info docs/_build .pytest_cache .mypy_cache .ruff_cache

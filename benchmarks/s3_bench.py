@@ -1,0 +1,232 @@
+"""S3Store against bare boto3 on the same moto server: save speed, and memory of a big upload.
+
+The baseline is what a hand-written app does: ``client.upload_fileobj(file, bucket, key)``
+under a fresh key, with its Content-Type, boto3's defaults otherwise. Flask-Store does the same
+job through ``S3Store.save(FileStorage(file, name))`` with its defaults (a conditional write
+that can never overwrite, Content-Disposition, multipart above 8 MiB). Both read the same file
+from disk, store under a name nobody used yet, and talk to one moto server; rounds alternate.
+
+Memory is measured in a fresh child process per contender (``python -m benchmarks.s3_bench
+memory ...``): its resident size after a warm-up save is its idle size, and the kernel's
+high-water mark during one 256 MiB save is its peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from werkzeug.datastructures import FileStorage
+
+from .contenders import s3_client, s3_store_config
+from .payloads import KIB, MIB
+from .server import peak_rss_rise, status_kib
+from .timing import Result, Sampler, batch_size, batched, interleaved
+
+#: Save sizes, with at most how many saves make one sample.
+SIZES: Sequence[tuple[str, int, int]] = (
+    ("1 KiB", KIB, 50),
+    ("1 MiB", MIB, 20),
+    ("64 MiB", 64 * MIB, 1),
+)
+MEMORY_SIZE = 256 * MIB
+BASELINE = "boto3"
+NAMES = (BASELINE, "store_s3")
+LABELS = {BASELINE: "boto3 upload_fileobj", "store_s3": "Flask-Store S3Store.save"}
+CONTENT_TYPE = "application/octet-stream"
+
+
+@dataclass
+class Uploader:
+    """One way of putting a file from disk into a bucket; remembers the keys it wrote."""
+
+    client: Any
+    bucket: str
+    put: Callable[[str], str]  # path -> object key
+
+    def delete_all(self) -> None:
+        """Empty the bucket (untimed), so the moto server's memory stays small."""
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+            for item in page.get("Contents", []):
+                self.client.delete_object(Bucket=self.bucket, Key=item["Key"])
+
+
+def uploader(name: str, endpoint: str) -> Uploader:
+    """The contender ``name`` (``boto3`` or ``store_s3``), in a bucket of its own."""
+    client = s3_client(endpoint)
+    bucket = f"bench-{name.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
+    if name == BASELINE:
+
+        def put(path: str) -> str:
+            key = f"{uuid.uuid4().hex}.bin"
+            with open(path, "rb") as source:
+                client.upload_fileobj(source, bucket, key, ExtraArgs={"ContentType": CONTENT_TYPE})
+            return key
+
+        return Uploader(client, bucket, put)
+
+    from flask_store import Store
+
+    app = Flask("s3_bench")
+    app.config.update(s3_store_config(bucket, endpoint))
+    Store(app)
+    store = Store.registry(app).resolve(None)
+
+    def save(path: str) -> str:
+        with open(path, "rb") as source:
+            return store.save(FileStorage(source, f"{uuid.uuid4().hex}.bin")).name
+
+    return Uploader(client, bucket, save)
+
+
+def check_object(target: Uploader, key: str, path: str) -> None:
+    """The object ``key`` holds exactly the file at ``path`` (streamed, hashed)."""
+    response = target.client.get_object(Bucket=target.bucket, Key=key)
+    if response.get("ContentType") != CONTENT_TYPE:
+        raise AssertionError(f"{key}: Content-Type {response.get('ContentType')!r}")
+    stored = _md5(response["Body"])
+    with open(path, "rb") as source:
+        expected = _md5(source)
+    if stored != expected:
+        raise AssertionError(f"{key}: stored bytes differ from the file")
+
+
+def _md5(stream: Any) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    while chunk := stream.read(MIB):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_payload(folder: Path, size: int) -> str:
+    """A file of ``size`` random bytes in ``folder`` (written in 1 MiB pieces)."""
+    path = folder / f"s3-payload-{size}.bin"
+    with path.open("wb") as out:
+        left = size
+        while left > 0:
+            out.write(os.urandom(min(left, MIB)))
+            left -= MIB
+    return str(path)
+
+
+def speed_scenario(
+    targets: Mapping[str, Uploader], label: str, path: str, batch: int, rounds: int
+) -> Result:
+    """Saves of the file at ``path``, each under a new name, interleaved by round."""
+
+    def prepare(name: str) -> Sampler:
+        target = targets[name]
+        check_object(target, target.put(path), path)
+
+        def put() -> None:
+            target.put(path)
+
+        count = batch_size(put, batch)
+        target.delete_all()
+        return batched(put, count, target.delete_all)
+
+    size = os.path.getsize(path)
+    return interleaved(f"s3_save_{size}", f"save, {label}", list(targets), prepare, rounds)
+
+
+def memory_scenario(endpoint: str, targets: Mapping[str, Uploader], path: str) -> Result:
+    """Peak RSS rise of a fresh process saving the file at ``path``, per contender."""
+    result = Result("s3_memory", f"peak RSS rise, {os.path.getsize(path) // MIB} MiB save")
+    for name, target in targets.items():
+        try:
+            found = json.loads(
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        f"{__package__}.s3_bench",
+                        "memory",
+                        name,
+                        endpoint,
+                        path,
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    timeout=600,
+                    cwd=Path(__file__).resolve().parent.parent,
+                ).stdout
+            )
+            child = Uploader(target.client, found["bucket"], target.put)
+            check_object(child, found["key"], path)
+            child.delete_all()
+            target.client.delete_bucket(Bucket=child.bucket)
+        except subprocess.CalledProcessError as exc:
+            result.errors[name] = f"child failed: {exc.stderr.strip()[-500:]}"
+            continue
+        except Exception as exc:
+            result.errors[name] = f"{type(exc).__name__}: {exc}"
+            continue
+        result.values[name] = found["rise"]
+        result.values[f"{name}:idle"] = found["idle"]
+        result.samples[name] = [found["seconds"]]
+    return result
+
+
+def run(endpoint: str, workdir: Path, rounds: int) -> list[Result]:
+    """Every S3 scenario against the moto server at ``endpoint``; payloads live in ``workdir``."""
+    targets = {name: uploader(name, endpoint) for name in NAMES}
+    results = []
+    for label, size, batch in SIZES:
+        path = write_payload(workdir, size)
+        try:
+            results.append(speed_scenario(targets, label, path, batch, rounds))
+        finally:
+            os.unlink(path)
+    path = write_payload(workdir, MEMORY_SIZE)
+    try:
+        results.append(memory_scenario(endpoint, targets, path))
+    finally:
+        os.unlink(path)
+    return results
+
+
+# -- the child process of the memory scenario ----------------------------------------------
+
+
+def _child(name: str, endpoint: str, path: str) -> dict[str, Any]:
+    """Save ``path`` once as contender ``name`` and report the memory it took."""
+    target = uploader(name, endpoint)
+    warm_up = Path(path).with_name(f"warm-up-{os.getpid()}.bin")
+    warm_up.write_bytes(os.urandom(KIB))
+    try:
+        target.put(str(warm_up))  # the client, its connections and the code paths are ready
+    finally:
+        warm_up.unlink()
+    idle = status_kib(os.getpid(), "VmRSS") * KIB
+    keys: list[str] = []
+    start = time.perf_counter()
+    rise = peak_rss_rise(os.getpid(), lambda: keys.append(target.put(path)))
+    seconds = time.perf_counter() - start
+    return {"bucket": target.bucket, "key": keys[0], "rise": rise, "idle": idle, "seconds": seconds}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.s3_bench")
+    parser.add_argument("mode", choices=["memory"])
+    parser.add_argument("name", choices=NAMES)
+    parser.add_argument("endpoint")
+    parser.add_argument("path")
+    args = parser.parse_args(argv)
+    print(json.dumps(_child(args.name, args.endpoint, args.path)))
+
+
+if __name__ == "__main__":
+    main()

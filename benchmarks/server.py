@@ -1,0 +1,247 @@
+"""Real-server runs: each contender under gunicorn on 127.0.0.1, driven by a streaming client.
+
+gunicorn (one sync worker) offers ``wsgi.file_wrapper`` with ``sendfile``, as production
+servers do. The client streams request bodies from a repeated block and reads responses in
+1 MiB pieces, so the harness itself stays small; the worker's peak resident memory is read
+from ``/proc`` (``VmHWM``, reset through ``clear_refs``) around each large transfer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .payloads import CONTENT_TYPE, MIB, Multipart
+
+READ_SIZE = MIB
+#: Where the client reads response bodies: one buffer, so reading costs no allocations.
+_BUFFER = memoryview(bytearray(READ_SIZE))
+STARTUP_SECONDS = 30.0
+
+
+def gunicorn_available() -> bool:
+    """Whether gunicorn (the ``dev`` extra) is installed in this environment."""
+    return importlib.util.find_spec("gunicorn") is not None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    """A gunicorn master with one worker serving one contender."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def worker_pid(self) -> int:
+        """The single worker's process id (the one that handles requests)."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        pids = children.read_text().split()
+        if len(pids) != 1:
+            raise RuntimeError(f"{self.name}: expected one gunicorn worker, found {pids}")
+        return int(pids[0])
+
+    def connection(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+
+
+@contextmanager
+def serving(name: str, folder: str, log: Path) -> Iterator[Server]:
+    """Run contender ``name`` (storing into ``folder``) under gunicorn until the block ends."""
+    port = free_port()
+    root = Path(__file__).resolve().parent.parent
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--workers=1",
+        "--worker-class=sync",
+        f"--bind=127.0.0.1:{port}",
+        "--timeout=900",
+        "--log-level=warning",
+        f"--chdir={root}",
+        f"benchmarks.contenders:wsgi_app({name!r}, {folder!r})",
+    ]
+    with log.open("ab") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+    server = Server(name, port, process)
+    try:
+        _wait_until_up(server, log)
+        yield server
+    finally:
+        _stop(process)
+
+
+@contextmanager
+def moto_server(workdir: Path) -> Iterator[str]:
+    """A moto S3 server on a free loopback port, with no AWS settings; its endpoint URL."""
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    with (workdir / "moto.log").open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            env=environment,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the moto server did not start; see moto.log")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _wait_until_up(server: Server, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"gunicorn for {server.name} exited: {log.read_text()[-2000:]}")
+        try:
+            conn = server.connection()
+            conn.request("GET", "/__ready__")
+            conn.getresponse().read()
+            conn.close()
+            server.worker_pid  # noqa: B018 - raises until the worker is forked
+            return
+        except (OSError, RuntimeError):
+            time.sleep(0.05)
+    raise RuntimeError(f"gunicorn for {server.name} did not start: {log.read_text()[-2000:]}")
+
+
+def post_upload(server: Server, multipart: Multipart, block: bytes) -> str:
+    """Stream a multipart upload to ``/upload``; the URL path the contender serves it at."""
+    conn = server.connection()
+    try:
+        conn.putrequest("POST", "/upload")
+        conn.putheader("Content-Type", CONTENT_TYPE)
+        conn.putheader("Content-Length", str(multipart.content_length))
+        conn.endheaders()
+        for piece in multipart.stream(block):
+            conn.send(piece)
+        response = conn.getresponse()
+        body = response.read().decode()
+        if response.status != 200:
+            raise RuntimeError(f"upload to {server.name} answered {response.status}: {body[:300]}")
+        return body
+    finally:
+        conn.close()
+
+
+def download(
+    server: Server,
+    url: str,
+    expect_size: int,
+    pattern: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    status: int = 200,
+) -> str | None:
+    """GET ``url`` reading into one reused 1 MiB buffer; checks the status and length.
+
+    :param pattern: when given, the body must be this block repeated (as
+        :meth:`Multipart.stream` sends it), checked byte for byte.
+    :returns: the response's ``ETag``, if any.
+    """
+    conn = server.connection()
+    try:
+        conn.request("GET", url, headers=dict(headers or {}))
+        response = conn.getresponse()
+        if response.status != status:
+            raise RuntimeError(f"GET {url} from {server.name} answered {response.status}")
+        received = 0
+        while count := response.readinto(_BUFFER):
+            if pattern is not None and not _repeats(pattern, received, _BUFFER[:count]):
+                raise RuntimeError(f"GET {url} from {server.name}: wrong bytes at {received}")
+            received += count
+        if received != expect_size:
+            raise RuntimeError(f"GET {url} from {server.name}: {received} of {expect_size} bytes")
+        return response.getheader("ETag")
+    finally:
+        conn.close()
+
+
+def _repeats(pattern: bytes, offset: int, data: memoryview) -> bool:
+    """Whether ``data`` is what ``pattern`` repeated over and over holds at ``offset``."""
+    position, done = offset % len(pattern), 0
+    while done < len(data):
+        size = min(len(pattern) - position, len(data) - done)
+        if data[done : done + size].tobytes() != pattern[position : position + size]:
+            return False
+        done += size
+        position = 0
+    return True
+
+
+def status_kib(pid: int, field: str) -> int:
+    """A memory figure (``VmRSS``, ``VmHWM``) of process ``pid``, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/{pid}/status has no {field}")
+
+
+def peak_rss_rise(pid: int, action: Callable[[], None]) -> int:
+    """Bytes by which ``pid``'s peak resident memory rose above its level before ``action``.
+
+    Uses the kernel's own high-water mark (``VmHWM`` after ``clear_refs`` 5); where that
+    cannot be reset, samples ``VmRSS`` every 2 ms instead.
+    """
+    before = status_kib(pid, "VmRSS")
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return _sampled_rise(pid, before, action)
+    action()
+    return max(0, status_kib(pid, "VmHWM") - before) * 1024
+
+
+def _sampled_rise(pid: int, before: int, action: Callable[[], None]) -> int:
+    peak = before
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, status_kib(pid, "VmRSS"))
+            done.wait(0.002)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        action()
+    finally:
+        done.set()
+        watcher.join()
+    return max(0, peak - before) * 1024
