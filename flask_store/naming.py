@@ -3,7 +3,7 @@
 A *key* is the name of a file inside a store, relative to the store's root: ``"photo.jpg"``
 or ``"avatars/photo.jpg"``. Keys always use ``/``; no component is empty, ``.``, ``..`` or
 hidden (leading dot: temporary files and store internals live there), and no key holds a
-backslash, NUL or other control character. That makes every valid key safe to join to a
+backslash, NUL or other control or invisible character. That makes every valid key safe to join to a
 directory or an object prefix without escaping it. These are small pure functions so that
 every store shares one definition.
 """
@@ -27,10 +27,17 @@ MAX_COMPONENT_BYTES = 255
 #: Longest whole key in characters; S3 allows 1,024 bytes, leave room for a prefix.
 MAX_KEY_LENGTH = 900
 
-# Anything but Unicode letters, digits, "_", "." and "-" becomes "_"; keeps "фото.jpg" readable.
-_UNSAFE_CHARS = re.compile(r"[^\w.\-]+", re.UNICODE)
+# In filenames, anything but Unicode letters, marks (the vowel signs of Devanagari, Tamil...),
+# digits, "_", "." and "-" becomes "_"; keeps "фото.jpg" and "हिन्दी.txt" readable.
+_SAFE_CATEGORIES = ("L", "M", "N")
+_SAFE_PUNCTUATION = frozenset("_.-")
 _REPEATED_UNDERSCORES = re.compile(r"_{2,}")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# In keys, characters that are invisible or reorder text: C0/C1 controls, line and paragraph
+# separators, and format characters such as bidi overrides ("x\u202egpj.exe" displays as
+# "xexe.jpg"). The zero-width (non-)joiners stay: Persian and Indic words need them.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+_JOINERS = frozenset("\u200c\u200d")
 # Extensions that belong with the one before them: "a.tar.gz" renames to "a_<id>.tar.gz".
 _COMPRESSION_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".zst", ".br", ".lz", ".z"})
 _WINDOWS_RESERVED = frozenset(
@@ -55,8 +62,10 @@ def secure_filename(filename: str) -> str:
     :raises InvalidFilenameError: when nothing usable is left.
     """
     base = re.split(r"[/\\]", filename)[-1]
-    base = unicodedata.normalize("NFC", base)
-    base = _UNSAFE_CHARS.sub("_", base)
+    base = "".join(
+        char if _is_safe_in_filename(char) else "_"
+        for char in unicodedata.normalize("NFC", base)
+    )
     base = _REPEATED_UNDERSCORES.sub("_", base).strip("._- ")
     stem, ext = split_extension(base)
     if not stem.strip("_"):
@@ -67,6 +76,22 @@ def secure_filename(filename: str) -> str:
     if stem.lower() in _WINDOWS_RESERVED:
         stem = f"_{stem}"
     return _truncate_component(stem, ext)
+
+
+def _is_safe_in_filename(char: str) -> bool:
+    if char in _SAFE_PUNCTUATION or char in _JOINERS:
+        return True
+    return unicodedata.category(char)[0] in _SAFE_CATEGORIES
+
+
+def _has_invisible_characters(key: str) -> bool:
+    """Whether ``key`` holds a control, separator or format character (see above)."""
+    if key.isascii():
+        return _CONTROL_CHARS.search(key) is not None
+    return any(
+        unicodedata.category(char) in _INVISIBLE_CATEGORIES and char not in _JOINERS
+        for char in key
+    )
 
 
 def _truncate_component(stem: str, ext: str) -> str:
@@ -106,8 +131,10 @@ def clean_key(key: str) -> str:
         raise InvalidKeyError(f"A key must be a string, not {type(key).__name__}.")
     if not key or len(key) > MAX_KEY_LENGTH:
         raise InvalidKeyError(f"A key must have 1 to {MAX_KEY_LENGTH} characters.")
-    if "\\" in key or _CONTROL_CHARS.search(key):
-        raise InvalidKeyError(f"The key {key!r} contains a backslash or control character.")
+    if "\\" in key or _has_invisible_characters(key):
+        raise InvalidKeyError(
+            f"The key {key!r} contains a backslash, or a control or invisible character."
+        )
     if key.startswith("/"):
         raise InvalidKeyError(f"The key {key!r} is absolute; keys are relative to the store.")
     parts = [part for part in key.split("/") if part]

@@ -84,6 +84,19 @@ def test_unicode_letters_are_kept() -> None:
     assert secure_filename("фото.jpg") == "фото.jpg"
     assert secure_filename("我的 文件.png") == "我的_文件.png"
     assert secure_filename("e\u0301te\u0301.txt") == "été.txt"  # normalised to NFC
+    # Scripts written with combining vowel signs and joiners stay whole.
+    assert secure_filename("हिन्दी.txt") == "हिन्दी.txt"
+    assert secure_filename("தமிழ்.png") == "தமிழ்.png"
+    assert secure_filename("نامه\u200cها.pdf") == "نامه\u200cها.pdf"
+
+
+@pytest.mark.parametrize(
+    "key", ["a\x85b", "a\u2028b", "a\u2029b", "a/\u200b/b", "x\u202egpj.exe", "a\u2066b"]
+)
+def test_keys_with_invisible_or_reordering_characters_are_refused(key: str) -> None:
+    with pytest.raises(InvalidKeyError):
+        clean_key(key)
+    assert "\u202e" not in secure_filename("x\u202egpj.exe")
 
 
 @pytest.mark.parametrize(
