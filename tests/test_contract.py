@@ -125,6 +125,18 @@ def test_destination_folder_becomes_part_of_the_key(store: BaseStore) -> None:
         store.at("../up")
 
 
+def test_destination_applies_to_save_only(store: BaseStore) -> None:
+    # Every other method takes whole keys (FileWrapper.name), so a wrapper's name always
+    # reaches its own file, whichever folder the store object saves into.
+    avatars = store.at("avatars")
+    saved = avatars.save(b"v1", name="me.png")
+    assert avatars.file(saved.name).read() == b"v1"
+    assert avatars.replace(saved.name, b"v2").name == "avatars/me.png"
+    assert avatars.put("other.png", b"root").name == "other.png"
+    assert store.read("avatars/me.png") == b"v2"
+    assert sorted(store.keys()) == ["avatars/me.png", "other.png"]
+
+
 def test_unicode_names_stay_readable(store: BaseStore) -> None:
     saved = store.save(b"p", name="фото отпуск.jpg")
     assert saved.name == "фото_отпуск.jpg"

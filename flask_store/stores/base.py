@@ -277,13 +277,15 @@ class BaseStore(ABC):
         """Store ``file`` under exactly ``key`` (copies between stores, restores, sync).
 
         Unlike :meth:`save`, the key is used as given (after the containment check) and
-        never renamed.
+        never renamed. Like every method but :meth:`save`, it takes the whole key in the
+        store (a :attr:`FileWrapper.name <flask_store.FileWrapper.name>`): the
+        :attr:`destination` folder applies to :meth:`save` only.
 
         :param filename: the original filename to record (default: the key's last part).
         :param overwrite: replace a file already stored as ``key`` instead of refusing.
         :raises FileExistsInStoreError: when ``key`` is taken and ``overwrite`` is false.
         """
-        key = join_key(self.destination, key)
+        key = join_key(key)
         basename = key.rpartition("/")[2]
         with open_upload(file, filename or basename, content_type) as upload:
             return self._store(upload, iter([key]), basename, overwrite=overwrite)
