@@ -1,11 +1,13 @@
-"""LocalStore under a full disk: a clear error and nothing left behind.
+"""LocalStore on a full disk or without hard links: clear errors, nothing left behind.
 
-Both tests run the save in a child process: one on a real 256 KiB tmpfs mounted in a private
+The full-disk tests run the save in a child process: one on a real 256 KiB tmpfs mounted in a private
 mount namespace (so ``write`` fails with ENOSPC), one under a file-size limit (EFBIG).
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +15,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
+from flask_store.stores.local import LocalStore
+from tests.stores import everything_stored
 
 SAVE_TOO_MUCH = textwrap.dedent(
     """
@@ -72,3 +77,33 @@ def test_file_size_limit_raises_storage_full_and_leaves_nothing(tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     assert "StorageFullError" in result.stdout
     assert "LEFT ['fits.txt']" in result.stdout
+
+
+def _no_hard_links(source: str, target: str) -> None:
+    raise OSError(errno.EPERM, "Operation not permitted")  # as on vfat/exFAT, some FUSE mounts
+
+
+def test_without_hard_links_names_are_still_claimed_exclusively(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "link", _no_hard_links)
+    store = LocalStore(path=str(tmp_path / "store"))
+    first, second = store.save(b"one", name="a.txt"), store.save(b"two", name="a.txt")
+    assert first.name == "a.txt" and second.name != "a.txt"
+    assert (store.read(first.name), store.read(second.name)) == (b"one", b"two")
+    assert everything_stored(store) == sorted([first.name, second.name])
+
+
+def test_without_hard_links_a_failed_move_leaves_no_empty_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "link", _no_hard_links)
+    store = LocalStore(path=str(tmp_path / "store"))
+
+    def interrupted(source: str, target: str) -> None:
+        raise KeyboardInterrupt  # the process is stopped between reserving and moving
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.save(b"important", name="doc.pdf")
+    assert everything_stored(store) == []

@@ -197,12 +197,22 @@ class LocalStore(BaseStore):
         except OSError as exc:
             if exc.errno not in _NO_LINKS:
                 raise
-        # No hard links here: reserve the name exclusively, then move the data onto it.
+        # No hard links here: reserve the name with an empty file created exclusively, then
+        # move the data onto it. Readers may see that empty file for an instant; if the move
+        # fails, the reservation is removed so no empty file is left under the key.
         try:
-            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
-        os.replace(temp_path, target)
+        try:
+            reservation = os.fstat(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.replace(temp_path, target)
+        except BaseException:
+            _remove_if_same_file(target, reservation)
+            raise
         return True
 
     # -- reading ----------------------------------------------------------------------------
@@ -295,6 +305,13 @@ def _prepend(first: str, rest: Iterator[str]) -> Iterator[str]:
 
 def _is_regular(stat: os.stat_result) -> bool:
     return (stat.st_mode & 0o170000) == 0o100000
+
+
+def _remove_if_same_file(path: str, expected: os.stat_result) -> None:
+    """Remove ``path`` if it is still the file ``expected`` describes (not a newer one)."""
+    with contextlib.suppress(FileNotFoundError):
+        if os.path.samestat(os.stat(path), expected):
+            os.unlink(path)
 
 
 def _remove_quietly(path: str) -> None:
