@@ -1,7 +1,9 @@
 """LocalStore on a full disk or without hard links: clear errors, nothing left behind.
 
-The full-disk tests run the save in a child process: one on a real 256 KiB tmpfs mounted in a private
-mount namespace (so ``write`` fails with ENOSPC), one under a file-size limit (EFBIG).
+The full-disk tests run the save in a child process: one on a real 256 KiB tmpfs mounted in
+a private mount namespace (so ``write`` fails with ENOSPC), one under a file-size limit
+(EFBIG). File systems without hard links (vfat, some FUSE mounts) are stood in for by an
+``os.link`` that fails as theirs does.
 """
 
 from __future__ import annotations
