@@ -36,6 +36,7 @@ from .exceptions import (
 )
 from .file_wrapper import FileWrapper
 from .stores.base import BaseStore, measure, recorded_md5
+from .stores.local import LocalStore
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -171,6 +172,31 @@ def remove_files(paths: tuple[str, ...]) -> None:
         click.echo(f"deleted {wrapper.path}")
     if failed:
         sys.exit(1)
+
+
+@store_cli.command("clean")
+@click.argument("store", required=False)
+@click.option(
+    "--older-than",
+    type=click.FloatRange(min=0),
+    default=LocalStore.STALE_TEMP_SECONDS,
+    show_default=True,
+    help="Seconds a temporary file must have been untouched.",
+)
+@with_appcontext
+@_one_line_errors
+def clean_temp_files(store: str | None, older_than: float) -> None:
+    """Delete temporary files that killed uploads left in STORE's folder (default store).
+
+    The app also does this in the background when it starts.
+    """
+    target = _store(store)
+    if not isinstance(target, LocalStore):
+        raise UsageProblem(f"{target.name}: only stores on local disk keep temporary files.")
+    removed = target.remove_stale_temp_files(older_than)
+    for path in removed:
+        click.echo(f"removed {path}")
+    click.echo(f"removed {len(removed)} temporary file(s) from {target.root}")
 
 
 @store_cli.command("cp")

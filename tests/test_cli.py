@@ -7,6 +7,7 @@ import pty
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -225,3 +226,41 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     assert "copied hello.txt" not in text
     assert text.rstrip().endswith("copied 5, skipped 0, failed 0")
     assert len(list((tmp_path / "instance" / "copy").iterdir())) == 5
+
+
+def _temp_file(folder: Path, name: str, age_seconds: float) -> Path:
+    """A hidden temporary file like the one a killed upload leaves, ``age_seconds`` old."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(b"half an upload")
+    stamp = time.time() - age_seconds
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_clean_removes_only_stale_temporary_files(
+    runner: FlaskCliRunner, tmp_path: Path
+) -> None:
+    stale = _temp_file(tmp_path / "local" / "docs", ".upload-stale", 2 * 86400)
+    fresh = _temp_file(tmp_path / "local", ".upload-fresh", 60)
+    result = runner.invoke(args=["store", "clean"])
+    assert result.exit_code == 0, result.output
+    assert f"removed {stale}" in result.output
+    assert (stale.exists(), fresh.exists()) == (False, True)
+    assert (tmp_path / "local" / "a.txt").read_bytes() == b"alpha"
+    assert runner.invoke(args=["store", "clean", "--older-than", "0"]).exit_code == 0
+    assert not fresh.exists()
+    memory = runner.invoke(args=["store", "clean", "mem"])
+    assert memory.exit_code == 2
+    assert "only stores on local disk" in memory.output
+
+
+def test_starting_the_app_removes_stale_temporary_files(tmp_path: Path) -> None:
+    stale = _temp_file(tmp_path / "files", ".upload-left-by-a-crash", 2 * 86400)
+    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config["STORE_PATH"] = str(tmp_path / "files")
+    Store(app)
+    deadline = time.monotonic() + 30  # a safety net for the background sweep, not a measure
+    while stale.exists():
+        assert time.monotonic() < deadline, "the stale temporary file was never removed"
+        time.sleep(0.01)

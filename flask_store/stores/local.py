@@ -19,6 +19,8 @@ import json
 import os
 import stat
 import tempfile
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any, BinaryIO, ClassVar
@@ -69,6 +71,9 @@ class LocalStore(BaseStore):
 
     short_name = "local"
     defaults: ClassVar[Mapping[str, Any]] = {"FSYNC": False, "SPOOL_UPLOADS": True}
+    #: Age after which a hidden temporary file counts as left over by a killed process.
+    #: An upload still arriving keeps its spool file's modification time fresh.
+    STALE_TEMP_SECONDS: ClassVar[float] = 24 * 3600
 
     def __init__(self, config: Any = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
@@ -86,6 +91,35 @@ class LocalStore(BaseStore):
         self.fsync: bool = self.config.typed("FSYNC", bool, False)
         #: Whether the app spools large uploads into :attr:`root` so saves move, not copy.
         self.spool_uploads: bool = self.config.typed("SPOOL_UPLOADS", bool, True)
+
+    def start(self) -> None:
+        """Remove leftover temporary files in the background (see :meth:`remove_stale_temp_files`).
+
+        A process killed mid-upload leaves its hidden spool or temporary file behind; nothing
+        else would ever remove it.
+        """
+        threading.Thread(
+            target=self.remove_stale_temp_files, name="flask-store-tidy", daemon=True
+        ).start()
+
+    def remove_stale_temp_files(self, older_than: float | None = None) -> list[str]:
+        """Delete hidden temporary files (``.upload-*``) untouched for ``older_than`` seconds.
+
+        :param older_than: age in seconds (default :attr:`STALE_TEMP_SECONDS`).
+        :returns: the paths removed.
+        """
+        cutoff = time.time() - (self.STALE_TEMP_SECONDS if older_than is None else older_than)
+        removed = []
+        for folder, _, names in os.walk(self.root):
+            for name in names:
+                if not name.startswith(TEMP_PREFIX):
+                    continue
+                path = os.path.join(folder, name)
+                with contextlib.suppress(FileNotFoundError):
+                    if os.lstat(path).st_mtime < cutoff:
+                        os.unlink(path)
+                        removed.append(path)
+        return removed
 
     def path(self, key: str) -> str:
         """The absolute path of ``key``, checked to stay inside the store's folder.
