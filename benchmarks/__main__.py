@@ -280,7 +280,7 @@ SMALL_SAVE = (
     "A Flask-Store save does more than `FileStorage.save`: it writes a hidden temporary file, "
     "seals it (mode, and size and original name in an extended attribute), hard-links it "
     "under a name no other file has and removes the temporary name, where plain Flask "
-    "creates one file it could overwrite. Profiled on this machine that is 50-90 µs more "
+    "creates one file it could overwrite. Profiled on this machine that is 50-110 µs more "
     "per save; creating any file here costs 200-1000 µs depending on what else the disk "
     "is doing, so the ratio moves between about 1.05x and 1.25x from run to run. The extra "
     "work is what guarantees no overwrite and no half-written file."
