@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import io
+import logging
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -177,26 +181,161 @@ def test_deleting_a_file_while_its_transfer_fails_ends_the_transfer(
     assert not store.exists("a.txt")
 
 
-def test_a_transfer_that_loses_a_race_never_undoes_the_winner(tmp_path: Path) -> None:
-    """Two workers transfer the same file (start-up reconcile, duplicate jobs); the local
-    copy leaves when the first one finishes. The second then finds the key taken and its
-    local copy gone: that must not turn the finished transfer into a failed one."""
+@contextmanager
+def when_a_transfer_waits(event: threading.Event) -> Iterator[None]:
+    """Set ``event`` when a transfer logs that it waits for another transfer of its key."""
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "waits for another transfer" in record.getMessage():
+                event.set()
+
+    logger = logging.getLogger("flask_store.transfer")
+    handler, level = Handler(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def test_a_second_transfer_of_a_file_waits_for_the_first(tmp_path: Path) -> None:
+    """Two workers get the same file (start-up reconcile, duplicate jobs): the second waits
+    for the first, then finds it done; the remote is written once."""
     stores: list[QueuedStore] = []
+    second: list[threading.Thread] = []
     outcomes: list[str] = []
-    remote = {
-        "PROVIDER": InterruptedStore,
-        "INTERRUPT": lambda name: outcomes.append(stores[0].transfer_now(name)),
-    }
+    waiting = threading.Event()
+
+    def duplicate_transfer(name: str) -> None:
+        thread = threading.Thread(target=lambda: outcomes.append(stores[0].transfer_now(name)))
+        thread.start()
+        second.append(thread)
+        assert waiting.wait(JOIN)
+
+    remote = {"PROVIDER": InterruptedStore, "INTERRUPT": duplicate_transfer}
     store = make_store(tmp_path, remote, transfer_delayed=True, transfer_delete_local=True)
     stores.append(store)
     store.save(b"x", name="a.txt")
+    writes: list[str] = []
+    store.remote.put = _counting(store.remote.put, writes)  # type: ignore[method-assign]
 
-    outcomes.append(store.transfer_now("a.txt"))
+    with when_a_transfer_waits(waiting):
+        outcomes.append(store.transfer_now("a.txt"))
+        second[0].join(JOIN)
 
-    assert outcomes == ["done", "done"]  # the other worker's, then this one's
+    assert outcomes == ["done", "done"]  # this one's, then the one that waited
+    assert writes == ["a.txt"]
     assert store.state("a.txt") == "done"
     assert not (tmp_path / "local" / "a.txt").exists()
     assert store.read("a.txt") == b"x"  # from the remote, where the record points
+
+
+def _counting(put: Callable[..., Any], writes: list[str]) -> Callable[..., Any]:
+    def counted(key: str, *args: Any, **kwargs: Any) -> Any:
+        writes.append(key)
+        return put(key, *args, **kwargs)
+
+    return counted
+
+
+@pytest.mark.parametrize("delete_local", [True, False])
+def test_the_last_version_saved_wins_over_a_slower_older_transfer(
+    tmp_path: Path, delete_local: bool
+) -> None:
+    """The old version's upload is slow; the user replaces the file meanwhile and its
+    transfer is queued at once. The newer bytes must end on the remote, and the local copy
+    may only go once the remote holds them."""
+    stores: list[QueuedStore] = []
+    turn = threading.Event()  # the newer transfer waits for the older one, or it finished
+
+    def replace_meanwhile(name: str) -> None:
+        stores[0].replace(name, b"NEW version")  # queues the newer version's transfer
+        assert turn.wait(JOIN)
+
+    remote = {"PROVIDER": InterruptedStore, "INTERRUPT": replace_meanwhile}
+    store = make_store(
+        tmp_path, remote, on_conflict="overwrite", transfer_delete_local=delete_local
+    )
+    stores.append(store)
+
+    def finished(sender: object, key: str, **extra: Any) -> None:
+        turn.set()
+
+    with when_a_transfer_waits(turn), file_transferred.connected_to(finished):
+        store.save(b"OLD version", name="report.txt")
+        assert store.join(JOIN)
+
+    assert store.remote.read("report.txt") == b"NEW version"
+    assert store.state("report.txt") == "done"
+    assert store.read("report.txt") == b"NEW version"
+    local = tmp_path / "local" / "report.txt"
+    assert local.exists() != delete_local
+    assert [p.name for p in (tmp_path / "local").iterdir() if p.name != ".transfers"] == (
+        [] if delete_local else ["report.txt"]
+    )
+
+
+def test_the_local_copy_stays_when_a_newer_file_landed_after_the_upload(
+    tmp_path: Path,
+) -> None:
+    """A save whose record is not written yet (its file already in place) when the older
+    transfer finishes: the older transfer must not delete that newer file."""
+    def land_newer_file(sender: object, key: str, **extra: Any) -> None:
+        # The newer save's rename, with its record still to come.
+        newer = tmp_path / "local" / ".newer"
+        newer.write_bytes(b"NEW")
+        newer.replace(tmp_path / "local" / key)
+
+    store = make_store(
+        tmp_path, on_conflict="overwrite", transfer_delete_local=True, transfer_delayed=True
+    )
+    store.save(b"OLD", name="a.txt")
+    with file_transferred.connected_to(land_newer_file):
+        assert store.transfer_now("a.txt") == "done"
+    assert (tmp_path / "local" / "a.txt").read_bytes() == b"NEW"  # kept for its own transfer
+    assert sorted(p.name for p in (tmp_path / "local").iterdir()) == [".transfers", "a.txt"]
+    assert store.remote.read("a.txt") == b"OLD"
+
+
+def test_a_transfer_in_another_process_holds_the_key(tmp_path: Path) -> None:
+    """The transfer lock is an flock in the records folder: a transfer of the same key in
+    another process (an RQ worker) makes this one wait until it ends."""
+    store = make_store(tmp_path, transfer_delayed=True)
+    store.save(b"x", name="a.txt")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_KEY, store.records.root, "a.txt"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        waiting = threading.Event()
+        outcome: list[str] = []
+        with when_a_transfer_waits(waiting):
+            worker = threading.Thread(target=lambda: outcome.append(store.transfer_now("a.txt")))
+            worker.start()
+            assert waiting.wait(JOIN)
+            assert list(store.remote.keys()) == []  # nothing sent while the other one runs
+            assert holder.stdin is not None
+            holder.stdin.close()  # the other process's transfer ends
+            worker.join(JOIN)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert outcome == ["done"]
+    assert store.remote.read("a.txt") == b"x"
+
+
+HOLD_THE_KEY = """
+import sys
+from flask_store.transfer.records import RecordBook
+with RecordBook(sys.argv[1]).transferring(sys.argv[2]):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
 
 
 def test_a_record_saved_again_is_not_updated_by_a_stale_transfer(tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from flask_store.stores.queued import QueuedStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,3 +117,70 @@ def test_sigkill_mid_transfer_then_reconcile_loses_nothing(tmp_path: Path) -> No
     for number, key in enumerate(saved):
         assert restarted.remote.read(key) == payload(number)
         assert restarted.state(key) == "done"
+
+
+KILLED_BEFORE_RECORD = """
+import json, os, signal, sys
+from flask_store.stores.queued import QueuedStore
+
+store = QueuedStore(**json.loads(sys.argv[1]))
+# SIGKILL at the first instruction after the file became visible locally.
+store.records.create = lambda record: os.kill(os.getpid(), signal.SIGKILL)
+store.save(b"precious new", name="invoice.pdf")
+"""
+
+
+@pytest.mark.parametrize("replacing", [False, True])
+def test_killed_between_the_local_file_and_its_record_then_adopted(
+    tmp_path: Path, replacing: bool
+) -> None:
+    """A save killed after its file landed but before its record was written: the
+    reconciler adopts the file from the save's intent and transfers it (also when it
+    replaced an older version whose local copy was already gone)."""
+    settings: dict[str, Any] = {
+        "queued_local": {"PROVIDER": "local", "PATH": str(tmp_path / "local")},
+        "queued_remote": {"PROVIDER": "local", "PATH": str(tmp_path / "remote")},
+        "transfer_retry_delay": 0,
+        "transfer_delete_local": True,
+        "on_conflict": "overwrite" if replacing else "rename",
+    }
+    if replacing:
+        old = QueuedStore(**settings)
+        old.save(b"old", name="invoice.pdf")
+        assert old.join(SAFETY_NET) and old.state("invoice.pdf") == "done"
+    child = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(KILLED_BEFORE_RECORD), json.dumps(settings)],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=SAFETY_NET,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert (tmp_path / "local" / "invoice.pdf").read_bytes() == b"precious new"
+
+    restarted = QueuedStore(**settings)
+    assert restarted.reconcile() == ["invoice.pdf"]
+    assert restarted.join(SAFETY_NET)
+    assert restarted.state("invoice.pdf") == "done"
+    assert (tmp_path / "remote" / "invoice.pdf").read_bytes() == b"precious new"
+    assert not (tmp_path / "local" / "invoice.pdf").exists()  # removed once verified
+    assert restarted.reconcile() == []  # adopted once
+    assert os.listdir(restarted.records.root + "/intents") == []
+
+
+def test_an_intent_of_a_live_save_is_left_alone(tmp_path: Path) -> None:
+    """A reconciler (another process starting) never adopts a save that is still running."""
+    store = QueuedStore(
+        queued_local={"PROVIDER": "local", "PATH": str(tmp_path / "local")},
+        queued_remote={"PROVIDER": "memory"},
+        transfer_delayed=True,
+    )
+    with store.records.intent(overwrite=False, queued=True) as intent:
+        list(intent.noting(iter(["a.txt"])))
+        (tmp_path / "local" / "a.txt").write_bytes(b"being saved")
+        other = QueuedStore(
+            queued_local={"PROVIDER": "local", "PATH": str(tmp_path / "local")},
+            queued_remote={"PROVIDER": "memory"},
+        )
+        assert other.adopt_abandoned() == []
+        assert other.records.get("a.txt") is None
+    assert os.listdir(store.records.root + "/intents") == []

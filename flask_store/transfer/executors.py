@@ -8,7 +8,10 @@ remote store: it hands the key over and returns.
 - ``thread`` (default): a few daemon threads in the web process, started on demand.
 - ``gevent``: one greenlet per transfer; the app must ``gevent.monkey.patch_all()`` first.
 - ``rq``: a job per transfer on a Redis queue, run by ``rq worker`` processes that see the
-  same local folder (same host or a shared volume).
+  same local folder (same host or a shared volume). A job never carries credentials: it names
+  the app (``STORE_RQ_APP``), whose config the worker loads itself, or it carries the store's
+  settings without its secrets, and the worker's own environment supplies those (boto3's
+  credential chain).
 
 Work lost with a dying process is not lost for good: its records stay ``pending`` on disk and
 the next reconciler run (start-up, or ``flask store transfer --pending``) finishes it.
@@ -16,16 +19,21 @@ the next reconciler run (start-up, or ``flask store transfer --pending``) finish
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import importlib
 import logging
 import pickle
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import StoreConfig
+from ..exceptions import NotConfiguredError
 
 if TYPE_CHECKING:
     from .queued import QueuedStore
@@ -37,6 +45,18 @@ EXECUTOR_CHOICES = ("thread", "gevent", "rq")
 IDLE_SECONDS = 30.0
 #: How often ``join`` looks at the records of transfers running in another process.
 POLL_SECONDS = 0.05
+#: Parts of a setting's name that mark it secret: never sent to Redis in a job.
+SECRET_MARKERS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "CREDENTIAL", "PRIVATE")
+
+#: Set while an RQ worker loads the app a job names, so its stores do not start reconciling.
+_LOADING_FOR_JOB: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "flask_store_loading_for_job", default=False
+)
+
+
+def in_rq_worker() -> bool:
+    """Whether an RQ worker is loading the app of a job right now (see :func:`run_rq_transfer`)."""
+    return _LOADING_FOR_JOB.get()
 
 
 class Executor(Protocol):
@@ -178,8 +198,12 @@ class GeventExecutor:
 class RQExecutor:
     """A job per transfer on a Redis queue (``STORE_RQ_REDIS_URL``, ``STORE_RQ_QUEUE``).
 
-    The job carries the store's settings, not the store: the worker rebuilds the same store
-    from them (:func:`run_rq_transfer`), so the settings must be plain, picklable values.
+    With ``STORE_RQ_APP`` (an import path as for ``flask --app``) the job carries that path
+    and the store's name; the worker loads the app and uses the app's store, settings and
+    credentials from the app's own config. Without it the job carries the store's settings
+    **without its secrets** (:func:`store_spec`): the worker rebuilds the store from them and
+    finds credentials in its own environment (boto3's chain). Either way nothing secret is
+    written to Redis, and the settings sent must be plain, picklable values.
     """
 
     def __init__(self, store: QueuedStore) -> None:
@@ -197,7 +221,7 @@ class RQExecutor:
                 "RQ_REDIS_URL", f"must be a URL like 'redis://host:6379/0', not {url!r}."
             )
         queue_name = config.typed("RQ_QUEUE", str, "flask_store")
-        self._spec = store_spec(store)
+        self._spec = job_spec(store)
         try:
             pickle.dumps(self._spec)
         except Exception as exc:
@@ -238,13 +262,33 @@ class RQExecutor:
             time.sleep(POLL_SECONDS)
 
 
+def job_spec(store: QueuedStore) -> dict[str, Any]:
+    """What an RQ job says about ``store``: the app and store name when ``STORE_RQ_APP`` is
+    set, else :func:`store_spec`. Never a credential.
+
+    :raises NotConfiguredError: when ``STORE_RQ_APP`` is not an import path.
+    """
+    app_path = store.config.setting("RQ_APP")
+    if app_path is None:
+        return store_spec(store)
+    if not isinstance(app_path, str) or not app_path.strip():
+        raise store.config.error(
+            "RQ_APP", f"must be the app's import path, like 'myapp:create_app()', not {app_path!r}."
+        )
+    return {"app": app_path, "store": store.config.name}
+
+
 def store_spec(store: QueuedStore) -> dict[str, Any]:
-    """What a worker needs to rebuild ``store``: its class and its settings."""
+    """What a worker needs to rebuild ``store``: its class and its settings, secrets left out.
+
+    Settings whose name marks them secret (:data:`SECRET_MARKERS`: ``S3_SECRET_KEY``,
+    ``S3_ACCESS_KEY``...) are dropped at every level, and passwords are cut out of URLs.
+    """
     config = store.config
     cls = type(store)
     return {
         "provider": f"{cls.__module__}.{cls.__qualname__}",
-        "values": {key: _plain(value) for key, value in config.values.items()},
+        "values": _public(config.values),
         "name": config.name,
         "key_prefix": config.key_prefix,
         "key_suffix": config.key_suffix,
@@ -252,12 +296,36 @@ def store_spec(store: QueuedStore) -> dict[str, Any]:
     }
 
 
-def _plain(value: Any) -> Any:
-    """``value`` with every mapping made a dict: store defaults are read-only mappings
-    (``mappingproxy``), which cannot be pickled."""
+def _public(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` without secret settings, as plain dicts: store defaults are read-only
+    mappings (``mappingproxy``), which cannot be pickled."""
+    return {
+        key: _public_value(value)
+        for key, value in values.items()
+        if not any(marker in str(key).upper() for marker in SECRET_MARKERS)
+    }
+
+
+def _public_value(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
+        return _public(value)
+    if isinstance(value, str) and "://" in value:
+        return _without_password(value)
     return value
+
+
+def _without_password(url: str) -> str:
+    """``url`` without the password of its user part (``redis://:pw@host`` -> ``redis://host``)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if password is None:
+        return url
+    user = f"{parts.username}@" if parts.username else ""
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=user + host))
 
 
 def store_from_spec(spec: Mapping[str, Any]) -> QueuedStore:
@@ -275,14 +343,52 @@ def store_from_spec(spec: Mapping[str, Any]) -> QueuedStore:
     return store
 
 
+@functools.lru_cache(maxsize=8)
+def store_of_app(app_path: str, name: str) -> QueuedStore:
+    """The queued store ``name`` of the app at ``app_path``, loaded once per worker process.
+
+    The app is loaded as ``flask --app`` would; its stores do not start reconciling here.
+
+    :raises NotConfiguredError: when the app cannot be loaded or has no such queued store.
+    """
+    from flask.cli import NoAppException, ScriptInfo
+
+    from ..extension import Store
+    from .queued import QueuedStore
+
+    with _loading_for_job():
+        try:
+            app = ScriptInfo(app_import_path=app_path, set_debug_flag=False).load_app()
+        except NoAppException as exc:
+            raise NotConfiguredError(
+                f"STORE_RQ_APP = {app_path!r}: the RQ worker cannot load the app: {exc}"
+            ) from exc
+    store = Store.registry(app).resolve(name)
+    if not isinstance(store, QueuedStore):
+        raise NotConfiguredError(
+            f"STORE_RQ_APP = {app_path!r}: the app's store {name!r} is not a queued store."
+        )
+    return store
+
+
+@contextlib.contextmanager
+def _loading_for_job() -> Iterator[None]:
+    token = _LOADING_FOR_JOB.set(True)
+    try:
+        yield
+    finally:
+        _LOADING_FOR_JOB.reset(token)
+
+
 def run_rq_transfer(spec: Mapping[str, Any], key: str) -> str:
-    """The RQ job: rebuild the store in the worker and run the transfer of ``key`` there.
+    """The RQ job: find the store in the worker and run the transfer of ``key`` there.
 
     :returns: the record's state afterwards (``done`` or ``failed``), shown by ``rq info``.
-    :raises NotConfiguredError: when the worker cannot rebuild the store from its settings.
+    :raises NotConfiguredError: when the worker cannot rebuild the store from the job.
     """
-    store = store_from_spec(spec)
-    return store.transfer_now(key)
+    if "app" in spec:
+        return store_of_app(spec["app"], spec["store"]).transfer_now(key)
+    return store_from_spec(spec).transfer_now(key)
 
 
 __all__ = [

@@ -7,11 +7,15 @@ by the transfer alone, so a remote that is down, slow or frozen never delays a r
 
 A transfer is idempotent: it uploads under the same key without ever overwriting a different
 file (the remote's own atomic claim), verifies size and checksum, records ``done``, and only
-then removes the local copy if asked to. When the remote already holds the same bytes (an
-earlier attempt that died after uploading) that counts as done. Failures are retried with
-exponential back-off; a transfer out of retries is recorded ``failed``, keeps its local copy,
-and is run again by the next reconciler pass (at start-up, or ``flask store transfer
---pending``).
+then removes the local copy if asked to. One transfer of a key runs at a time (threads and
+processes sharing the records folder wait for each other), and each transfer checks that the
+file it sends is still the one its record describes: when a file is saved again meanwhile
+(``ON_CONFLICT = "overwrite"``, ``replace()``), the newer version is sent next, and the local
+copy is only removed if it is the very file that reached the remote. When the remote already
+holds the same bytes (an earlier attempt that died after uploading) that counts as done.
+Failures are retried with exponential back-off; a transfer out of retries is recorded
+``failed``, keeps its local copy, and is run again by the next reconciler pass (at start-up,
+or ``flask store transfer --pending``).
 
 Reads follow the record: pending or failed files are read and served from the local copy,
 transferred ones from the remote (a redirect when the remote has direct URLs). The app's URL
@@ -22,11 +26,13 @@ for a file never changes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO, ClassVar, Literal
 
@@ -41,8 +47,9 @@ from ..exceptions import (
 from ..naming import clean_key
 from ..stores import load_provider
 from ..stores.base import BaseStore, FileInfo, FileMeta, measure, recorded_md5
-from .executors import EXECUTOR_CHOICES, Executor, make_executor
-from .records import RecordBook, TransferRecord
+from ..stores.local import LocalStore
+from .executors import EXECUTOR_CHOICES, Executor, in_rq_worker, make_executor
+from .records import Intent, RecordBook, TransferRecord
 from .signals import file_saved, file_transferred, transfer_failed
 
 log = logging.getLogger("flask_store.transfer")
@@ -65,6 +72,7 @@ QUEUED_DEFAULTS: Mapping[str, Any] = {
     "TRANSFER_RECORDS_PATH": None,
     "RQ_REDIS_URL": None,
     "RQ_QUEUE": "flask_store",
+    "RQ_APP": None,
 }
 
 
@@ -76,6 +84,26 @@ def retry_delay(base: float, attempt: int) -> float:
 def _md5_of(store: BaseStore, key: str) -> str:
     with store.open(key) as stream:
         return measure(stream)[1]
+
+
+def _md5_of_stream(stream: BinaryIO) -> str:
+    """The MD5 of the whole of the open, seekable ``stream``."""
+    stream.seek(0)
+    return measure(stream)[1]
+
+
+class _SupersededError(Exception):
+    """The file under the key is not the one the record describes: a newer save."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sent:
+    """What one transfer attempt sent: the local file (as opened) and the remote copy."""
+
+    local: FileInfo
+    remote: FileInfo
+    #: The local file's ``os.stat`` when it is a file on disk: its identity.
+    stat: os.stat_result | None
 
 
 class QueuedStore(BaseStore):
@@ -96,7 +124,10 @@ class QueuedStore(BaseStore):
     - ``TRANSFER_RECORDS_PATH``: the records folder (default ``.transfers`` inside the local
       store's folder, or ``<instance>/flask_store_transfers``).
     - ``RQ_REDIS_URL``, ``RQ_QUEUE`` (default ``"flask_store"``), ``RQ_JOB_TIMEOUT``: the
-      ``rq`` executor's Redis and queue.
+      ``rq`` executor's Redis and queue; ``RQ_APP``: the app's import path (``"myapp:app"``,
+      ``"myapp:create_app()"``) for workers to load it and take the store, with its
+      credentials, from the app's config. Without it, workers rebuild the store from settings
+      sent without secrets and take credentials from their own environment.
 
     .. versionadded:: 0.1
     """
@@ -127,6 +158,7 @@ class QueuedStore(BaseStore):
         # Everything that can be checked without touching the disk comes first, so a bad
         # setting leaves no folder behind.
         self.remote: BaseStore = self._build_inner(self.inner_config("remote"))
+        self.private_redirects = self.remote.private_redirects  # it redirects to the remote
         kind = cfg.choice("TRANSFER_EXECUTOR", EXECUTOR_CHOICES, self.default_executor)
         self.executor: Executor = make_executor(kind, self)
         self.local: BaseStore = self._build_inner(self.inner_config("local"))
@@ -200,24 +232,21 @@ class QueuedStore(BaseStore):
     def _write(
         self, chunks: Iterator[bytes], keys: Iterator[str], meta: FileMeta, overwrite: bool
     ) -> FileInfo:
-        """Write locally under a key that neither the local store nor a record holds."""
-        candidates = keys if overwrite else self._unreserved(keys)
-        info = self.local._write(chunks, candidates, meta, overwrite)
-        try:
-            self.records.create(
-                TransferRecord(
-                    key=info.key,
-                    state="pending",
-                    size=info.size,
-                    filename=meta.filename,
-                    content_type=meta.content_type,
-                    overwrite=overwrite,
-                    queued=not self.delayed,
-                )
-            )
-        except BaseException:
-            self.local.delete(info.key)  # no file without its record
-            raise
+        """Write locally under a key that neither the local store nor a record holds.
+
+        The keys tried are noted in an intent file first, so a process killed after the file
+        landed but before its record was written leaves enough for the reconciler to adopt
+        the file (:meth:`adopt_abandoned`).
+        """
+        queued = not self.delayed
+        with self.records.intent(overwrite=overwrite, queued=queued) as intent:
+            candidates = keys if overwrite else self._unreserved(keys)
+            info = self.local._write(chunks, intent.noting(candidates), meta, overwrite)
+            try:
+                self.records.create(_pending(info, meta, overwrite=overwrite, queued=queued))
+            except BaseException:
+                self.local.delete(info.key)  # no file without its record
+                raise
         file_saved.send(self, key=info.key, info=info)
         if not self.delayed:
             self.executor.submit(info.key)
@@ -254,7 +283,7 @@ class QueuedStore(BaseStore):
         :raises FileNotFoundInStoreError: when the store has no record of ``key``.
         """
         record = self._record(key)
-        if record.state == "failed" or not record.queued:
+        if record.state == "failed" or (record.state == "pending" and not record.queued):
             reopened = record.moved("pending", queued=True, attempts=0)
             if self.records.update(record, reopened):
                 return reopened
@@ -264,52 +293,95 @@ class QueuedStore(BaseStore):
     def transfer_now(self, key: str) -> Outcome:
         """Run the transfer of ``key`` here and now, with retries: what executors call.
 
-        Safe to run more than once and from several processes: a copy already on the
-        remote with the same bytes counts as done.
+        Waits while another transfer of ``key`` runs (in this process or another one that
+        shares the records folder), so the last version saved is always the last one sent.
+        Safe to run more than once: a copy already on the remote with the same bytes counts
+        as done. A transfer that finds the file saved again meanwhile sends the newer version.
 
-        :returns: ``done``, ``failed``, or ``gone`` when the file was deleted meanwhile.
+        :returns: ``done``, ``failed``, ``pending`` (a newer version waits for an explicit
+            transfer in ``delayed`` mode), or ``gone`` when the file was deleted meanwhile.
         """
         key = clean_key(key)
-        while True:
-            record = self.records.get(key)
-            if record is None:
-                return "gone"
-            if record.state == "done":
-                return "done"
-            try:
-                info = self._copy_to_remote(record)
-            except (TransferConflictError, FileNotFoundInStoreError) as exc:
-                return self._give_up(record, exc, record.attempts + 1)
-            except Exception as exc:
-                attempts = record.attempts + 1
-                if attempts > self.retries:
-                    return self._give_up(record, exc, attempts)
-                retried = record.moved("pending", attempts=attempts, error=str(exc))
-                if not self.records.update(record, retried):
-                    return self._outcome(key)  # deleted or saved again meanwhile
+        with self.records.transferring(key):
+            asked: str | None = None  # the save this call was asked to send
+            while True:
+                record = self.records.get(key)
+                if record is None:
+                    return "gone"
+                newer_unasked = asked not in (None, record.created) and not record.queued
+                if record.state == "done" or newer_unasked:
+                    return record.state  # a newer save in delayed mode waits for transfer()
+                asked = record.created
+                outcome = self._attempt(record)
+                if outcome is not None:
+                    return outcome
+
+    def _attempt(self, record: TransferRecord) -> Outcome | None:
+        """Send ``record``'s file once; ``None`` when the transfer must look again (a retry
+        after the back-off, or the record changed meanwhile), else the final outcome."""
+        try:
+            sent = self._copy_to_remote(record)
+        except _SupersededError:
+            return None
+        except (TransferConflictError, FileNotFoundInStoreError) as exc:
+            return self._give_up(record, exc, record.attempts + 1)
+        except Exception as exc:
+            attempts = record.attempts + 1
+            if attempts > self.retries:
+                return self._give_up(record, exc, attempts)
+            retried = record.moved("pending", attempts=attempts, error=str(exc))
+            if self.records.update(record, retried):
                 delay = retry_delay(self.retry_delay, attempts)
                 log.warning(
-                    "Transfer of %r failed (%s); retry %d in %.1fs.", key, exc, attempts, delay
+                    "Transfer of %r failed (%s); retry %d in %.1fs.",
+                    record.key,
+                    exc,
+                    attempts,
+                    delay,
                 )
                 time.sleep(delay)
-                continue
-            return self._finish(record, info)
+            return None
+        return self._finish(record, sent)
 
-    def _copy_to_remote(self, record: TransferRecord) -> FileInfo:
+    def _open_local(self, record: TransferRecord) -> tuple[BinaryIO, FileInfo]:
+        """The local copy of ``record``'s file, open, with its info.
+
+        :raises FileNotFoundInStoreError: when the local copy is gone (nothing to send).
+        :raises _SupersededError: when the file under the key is another one than the record's
+            (saved again, its record not yet written): the record is brought up to date.
+        """
+        try:
+            stream, info = self.local.open_with_info(record.key)
+        except FileNotFoundInStoreError as exc:
+            raise FileNotFoundInStoreError(
+                f"The local copy of {record.key!r} is gone, so it cannot be transferred; "
+                "save the file again."
+            ) from exc
+        if _describes(record, info):
+            return stream, info
+        stream.close()
+        newer = record.moved(
+            "pending",
+            size=info.size,
+            local_etag=info.etag,
+            filename=info.filename,
+            content_type=info.content_type,
+            attempts=0,
+            error=None,
+        )
+        self.records.update(record, newer)  # or the newer save wrote its record meanwhile
+        raise _SupersededError(record.key)
+
+    def _copy_to_remote(self, record: TransferRecord) -> _Sent:
         """Upload the local copy under its key, never over a different remote file.
 
         :raises FileNotFoundInStoreError: when the local copy is gone (nothing to send).
         :raises TransferConflictError: when the remote holds other bytes under the key.
         :raises TransferVerificationError: when the remote holds other bytes after the upload.
         """
-        try:
-            stream = self.local.open(record.key)
-        except FileNotFoundInStoreError as exc:
-            raise FileNotFoundInStoreError(
-                f"The local copy of {record.key!r} is gone, so it cannot be transferred; "
-                "save the file again."
-            ) from exc
+        stream, local = self._open_local(record)
         with stream:  # a seekable file: remotes send it as it is, without a spool copy
+            identity = _stat_of(stream)
             try:
                 stored = self.remote.put(
                     record.key,
@@ -320,71 +392,97 @@ class QueuedStore(BaseStore):
                 )
             except FileExistsInStoreError:
                 theirs = self.remote.info(record.key)
-                if self._holds_local_bytes(record, theirs, compare_unknown=True):
-                    return theirs  # an earlier attempt got there
+                if self._holds_bytes_of(stream, local, theirs, compare_unknown=True):
+                    return _Sent(local, theirs, identity)  # an earlier attempt got there
                 raise TransferConflictError(
                     f"The remote store already holds a different file as {record.key!r} "
-                    f"({theirs.size} bytes; the local copy has {record.size}); it was not "
+                    f"({theirs.size} bytes; the local copy has {local.size}); it was not "
                     "overwritten. Remove or rename one of them, then run 'flask store "
                     "transfer --pending'."
                 ) from None
-        info = stored.info
-        if not self._holds_local_bytes(record, info, compare_unknown=False):
-            # The copy is this attempt's own: remove it, or the retry would find the key
-            # taken by wrong bytes and give up on a conflict.
-            self.remote.delete(record.key)
-            raise TransferVerificationError(
-                f"After the upload the remote store's {record.key!r} differs from the local "
-                f"copy ({info.size} bytes, ETag {info.etag!r}; local: {record.size} bytes)."
-            )
-        return info
+            info = stored.info
+            if not self._holds_bytes_of(stream, local, info, compare_unknown=False):
+                # The copy is this attempt's own (no other transfer of the key runs): remove
+                # it, or the retry would find the key taken by wrong bytes and give up.
+                self.remote.delete(record.key)
+                raise TransferVerificationError(
+                    f"After the upload the remote store's {record.key!r} differs from the "
+                    f"local copy ({info.size} bytes, ETag {info.etag!r}; local: {local.size} "
+                    "bytes)."
+                )
+        return _Sent(local, info, identity)
 
-    def _holds_local_bytes(
-        self, record: TransferRecord, theirs: FileInfo, *, compare_unknown: bool
+    def _holds_bytes_of(
+        self, stream: BinaryIO, local: FileInfo, theirs: FileInfo, *, compare_unknown: bool
     ) -> bool:
-        """Whether the remote file ``theirs`` has the local copy's bytes.
+        """Whether the remote file ``theirs`` has the bytes of the open local file ``stream``.
 
-        Sizes must match. An ETag that is an MD5 is compared with the local file's; when it
-        differs (a compressed object's ETag) or there is none (multipart uploads), the remote
-        file is read and hashed: always for a mismatching MD5, and for a missing one only
-        with ``compare_unknown`` (a key found taken), since a fresh upload was already
-        checked in transit by the remote's own checksums.
+        Sizes must match. An ETag that is an MD5 is compared with the local file's (hashed
+        from the very file sent, never a newer one saved meanwhile); when it differs (a
+        compressed object's ETag) or there is none (multipart uploads), the remote file is
+        read and hashed: always for a mismatching MD5, and for a missing one only with
+        ``compare_unknown`` (a key found taken), since a fresh upload was already checked in
+        transit by the remote's own checksums.
         """
-        if theirs.size != record.size:
+        if theirs.size != local.size:
             return False
         their_md5 = recorded_md5(theirs)
         if their_md5 is None and not compare_unknown:
             return True
-        ours = _md5_of(self.local, record.key)
-        return their_md5 == ours or _md5_of(self.remote, record.key) == ours
+        ours = _md5_of_stream(stream) if stream.seekable() else _md5_of(self.local, local.key)
+        return their_md5 == ours or _md5_of(self.remote, local.key) == ours
 
-    def _finish(self, record: TransferRecord, info: FileInfo) -> Outcome:
-        """Record the verified transfer, tell listeners, then drop the local copy if asked."""
+    def _finish(self, record: TransferRecord, sent: _Sent) -> Outcome | None:
+        """Record the verified transfer, tell listeners, then drop the local copy if asked.
+
+        ``None`` when the file was saved again meanwhile: the newer version is sent next.
+        """
         if not self.records.update(record, record.moved("done", error=None)):
-            outcome = self._outcome(record.key)
-            if outcome == "gone":
+            if self.records.get(record.key) is None:
                 # Deleted while uploading: do not leave an orphan on the remote.
                 self.remote.delete(record.key)
-            return outcome  # or saved again meanwhile: that save queued its own transfer
+                return "gone"
+            return None
         log.info("Transferred %r to the remote store.", record.key)
-        file_transferred.send(self, key=record.key, info=info)
+        file_transferred.send(self, key=record.key, info=sent.remote)
         if self.delete_local:
-            self.local.delete(record.key)
+            self._discard_local(sent)
         return "done"
 
-    def _give_up(self, record: TransferRecord, error: Exception, attempts: int) -> Outcome:
+    def _discard_local(self, sent: _Sent) -> None:
+        """Remove the local copy, but only if it is still the very file that was sent.
+
+        A save of the same key may land at any moment (saves never wait for transfers).
+        On disk the file is first moved aside (atomic), then checked: a newer file moved
+        aside by mistake goes back, unless an even newer one took its place meanwhile.
+        """
+        key = sent.local.key
+        if not isinstance(self.local, LocalStore) or sent.stat is None:
+            with contextlib.suppress(FileNotFoundInStoreError):
+                if self.local.info(key).etag == sent.local.etag:
+                    self.local.delete(key)
+            return
+        path = self.local.path(key)
+        aside = os.path.join(os.path.dirname(path), f".discard-{uuid.uuid4().hex}")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            if not _same_file(os.stat(aside), sent.stat):
+                with contextlib.suppress(FileExistsError):
+                    os.link(aside, path)
+        finally:
+            os.unlink(aside)
+
+    def _give_up(self, record: TransferRecord, error: Exception, attempts: int) -> Outcome | None:
         """Record the transfer as failed (local copy kept) and send ``transfer_failed``."""
         failed = record.moved("failed", attempts=attempts, error=str(error))
         if not self.records.update(record, failed):
-            return self._outcome(record.key)  # deleted or saved again meanwhile
+            return None  # deleted or saved again meanwhile: look again
         log.error("Transfer of %r failed after %d attempt(s): %s", record.key, attempts, error)
         transfer_failed.send(self, key=record.key, error=error, attempts=attempts)
         return "failed"
-
-    def _outcome(self, key: str) -> Outcome:
-        """The state of ``key``'s current record, ``gone`` without one."""
-        record = self.records.get(key)
-        return "gone" if record is None else record.state
 
     def reconcile(self, include_delayed: bool = False) -> list[str]:
         """Queue every pending or failed transfer again; the keys queued, oldest first.
@@ -392,6 +490,7 @@ class QueuedStore(BaseStore):
         :param include_delayed: also queue files of ``delayed`` mode that nobody asked to
             transfer yet (the start-up pass leaves them alone).
         """
+        self.adopt_abandoned()
         queued = []
         for record in self.records.unsettled():
             if record.queued or include_delayed:
@@ -399,8 +498,42 @@ class QueuedStore(BaseStore):
                 queued.append(record.key)
         return queued
 
+    def adopt_abandoned(self) -> list[str]:
+        """Give a pending record to each file whose save was killed before writing one.
+
+        Only the keys noted by saves that died are looked at (their intent files), never
+        the whole local store. :meth:`reconcile` calls it first.
+
+        :returns: the keys adopted.
+        """
+        return [
+            key
+            for intent in self.records.abandoned()
+            for key in intent.keys
+            if self._adopt(key, intent)
+        ]
+
+    def _adopt(self, key: str, intent: Intent) -> bool:
+        """Record the local file ``key`` as pending unless its record already describes it."""
+        try:
+            info = self.local.info(key)
+        except (FileNotFoundInStoreError, InvalidKeyError):
+            return False  # never landed, or claimed by nobody
+        record = self.records.get(key)
+        if record is not None and (record.local_etag is None or _describes(record, info)):
+            return False  # the save wrote its record (or the file is an older store's)
+        meta = FileMeta(filename=info.filename, content_type=info.content_type)
+        self.records.create(_pending(info, meta, overwrite=intent.overwrite, queued=intent.queued))
+        log.warning("Adopted %r, left without a transfer record by a killed save.", key)
+        return True
+
     def start(self) -> None:
-        """Re-drive unfinished transfers in the background (called by ``init_app``)."""
+        """Re-drive unfinished transfers in the background (called by ``init_app``).
+
+        Not in an RQ worker that loads the app for a job: the app's own processes do that.
+        """
+        if in_rq_worker():
+            return
         self._starting = threading.Thread(
             target=self._reconcile_logged, name="flask-store-reconcile", daemon=True
         )
@@ -460,8 +593,8 @@ class QueuedStore(BaseStore):
     def open_with_info(self, key: str) -> tuple[BinaryIO, FileInfo]:
         return self.holder(key).open_with_info(key)
 
-    def open_range(self, key: str, start: int, stop: int) -> BinaryIO:
-        return self.holder(key).open_range(key, start, stop)
+    def open_range(self, key: str, start: int, stop: int, *, etag: str | None = None) -> BinaryIO:
+        return self.holder(key).open_range(key, start, stop, etag=etag)
 
     def info(self, key: str) -> FileInfo:
         return self.holder(key).info(key)
@@ -496,3 +629,43 @@ class QueuedStore(BaseStore):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}: {self.local!r} -> {self.remote!r}>"
+
+
+def _pending(info: FileInfo, meta: FileMeta, *, overwrite: bool, queued: bool) -> TransferRecord:
+    """The record of a file just written locally (``info``), waiting for its transfer."""
+    return TransferRecord(
+        key=info.key,
+        state="pending",
+        size=info.size,
+        filename=meta.filename,
+        content_type=meta.content_type,
+        overwrite=overwrite,
+        queued=queued,
+        local_etag=info.etag,
+    )
+
+
+def _describes(record: TransferRecord, local: FileInfo) -> bool:
+    """Whether ``record`` is the record of the local file ``local`` (not of an older one).
+
+    Records written before ETags were kept compare sizes only.
+    """
+    if record.local_etag is None:
+        return record.size == local.size
+    return record.local_etag == local.etag
+
+
+def _stat_of(stream: BinaryIO) -> os.stat_result | None:
+    """The identity of an open file on disk; ``None`` for other streams."""
+    try:
+        return os.fstat(stream.fileno())
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+def _same_file(found: os.stat_result, sent: os.stat_result) -> bool:
+    """Whether ``found`` is the file ``sent`` was: files are replaced, never rewritten."""
+    return os.path.samestat(found, sent) and (found.st_mtime_ns, found.st_size) == (
+        sent.st_mtime_ns,
+        sent.st_size,
+    )

@@ -11,25 +11,43 @@ Every write lands in a temporary file that is flushed to disk (``fsync``) and th
 into place, so a reader sees the old record or the new one, never half of one. A move between
 ``open/`` and ``done/`` writes the new file first and removes the old one second; each record
 carries a ``version`` so a crash between the two steps is resolved in favour of the newer one.
+
+Two more kinds of small files live beside the records:
+
+- ``locks/``: one lock file per key while a transfer of it runs (:meth:`RecordBook.transferring`),
+  so that only one transfer of a key runs at a time, across threads and across the processes
+  (RQ workers) that share the folder.
+- ``intents/``: one file per save in progress (:meth:`RecordBook.intent`), naming the keys it
+  tries. A process killed after its file landed but before its record was written leaves its
+  intent behind, and the reconciler adopts the file from it (:meth:`RecordBook.abandoned`):
+  no walk over the whole local store is needed to find such files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import threading
+import time
+import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 TransferState = Literal["pending", "failed", "done"]
 STATES: tuple[TransferState, ...] = ("pending", "failed", "done")
 
-_OPEN, _DONE, _TMP = "open", "done", "tmp"
+_OPEN, _DONE, _TMP, _LOCKS, _INTENTS = "open", "done", "tmp", "locks", "intents"
+#: How often a transfer waiting for another process's transfer of the same key looks again.
+LOCK_POLL_SECONDS = 0.05
+
+log = logging.getLogger("flask_store.transfer")
 
 
 def _now() -> str:
@@ -52,6 +70,9 @@ class TransferRecord:
     :param attempts: failed attempts so far.
     :param error: the last error, for people reading ``failed`` records.
     :param version: grows with every change; the higher one wins after a crash mid-move.
+    :param local_etag: the local store's ETag of the file this record describes (for a local
+        folder: inode, modification time and size). A file saved again under the key has
+        another one, so a transfer can tell the version it sends from a newer one.
     """
 
     key: str
@@ -66,6 +87,7 @@ class TransferRecord:
     version: int = 1
     created: str = ""
     updated: str = ""
+    local_etag: str | None = None
 
     @property
     def settled(self) -> bool:
@@ -91,7 +113,8 @@ class RecordBook:
     def __init__(self, root: str) -> None:
         self.root = root
         self._lock = threading.Lock()
-        for part in (_OPEN, _DONE, _TMP):
+        self._key_locks = _KeyLocks()
+        for part in (_OPEN, _DONE, _TMP, _LOCKS, _INTENTS):
             os.makedirs(os.path.join(root, part), exist_ok=True)
 
     # -- reading ----------------------------------------------------------------------------
@@ -179,6 +202,99 @@ class RecordBook:
             removed = [self._remove(folder, key) for folder in (_OPEN, _DONE)]
         return any(removed)
 
+    # -- one transfer of a key at a time -----------------------------------------------------
+
+    @contextlib.contextmanager
+    def transferring(self, key: str) -> Iterator[None]:
+        """Hold ``key``'s transfer lock: wait while another transfer of it runs.
+
+        Threads and greenlets of this process queue on an in-process lock; processes sharing
+        the folder (RQ workers) on an ``flock`` of ``locks/<key hash>.lock``, which the
+        kernel releases when its holder dies, so a killed worker never leaves a key locked.
+        """
+        with self._key_locks.hold(key):
+            fd = self._lock_file(key)
+            try:
+                yield
+            finally:
+                # Removed while still held; a waiter that opened it checks it is still there.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._lock_path(key))
+                os.close(fd)
+
+    def _lock_path(self, key: str) -> str:
+        return os.path.join(self.root, _LOCKS, _file_name(key).replace(".json", ".lock"))
+
+    def _lock_file(self, key: str) -> int:
+        """An open, ``flock``-ed lock file of ``key`` that is still the one in the folder."""
+        path = self._lock_path(key)
+        waited = False
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                while not _try_flock(fd):
+                    if not waited:
+                        _log_waiting(key)
+                        waited = True
+                    time.sleep(LOCK_POLL_SECONDS)  # polled: never blocks a gevent hub
+                if os.path.samestat(os.fstat(fd), os.stat(path)):
+                    return fd
+            except FileNotFoundError:
+                pass  # its holder removed it as we waited: take the next one
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+
+    # -- saves in progress ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def intent(self, *, overwrite: bool, queued: bool) -> Iterator[Intent]:
+        """Note a save in progress until the block ends (its record is written by then).
+
+        The intent file is ``flock``-ed while the save runs, so the reconciler of another
+        process never mistakes a live save for an abandoned one.
+        """
+        name = f"{uuid.uuid4().hex}.intent"
+        # Locked and headed in tmp/ first: a reconciler never sees it before it is held.
+        temp_path = os.path.join(self.root, _TMP, name)
+        path = os.path.join(self.root, _INTENTS, name)
+        fd = os.open(temp_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            _append_line(fd, {"overwrite": overwrite, "queued": queued})
+            os.rename(temp_path, path)
+            yield Intent(fd=fd, overwrite=overwrite, queued=queued)
+        finally:
+            for leftover in (temp_path, path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover)
+            os.close(fd)
+
+    def abandoned(self) -> Iterator[Intent]:
+        """The intents of saves whose process died before writing their record.
+
+        Each is yielded while held (no other reconciler takes it meanwhile) and removed once
+        the caller is done with it. Intents of live saves are skipped.
+        """
+        folder = os.path.join(self.root, _INTENTS)
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except FileNotFoundError:
+                continue  # the save finished meanwhile
+            try:
+                if not _try_flock(fd) or not os.path.exists(path):
+                    continue  # a live save, or one that just finished
+                intent = Intent.read(fd)
+                if intent is not None:
+                    yield intent
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            finally:
+                os.close(fd)
+
     # -- helpers ----------------------------------------------------------------------------
 
     def _load(self, folder: str, key: str) -> TransferRecord | None:
@@ -207,6 +323,91 @@ class RecordBook:
                 record = self._read(os.path.join(self.root, folder, name))
                 if record is not None and self.get(record.key) == record:
                     yield record
+
+
+@dataclass
+class Intent:
+    """A save in progress: its policy and every key it tried to claim, in order.
+
+    :param fd: the intent file, open and ``flock``-ed.
+    """
+
+    fd: int
+    overwrite: bool
+    queued: bool
+    keys: list[str] = field(default_factory=list)
+
+    def noting(self, keys: Iterator[str]) -> Iterator[str]:
+        """``keys``, each one written to the intent file before it is handed on (claimed)."""
+        for key in keys:
+            _append_line(self.fd, key)
+            self.keys.append(key)
+            yield key
+
+    @classmethod
+    def read(cls, fd: int) -> Intent | None:
+        """The intent in the open file ``fd``; ``None`` when its first line is incomplete."""
+        os.lseek(fd, 0, os.SEEK_SET)
+        with os.fdopen(os.dup(fd), "rb") as stream:
+            lines = [line for line in stream.read().split(b"\n") if line]
+        try:
+            head = json.loads(lines[0])
+            keys = [json.loads(line) for line in lines[1:]]
+        except (IndexError, ValueError):
+            return None  # died while writing the first line: nothing was claimed yet
+        return cls(
+            fd=fd,
+            overwrite=bool(head["overwrite"]),
+            queued=bool(head["queued"]),
+            keys=[k for k in keys if isinstance(k, str)],
+        )
+
+
+class _KeyLocks:
+    """One in-process lock per key, kept only while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextlib.contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            if not lock.acquire(blocking=False):
+                _log_waiting(key)
+                lock.acquire()
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+
+def _log_waiting(key: str) -> None:
+    log.info("Transfer of %r waits for another transfer of it.", key)
+
+
+def _try_flock(fd: int) -> bool:
+    """Take an exclusive ``flock`` on ``fd`` if nobody else holds one; whether it was taken."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _append_line(fd: int, value: object) -> None:
+    """Append ``value`` as one JSON line: in the kernel's hands (safe from SIGKILL) at once."""
+    os.write(fd, json.dumps(value, ensure_ascii=False).encode() + b"\n")
 
 
 def _file_name(key: str) -> str:
