@@ -5,7 +5,8 @@
   there (the conditional write refuses it, the bytes match) instead of being renamed.
 - A bucket that does not exist yet makes every attempt fail for real: retries, then
   ``transfer_failed``, the local copy kept; once the bucket exists, the reconciler finishes.
-- An RQ worker process uploads to S3 from jobs on a real Redis.
+- An RQ worker process uploads to S3 from jobs on a real Redis, with credentials from its own
+  environment, or from the app's config when the job names the app (``STORE_RQ_APP``).
 """
 
 from __future__ import annotations
@@ -15,10 +16,23 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+from flask import Flask
+from redis import Redis
+from rq import Queue
+
+from flask_store import Store
 from flask_store.exceptions import BucketNotFoundError
 from flask_store.stores.queued import QueuedStore
 from flask_store.stores.s3 import S3Store
-from tests.moto_server import bucket_contents, create_bucket, moto_server, s3_client
+from tests.moto_server import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    bucket_contents,
+    create_bucket,
+    moto_server,
+    s3_client,
+)
 from tests.queued_remotes import s3_settings
 from tests.redis_server import redis_url
 from tests.test_queued import JOIN, signals
@@ -28,7 +42,7 @@ from tests.test_queued_crash import (
     payload,
     save_then_sigkill_mid_transfer,
 )
-from tests.test_rq_transfer import rq_settings, run_burst_worker
+from tests.test_rq_transfer import redis_contents, rq_settings, run_burst_worker, worker_env
 
 __all__ = ["moto_server", "redis_url", "signals"]  # fixtures, imported for the tests below
 
@@ -171,17 +185,29 @@ def test_retries_succeed_once_the_bucket_appears(
     assert bucket.read("a.txt") == b"abc"
 
 
-def test_an_rq_worker_uploads_to_s3(tmp_path: Path, redis_url: str, moto_server: str) -> None:
+def test_an_rq_worker_uploads_to_s3_with_credentials_from_its_environment(
+    tmp_path: Path, redis_url: str, moto_server: str
+) -> None:
     bucket = Bucket(moto_server).create()
-    remote = s3_remote(moto_server, bucket.name)
-    store = QueuedStore(**rq_settings(tmp_path, redis_url, "s3", remote))
+    remote = s3_remote(moto_server, bucket.name)  # the web app's own keys: never sent along
+    store = QueuedStore(**rq_settings(tmp_path, redis_url, "s3", remote), transfer_retries=0)
     names = [store.save(payload(i), name=f"f{i}.bin").name for i in range(3)]
     # No worker yet: the saves returned, the jobs wait in Redis, nothing reached S3.
     assert bucket.listed() == []
     assert not store.join(timeout=0)
     assert store.read("f1.bin") == payload(1)
 
+    # A worker without credentials of its own cannot upload: the job brought none.
     run_burst_worker(redis_url, "s3", tmp_path / "worker.log")
+    assert store.join(timeout=JOIN)
+    assert [store.state(name) for name in names] == ["failed"] * 3
+    record = store.records.get("f0.bin")
+    assert record is not None and "no AWS credentials" in (record.error or "")
+    assert bucket.listed() == []
+
+    assert store.reconcile() == names
+    with_keys = worker_env(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
+    run_burst_worker(redis_url, "s3", tmp_path / "worker.log", env=with_keys)
 
     assert store.join(timeout=JOIN)
     assert bucket.listed() == names
@@ -189,3 +215,57 @@ def test_an_rq_worker_uploads_to_s3(tmp_path: Path, redis_url: str, moto_server:
         assert bucket.read(name) == payload(number)
         assert store.state(name) == "done"
     assert store.read("f2.bin") == payload(2)  # from S3 now
+
+
+APP_SECRET = "secret-in-the-app-config"
+
+
+def create_app() -> Flask:
+    """The app of :func:`test_an_rq_worker_loads_the_app_named_by_the_job`, configured from
+    the environment like a deployed app; workers load it through ``STORE_RQ_APP``."""
+    root = Path(os.environ["QUEUED_S3_ROOT"])
+    app = Flask(__name__, instance_path=str(root / "instance"))
+    app.config.update(
+        STORE_PROVIDER="queued",
+        STORE_QUEUED_LOCAL={"PROVIDER": "local", "PATH": str(root / "local")},
+        STORE_QUEUED_REMOTE={
+            "PROVIDER": "s3",
+            **s3_settings(os.environ["QUEUED_S3_ENDPOINT"], os.environ["QUEUED_S3_BUCKET"]),
+            "S3_SECRET_KEY": APP_SECRET,
+        },
+        STORE_TRANSFER_EXECUTOR="rq",
+        STORE_TRANSFER_RETRIES=0,
+        STORE_RQ_REDIS_URL=os.environ["QUEUED_S3_REDIS"],
+        STORE_RQ_QUEUE="s3-app",
+        STORE_RQ_APP="tests.test_queued_s3:create_app()",
+    )
+    Store(app)
+    return app
+
+
+def test_an_rq_worker_loads_the_app_named_by_the_job(
+    tmp_path: Path, redis_url: str, moto_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = Bucket(moto_server).create()
+    env = {
+        "QUEUED_S3_ROOT": str(tmp_path),
+        "QUEUED_S3_ENDPOINT": moto_server,
+        "QUEUED_S3_BUCKET": bucket.name,
+        "QUEUED_S3_REDIS": redis_url,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    app = create_app()
+    store = Store.registry(app).resolve()
+    assert isinstance(store, QueuedStore)
+    store.save(b"report", name="r.pdf")
+
+    [job] = Queue("s3-app", connection=Redis.from_url(redis_url)).get_jobs()
+    assert job.args == ({"app": "tests.test_queued_s3:create_app()", "store": "default"}, "r.pdf")
+    assert APP_SECRET.encode() not in b"".join(redis_contents(redis_url))
+
+    # The worker has no AWS credentials in its environment: the app's config brings them.
+    run_burst_worker(redis_url, "s3-app", tmp_path / "worker.log", env=worker_env(**env))
+    assert store.join(timeout=JOIN)
+    assert store.state("r.pdf") == "done"
+    assert bucket.read("r.pdf") == b"report"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -25,26 +27,46 @@ ROOT = Path(__file__).resolve().parent.parent
 RQ = Path(sys.executable).with_name("rq")
 
 
+def worker_env(**more: str) -> dict[str, str]:
+    """This process's environment without AWS credentials, plus ``more``: a worker gets
+    credentials from its own environment only, never from the job."""
+    secret = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+    return {**{k: v for k, v in os.environ.items() if k not in secret}, **more}
+
+
 def start_worker(
-    url: str, queue: str, log: Path, *, burst: bool, worker_class: str | None = None
+    url: str,
+    queue: str,
+    log: Path,
+    *,
+    burst: bool,
+    worker_class: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """An ``rq worker`` process in its own session (so its work horses die with it)."""
+    """An ``rq worker`` process in its own session (so its work horses die with it), with
+    ``env`` (default: :func:`worker_env`, no AWS credentials)."""
     command = [str(RQ), "worker", "--url", url, "--path", str(ROOT), "--logging_level", "WARNING"]
     if burst:
         command.append("--burst")
     if worker_class:
         command += ["--worker-class", worker_class]
     command.append(queue)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**(worker_env() if env is None else env), "PYTHONPATH": str(ROOT)}
     with open(log, "ab") as output:
         return subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=output, stderr=output, start_new_session=True
         )
 
 
-def run_burst_worker(url: str, queue: str, log: Path, worker_class: str | None = None) -> None:
+def run_burst_worker(
+    url: str,
+    queue: str,
+    log: Path,
+    worker_class: str | None = None,
+    env: dict[str, str] | None = None,
+) -> None:
     """Run a worker until the queue is empty; fail with its log if it does not exit cleanly."""
-    worker = start_worker(url, queue, log, burst=True, worker_class=worker_class)
+    worker = start_worker(url, queue, log, burst=True, worker_class=worker_class, env=env)
     try:
         code = worker.wait(timeout=SAFETY_NET)
     finally:
@@ -157,3 +179,51 @@ def test_the_worker_writes_the_records_the_app_reads(tmp_path: Path, redis_url: 
     # record (on the shared disk) says done, which is what the web process reads.
     assert queue.finished_job_registry.count == 1
     assert store.state("a.txt") == "done"
+
+
+SECRET = "s3cr3t-of-the-web-app"
+
+
+def redis_contents(url: str) -> list[bytes]:
+    """Every value in Redis, RQ's compressed job data unpacked: what a reader of it sees."""
+    client = Redis.from_url(url)
+    found: list[bytes] = []
+    for key in client.keys("*"):
+        kind = client.type(key)
+        if kind == b"hash":
+            values = list(client.hgetall(key).values())
+        elif kind == b"string":
+            values = [client.get(key) or b""]
+        elif kind == b"list":
+            values = client.lrange(key, 0, -1)
+        else:
+            values = [member for member, _ in client.zscan_iter(key)] if kind == b"zset" else []
+        for value in values:
+            found.append(value)
+            with contextlib.suppress(zlib.error):
+                found.append(zlib.decompress(value))
+    return found
+
+
+def test_the_job_in_redis_carries_no_credentials(tmp_path: Path, redis_url: str) -> None:
+    remote = {
+        "PROVIDER": "s3",
+        "S3_BUCKET": "b",
+        "S3_REGION": "us-east-1",
+        "S3_ACCESS_KEY": "AKIAWEBAPPONLY",
+        "S3_SECRET_KEY": SECRET,
+    }
+    settings = rq_settings(tmp_path, redis_url, "secrets", remote)
+    settings["rq_redis_url"] = redis_url.replace("://", "://:redis-pw-not-sent@")
+    store = QueuedStore(**settings)
+    store.save(b"x", name="a.txt")
+
+    queue = Queue("secrets", connection=Redis.from_url(redis_url))
+    [job] = queue.get_jobs()
+    spec = job.args[0]
+    assert spec["values"]["QUEUED_REMOTE"]["S3_BUCKET"] == "b"  # what the worker needs
+    assert "S3_SECRET_KEY" not in spec["values"]["QUEUED_REMOTE"]
+    stored = b"\n".join(redis_contents(redis_url))
+    assert b"S3_BUCKET" in stored  # the job data was found and read
+    for secret in (SECRET, "AKIAWEBAPPONLY", "redis-pw-not-sent"):
+        assert secret.encode() not in stored
