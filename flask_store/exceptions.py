@@ -48,6 +48,14 @@ class FileNotFoundInStoreError(StoreError, FileNotFoundError):
     """No file is stored under the key."""
 
 
+class FileChangedError(FileNotFoundInStoreError):
+    """The file stored under the key is no longer the version asked for (its ETag differs).
+
+    Raised by :meth:`~flask_store.stores.base.BaseStore.open_range` given ``etag=``, so that
+    bytes are never served with the headers of another version.
+    """
+
+
 class FileExistsInStoreError(StoreError, FileExistsError):
     """A file is already stored under the key and ``on_conflict`` is ``"error"``."""
 

@@ -57,9 +57,9 @@ class FlakyStore(MemoryStore):
 class RangeRecordingStore(MemoryStore):
     """A memory remote that records the byte ranges it is asked to open (``RANGES``)."""
 
-    def open_range(self, key: str, start: int, stop: int) -> BinaryIO:
+    def open_range(self, key: str, start: int, stop: int, *, etag: str | None = None) -> BinaryIO:
         self.config.setting("RANGES").append((key, start, stop))
-        return super().open_range(key, start, stop)
+        return super().open_range(key, start, stop, etag=etag)
 
 
 class InterruptedStore(MemoryStore):

@@ -36,6 +36,7 @@ from flask_store import Store
 from flask_store.exceptions import (
     ACLNotSupportedError,
     BucketNotFoundError,
+    FileChangedError,
     FileExistsInStoreError,
     FileNotFoundInStoreError,
     InvalidArgumentError,
@@ -468,7 +469,9 @@ def test_proxy_closes_every_s3_stream(
         "open_with_info",
         lambda key: (tracked(open_with_info(key)[0]), provider.info(key)),
     )
-    monkeypatch.setattr(provider, "open_range", lambda *args: tracked(open_range(*args)))
+    monkeypatch.setattr(
+        provider, "open_range", lambda *args, **kwargs: tracked(open_range(*args, **kwargs))
+    )
     for headers in [{}, {"Range": "bytes=1-2"}, {"Range": "bytes=0-1", "If-Range": '"x"'}]:
         with client.get("/flaskstore/data.bin", headers=headers) as response:
             assert response.data
@@ -981,3 +984,25 @@ def test_one_client_shared_by_threads_and_copies(store: S3Store) -> None:
         thread.join()
     assert set(seen) == {id(store.client)}
     assert len(store) == 8
+
+
+# -- ranged reads of one version --------------------------------------------------------------
+
+
+def test_open_range_with_etag_is_one_conditional_get(moto_server: str) -> None:  # noqa: F811
+    store = new_store(moto_server, s3_gzip_types=["text/plain"])
+    etag = store.save(BODY, name="data.bin").etag
+    gets = calls_to(store, "GetObject")
+    with store.open_range("data.bin", 10, 20, etag=etag) as stream:
+        assert stream.read() == BODY[10:20]
+    assert [(get["Range"], get["If-Match"]) for get in gets] == [("bytes=10-19", f'"{etag}"')]
+    store.replace("data.bin", b"new version")
+    del gets[:]
+    with pytest.raises(FileChangedError):
+        store.open_range("data.bin", 0, 4, etag=etag)
+    assert len(gets) == 1  # S3 refused it: no second request
+    # A gzip-encoded object's ETag carries a mark that S3's does not.
+    text = store.save(b"some text " * 100, name="notes.txt")
+    assert text.etag.endswith("-gzip")
+    with store.open_range("notes.txt", 5, 9, etag=text.etag) as stream:
+        assert stream.read(4) == b"text"

@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 from ..config import StoreConfig
 from ..exceptions import (
+    FileChangedError,
     FileExistsInStoreError,
     FileNotFoundInStoreError,
     InvalidFilenameError,
@@ -102,7 +103,7 @@ def first_free_key(keys: Iterable[str], claim: Callable[[str], bool]) -> str:
     )
 
 
-def _skip_to(stream: BinaryIO, position: int) -> None:
+def skip_to(stream: BinaryIO, position: int) -> None:
     """Move a freshly opened ``stream`` to byte ``position``, in chunks if it cannot seek."""
     if stream.seekable():
         stream.seek(position)
@@ -148,6 +149,9 @@ class BaseStore(ABC):
     defaults: ClassVar[Mapping[str, Any]] = {}
     #: Whether the serving route redirects to :meth:`direct_url` instead of streaming.
     serve_by_redirect: bool = False
+    #: Whether the URLs the serving route redirects to grant access by themselves
+    #: (presigned): such redirects are sent ``Cache-Control: private, no-store``.
+    private_redirects: bool = False
 
     def __init__(
         self,
@@ -344,7 +348,7 @@ class BaseStore(ABC):
         info = self.info(key)
         return self.open(key), info
 
-    def open_range(self, key: str, start: int, stop: int) -> BinaryIO:
+    def open_range(self, key: str, start: int, stop: int, *, etag: str | None = None) -> BinaryIO:
         """Open ``key`` at byte ``start`` to read the bytes before ``stop``.
 
         The serving route calls this for a Range request it answers with 206, so that a
@@ -352,11 +356,23 @@ class BaseStore(ABC):
         past ``stop``; readers stop there. By default the file is opened and moved to
         ``start``: by seeking, or by reading and dropping bytes if it cannot seek.
 
+        :param etag: the version to read (:attr:`FileInfo.etag`): the route's headers came
+            from an earlier :meth:`info`, and the bytes must be of that same version. By
+            default the opened file's own metadata is compared; S3 makes it a condition of
+            its GET.
+        :raises FileChangedError: when ``key`` now holds another version.
+
         .. versionadded:: 0.1
         """
-        stream = self.open(key)
+        if etag is None:
+            stream = self.open(key)
+        else:
+            stream, info = self.open_with_info(key)
+            if info.etag != etag:
+                stream.close()
+                raise FileChangedError(f"The file stored as {key!r} has changed (ETag {etag!r}).")
         try:
-            _skip_to(stream, start)
+            skip_to(stream, start)
         except BaseException:
             stream.close()
             raise

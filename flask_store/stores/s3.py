@@ -26,6 +26,7 @@ from s3transfer.manager import TransferConfig
 from werkzeug.http import parse_options_header
 
 from ..exceptions import (
+    FileChangedError,
     FileNotFoundInStoreError,
     InvalidArgumentError,
     InvalidKeyError,
@@ -74,6 +75,7 @@ class S3Store(BaseStore):
         super().__init__(config, **kwargs)
         self.settings: S3Settings = read_s3_settings(self.config)
         self.serve_by_redirect = self.settings.serve == "redirect"
+        self.private_redirects = self.settings.presigned
         self._clients = ClientHolder(functools.partial(make_client, self.settings))
         self._transfer_config = TransferConfig(
             multipart_threshold=self.settings.multipart_threshold,
@@ -230,32 +232,43 @@ class S3Store(BaseStore):
             body = cast(BinaryIO, _GunzipReader(body))
         return body, info_from_response(clean_key(key), cast("dict[str, Any]", response))
 
-    def open_range(self, key: str, start: int, stop: int) -> BinaryIO:
+    def open_range(self, key: str, start: int, stop: int, *, etag: str | None = None) -> BinaryIO:
         """A ranged GET: only bytes ``start`` to ``stop - 1`` of ``key`` cross the network.
 
-        A gzip-encoded object (``STORE_S3_GZIP_TYPES``) holds fewer bytes than it serves, so
-        S3 cannot cut its range (S3 answers with compressed bytes, or refuses a range beyond
-        their end): it is read whole instead, unzipped, up to ``start``.
+        With ``etag`` the GET carries ``If-Match``, so S3 itself refuses another version
+        (no extra request). A gzip-encoded object (``STORE_S3_GZIP_TYPES``) holds fewer bytes
+        than it serves, so S3 cannot cut its range (S3 answers with compressed bytes, or
+        refuses a range beyond their end): it is read whole instead, unzipped, up to ``start``.
 
         :raises InvalidArgumentError: for an empty or negative range.
+        :raises FileChangedError: when ``key`` no longer has the ETag ``etag``.
         """
         if not 0 <= start < stop:
             raise InvalidArgumentError(f"The byte range {start}-{stop} is empty or negative.")
         object_key = self.object_key(key)
+        # A gzip-encoded object's ETag is S3's with a mark (_content_etag): S3 knows it without.
+        condition: dict[str, Any] = {"IfMatch": f'"{etag.removesuffix("-gzip")}"'} if etag else {}
         with self._errors("open", key):
             try:
                 response = self.client.get_object(
-                    Bucket=self.bucket, Key=object_key, Range=f"bytes={start}-{stop - 1}"
+                    Bucket=self.bucket,
+                    Key=object_key,
+                    Range=f"bytes={start}-{stop - 1}",
+                    **condition,
                 )
             except ClientError as exc:
+                if error_code(exc) in CONDITION_FAILED_CODES:
+                    raise FileChangedError(
+                        f"The file stored as {key!r} has changed (ETag {etag!r})."
+                    ) from None
                 if error_code(exc) != "InvalidRange":
                     raise
-                return super().open_range(key, start, stop)
+                return super().open_range(key, start, stop, etag=etag)
         body = cast(BinaryIO, response["Body"])
         if response.get("ContentEncoding") != "gzip":
             return body
         body.close()
-        return super().open_range(key, start, stop)
+        return super().open_range(key, start, stop, etag=etag)
 
     def info(self, key: str) -> FileInfo:
         with self._errors("read the metadata of", key):
