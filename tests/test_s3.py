@@ -51,6 +51,7 @@ from flask_store.stores import s3_bodies
 from flask_store.stores.s3 import S3Store
 from flask_store.stores.s3_config import CONNECT_TIMEOUT, MIB
 from flask_store.stores.s3_uploads import DirectUpload
+from tests.counting_proxy import CountingProxy
 from tests.moto_server import (
     ACCESS_KEY,
     REGION,
@@ -1006,3 +1007,21 @@ def test_open_range_with_etag_is_one_conditional_get(moto_server: str) -> None: 
     assert text.etag.endswith("-gzip")
     with store.open_range("notes.txt", 5, 9, etag=text.etag) as stream:
         assert stream.read(4) == b"text"
+
+
+def test_a_body_that_breaks_off_raises_store_unavailable(moto_server: str) -> None:  # noqa: F811
+    # botocore reports a cut connection with its own exceptions; readers get ours, an OSError.
+    with CountingProxy(moto_server) as proxy:
+        bucket = create_bucket(moto_server)
+        store = new_store(proxy.url, bucket=bucket)
+        store.save(bytes(range(256)) * 4000, name="big.bin")
+        proxy.truncate_next_gets(1)
+        with store.open("big.bin") as stream:
+            expected = f"'big.bin' from the bucket '{bucket}'"
+            with pytest.raises(StoreUnavailableError, match=expected):
+                read_to_the_end(stream)
+
+
+def read_to_the_end(stream: BinaryIO) -> None:
+    while stream.read(65536):
+        pass

@@ -42,6 +42,7 @@ from .s3_client import (
     NOT_FOUND_CODES,
     ClientHolder,
     ConditionalTransferManager,
+    ObjectBody,
     error_code,
     make_client,
     s3_errors,
@@ -227,10 +228,15 @@ class S3Store(BaseStore):
         object_key = self.object_key(key)
         with self._errors("open", key):
             response = self.client.get_object(Bucket=self.bucket, Key=object_key)
-        body = cast(BinaryIO, response["Body"])
+        body = self._body(response, key)
         if response.get("ContentEncoding") == "gzip":
             body = cast(BinaryIO, _GunzipReader(body))
         return body, info_from_response(clean_key(key), cast("dict[str, Any]", response))
+
+    def _body(self, response: Mapping[str, Any], key: str) -> BinaryIO:
+        """The response's body, its read failures raised as :class:`StoreUnavailableError`."""
+        where = f"{key!r} from the bucket {self.bucket!r} at {self.settings.endpoint}"
+        return cast(BinaryIO, ObjectBody(response["Body"], where))
 
     def open_range(self, key: str, start: int, stop: int, *, etag: str | None = None) -> BinaryIO:
         """A ranged GET: only bytes ``start`` to ``stop - 1`` of ``key`` cross the network.
@@ -264,10 +270,9 @@ class S3Store(BaseStore):
                 if error_code(exc) != "InvalidRange":
                     raise
                 return super().open_range(key, start, stop, etag=etag)
-        body = cast(BinaryIO, response["Body"])
         if response.get("ContentEncoding") != "gzip":
-            return body
-        body.close()
+            return self._body(response, key)
+        response["Body"].close()
         return super().open_range(key, start, stop, etag=etag)
 
     def info(self, key: str) -> FileInfo:

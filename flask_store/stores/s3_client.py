@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ from botocore.exceptions import (
 )
 from s3transfer.futures import NonThreadedExecutor
 from s3transfer.manager import TransferConfig, TransferManager
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 from ..exceptions import (
     ACLNotSupportedError,
@@ -230,3 +232,43 @@ def s3_errors(settings: S3Settings, action: str) -> Iterator[None]:
         ) from exc
     except BotoCoreError as exc:
         raise StoreUnavailableError(f"Cannot {action} in the {where}: {exc}") from exc
+
+
+class ObjectBody(io.RawIOBase):
+    """An object's HTTP body whose failures arrive as :class:`StoreUnavailableError`.
+
+    A connection that breaks off mid-body raises botocore or urllib3 errors, which are not
+    ``OSError``; wrapped, every reader (the serving route, the read cache, a copy) can
+    handle a broken read the way it handles any other I/O failure.
+    """
+
+    def __init__(self, body: Any, description: str) -> None:
+        super().__init__()
+        self._body = body
+        self._description = description
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        try:
+            data: bytes = self._body.read(None if size is None or size < 0 else size)
+        except (BotoCoreError, Urllib3Error) as exc:
+            raise StoreUnavailableError(
+                f"Reading {self._description} broke off: {exc}"
+            ) from exc
+        return data
+
+    def readall(self) -> bytes:
+        return self.read()
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self._body.close()
+        finally:
+            super().close()
