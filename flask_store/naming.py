@@ -63,8 +63,7 @@ def secure_filename(filename: str) -> str:
     """
     base = re.split(r"[/\\]", filename)[-1]
     base = "".join(
-        char if _is_safe_in_filename(char) else "_"
-        for char in unicodedata.normalize("NFC", base)
+        char if _is_safe_in_filename(char) else "_" for char in unicodedata.normalize("NFC", base)
     )
     base = _REPEATED_UNDERSCORES.sub("_", base).strip("._- ")
     stem, ext = split_extension(base)
@@ -89,8 +88,7 @@ def _has_invisible_characters(key: str) -> bool:
     if key.isascii():
         return _CONTROL_CHARS.search(key) is not None
     return any(
-        unicodedata.category(char) in _INVISIBLE_CATEGORIES and char not in _JOINERS
-        for char in key
+        unicodedata.category(char) in _INVISIBLE_CATEGORIES and char not in _JOINERS for char in key
     )
 
 

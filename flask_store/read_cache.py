@@ -22,14 +22,14 @@ import hashlib
 import json
 import os
 import secrets
-import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from .files import atomic_write, remove_quietly
+from .key_locks import KeyLocks
 from .naming import clean_key
 from .sources import CHUNK_SIZE
 
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 _RECORD = "entry.json"
 _DATA_SUFFIX = ".data"
-_TEMP_PREFIX = ".tmp-"
 
 
 class IncompleteCopyError(OSError):
@@ -65,7 +64,7 @@ class ReadThroughCache:
         self.folder = folder
         self.ttl = ttl
         self.clock = clock
-        self._locks = _KeyLocks()
+        self._locks = KeyLocks()
         os.makedirs(folder, exist_ok=True)
 
     def info(self, key: str) -> FileInfo:
@@ -151,9 +150,9 @@ class ReadThroughCache:
         os.makedirs(entry, exist_ok=True)
         data_name = f"{secrets.token_hex(8)}{_DATA_SUFFIX}"
         data_path = os.path.join(entry, data_name)
-        written = _atomic_write(data_path, iter(lambda: stream.read(CHUNK_SIZE), b""))
+        written = atomic_write(data_path, iter(lambda: stream.read(CHUNK_SIZE), b""))
         if written != info.size:
-            _remove_quietly(data_path)
+            remove_quietly(data_path)
             raise IncompleteCopyError(
                 f"{info.key!r}: got {written} bytes from the store, expected {info.size}."
             )
@@ -164,10 +163,10 @@ class ReadThroughCache:
         }
         copy = open(data_path, "rb")  # noqa: SIM115 - returned to the caller
         try:
-            _atomic_write(os.path.join(entry, _RECORD), [json.dumps(record).encode()])
+            atomic_write(os.path.join(entry, _RECORD), [json.dumps(record).encode()])
         except BaseException:
             copy.close()
-            _remove_quietly(data_path)
+            remove_quietly(data_path)
             raise
         _remove_superseded(entry, keep=data_name)
         return copy
@@ -186,51 +185,4 @@ def _remove_superseded(entry: str, keep: str) -> None:
     with contextlib.suppress(OSError):
         for name in os.listdir(entry):
             if name.endswith(_DATA_SUFFIX) and name != keep:
-                _remove_quietly(os.path.join(entry, name))
-
-
-def _atomic_write(path: str, chunks: Iterator[bytes] | list[bytes]) -> int:
-    """Write ``chunks`` to ``path`` so that readers see the old file or the whole new one.
-
-    Returns the number of bytes written.
-    """
-    fd, temp_path = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=os.path.dirname(path))
-    written = 0
-    try:
-        with open(fd, "wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
-                written += len(chunk)
-        os.replace(temp_path, path)
-    finally:
-        _remove_quietly(temp_path)
-    return written
-
-
-def _remove_quietly(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-class _KeyLocks:
-    """One lock per cache entry while someone needs it, so a key is fetched once at a time."""
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._locks: dict[str, tuple[threading.Lock, int]] = {}
-
-    @contextlib.contextmanager
-    def hold(self, name: str) -> Iterator[None]:
-        with self._guard:
-            lock, users = self._locks.get(name, (threading.Lock(), 0))
-            self._locks[name] = (lock, users + 1)
-        try:
-            with lock:
-                yield
-        finally:
-            with self._guard:
-                lock, users = self._locks[name]
-                if users == 1:
-                    del self._locks[name]
-                else:
-                    self._locks[name] = (lock, users - 1)
+                remove_quietly(os.path.join(entry, name))

@@ -34,6 +34,8 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from werkzeug.wrappers import Request
 
+from .files import remove_if_same_file, remove_quietly
+
 if TYPE_CHECKING:
     from flask import Flask
 
@@ -69,7 +71,7 @@ class SpoolFile(io.BufferedRandom):
             raw = io.FileIO(fd, "r+")
         except BaseException:
             os.close(fd)
-            _unlink_quietly(path)
+            remove_quietly(path)
             raise
         super().__init__(raw, buffer_size=WRITE_BUFFER)
         # The name is private to this object: only move_to() hands it over, exactly once.
@@ -77,10 +79,7 @@ class SpoolFile(io.BufferedRandom):
         self._saved = False
         # Deletes the file if the object is dropped without close() (and at interpreter exit),
         # but only while the name still leads to this file.
-        opened = os.fstat(fd)
-        self._cleanup = weakref.finalize(
-            self, _unlink_if_same, path, (opened.st_dev, opened.st_ino)
-        )
+        self._cleanup = weakref.finalize(self, remove_if_same_file, path, os.fstat(fd))
 
     def move_to(self, folder: str) -> str | None:
         """Give this file a fresh hidden temporary name in ``folder`` and hand that name over.
@@ -156,7 +155,7 @@ class SpoolFile(io.BufferedRandom):
         try:
             os.rename(path, target)
         except OSError as exc:
-            _unlink_quietly(target)
+            remove_quietly(target)
             if exc.errno == errno.EXDEV:
                 return None
             raise
@@ -199,16 +198,3 @@ def spooling_request_class(base: type[R], folder: str) -> type[R]:
 def enable_spooling(app: Flask, folder: str) -> None:
     """Make ``app`` spool large uploads into ``folder`` (see :func:`spooling_request_class`)."""
     app.request_class = spooling_request_class(app.request_class, folder)
-
-
-def _unlink_if_same(path: str, identity: tuple[int, int]) -> None:
-    """Remove ``path`` if it is still the file ``identity`` (device, inode) names."""
-    with contextlib.suppress(OSError):
-        named = os.lstat(path)
-        if (named.st_dev, named.st_ino) == identity:
-            os.unlink(path)
-
-
-def _unlink_quietly(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)

@@ -32,6 +32,7 @@ from ..exceptions import (
     NotConfiguredError,
     StorageFullError,
 )
+from ..files import remove_if_same_file, remove_quietly
 from ..naming import clean_key
 from ..sources import spool_of
 from ..spooling import TEMP_PREFIX
@@ -170,7 +171,7 @@ class LocalStore(BaseStore):
                 )
         finally:
             if temp_path is not None:
-                _remove_quietly(temp_path)
+                remove_quietly(temp_path)
         if spool is not None and temp_path is not None:
             spool.mark_saved()
         return _info_from_stat(key, sealed, meta)
@@ -190,7 +191,7 @@ class LocalStore(BaseStore):
                     raise self._full_or(exc, key) from exc
                 return temp_path, self._seal(fd, key, meta)
         except BaseException:
-            _remove_quietly(temp_path)
+            remove_quietly(temp_path)
             raise
 
     def _seal(self, fd: int, key: str, meta: FileMeta) -> os.stat_result:
@@ -245,7 +246,7 @@ class LocalStore(BaseStore):
         try:
             os.replace(temp_path, target)
         except BaseException:
-            _remove_if_same_file(target, reservation)
+            remove_if_same_file(target, reservation)
             raise
         return True
 
@@ -341,26 +342,12 @@ def _is_regular(stat: os.stat_result) -> bool:
     return (stat.st_mode & 0o170000) == 0o100000
 
 
-def _remove_if_same_file(path: str, expected: os.stat_result) -> None:
-    """Remove ``path`` if it is still the file ``expected`` describes (not a newer one)."""
-    with contextlib.suppress(FileNotFoundError):
-        if os.path.samestat(os.stat(path), expected):
-            os.unlink(path)
-
-
-def _remove_quietly(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
 def _set_meta(fd: int, meta: FileMeta, size: int) -> None:
     """Attach ``meta`` and the saved ``size`` to the open file (skipped without xattrs).
 
     The size lets :meth:`LocalStore.verify` notice a file changed behind the store's back.
     """
-    value = json.dumps(
-        {"filename": meta.filename, "content_type": meta.content_type, "size": size}
-    )
+    value = json.dumps({"filename": meta.filename, "content_type": meta.content_type, "size": size})
     try:
         os.setxattr(fd, META_XATTR, value.encode())
     except OSError as exc:

@@ -254,9 +254,7 @@ class ObjectBody(io.RawIOBase):
         try:
             data: bytes = self._body.read(None if size is None or size < 0 else size)
         except (BotoCoreError, Urllib3Error) as exc:
-            raise StoreUnavailableError(
-                f"Reading {self._description} broke off: {exc}"
-            ) from exc
+            raise StoreUnavailableError(f"Reading {self._description} broke off: {exc}") from exc
         return data
 
     def readall(self) -> bytes:

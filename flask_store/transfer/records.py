@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 import uuid
@@ -39,6 +39,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
+
+from ..files import atomic_write
+from ..key_locks import KeyLocks
 
 TransferState = Literal["pending", "failed", "done"]
 STATES: tuple[TransferState, ...] = ("pending", "failed", "done")
@@ -113,7 +116,7 @@ class RecordBook:
     def __init__(self, root: str) -> None:
         self.root = root
         self._lock = threading.Lock()
-        self._key_locks = _KeyLocks()
+        self._key_locks = KeyLocks()
         for part in (_OPEN, _DONE, _TMP, _LOCKS, _INTENTS):
             os.makedirs(os.path.join(root, part), exist_ok=True)
 
@@ -167,17 +170,13 @@ class RecordBook:
     def _write(self, record: TransferRecord) -> None:
         folder = _DONE if record.state == "done" else _OPEN
         data = json.dumps(asdict(record), ensure_ascii=False, sort_keys=True).encode()
-        fd, temp_path = tempfile.mkstemp(prefix=".record-", dir=os.path.join(self.root, _TMP))
-        try:
-            with open(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp_path, os.path.join(self.root, folder, _file_name(record.key)))
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp_path)
-            raise
+        atomic_write(
+            os.path.join(self.root, folder, _file_name(record.key)),
+            [data],
+            temp_folder=os.path.join(self.root, _TMP),
+            temp_prefix=".record-",
+            fsync=True,
+        )
         _fsync_folder(os.path.join(self.root, folder))
         self._remove(_OPEN if folder == _DONE else _DONE, record.key)
 
@@ -212,7 +211,7 @@ class RecordBook:
         the folder (RQ workers) on an ``flock`` of ``locks/<key hash>.lock``, which the
         kernel releases when its holder dies, so a killed worker never leaves a key locked.
         """
-        with self._key_locks.hold(key):
+        with self._key_locks.hold(key, on_wait=functools.partial(_log_waiting, key)):
             fd = self._lock_file(key)
             try:
                 yield
@@ -361,35 +360,6 @@ class Intent:
             queued=bool(head["queued"]),
             keys=[k for k in keys if isinstance(k, str)],
         )
-
-
-class _KeyLocks:
-    """One in-process lock per key, kept only while someone holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._locks: dict[str, tuple[threading.Lock, int]] = {}
-
-    @contextlib.contextmanager
-    def hold(self, key: str) -> Iterator[None]:
-        with self._guard:
-            lock, users = self._locks.get(key, (threading.Lock(), 0))
-            self._locks[key] = (lock, users + 1)
-        try:
-            if not lock.acquire(blocking=False):
-                _log_waiting(key)
-                lock.acquire()
-            try:
-                yield
-            finally:
-                lock.release()
-        finally:
-            with self._guard:
-                lock, users = self._locks[key]
-                if users == 1:
-                    del self._locks[key]
-                else:
-                    self._locks[key] = (lock, users - 1)
 
 
 def _log_waiting(key: str) -> None:
