@@ -24,8 +24,9 @@ ON_CONFLICT_CHOICES: tuple[OnConflict, ...] = ("rename", "overwrite", "error")
 
 #: Longest key component in UTF-8 bytes; most file systems stop at 255.
 MAX_COMPONENT_BYTES = 255
-#: Longest whole key in characters; S3 allows 1,024 bytes, leave room for a prefix.
-MAX_KEY_LENGTH = 900
+#: Longest whole key in UTF-8 bytes (S3 allows 1,024 for a whole object key, prefix included;
+#: an S3 store's prefix and key are checked together against this too).
+MAX_KEY_BYTES = 1000
 
 # In filenames, anything but Unicode letters, marks (the vowel signs of Devanagari, Tamil...),
 # digits, "_", "." and "-" becomes "_"; keeps "фото.jpg" and "हिन्दी.txt" readable.
@@ -127,8 +128,12 @@ def clean_key(key: str) -> str:
     """
     if not isinstance(key, str):
         raise InvalidKeyError(f"A key must be a string, not {type(key).__name__}.")
-    if not key or len(key) > MAX_KEY_LENGTH:
-        raise InvalidKeyError(f"A key must have 1 to {MAX_KEY_LENGTH} characters.")
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidKeyError(f"The key {key!r} is not valid Unicode text.") from None
+    if not 0 < size <= MAX_KEY_BYTES:
+        raise InvalidKeyError(f"A key must have 1 to {MAX_KEY_BYTES} bytes in UTF-8.")
     if "\\" in key or _has_invisible_characters(key):
         raise InvalidKeyError(
             f"The key {key!r} contains a backslash, or a control or invisible character."

@@ -90,6 +90,16 @@ def test_unicode_letters_are_kept() -> None:
     assert secure_filename("نامه\u200cها.pdf") == "نامه\u200cها.pdf"
 
 
+def test_key_length_counts_utf8_bytes_and_text_must_be_valid() -> None:
+    fits = "/".join(["ф" * 120] * 4)  # 483 characters, 963 bytes
+    assert len(fits.encode()) == 963
+    assert clean_key(fits) == fits
+    with pytest.raises(InvalidKeyError, match="bytes"):
+        clean_key(fits + "/" + "x" * 40)  # 1,004 bytes: too long for an S3 object key
+    with pytest.raises(InvalidKeyError, match="Unicode"):
+        clean_key("lone\udc80surrogate.txt")
+
+
 @pytest.mark.parametrize(
     "key", ["a\x85b", "a\u2028b", "a\u2029b", "a/\u200b/b", "x\u202egpj.exe", "a\u2066b"]
 )
