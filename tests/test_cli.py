@@ -238,9 +238,7 @@ def _temp_file(folder: Path, name: str, age_seconds: float) -> Path:
     return path
 
 
-def test_clean_removes_only_stale_temporary_files(
-    runner: FlaskCliRunner, tmp_path: Path
-) -> None:
+def test_clean_removes_only_stale_temporary_files(runner: FlaskCliRunner, tmp_path: Path) -> None:
     stale = _temp_file(tmp_path / "local" / "docs", ".upload-stale", 2 * 86400)
     fresh = _temp_file(tmp_path / "local", ".upload-fresh", 60)
     result = runner.invoke(args=["store", "clean"])

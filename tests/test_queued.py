@@ -283,6 +283,7 @@ def test_the_local_copy_stays_when_a_newer_file_landed_after_the_upload(
 ) -> None:
     """A save whose record is not written yet (its file already in place) when the older
     transfer finishes: the older transfer must not delete that newer file."""
+
     def land_newer_file(sender: object, key: str, **extra: Any) -> None:
         # The newer save's rename, with its record still to come.
         newer = tmp_path / "local" / ".newer"
