@@ -54,7 +54,20 @@ def everything_stored(store: BaseStore) -> list[str]:
 @contextmanager
 def _local(request: pytest.FixtureRequest, settings: dict[str, Any]) -> Iterator[BaseStore]:
     tmp_path = request.getfixturevalue("tmp_path")
-    yield LocalStore(path=str(tmp_path / "store"), **settings)
+    store = LocalStore(path=str(tmp_path / "store"), **settings)
+    assert store.unnamed_writes, "this machine's file system should support O_TMPFILE"
+    yield store
+
+
+@contextmanager
+def _local_named_temp(
+    request: pytest.FixtureRequest, settings: dict[str, Any]
+) -> Iterator[BaseStore]:
+    """A LocalStore writing named hidden temporary files, as where O_TMPFILE is missing."""
+    tmp_path = request.getfixturevalue("tmp_path")
+    store = LocalStore(path=str(tmp_path / "store"), **settings)
+    store.unnamed_writes = False
+    yield store
 
 
 @contextmanager
@@ -111,6 +124,7 @@ def _s3_server(request: pytest.FixtureRequest, settings: dict[str, Any]) -> Iter
 
 STORE_KINDS: dict[str, StoreKind] = {
     "local": StoreKind("local", _local),
+    "local-named-temp": StoreKind("local-named-temp", _local_named_temp),
     "memory": StoreKind("memory", _memory),
     "queued": StoreKind("queued", _queued),
     "s3-mock": StoreKind("s3-mock", _s3_mock, concurrency=(8, 10)),

@@ -90,6 +90,7 @@ def test_without_hard_links_names_are_still_claimed_exclusively(
 ) -> None:
     monkeypatch.setattr(os, "link", _no_hard_links)
     store = LocalStore(path=str(tmp_path / "store"))
+    store.unnamed_writes = False  # no hard links means no linkat of an unnamed file either
     first, second = store.save(b"one", name="a.txt"), store.save(b"two", name="a.txt")
     assert first.name == "a.txt" and second.name != "a.txt"
     assert (store.read(first.name), store.read(second.name)) == (b"one", b"two")
@@ -101,6 +102,7 @@ def test_without_hard_links_a_failed_move_leaves_no_empty_file(
 ) -> None:
     monkeypatch.setattr(os, "link", _no_hard_links)
     store = LocalStore(path=str(tmp_path / "store"))
+    store.unnamed_writes = False  # no hard links means no linkat of an unnamed file either
 
     def interrupted(source: str, target: str) -> None:
         raise KeyboardInterrupt  # the process is stopped between reserving and moving
@@ -109,3 +111,45 @@ def test_without_hard_links_a_failed_move_leaves_no_empty_file(
     with pytest.raises(KeyboardInterrupt):
         store.save(b"important", name="doc.pdf")
     assert everything_stored(store) == []
+
+
+KILLED_MID_WRITE = textwrap.dedent(
+    """
+    import io, os, signal, sys
+    from flask_store.stores.local import LocalStore
+
+    class DiesMidUpload(io.RawIOBase):
+        reads = 0
+        def readable(self):
+            return True
+        def readinto(self, buffer):
+            self.reads += 1
+            if self.reads > 3:
+                os.kill(os.getpid(), signal.SIGKILL)  # the worker is killed mid-upload
+            buffer[:1024] = b"x" * 1024
+            return 1024
+
+    store = LocalStore(path=sys.argv[1])
+    store.unnamed_writes = sys.argv[2] == "unnamed"
+    store.save(io.BufferedReader(DiesMidUpload(), 1024), name="big.bin")
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["unnamed", "named"])
+def test_a_process_killed_mid_save_leaves_no_file_under_a_key(tmp_path: Path, mode: str) -> None:
+    root = tmp_path / "store"
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_MID_WRITE, str(root), mode],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert child.returncode == -9, child.stderr
+    left = [p.name for p in root.rglob("*") if p.is_file()]
+    if mode == "unnamed":
+        assert left == []  # the kernel freed the unnamed file
+    else:
+        # A hidden temporary file stays until the start-up sweep or `flask store clean`.
+        assert all(name.startswith(".upload-") for name in left) and len(left) == 1
+    assert list(LocalStore(path=str(root)).keys()) == []

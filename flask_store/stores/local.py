@@ -1,9 +1,11 @@
 """LocalStore: files in a folder on the local file system (the default store).
 
-Writes go to a hidden temporary file in the target folder and are then hard-linked under
-their key: ``link()`` fails if the key exists, which makes choosing a free name atomic, and a
-reader never sees a partial file. Metadata (original filename, content type) travels as one
-extended attribute on the same inode, so it appears and disappears with the file itself.
+Writes go to a file with no name yet (``O_TMPFILE``, see :mod:`flask_store.unnamed_files`)
+or, where the file system cannot do that, to a hidden temporary file in the target folder;
+either is then hard-linked under its key: the link fails if the key exists, which makes
+choosing a free name atomic, and a reader never sees a partial file. Metadata (original
+filename, content type, saved size) travels as one extended attribute on the same inode, so
+it appears and disappears with the file itself.
 File systems without user extended attributes still work; files then report their key's
 basename as filename and a content type guessed from the extension.
 
@@ -25,6 +27,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any, BinaryIO, ClassVar
 
+from .. import unnamed_files
 from ..config import StoreConfig
 from ..exceptions import (
     FileNotFoundInStoreError,
@@ -93,6 +96,9 @@ class LocalStore(BaseStore):
         self.fsync: bool = self.config.typed("FSYNC", bool, False)
         #: Whether the app spools large uploads into :attr:`root` so saves move, not copy.
         self.spool_uploads: bool = self.config.typed("SPOOL_UPLOADS", bool, True)
+        #: Whether saves write an unnamed file (``O_TMPFILE``) and name it when complete,
+        #: rather than writing a hidden temporary file and linking it (probed once).
+        self.unnamed_writes: bool = unnamed_files.supported(self.root)
 
     def start(self) -> None:
         """Remove leftover temporary files in the background (see :meth:`remove_stale_temp_files`).
@@ -158,6 +164,8 @@ class LocalStore(BaseStore):
         self._make_folder(folder, first)
         # Zero copy: a large upload Flask-Store spooled on this file system is moved, not read.
         spool = spool_of(chunks)
+        if spool is None and not overwrite and self.unnamed_writes:
+            return self._write_unnamed(chunks, folder, first, first_path, keys, meta)
         temp_path = spool.move_to(folder) if spool is not None else None
         try:
             if spool is not None and temp_path is not None:
@@ -178,6 +186,37 @@ class LocalStore(BaseStore):
                 remove_quietly(temp_path)
         if spool is not None and temp_path is not None:
             spool.mark_saved()
+        return _info_from_stat(key, sealed, meta)
+
+    def _write_unnamed(
+        self,
+        chunks: Iterator[bytes],
+        folder: str,
+        first: str,
+        first_path: str,
+        keys: Iterator[str],
+        meta: FileMeta,
+    ) -> FileInfo:
+        """Write ``chunks`` into a file with no name yet, then name it with the first free key.
+
+        The file only gets a directory entry once it is complete and sealed, and a process
+        killed before that leaves nothing behind (see :mod:`flask_store.unnamed_files`).
+        """
+        fd = unnamed_files.open_unnamed(folder)
+        try:
+            try:
+                for chunk in chunks:
+                    _write_all(fd, chunk)
+            except OSError as exc:
+                raise self._full_or(exc, first) from exc
+            sealed = self._seal(fd, first, meta, created_by_us=True)
+            paths = {first: first_path}  # the others are checked when tried
+            key = first_free_key(
+                _prepend(first, keys),
+                lambda k: unnamed_files.link_unnamed(fd, paths.get(k) or self.path(k)),
+            )
+        finally:
+            os.close(fd)
         return _info_from_stat(key, sealed, meta)
 
     def _write_temp(
