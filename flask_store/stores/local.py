@@ -204,12 +204,7 @@ class LocalStore(BaseStore):
         """
         fd = unnamed_files.open_unnamed(folder)
         try:
-            try:
-                for chunk in chunks:
-                    _write_all(fd, chunk)
-            except OSError as exc:
-                raise self._full_or(exc, first) from exc
-            sealed = self._seal(fd, first, meta, created_by_us=True)
+            sealed = self._fill(fd, chunks, first, meta)
             paths = {first: first_path}  # the others are checked when tried
             key = first_free_key(
                 _prepend(first, keys),
@@ -225,17 +220,21 @@ class LocalStore(BaseStore):
         """Copy ``chunks`` into a new hidden file in ``folder``: its path and sealed stat."""
         fd, temp_path = _create_temp(folder)
         try:
-            try:
-                for chunk in chunks:
-                    _write_all(fd, chunk)
-            except OSError as exc:
-                raise self._full_or(exc, key) from exc
-            return temp_path, self._seal(fd, key, meta, created_by_us=True)
+            return temp_path, self._fill(fd, chunks, key, meta)
         except BaseException:
             remove_quietly(temp_path)
             raise
         finally:
             os.close(fd)
+
+    def _fill(self, fd: int, chunks: Iterator[bytes], key: str, meta: FileMeta) -> os.stat_result:
+        """Write ``chunks`` into the new file ``fd`` (made by the store) and seal it."""
+        try:
+            for chunk in chunks:
+                _write_all(fd, chunk)
+        except OSError as exc:
+            raise self._full_or(exc, key) from exc
+        return self._seal(fd, key, meta, created_by_us=True)
 
     def _seal(
         self, fd: int, key: str, meta: FileMeta, created_by_us: bool = False
