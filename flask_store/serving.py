@@ -96,6 +96,8 @@ def serve_file(store: BaseStore, key: str, environ: dict[str, object]) -> Respon
             return _redirect(store, direct)
         # Remote stores with STORE_CACHE_TTL read through a local copy.
         source = store.read_cache or store
+        # The answer decided from metadata alone, and the version it was decided on.
+        early: tuple[FileInfo, Response] | None = None
         if _is_head(environ) or _is_conditional(environ) or "HTTP_RANGE" in environ:
             info = source.info(key)
             decided = _decide(store, info, environ)
@@ -105,11 +107,15 @@ def serve_file(store: BaseStore, key: str, environ: dict[str, object]) -> Respon
                 ranged = _open_range_of(store, info, decided)
                 if ranged is not None:
                     return _with_body(decided, ranged, environ)
+            early = (info, decided)
         stream, info = source.open_with_info(key)
     except (FileNotFoundInStoreError, InvalidKeyError):
         raise NotFound() from None
     try:
-        decided = _decide(store, info, environ)
+        if early is not None and early[0] == info:
+            decided = early[1]  # the very version opened: decided already
+        else:
+            decided = _decide(store, info, environ)
         if decided.status_code == 206:
             skip_to(stream, _span_of(decided)[0])
     except BaseException:

@@ -443,6 +443,40 @@ def test_if_match_replaced_meanwhile_gives_412(
     assert response.data == b""
 
 
+def replaced_before_opening(provider: BaseStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the route's next open find ``data.bin`` replaced since its ``info()``."""
+    open_with_info = provider.open_with_info
+
+    def replace_then_open(key: str) -> Any:
+        monkeypatch.setattr(provider, "open_with_info", open_with_info)
+        provider.replace(key, NEW_BODY)
+        return open_with_info(key)
+
+    monkeypatch.setattr(provider, "open_with_info", replace_then_open)
+
+
+def test_replaced_before_opening_is_decided_on_the_new_version(
+    client: FlaskClient, provider: BaseStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stale If-None-Match passes on the old version's metadata; the bytes are the new one's.
+    replaced_before_opening(provider, monkeypatch)
+    response = get(client, **{"If-None-Match": '"other"'})
+    assert response.status_code == 200
+    assert response.data == NEW_BODY
+    assert response.headers["ETag"] == f'"{provider.info("data.bin").etag}"'
+    assert response.headers["Content-Length"] == str(len(NEW_BODY))
+
+
+def test_if_match_replaced_before_opening_gives_412(
+    client: FlaskClient, provider: BaseStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = etag_of(client)
+    replaced_before_opening(provider, monkeypatch)
+    response = get(client, **{"If-Match": old})
+    assert response.status_code == 412
+    assert response.data == b""
+
+
 # -- redirects ------------------------------------------------------------------------------
 
 
