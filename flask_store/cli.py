@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 import click
 from flask import current_app
@@ -34,7 +34,9 @@ from .exceptions import (
     StoreError,
     StoreNotFoundError,
 )
+from .extension import Store
 from .file_wrapper import FileWrapper
+from .registry import StoreRegistry
 from .stores.base import BaseStore, measure, recorded_md5
 from .stores.local import LocalStore
 
@@ -68,22 +70,18 @@ def _one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
     return run
 
 
-def _registry() -> Any:
-    from .extension import Store
-
+def _registry() -> StoreRegistry:
     return Store.registry(current_app)
 
 
 def _store(name: str | None) -> BaseStore:
-    store: BaseStore = _registry().resolve(name)
-    return store
+    return _registry().resolve(name)
 
 
 def _file(path: str) -> FileWrapper:
     """The file at ``"<store>/<key>"``, or a usage error naming what is wrong."""
-    name, _, key = path.partition("/")
     try:
-        wrapper = _store(name).file(key)
+        wrapper = _registry().file(path)
         wrapper.info  # noqa: B018 - fetch now so a missing file is a usage error
     except (InvalidKeyError, FileNotFoundInStoreError) as exc:
         raise UsageProblem(f"{path}: {exc}") from None
@@ -208,8 +206,7 @@ def clean_temp_files(store: str | None, older_than: float) -> None:
 def copy_file(source: str, destination: str, force: bool) -> None:
     """Copy the file at SOURCE to DESTINATION (STORE/KEY, or STORE/ to keep the key)."""
     original = _file(source)
-    name, _, key = destination.partition("/")
-    target = _store(name)
+    target, key = _registry().locate(destination)
     try:
         copy = copy_between(original.store, original.name, target, key or original.name, force)
     except InvalidKeyError as exc:

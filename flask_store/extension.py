@@ -98,8 +98,7 @@ class Store:
         :raises StoreNotFoundError: when the first part names no store.
         :raises InvalidKeyError: when the rest is not an acceptable key.
         """
-        name, _, key = path.partition("/")
-        return self.registry().resolve(name).file(key)
+        return self.registry().file(path)
 
     def alias(self, alias: str, name: str) -> None:
         """Make ``alias`` another name for the store ``name`` in the current app."""

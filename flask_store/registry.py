@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 
@@ -18,6 +18,9 @@ from .config import COMMON_DEFAULTS, StoreConfig
 from .exceptions import NotConfiguredError, StoreNotFoundError
 from .stores import load_provider
 from .stores.base import BaseStore
+
+if TYPE_CHECKING:
+    from .file_wrapper import FileWrapper
 
 DEFAULT_NAME = "default"
 _STORE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
@@ -42,6 +45,23 @@ class StoreRegistry:
             known = ", ".join(sorted([*self.stores, *self.aliases]))
             raise StoreNotFoundError(f"No store is called {wanted!r}; known: {known}.")
         return self.stores[real]
+
+    def locate(self, path: str) -> tuple[BaseStore, str]:
+        """The store and the (unchecked, possibly empty) key of a path ``"<store>/<key>"``.
+
+        :raises StoreNotFoundError: when the first part names no store or alias.
+        """
+        name, _, key = path.partition("/")
+        return self.resolve(name), key
+
+    def file(self, path: str) -> FileWrapper:
+        """The file at ``path``, ``"<store name>/<key>"`` (see :attr:`FileWrapper.path`).
+
+        :raises StoreNotFoundError: when the first part names no store or alias.
+        :raises InvalidKeyError: when the rest is not an acceptable key.
+        """
+        store, key = self.locate(path)
+        return store.file(key)
 
     def add_alias(self, alias: str, name: str) -> None:
         """Make ``alias`` another name for the store (or alias) ``name``.
