@@ -33,7 +33,7 @@ from ..exceptions import (
     UploadRejectedError,
 )
 from ..naming import clean_key, join_key, secure_filename, with_unique_suffix
-from ..serving import content_disposition, is_active_content
+from ..serving import content_disposition, is_active_content, media_type
 from ..sources import Upload
 from .base import BaseStore, FileInfo, FileMeta, first_free_key, guess_content_type
 from .s3_bodies import Body, prepare_body, spool_body
@@ -57,6 +57,8 @@ if TYPE_CHECKING:
 
 #: Object metadata holding the size of a gzip-encoded file before compression.
 ORIGINAL_SIZE_META = "uncompressed-size"
+#: Ends the ETag of a gzip-encoded object (see :func:`_content_etag`).
+GZIP_ETAG_MARK = "-gzip"
 
 
 class S3Store(BaseStore):
@@ -121,7 +123,7 @@ class S3Store(BaseStore):
             return self._write_body(body, keys, meta, overwrite)
 
     def _gzipped(self, meta: FileMeta) -> bool:
-        return meta.content_type.split(";", 1)[0].strip().lower() in self.settings.gzip_types
+        return media_type(meta.content_type) in self.settings.gzip_types
 
     def _write_body(
         self, body: Body, keys: Iterator[str], meta: FileMeta, overwrite: bool
@@ -245,15 +247,17 @@ class S3Store(BaseStore):
         (no extra request). A gzip-encoded object (``STORE_S3_GZIP_TYPES``) holds fewer bytes
         than it serves, so S3 cannot cut its range (S3 answers with compressed bytes, or
         refuses a range beyond their end): it is read whole instead, unzipped, up to ``start``.
+        Its ETag tells so (:func:`_content_etag`), and then no ranged GET is tried first.
 
         :raises InvalidArgumentError: for an empty or negative range.
         :raises FileChangedError: when ``key`` no longer has the ETag ``etag``.
         """
         if not 0 <= start < stop:
             raise InvalidArgumentError(f"The byte range {start}-{stop} is empty or negative.")
+        if etag is not None and etag.endswith(GZIP_ETAG_MARK):
+            return super().open_range(key, start, stop, etag=etag)
         object_key = self.object_key(key)
-        # A gzip-encoded object's ETag is S3's with a mark (_content_etag): S3 knows it without.
-        condition: dict[str, Any] = {"IfMatch": f'"{etag.removesuffix("-gzip")}"'} if etag else {}
+        condition: dict[str, Any] = {"IfMatch": f'"{etag}"'} if etag else {}
         with self._errors("open", key):
             try:
                 response = self.client.get_object(
@@ -505,7 +509,7 @@ def _unquote(etag: str) -> str:
 def _content_etag(etag: str, *, gzipped: bool) -> str:
     """The file's ETag. A gzip-encoded object's is marked: S3's is the MD5 of the compressed
     bytes, which must not pass for the MD5 of the bytes readers get (verify, sync)."""
-    return f"{etag}-gzip" if gzipped else etag
+    return f"{etag}{GZIP_ETAG_MARK}" if gzipped else etag
 
 
 def _http_date(value: str | None) -> datetime:
