@@ -54,9 +54,14 @@ ACTIVE_CONTENT_TYPES = frozenset(
 )
 
 
+def media_type(content_type: str) -> str:
+    """The media type of a Content-Type value, lower-case and without parameters."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
 def is_active_content(content_type: str) -> bool:
     """Whether a browser could execute content of this type in the serving origin."""
-    base = content_type.split(";", 1)[0].strip().lower()
+    base = media_type(content_type)
     return base in ACTIVE_CONTENT_TYPES or base.endswith("+xml")
 
 

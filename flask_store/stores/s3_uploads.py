@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..exceptions import InvalidArgumentError
+from ..serving import media_type
 from .base import FileInfo
 
 #: Object metadata holding a direct upload's limits (bound by the signed policy).
@@ -80,7 +81,7 @@ class UploadLimits:
         """Why ``info`` breaks these limits, or ``None`` when it keeps them."""
         if info.size > self.max_size:
             return f"it has {info.size} bytes, more than the {self.max_size} allowed"
-        if self.content_type and _base_type(info.content_type) != _base_type(self.content_type):
+        if self.content_type and media_type(info.content_type) != media_type(self.content_type):
             return f"its type is {info.content_type!r}, not {self.content_type!r}"
         return None
 
@@ -123,7 +124,3 @@ def post_form(
     conditions: list[Any] = [{name: value} for name, value in fields.items()]
     conditions.append(["content-length-range", 0, max_size])
     return fields, conditions
-
-
-def _base_type(content_type: str) -> str:
-    return content_type.split(";", 1)[0].strip().lower()
