@@ -399,6 +399,36 @@ def test_proxy_304_and_head_fetch_no_content(proxy: tuple[FlaskClient, S3Store])
     assert (changed.status_code, changed.data) == (200, BODY)
 
 
+def test_requests_a_save_and_each_proxied_answer_cost(
+    tmp_path: Path,
+    moto_server: str,  # noqa: F811
+) -> None:
+    with CountingProxy(moto_server) as counter:
+        app = s3_app(tmp_path, counter.url, s3_serve="proxy")
+        provider, client = provider_of(app), app.test_client()
+
+        def sent(action: Callable[[], object]) -> list[tuple[str, int]]:
+            """The requests (method, status) that reached the server during ``action``."""
+            first = len(counter.seen)
+            action()
+            return [(seen.method, seen.status) for seen in counter.seen[first:]]
+
+        assert sent(lambda: provider.save(BODY, name="data.bin")) == [("PUT", 200)]
+        # The name is taken: S3 refuses the conditional PUT, the next name is free.
+        assert sent(lambda: provider.save(BODY, name="data.bin")) == [("PUT", 412), ("PUT", 200)]
+        url = "/flaskstore/data.bin"
+        etag = client.get(url).headers["ETag"]
+        assert sent(lambda: client.get(url).data) == [("GET", 200)]
+        assert sent(lambda: client.head(url).data) == [("HEAD", 200)]
+        assert sent(lambda: client.get(url, headers={"If-None-Match": etag}).data) == [
+            ("HEAD", 200)
+        ]
+        assert sent(lambda: client.get(url, headers={"Range": "bytes=0-9"}).data) == [
+            ("HEAD", 200),
+            ("GET", 206),
+        ]
+
+
 @pytest.mark.parametrize(
     ("name", "body"), [("page.html", b"<script>alert(1)</script>"), ("logo.svg", b"<svg/>")]
 )
