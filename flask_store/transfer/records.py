@@ -44,7 +44,6 @@ from ..files import atomic_write
 from ..key_locks import KeyLocks
 
 TransferState = Literal["pending", "failed", "done"]
-STATES: tuple[TransferState, ...] = ("pending", "failed", "done")
 
 _OPEN, _DONE, _TMP, _LOCKS, _INTENTS = "open", "done", "tmp", "locks", "intents"
 #: How often a transfer waiting for another process's transfer of the same key looks again.
@@ -140,11 +139,14 @@ class RecordBook:
         records = []
         for name in os.listdir(os.path.join(self.root, _OPEN)):
             record = self._read(os.path.join(self.root, _OPEN, name))
-            if record is not None:
-                current = self.get(record.key)
-                if current is not None and current.state != "done":
-                    records.append(current)
+            if record is not None and not self._moved_to_done(record):
+                records.append(record)
         return sorted(records, key=lambda r: (r.created, r.key))
+
+    def _moved_to_done(self, record: TransferRecord) -> bool:
+        """Whether a newer ``done`` record supersedes the ``open/`` one (a crash mid-move)."""
+        done = self._load(_DONE, record.key)
+        return done is not None and done.version > record.version
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -162,12 +164,8 @@ class RecordBook:
             self._write(fresh)
         return fresh
 
-    def write(self, record: TransferRecord) -> None:
-        """Store ``record`` durably: flushed to disk and renamed into place."""
-        with self._lock:
-            self._write(record)
-
     def _write(self, record: TransferRecord) -> None:
+        """Store ``record`` durably: flushed to disk and renamed into place."""
         folder = _DONE if record.state == "done" else _OPEN
         data = json.dumps(asdict(record), ensure_ascii=False, sort_keys=True).encode()
         atomic_write(
