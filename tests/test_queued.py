@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +25,7 @@ from flask_store.exceptions import (
 )
 from flask_store.stores.queued import QueuedStore
 from flask_store.transfer.queued import retry_delay
-from flask_store.transfer.records import TransferRecord
+from flask_store.transfer.records import RecordBook, TransferRecord
 from flask_store.transfer.signals import file_saved, file_transferred, transfer_failed
 from tests.queued_remotes import (
     BlockingStore,
@@ -157,6 +158,42 @@ def test_retries_until_the_remote_comes_back(tmp_path: Path) -> None:
 def test_retries_back_off_exponentially() -> None:
     assert [retry_delay(2.0, attempt) for attempt in (1, 2, 3, 4)] == [2.0, 4.0, 8.0, 16.0]
     assert retry_delay(0, 5) == 0
+
+
+def test_each_retry_waits_twice_as_long_as_the_one_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The waits themselves are recorded (not slept) on this thread: no timing involved."""
+    waits: list[float] = []
+    this_thread, real_sleep = threading.current_thread(), time.sleep
+
+    def recorded_sleep(seconds: float) -> None:
+        if threading.current_thread() is this_thread:
+            waits.append(seconds)
+        else:
+            real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", recorded_sleep)
+    remote = {"PROVIDER": FlakyStore, "FAIL_TIMES": 3}
+    store = make_store(tmp_path, remote, transfer_delayed=True, transfer_retries=5)
+    store.retry_delay = 0.5
+    store.save(b"abc", name="a.txt")
+    assert store.transfer_now("a.txt") == "done"
+    assert waits == [0.5, 1.0, 2.0]
+
+
+def test_transfer_workers_bounds_the_threads_uploading_at_once(tmp_path: Path) -> None:
+    gate = threading.Event()
+    store = make_store(tmp_path, {"PROVIDER": BlockingStore, "GATE": gate}, transfer_workers=2)
+    before = set(threading.enumerate())
+    try:
+        names = [store.save(b"%d" % i, name=f"f{i}.txt").name for i in range(5)]
+        started = [t for t in threading.enumerate() if t not in before]
+        assert [t.name for t in started] == ["flask-store-transfer"] * 2
+    finally:
+        gate.set()
+    assert store.join(JOIN)
+    assert [store.remote.read(name) for name in names] == [b"%d" % i for i in range(5)]
 
 
 def test_deleting_a_file_while_its_transfer_fails_ends_the_transfer(
@@ -356,6 +393,30 @@ def test_a_record_saved_again_is_not_updated_by_a_stale_transfer(tmp_path: Path)
     assert isinstance(current, TransferRecord) and current.state == "failed"
 
 
+def test_a_crash_between_the_two_steps_of_a_move_keeps_the_newer_record(tmp_path: Path) -> None:
+    """A move writes the record in its new folder, then removes the old one: a process that
+    died in between leaves both, and the higher version counts, in both directions."""
+    book = RecordBook(str(tmp_path / "records"))
+    pending = book.create(TransferRecord("a.txt", "pending", size=1, filename="a", content_type=""))
+    [open_file] = (tmp_path / "records" / "open").iterdir()
+    left_behind = open_file.read_bytes()
+    assert book.update(pending, pending.moved("done"))
+    open_file.write_bytes(left_behind)  # the removal of the old file never happened
+
+    done = book.get("a.txt")
+    assert done is not None and done.state == "done" and done.version == pending.version + 1
+    assert book.unsettled() == []
+    assert list(book) == [done]
+
+    [done_file] = (tmp_path / "records" / "done").iterdir()
+    left_behind = done_file.read_bytes()
+    again = book.create(done.moved("pending"))  # saved again under the key: pending, newer
+    done_file.write_bytes(left_behind)
+    assert book.get("a.txt") == again
+    assert book.unsettled() == [again]
+    assert list(book) == [again]
+
+
 def test_a_corrupted_upload_is_removed_and_sent_again(
     tmp_path: Path, signals: dict[str, list[dict[str, Any]]]
 ) -> None:
@@ -410,6 +471,29 @@ def test_delete_local_keeps_the_key_reserved(tmp_path: Path) -> None:
     with pytest.raises(FileExistsInStoreError, match=r"a\.txt"):
         strict.save(b"three", name="a.txt")
     assert store.remote.read("a.txt") == b"one"
+
+
+def test_a_local_file_without_record_is_named_when_its_key_is_taken(tmp_path: Path) -> None:
+    store = make_store(tmp_path, on_conflict="error", transfer_delayed=True)
+    (tmp_path / "local" / "a.txt").write_bytes(b"put there by other means")
+    with pytest.raises(FileExistsInStoreError, match=r"stored as 'a\.txt'"):
+        store.save(b"mine", name="a.txt")
+    assert list(store.records) == []
+
+
+@pytest.mark.parametrize(("theirs", "outcome"), [(b"same", "done"), (b"diff", "failed")])
+def test_a_remote_without_md5_etags_is_compared_byte_for_byte(
+    tmp_path: Path, theirs: bytes, outcome: str
+) -> None:
+    """A folder as the remote: its ETags are no MD5, so a key found taken is read and hashed
+    (an earlier attempt's upload counts as done; another file of the same size does not)."""
+    remote = {"PROVIDER": "local", "PATH": str(tmp_path / "remote")}
+    store = make_store(tmp_path, remote, transfer_delayed=True)
+    store.save(b"same", name="a.txt")
+    store.remote.put("a.txt", theirs)
+    assert store.transfer_now("a.txt") == outcome
+    assert store.remote.read("a.txt") == theirs  # never overwritten
+    assert store.read("a.txt") == b"same"
 
 
 def test_overwrite_policy_replaces_the_remote_copy_too(tmp_path: Path) -> None:

@@ -95,8 +95,6 @@ class S3GeventStore(QueuedStore):
             "TRANSFER_DELETE_LOCAL": True,
         }
     )
-    default_executor: ClassVar[str] = "gevent"
-    default_delete_local: ClassVar[bool] = True
 
     def __init__(self, config: Any = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)

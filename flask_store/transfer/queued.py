@@ -135,31 +135,27 @@ class QueuedStore(BaseStore):
     short_name = "queued"
     defaults: ClassVar[Mapping[str, Any]] = QUEUED_DEFAULTS
     serve_by_redirect = False
-    #: Executor used when ``TRANSFER_EXECUTOR`` is not set.
-    default_executor: ClassVar[str] = "thread"
-    #: Whether transferred files leave the local store when ``TRANSFER_DELETE_LOCAL`` is unset.
-    default_delete_local: ClassVar[bool] = False
 
     def __init__(self, config: Any = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
-        cfg = self.config
-        retries = cfg.typed("TRANSFER_RETRIES", int, 5)
+        cfg, default = self.config, self.defaults
+        retries = cfg.typed("TRANSFER_RETRIES", int, default["TRANSFER_RETRIES"])
         if retries < 0:
             raise cfg.error("TRANSFER_RETRIES", f"must be 0 or more, not {retries}.")
-        delay = cfg.typed("TRANSFER_RETRY_DELAY", (int, float), 2.0)
+        delay = cfg.typed("TRANSFER_RETRY_DELAY", (int, float), default["TRANSFER_RETRY_DELAY"])
         if isinstance(delay, bool) or delay < 0:
             raise cfg.error("TRANSFER_RETRY_DELAY", f"must be seconds (0 or more), not {delay!r}.")
         self.retries: int = retries
         self.retry_delay: float = float(delay)
-        self.delayed: bool = cfg.typed("TRANSFER_DELAYED", bool, False)
+        self.delayed: bool = cfg.typed("TRANSFER_DELAYED", bool, default["TRANSFER_DELAYED"])
         self.delete_local: bool = cfg.typed(
-            "TRANSFER_DELETE_LOCAL", bool, self.default_delete_local
+            "TRANSFER_DELETE_LOCAL", bool, default["TRANSFER_DELETE_LOCAL"]
         )
         # Everything that can be checked without touching the disk comes first, so a bad
         # setting leaves no folder behind.
         self.remote: BaseStore = self._build_inner(self.inner_config("remote"))
         self.private_redirects = self.remote.private_redirects  # it redirects to the remote
-        kind = cfg.choice("TRANSFER_EXECUTOR", EXECUTOR_CHOICES, self.default_executor)
+        kind = cfg.choice("TRANSFER_EXECUTOR", EXECUTOR_CHOICES, default["TRANSFER_EXECUTOR"])
         self.executor: Executor = make_executor(kind, self)
         self.local: BaseStore = self._build_inner(self.inner_config("local"))
         self.records = RecordBook(self._records_path())
@@ -253,13 +249,20 @@ class QueuedStore(BaseStore):
         return info
 
     def _unreserved(self, keys: Iterator[str]) -> Iterator[str]:
-        """The candidate keys without those a record reserves (files already moved away)."""
+        """The candidate keys without those a record reserves (files already moved away).
+
+        Running out of keys is reported by the local store's claim (:func:`first_free_key`),
+        or here when the last key it could not have was one a record holds.
+        """
         reserved = None
         for key in keys:
             if not self.records.exists(key):
+                reserved = None
                 yield key
             else:
                 reserved = key
+        if reserved is None:
+            return
         raise FileExistsInStoreError(
             f"A file is already stored as {reserved!r}; delete it first, choose another "
             "name, or allow replacing it (STORE_ON_CONFLICT = 'rename' or 'overwrite')."
