@@ -44,7 +44,7 @@ def test_ls_lists_keys_sizes_and_dates(runner: FlaskCliRunner) -> None:
     assert [line.split()[-1] for line in lines] == ["a.txt", "docs/b.md"]
     assert lines[0].split()[0] == "5"
     only_docs = runner.invoke(args=["store", "ls", "default", "docs/"])
-    assert only_docs.output.split()[-1] == "docs/b.md"
+    assert [line.split()[-1] for line in only_docs.output.splitlines()] == ["docs/b.md"]
     assert runner.invoke(args=["store", "ls", "mem"]).output == ""
 
 
@@ -105,16 +105,27 @@ def test_sync_checksum_catches_same_size_changes(runner: FlaskCliRunner, app: Fl
     assert "copied 1, skipped 1" in by_content.output
 
 
+def test_sync_copies_a_file_whose_content_type_changed(runner: FlaskCliRunner, app: Flask) -> None:
+    runner.invoke(args=["store", "sync", "default", "backup"])
+    with app.app_context():
+        Store().Provider().replace("a.txt", b"alpha", content_type="text/x-alpha")
+    synced = runner.invoke(args=["store", "sync", "default", "backup"])
+    assert synced.output.splitlines() == ["copied a.txt", "copied 1, skipped 1, failed 0"]
+    with app.app_context():
+        assert Store().get("backup").info("a.txt").content_type == "text/x-alpha"
+
+
 def test_verify_finds_damaged_files(runner: FlaskCliRunner, tmp_path: Path) -> None:
-    assert runner.invoke(args=["store", "verify"]).exit_code == 0
+    assert runner.invoke(args=["store", "verify"]).stdout == "verified 2, failed 0\n"
     damaged = tmp_path / "local" / "a.txt"
     # Corrupt the file behind the store's back, keeping its inode (and so its metadata).
     with open(damaged, "r+b") as handle:
         handle.truncate(2)
     result = runner.invoke(args=["store", "verify"])
     assert result.exit_code == 1
-    assert "verified 1, failed 0" not in result.output
-    assert "default/a.txt" in result.stderr
+    assert result.stdout == "verified 1, failed 1\n"
+    (error,) = result.stderr.splitlines()
+    assert error.startswith("error: default/a.txt: size is 2 bytes but ")
 
 
 def test_verify_checks_recorded_checksums(runner: FlaskCliRunner, app: Flask) -> None:

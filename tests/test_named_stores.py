@@ -65,7 +65,8 @@ def test_get_file_by_path(app: Flask) -> None:
         found = store.get_file("docs/cv.pdf")
         assert found == saved
         assert found.read() == b"pdf"
-        assert store.get_file("default/" + store.Provider().save(b"d", name="d.txt").name).read()
+        default = store.Provider().save(b"d", name="d.txt")
+        assert store.get_file(f"default/{default.name}").read() == b"d"
         with pytest.raises(StoreNotFoundError, match="nope"):
             store.get_file("nope/cv.pdf")
 
