@@ -74,7 +74,7 @@ def make_executor(kind: str, store: QueuedStore) -> Executor:
 
     :raises NotConfiguredError: when the executor's settings or packages are missing.
     """
-    workers = store.config.typed("TRANSFER_WORKERS", int, 4)
+    workers = store.config.typed("TRANSFER_WORKERS", int, store.defaults["TRANSFER_WORKERS"])
     if workers < 1:
         raise store.config.error("TRANSFER_WORKERS", f"must be at least 1, not {workers}.")
     if kind == "gevent":
@@ -220,7 +220,7 @@ class RQExecutor:
             raise config.error(
                 "RQ_REDIS_URL", f"must be a URL like 'redis://host:6379/0', not {url!r}."
             )
-        queue_name = config.typed("RQ_QUEUE", str, "flask_store")
+        queue_name = config.typed("RQ_QUEUE", str, store.defaults["RQ_QUEUE"])
         self._spec = job_spec(store)
         try:
             pickle.dumps(self._spec)
@@ -230,7 +230,7 @@ class RQExecutor:
                 f"is 'rq', which sends the store's settings to the worker, but they cannot be "
                 f"pickled ({exc}); use plain values (strings, numbers, dicts).",
             ) from exc
-        self._timeout = config.typed("RQ_JOB_TIMEOUT", int, 3600)
+        self._timeout = config.typed("RQ_JOB_TIMEOUT", int, store.defaults["RQ_JOB_TIMEOUT"])
         # Redis.from_url does not connect: nothing is contacted until the first job.
         self._queue = rq.Queue(queue_name, connection=Redis.from_url(url))
         self._store = store

@@ -72,6 +72,7 @@ QUEUED_DEFAULTS: Mapping[str, Any] = {
     "TRANSFER_RECORDS_PATH": None,
     "RQ_REDIS_URL": None,
     "RQ_QUEUE": "flask_store",
+    "RQ_JOB_TIMEOUT": 3600,
     "RQ_APP": None,
 }
 
