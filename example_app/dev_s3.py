@@ -54,7 +54,11 @@ def moto_server(startup_timeout: float = 30.0) -> Iterator[str]:
 
 
 def s3_environment(endpoint_url: str) -> Mapping[str, str]:
-    """The settings that put the example app on S3 at ``endpoint_url``."""
+    """The settings that put the example app on S3 at ``endpoint_url``.
+
+    The bucket is private, as new S3 buckets are: the gallery's links redirect to presigned
+    URLs (a plain object URL would answer 403 Access Denied).
+    """
     return {
         "STORE_PROVIDER": "s3",
         "STORE_S3_BUCKET": BUCKET,
@@ -63,6 +67,7 @@ def s3_environment(endpoint_url: str) -> Mapping[str, str]:
         "STORE_S3_ACCESS_KEY": "example",
         "STORE_S3_SECRET_KEY": "example",
         "STORE_PATH": "uploads",
+        "STORE_S3_PRESIGNED": "true",
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from flask.testing import FlaskClient
 from example_app import create_app, store
 from example_app.dev_s3 import create_bucket, moto_server, s3_environment
 from example_app.settings import load_or_create_secret_key, store_settings_from_env
+from flask_store.stores.s3 import S3Store
 
 PNG_ISH = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 
@@ -174,18 +176,42 @@ def test_default_app_stores_in_the_instance_folder(
     assert (tmp_path / "instance" / "uploads" / "a.png").read_bytes() == PNG_ISH
 
 
-def test_run_s3_helper_starts_moto_and_creates_the_bucket() -> None:
+def test_run_s3_switches_the_app_to_s3_on_a_moto_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``make run-s3`` does: moto, its bucket, and the app on it through ``STORE_*``."""
     import boto3
 
     with moto_server() as endpoint_url:
         create_bucket(endpoint_url)
         settings = s3_environment(endpoint_url)
-        client = boto3.client(
+        for name, value in settings.items():
+            monkeypatch.setenv(name, value)
+        app = create_app({"SECRET_KEY": "test"}, instance_path=str(tmp_path / "instance"))
+        with app.app_context():
+            assert isinstance(store.Provider(), S3Store)
+        client = app.test_client()
+        assert post_file(client, PNG_ISH, "beach.png").status_code == 302
+        page = client.get("/").text
+        assert '<img class="thumb" src="/flaskstore/beach.png"' in page
+        served = client.get("/flaskstore/beach.png")
+        assert served.status_code == 302
+        with urllib.request.urlopen(served.headers["Location"], timeout=30) as response:
+            assert response.read() == PNG_ISH
+        s3 = boto3.client(
             "s3",
             endpoint_url=settings["STORE_S3_ENDPOINT_URL"],
             region_name=settings["STORE_S3_REGION"],
             aws_access_key_id=settings["STORE_S3_ACCESS_KEY"],
             aws_secret_access_key=settings["STORE_S3_SECRET_KEY"],
         )
-        buckets = [bucket["Name"] for bucket in client.list_buckets()["Buckets"]]
-        assert buckets == [settings["STORE_S3_BUCKET"]]
+        bucket = settings["STORE_S3_BUCKET"]
+        listed = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+        assert [item["Key"] for item in listed] == ["uploads/beach.png"]
+        deleted = client.post(
+            "/files/beach.png/delete",
+            data={"csrf_token": csrf_token(client)},
+            follow_redirects=True,
+        )
+        assert "Deleted “beach.png”." in deleted.text
+        assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
