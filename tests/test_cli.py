@@ -206,6 +206,15 @@ def test_real_flask_process(tmp_path: Path) -> None:
     missing = flask("ls", "nowhere")
     assert missing.returncode == 2
     assert missing.stderr.strip() == ("Error: No store is called 'nowhere'; known: copy, default.")
+    # Too young for the sweep at start-up; --older-than 0 takes it.
+    left = _temp_file(tmp_path / "instance" / "uploads", ".upload-left", 60)
+    cleaned = flask("clean", "--older-than", "0")
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert cleaned.stdout.splitlines() == [
+        f"removed {left}",
+        f"removed 1 temporary file(s) from {left.parent}",
+    ]
+    assert sorted(p.name for p in left.parent.iterdir()) == ["hello.txt"]
 
 
 def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
