@@ -104,7 +104,9 @@ class ACLNotSupportedError(UnsupportedOperationError):
 
 
 class UploadRejectedError(InvalidFileError):
-    """A direct upload broke the limits it was given (size, type); it has been deleted."""
+    """A direct upload broke the limits it was given (size, type) and has been deleted, or
+    has no recorded limits to be checked against (it was not made by ``presigned_upload()``)
+    and is kept."""
 
 
 class InvalidArgumentError(StoreError, ValueError):

@@ -17,7 +17,6 @@ credentials or config from the environment.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,8 @@ from typing import TYPE_CHECKING
 
 import boto3
 import pytest
+
+from tests.redis_server import free_port
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -44,7 +45,7 @@ class MotoServer:
     """A ``python -m moto.server`` process; :attr:`url` is its endpoint."""
 
     def __init__(self) -> None:
-        port = _free_port()
+        port = free_port()
         self.url = f"http://{HOST}:{port}"
         environment = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         self.process = subprocess.Popen(
@@ -152,10 +153,3 @@ def bucket_contents(client: S3Client, bucket: str, prefix: str = "") -> list[str
     uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     found += [f"{shown(upload['Key'])} (unfinished upload)" for upload in uploads]
     return sorted(found)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-import socket
 import threading
 import urllib.error
 import urllib.request
@@ -61,6 +60,7 @@ from tests.moto_server import (
     moto_server,  # noqa: F401 - the session fixture
     s3_client,
 )
+from tests.redis_server import free_port
 
 PREFIX = "media/uploads"
 BIG = 11 * MIB  # above a 5 MiB multipart threshold: three parts of 5, 5 and 1 MiB
@@ -114,14 +114,6 @@ def calls_to(store: S3Store, operation: str) -> list[dict[str, Any]]:
 
     store.client.meta.events.register(f"before-call.s3.{operation}", record)
     return seen
-
-
-def closed_port() -> int:
-    """A 127.0.0.1 port nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 @contextmanager
@@ -841,7 +833,7 @@ def test_named_store_errors_name_its_key(tmp_path: Path) -> None:
 
 def test_init_app_sends_no_request(tmp_path: Path) -> None:
     app = Flask(__name__, instance_path=str(tmp_path))
-    app.config.update(GOOD_CONFIG, STORE_S3_ENDPOINT_URL=f"http://127.0.0.1:{closed_port()}")
+    app.config.update(GOOD_CONFIG, STORE_S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")
     Store(app)  # an unreachable endpoint is only noticed when the store is used
     assert provider_of(app).settings.addressing_style == "path"
 
@@ -863,7 +855,7 @@ def test_missing_bucket_names_bucket_and_endpoint(moto_server: str) -> None:  # 
 
 
 def test_unreachable_endpoint_fails_fast_with_a_clear_error() -> None:
-    endpoint = f"http://127.0.0.1:{closed_port()}"
+    endpoint = f"http://127.0.0.1:{free_port()}"
     store = new_store(endpoint, bucket="files")
     attempts: list[object] = []
 
@@ -906,7 +898,7 @@ def test_no_credentials_anywhere_is_access_denied(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     store = S3Store(
-        s3_bucket="b", s3_region=REGION, s3_endpoint_url=f"http://127.0.0.1:{closed_port()}"
+        s3_bucket="b", s3_region=REGION, s3_endpoint_url=f"http://127.0.0.1:{free_port()}"
     )
     with pytest.raises(StoreAccessDeniedError, match="no AWS credentials"):
         store.save(b"x", name="a.txt")
