@@ -26,13 +26,8 @@ from flask.testing import FlaskCliRunner
 
 from flask_store import Store
 from tests.counting_proxy import CountingProxy, bucket, proxy
-from tests.moto_server import (
-    ACCESS_KEY,
-    REGION,
-    SECRET_KEY,
-    s3_client,
-    shared_moto_server,
-)
+from tests.moto_server import s3_client, shared_moto_server
+from tests.queued_remotes import s3_settings
 
 __all__ = ["bucket", "proxy"]  # fixtures, imported for the tests below
 
@@ -46,16 +41,7 @@ def store_config(tmp_path: Path, proxy: CountingProxy, bucket: str) -> dict[str,
     return {
         "STORE_PATH": str(tmp_path / "local"),
         "STORE_STORES": {
-            "s3": {
-                "PROVIDER": "s3",
-                "PATH": PREFIX,
-                "URL_PREFIX": "/s3",
-                "S3_BUCKET": bucket,
-                "S3_REGION": REGION,
-                "S3_ENDPOINT_URL": proxy.url,
-                "S3_ACCESS_KEY": ACCESS_KEY,
-                "S3_SECRET_KEY": SECRET_KEY,
-            },
+            "s3": {"PROVIDER": "s3", **s3_settings(proxy.url, bucket, PREFIX), "URL_PREFIX": "/s3"},
             "mem": {"PROVIDER": "memory"},
         },
     }

@@ -22,29 +22,17 @@ from flask_store.stores.local import LocalStore
 from flask_store.stores.memory import MemoryStore
 from flask_store.stores.s3 import S3Store
 from tests.counting_proxy import CountingProxy, bucket, proxy
-from tests.moto_server import (
-    ACCESS_KEY,
-    REGION,
-    SECRET_KEY,
-    bucket_contents,
-    s3_client,
-)
+from tests.moto_server import bucket_contents, s3_client
+from tests.queued_remotes import s3_settings
 
 __all__ = ["bucket", "proxy"]  # fixtures, imported for the tests below
 
 TTL = 60
 
 
-def s3_settings(proxy: CountingProxy, bucket: str, **more: Any) -> dict[str, Any]:
-    return {
-        "PROVIDER": "s3",
-        "S3_BUCKET": bucket,
-        "S3_REGION": REGION,
-        "S3_ENDPOINT_URL": proxy.url,
-        "S3_ACCESS_KEY": ACCESS_KEY,
-        "S3_SECRET_KEY": SECRET_KEY,
-        **more,
-    }
+def s3_store(proxy: CountingProxy, bucket: str, prefix: str, **more: Any) -> dict[str, Any]:
+    """An S3 store of ``STORE_STORES`` keeping its files under ``prefix``, through the proxy."""
+    return {"PROVIDER": "s3", **s3_settings(proxy.url, bucket, prefix), **more}
 
 
 @pytest.fixture
@@ -55,11 +43,9 @@ def app(tmp_path: Path, proxy: CountingProxy, bucket: str) -> Flask:
         STORE_PATH=str(tmp_path / "local"),
         STORE_STORES={
             "mem": {"PROVIDER": "memory"},
-            "photos": s3_settings(
-                proxy, bucket, PATH="photos", URL_PREFIX="/photos", S3_PRESIGNED=True
-            ),
-            "docs": s3_settings(
-                proxy, bucket, PATH="docs", URL_PREFIX="/docs", S3_SERVE="proxy", CACHE_TTL=TTL
+            "photos": s3_store(proxy, bucket, "photos", URL_PREFIX="/photos", S3_PRESIGNED=True),
+            "docs": s3_store(
+                proxy, bucket, "docs", URL_PREFIX="/docs", S3_SERVE="proxy", CACHE_TTL=TTL
             ),
         },
         STORE_ALIASES={"uploads": "mem"},
