@@ -69,8 +69,8 @@ class ReadThroughCache:
 
     def info(self, key: str) -> FileInfo:
         """The file's metadata: from a fresh cache entry, else from the store (not cached)."""
-        record = self._fresh_record(self.entry_folder(key))
-        return _info_of(record) if record is not None else self.store.info(key)
+        fresh = self._fresh_record(self.entry_folder(key))
+        return fresh[0] if fresh is not None else self.store.info(key)
 
     def open_with_info(self, key: str) -> tuple[BinaryIO, FileInfo]:
         """Open the file from a fresh cache entry, fetching it from the store first if needed.
@@ -108,28 +108,31 @@ class ReadThroughCache:
 
     # -- reading entries --------------------------------------------------------------------
 
-    def _fresh_record(self, entry: str) -> dict[str, Any] | None:
-        """The entry's record if it exists, is readable and is younger than the TTL."""
+    def _fresh_record(self, entry: str) -> tuple[FileInfo, str] | None:
+        """The metadata and data file name of the entry's record, if it is readable and
+        younger than the TTL (``None`` for a missing, stale or damaged record, or one written
+        by another version of Flask-Store: the store is asked instead)."""
         try:
             with open(os.path.join(entry, _RECORD), encoding="utf-8") as handle:
                 record: dict[str, Any] = json.load(handle)
             fetched = float(record["fetched"])
+            info = _info_of(record)
+            data_name = record["data"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return record if self.clock() - fetched < self.ttl else None
+        if not isinstance(data_name, str) or os.path.basename(data_name) != data_name:
+            return None
+        return (info, data_name) if self.clock() - fetched < self.ttl else None
 
     def _open_fresh(self, entry: str) -> tuple[BinaryIO, FileInfo] | None:
         """The fresh entry's data with its metadata, or ``None`` (stale, missing, damaged)."""
-        record = self._fresh_record(entry)
-        if record is None:
+        fresh = self._fresh_record(entry)
+        if fresh is None:
             return None
-        data_name = record.get("data")
-        if not isinstance(data_name, str) or os.path.basename(data_name) != data_name:
-            return None
+        info, data_name = fresh
         try:
-            info = _info_of(record)
             stream = open(os.path.join(entry, data_name), "rb")  # noqa: SIM115 - returned
-        except (OSError, ValueError, KeyError, TypeError):
+        except OSError:
             return None  # superseded and removed by a newer fill in between: fetch again
         if os.fstat(stream.fileno()).st_size != info.size:
             stream.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -234,3 +235,31 @@ def test_read_cache_expires(tmp_path: Path) -> None:
     assert client.get("/flaskstore/a.txt").data == b"v2"
     assert remote.reads == 2
     assert len(list(Path(cache.entry_folder("a.txt")).glob("*.data"))) == 1
+
+
+def test_a_cache_record_it_cannot_read_sends_every_request_to_the_store(tmp_path: Path) -> None:
+    """A record written by another Flask-Store version (or damaged) is as good as none."""
+    app = make_app(tmp_path, STORE_PROVIDER=CountingMemoryStore, STORE_CACHE_TTL=60)
+    store = Store(app)
+    with app.app_context():
+        remote = store.Provider()
+        assert isinstance(remote, CountingMemoryStore) and remote.read_cache is not None
+        remote.save(b"cached bytes", name="a.txt")
+    client = app.test_client()
+    etag = client.get("/flaskstore/a.txt").headers["ETag"]
+    record = Path(remote.read_cache.entry_folder("a.txt")) / "entry.json"
+    written = json.loads(record.read_text())
+    written["info"]["colour"] = "a field this version does not know"
+    record.write_text(json.dumps(written))
+    remote.reads = 0
+    head = client.head("/flaskstore/a.txt")
+    revalidated = client.get("/flaskstore/a.txt", headers={"If-None-Match": etag})
+    ranged = client.get("/flaskstore/a.txt", headers={"Range": "bytes=0-5"})
+    assert (head.status_code, head.headers["Content-Length"]) == (200, "12")
+    assert revalidated.status_code == 304
+    assert (ranged.status_code, ranged.data) == (206, b"cached")
+    # Each asked the store for its metadata; the ranged GET then refilled the entry.
+    assert remote.reads == 4
+    remote.reads = 0
+    assert client.get("/flaskstore/a.txt").data == b"cached bytes"
+    assert remote.reads == 0
