@@ -1,4 +1,5 @@
-"""LocalStore on a full disk or without hard links: clear errors, nothing left behind.
+"""LocalStore on a full disk, without hard links, or with things in the way of a save:
+clear errors, nothing left behind, nothing written outside the store.
 
 The full-disk tests run the save in a child process: one on a real 256 KiB tmpfs mounted in
 a private mount namespace (so ``write`` fails with ENOSPC), one under a file-size limit
@@ -18,8 +19,19 @@ from pathlib import Path
 
 import pytest
 
+from flask_store.exceptions import FileExistsInStoreError, InvalidKeyError
 from flask_store.stores.local import LocalStore
 from tests.stores import everything_stored
+
+BOTH_WRITES = pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed", "named-temp"])
+
+
+def local_store(tmp_path: Path, unnamed: bool, **settings: str) -> LocalStore:
+    """A LocalStore in ``tmp_path/store`` writing unnamed files or named temporary files."""
+    store = LocalStore(path=str(tmp_path / "store"), **settings)
+    store.unnamed_writes = unnamed
+    return store
+
 
 SAVE_TOO_MUCH = textwrap.dedent(
     """
@@ -153,3 +165,57 @@ def test_a_process_killed_mid_save_leaves_no_file_under_a_key(tmp_path: Path, mo
         # A hidden temporary file stays until the start-up sweep or `flask store clean`.
         assert all(name.startswith(".upload-") for name in left) and len(left) == 1
     assert list(LocalStore(path=str(root)).keys()) == []
+
+
+# -- things in the way of a save ----------------------------------------------------------
+
+
+@BOTH_WRITES
+def test_a_symlinked_folder_leading_out_is_never_saved_into(tmp_path: Path, unnamed: bool) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    store = local_store(tmp_path, unnamed)
+    os.symlink(outside, tmp_path / "store" / "dir")
+    with pytest.raises(InvalidKeyError, match="outside"):
+        store.at("dir").save(b"x", name="a.txt")
+    with pytest.raises(InvalidKeyError, match="outside"):
+        store.at("dir/deeper").save(b"x", name="a.txt")
+    with pytest.raises(InvalidKeyError, match="outside"):
+        store.put("dir/b.txt", b"x")
+    assert list(outside.iterdir()) == []
+
+
+@BOTH_WRITES
+def test_a_symlink_under_the_key_is_never_written_through(tmp_path: Path, unnamed: bool) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"secret")
+    store = local_store(tmp_path, unnamed)
+    os.symlink(secret, tmp_path / "store" / "a.txt")
+    renamed = store.save(b"new", name="a.txt")
+    assert renamed.name != "a.txt" and renamed.read() == b"new"
+    with pytest.raises(FileExistsInStoreError):
+        store.put("a.txt", b"new")
+    replaced = local_store(tmp_path, unnamed, on_conflict="overwrite").save(b"new", name="a.txt")
+    assert replaced.name == "a.txt"
+    assert not (tmp_path / "store" / "a.txt").is_symlink()  # the link itself was replaced
+    assert store.read("a.txt") == b"new"
+    assert secret.read_bytes() == b"secret"
+
+
+@BOTH_WRITES
+def test_a_file_where_a_folder_should_be_is_refused(tmp_path: Path, unnamed: bool) -> None:
+    store = local_store(tmp_path, unnamed)
+    store.save(b"x", name="a.txt")
+    for folder in ["a.txt", "a.txt/deeper"]:
+        with pytest.raises(InvalidKeyError, match="is a file"):
+            store.at(folder).save(b"y", name="b.txt")
+    assert everything_stored(store) == ["a.txt"]
+
+
+@BOTH_WRITES
+def test_folders_removed_behind_the_store_are_made_again(tmp_path: Path, unnamed: bool) -> None:
+    store = local_store(tmp_path, unnamed)
+    shutil.rmtree(store.root)
+    assert store.save(b"1", name="a.txt").read() == b"1"
+    assert store.at("x/y").save(b"2", name="b.txt").name == "x/y/b.txt"
+    assert everything_stored(store) == ["a.txt", "x/y/b.txt"]

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
 import os
 import secrets
 import stat
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, BinaryIO, ClassVar, TypeVar
 
 from .. import unnamed_files
 from ..config import StoreConfig
@@ -47,6 +48,8 @@ _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 # Errors meaning "this file system cannot hard-link": claim keys by exclusive create instead.
 _NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV}
 _NO_XATTRS = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.EPERM, errno.E2BIG}
+
+T = TypeVar("T")
 
 
 def resolve_root(config: StoreConfig) -> str:
@@ -135,12 +138,28 @@ class LocalStore(BaseStore):
         :raises InvalidKeyError: when the key, or a symlink on its way, leads outside.
         """
         parts = clean_key(key).split("/")
+        return self._contained(key, parts, len(parts))
+
+    def _new_path(self, key: str) -> str:
+        """The absolute path where a new file is named ``key``, its folders checked.
+
+        Only the folders on the way need checking: every way a save names a file (``link``,
+        ``linkat``, an exclusive create, ``rename``) acts on a symlink in the last place
+        itself and never follows it. A key at the top of the store costs no system call.
+        """
+        parts = clean_key(key).split("/")
+        return self._contained(key, parts, len(parts) - 1)
+
+    def _contained(self, key: str, parts: list[str], checked: int) -> str:
+        """The path of ``parts``, refused if a symlink among the first ``checked`` leads out.
+
+        The root is already resolved, so only a symlink below it can lead out. Looking at
+        those few components (one lstat each, stopping where the path ends) costs far less
+        than resolving the whole path from "/" on every call: path() runs on every request.
+        """
         path = os.path.join(self.root, *parts)
-        # The root is already resolved, so only a symlink below it can lead out. Looking at
-        # those few components (one lstat each, stopping where the path ends) costs far less
-        # than resolving the whole path from "/" on every call: path() runs on every request.
         below = self.root
-        for part in parts:
+        for part in parts[:checked]:
             below = os.path.join(below, part)
             try:
                 mode = os.lstat(below).st_mode
@@ -159,73 +178,49 @@ class LocalStore(BaseStore):
         self, chunks: Iterator[bytes], keys: Iterator[str], meta: FileMeta, overwrite: bool
     ) -> FileInfo:
         first = next(keys)
-        first_path = self.path(first)
+        first_path = self._new_path(first)
         folder = os.path.dirname(first_path)
-        self._make_folder(folder, first)
         # Zero copy: a large upload Flask-Store spooled on this file system is moved, not read.
         spool = spool_of(chunks)
-        if spool is None and not overwrite and self.unnamed_writes:
-            return self._write_unnamed(chunks, folder, first, first_path, keys, meta)
-        temp_path = spool.move_to(folder) if spool is not None else None
-        try:
-            if spool is not None and temp_path is not None:
+        moved = None if spool is None else self._in_folder(folder, first, spool.move_to)
+        if spool is not None and moved is not None:
+            try:
                 sealed = self._seal(spool.fileno(), first, meta)
-            else:
-                temp_path, sealed = self._write_temp(chunks, folder, first, meta)
-            if overwrite:
-                os.replace(temp_path, first_path)
-                key = first
-            else:
-                paths = {first: first_path}  # the others are checked when tried
-                key = first_free_key(
-                    _prepend(first, keys),
-                    lambda k: self._claim(temp_path, paths.get(k) or self.path(k)),
-                )
-        finally:
-            if temp_path is not None:
-                remove_quietly(temp_path)
-        if spool is not None and temp_path is not None:
+                key = self._place(moved, first, first_path, keys, overwrite)
+            finally:
+                remove_quietly(moved)
             spool.mark_saved()
+        elif self.unnamed_writes and not overwrite:
+            fd = self._in_folder(folder, first, unnamed_files.open_unnamed)
+            try:
+                sealed = self._fill(fd, chunks, first, meta)
+                key = self._first_free(
+                    first, first_path, keys, lambda path: unnamed_files.link_unnamed(fd, path)
+                )
+            finally:
+                os.close(fd)
+        else:
+            fd, temp_path = self._in_folder(folder, first, _create_temp)
+            try:
+                try:
+                    sealed = self._fill(fd, chunks, first, meta)
+                finally:
+                    os.close(fd)
+                key = self._place(temp_path, first, first_path, keys, overwrite)
+            finally:
+                remove_quietly(temp_path)
         return _info_from_stat(key, sealed, meta)
 
-    def _write_unnamed(
-        self,
-        chunks: Iterator[bytes],
-        folder: str,
-        first: str,
-        first_path: str,
-        keys: Iterator[str],
-        meta: FileMeta,
-    ) -> FileInfo:
-        """Write ``chunks`` into a file with no name yet, then name it with the first free key.
+    def _in_folder(self, folder: str, key: str, create: Callable[[str], T]) -> T:
+        """``create(folder)``, making ``folder`` first if it does not exist yet.
 
-        The file only gets a directory entry once it is complete and sealed, and a process
-        killed before that leaves nothing behind (see :mod:`flask_store.unnamed_files`).
+        Trying first spares the usual save, into a folder that exists, a ``stat``.
         """
-        fd = unnamed_files.open_unnamed(folder)
         try:
-            sealed = self._fill(fd, chunks, first, meta)
-            paths = {first: first_path}  # the others are checked when tried
-            key = first_free_key(
-                _prepend(first, keys),
-                lambda k: unnamed_files.link_unnamed(fd, paths.get(k) or self.path(k)),
-            )
-        finally:
-            os.close(fd)
-        return _info_from_stat(key, sealed, meta)
-
-    def _write_temp(
-        self, chunks: Iterator[bytes], folder: str, key: str, meta: FileMeta
-    ) -> tuple[str, os.stat_result]:
-        """Copy ``chunks`` into a new hidden file in ``folder``: its path and sealed stat."""
-        fd, temp_path = _create_temp(folder)
-        try:
-            return temp_path, self._fill(fd, chunks, key, meta)
-        except BaseException:
-            remove_quietly(temp_path)
-            raise
-        finally:
-            os.close(fd)
+            return create(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            self._make_folder(folder, key)
+        return create(folder)
 
     def _fill(self, fd: int, chunks: Iterator[bytes], key: str, meta: FileMeta) -> os.stat_result:
         """Write ``chunks`` into the new file ``fd`` (made by the store) and seal it."""
@@ -242,7 +237,8 @@ class LocalStore(BaseStore):
         """Give a fully written temp file its mode, metadata and (with FSYNC) durability.
 
         :param created_by_us: the file was created with the store's mode already (by
-            :func:`_create_temp`); a spool file from elsewhere needs ``chmod``.
+            :func:`_create_temp` or :func:`~flask_store.unnamed_files.open_unnamed`); a
+            spool file needs ``chmod``.
         """
         try:
             if not created_by_us:
@@ -264,40 +260,28 @@ class LocalStore(BaseStore):
         return exc
 
     def _make_folder(self, folder: str, key: str) -> None:
-        if os.path.isdir(folder):
-            return  # the usual case: one stat instead of a refused mkdir and a stat
         try:
             os.makedirs(folder, exist_ok=True)
         except (FileExistsError, NotADirectoryError) as exc:
             raise InvalidKeyError(f"Part of the key {key!r} is a file, not a folder.") from exc
 
-    def _claim(self, temp_path: str, target: str) -> bool:
-        """Give ``temp_path``'s file the name ``target`` unless a file already has it."""
-        try:
-            os.link(temp_path, target)
-            return True
-        except FileExistsError:
-            return False
-        except OSError as exc:
-            if exc.errno not in _NO_LINKS:
-                raise
-        # No hard links here: reserve the name with an empty file created exclusively, then
-        # move the data onto it. Readers may see that empty file for an instant; if the move
-        # fails, the reservation is removed so no empty file is left under the key.
-        try:
-            fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        try:
-            reservation = os.fstat(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.replace(temp_path, target)
-        except BaseException:
-            remove_if_same_file(target, reservation)
-            raise
-        return True
+    def _place(
+        self, temp_path: str, first: str, first_path: str, keys: Iterator[str], overwrite: bool
+    ) -> str:
+        """Give the complete file ``temp_path`` its key: ``first`` replaced, or the first free."""
+        if overwrite:
+            os.replace(temp_path, first_path)
+            return first
+        return self._first_free(first, first_path, keys, lambda path: _claim(temp_path, path))
+
+    def _first_free(
+        self, first: str, first_path: str, keys: Iterator[str], claim: Callable[[str], bool]
+    ) -> str:
+        """Claim ``first``, else the first of ``keys`` free: ``claim(path)`` takes a path."""
+        return first_free_key(
+            itertools.chain([first], keys),
+            lambda key: claim(first_path if key == first else self._new_path(key)),
+        )
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -321,12 +305,12 @@ class LocalStore(BaseStore):
     def info(self, key: str) -> FileInfo:
         path = self.path(key)
         try:
-            stat = os.stat(path)
+            found = os.stat(path)
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise FileNotFoundInStoreError(f"No file is stored as {key!r}.") from exc
-        if not _is_regular(stat):
+        if not stat.S_ISREG(found.st_mode):
             raise FileNotFoundInStoreError(f"No file is stored as {key!r}.")
-        return _info_from_stat(clean_key(key), stat, _get_meta(path, key))
+        return _info_from_stat(clean_key(key), found, _get_meta(path, key))
 
     def exists(self, key: str) -> bool:
         try:
@@ -389,6 +373,35 @@ def _create_temp(folder: str) -> tuple[int, str]:
             continue  # 72 random bits taken already: try another name
 
 
+def _claim(temp_path: str, target: str) -> bool:
+    """Give ``temp_path``'s file the name ``target`` unless a file already has it."""
+    try:
+        os.link(temp_path, target)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+    # No hard links here: reserve the name with an empty file created exclusively, then
+    # move the data onto it. Readers may see that empty file for an instant; if the move
+    # fails, the reservation is removed so no empty file is left under the key.
+    try:
+        fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    try:
+        reservation = os.fstat(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(temp_path, target)
+    except BaseException:
+        remove_if_same_file(target, reservation)
+        raise
+    return True
+
+
 def _write_all(fd: int, data: bytes) -> None:
     """Write all of ``data`` to ``fd`` (``os.write`` may take less than it is given)."""
     view = memoryview(data)
@@ -401,15 +414,6 @@ def _current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def _prepend(first: str, rest: Iterator[str]) -> Iterator[str]:
-    yield first
-    yield from rest
-
-
-def _is_regular(stat: os.stat_result) -> bool:
-    return (stat.st_mode & 0o170000) == 0o100000
 
 
 def _set_meta(fd: int, meta: FileMeta, size: int) -> None:
