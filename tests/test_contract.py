@@ -178,10 +178,13 @@ def test_collision_error_policy(store_kind: StoreKind, request: pytest.FixtureRe
 def test_collision_overwrite_policy(store_kind: StoreKind, request: pytest.FixtureRequest) -> None:
     with store_kind.make(request, on_conflict="overwrite") as store:
         first = store.save(b"1", name="a.jpg")
+        first_etag = first.etag
         second = store.save(b"22", name="a.jpg")
         assert second.name == "a.jpg" and store.read("a.jpg") == b"22"
-        assert first.refresh().etag != second.etag or first.size == 2
+        assert second.etag != first_etag  # a cached copy of the old content is now stale
+        assert first.refresh().size == 2 and first.read() == b"22"
         assert store.size("a.jpg") == 2
+        assert everything_stored(store) == ["a.jpg"]
 
 
 def test_concurrent_saves_of_one_name_never_collide(
