@@ -3,9 +3,9 @@
 A *key* is the name of a file inside a store, relative to the store's root: ``"photo.jpg"``
 or ``"avatars/photo.jpg"``. Keys always use ``/``; no component is empty, ``.``, ``..`` or
 hidden (leading dot: temporary files and store internals live there), and no key holds a
-backslash, NUL or other control or invisible character. That makes every valid key safe to join to a
-directory or an object prefix without escaping it. These are small pure functions so that
-every store shares one definition.
+backslash, NUL or other control or invisible character. That makes every valid key safe to
+join to a directory or an object prefix without escaping it. These are small pure functions
+so that every store shares one definition.
 """
 
 from __future__ import annotations
@@ -162,11 +162,16 @@ def with_unique_suffix(key: str) -> str:
     """``key`` with a short url-safe id before its extension: ``a.jpg`` -> ``a_Xy3_k9Qz.jpg``.
 
     Eight random url-safe characters (48 bits) make a collision between two renames of the
-    same name vanishingly unlikely, and the store's atomic create still catches one.
+    same name vanishingly unlikely, and the store's atomic create still catches one. The stem
+    is shortened if the id would push the key past :data:`MAX_KEY_BYTES`.
     """
     folder, _, name = key.rpartition("/")
     stem, ext = split_extension(name)
-    renamed = f"{stem}_{secrets.token_urlsafe(6)}{ext}"
+    suffix = f"_{secrets.token_urlsafe(6)}"
+    excess = len(key.encode()) + len(suffix) - MAX_KEY_BYTES
+    if excess > 0:
+        stem = stem.encode()[:-excess].decode(errors="ignore")
+    renamed = f"{stem}{suffix}{ext}"
     return f"{folder}/{renamed}" if folder else renamed
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from flask_store.exceptions import InvalidFilenameError, InvalidKeyError
 from flask_store.naming import (
     MAX_COMPONENT_BYTES,
+    MAX_KEY_BYTES,
     candidate_keys,
     clean_key,
     join_key,
@@ -78,6 +79,16 @@ def test_unique_suffix_keeps_the_extension(name: str) -> None:
     renamed = with_unique_suffix(f"folder/{name}")
     stem, ext = split_extension(name)
     assert re.fullmatch(rf"folder/{re.escape(stem)}_[A-Za-z0-9_-]{{8}}{re.escape(ext)}", renamed)
+
+
+@pytest.mark.parametrize("stem", ["x" * 187, "ф" * 94])
+def test_unique_suffix_keeps_a_long_key_within_the_limit(stem: str) -> None:
+    key = join_key("/".join(["d" * 200] * 4), f"{stem}.jpg")
+    assert len(key.encode()) in (995, 996)
+    renamed = with_unique_suffix(key)
+    assert clean_key(renamed) == renamed
+    assert len(renamed.encode()) <= MAX_KEY_BYTES
+    assert re.fullmatch(rf"{'d' * 200}/.*/{stem[:-10]}[^/]*_[A-Za-z0-9_-]{{8}}\.jpg", renamed)
 
 
 def test_unicode_letters_are_kept() -> None:
