@@ -57,14 +57,19 @@ class Contender:
 
     def clear(self) -> None:
         """Delete every stored file (between samples, untimed) but keep the folder."""
-        for entry in os.scandir(self.folder):
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path)
-            else:
-                os.unlink(entry.path)
+        clear_folder(self.folder)
         reset = self.extra.get("reset")
         if reset is not None:
             reset()
+
+
+def clear_folder(folder: str) -> None:
+    """Delete everything in ``folder`` but the folder itself (untimed, between samples)."""
+    for entry in os.scandir(folder):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
 
 
 def _upload_route(app: Flask, save: SaveStep) -> None:

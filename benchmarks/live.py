@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Mapping
 
+from .contenders import clear_folder
 from .payloads import GIB, KIB, MIB, Multipart, random_bytes
 from .server import Server, download, peak_rss_rise, post_upload
-from .timing import Result, Sampler, batch_size, batched, interleaved
+from .timing import Result, Sampler, batch_size, batched, interleaved, paired
 
 BLOCK = random_bytes(MIB)
-
-
-def clear_folder(folder: str) -> None:
-    """Delete what a contender stored (untimed, while its server is idle)."""
-    for entry in os.scandir(folder):
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path)
-        else:
-            os.unlink(entry.path)
 
 
 def upload_scenario(
@@ -100,15 +90,7 @@ def not_modified_scenario(servers: Mapping[str, Server], rounds: int) -> tuple[R
         def get() -> None:
             download(server, url, KIB)
 
-        count = batch_size(revalidate, 100)
-        not_modified, whole = batched(revalidate, count), batched(get, count)
-        full.samples[name] = []
-
-        def sample() -> float:
-            full.samples[name].append(whole())
-            return not_modified()
-
-        return sample
+        return paired(full, name, revalidate, get, 100)
 
     result = interleaved(
         "live_not_modified",

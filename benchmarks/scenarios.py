@@ -17,7 +17,16 @@ from flask.testing import FlaskClient
 
 from .contenders import BASELINE, Contender
 from .payloads import CONTENT_TYPE, FIELD, KIB, MIB, Multipart, random_bytes
-from .timing import Result, Sampler, batch_size, batched, describe, interleaved, rotated
+from .timing import (
+    Result,
+    Sampler,
+    batch_size,
+    batched,
+    describe,
+    interleaved,
+    paired,
+    rotated,
+)
 
 #: Sizes of the save/serve scenarios, with how many requests make up one sample.
 SIZES: Sequence[tuple[str, int, int]] = (
@@ -203,15 +212,7 @@ def not_modified_scenario(
             response = fetch(client, url)
             expect(response.status_code == 200, f"GET answered {response.status_code}")
 
-        count = batch_size(revalidate, batch)
-        not_modified, whole = batched(revalidate, count), batched(get, count)
-        full.samples[name] = []
-
-        def sample() -> float:
-            full.samples[name].append(whole())
-            return not_modified()
-
-        return sample
+        return paired(full, name, revalidate, get, batch)
 
     result = interleaved(
         "not_modified",

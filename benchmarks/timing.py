@@ -83,6 +83,23 @@ def batched(operation: Operation, count: int, after: Callable[[], None] | None =
     return sample
 
 
+def paired(into: Result, name: str, operation: Operation, beside: Operation, most: int) -> Sampler:
+    """A sampler of ``operation`` that also times ``beside`` right before it, into ``into``.
+
+    Both run the same number of times per sample, back to back, so the two medians compare
+    under the same conditions (a 304 against a full GET of the same file).
+    """
+    count = batch_size(operation, most)
+    timed, other = batched(operation, count), batched(beside, count)
+    into.samples[name] = []
+
+    def sample() -> float:
+        into.samples[name].append(other())
+        return timed()
+
+    return sample
+
+
 def describe(exc: BaseException) -> str:
     """A one-line account of an exception, with where it was raised."""
     frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
