@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from . import sync
 from .exceptions import (
     FileExistsInStoreError,
     FileNotFoundInStoreError,
@@ -34,11 +36,11 @@ from .exceptions import (
     StoreError,
     StoreNotFoundError,
 )
-from .extension import Store
 from .file_wrapper import FileWrapper
-from .registry import StoreRegistry
-from .stores.base import BaseStore, measure, recorded_md5
+from .registry import StoreRegistry, get_registry
+from .stores.base import BaseStore
 from .stores.local import LocalStore
+from .transfer.cli import transfer_command
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -71,7 +73,7 @@ def _one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
 
 
 def _registry() -> StoreRegistry:
-    return Store.registry(current_app)
+    return get_registry(current_app)
 
 
 def _store(name: str | None) -> BaseStore:
@@ -208,7 +210,7 @@ def copy_file(source: str, destination: str, force: bool) -> None:
     original = _file(source)
     target, key = _registry().locate(destination)
     try:
-        copy = copy_between(original.store, original.name, target, key or original.name, force)
+        copy = sync.copy_between(original.store, original.name, target, key or original.name, force)
     except InvalidKeyError as exc:
         raise UsageProblem(f"{destination}: {exc}") from None
     except FileExistsInStoreError:
@@ -246,7 +248,9 @@ def sync_stores(source: str, destination: str, dry_run: bool, checksum: bool, jo
     summary = SyncSummary()
 
     def sync_one(key: str) -> bool:
-        return sync_file(src, dst, key, present=key in present, checksum=checksum, dry_run=dry_run)
+        return sync.sync_file(
+            src, dst, key, present=key in present, checksum=checksum, dry_run=dry_run
+        )
 
     verb = "would copy" if dry_run else "copied"
     try:
@@ -302,7 +306,7 @@ def verify_store(store: str | None, jobs: int) -> None:
         sys.exit(1)
 
 
-# -- the work behind the commands, usable from Python too -----------------------------------
+# -- helpers of the commands ----------------------------------------------------------------
 
 
 @dataclass
@@ -320,69 +324,6 @@ class SyncSummary:
 
     def line(self, verb: str) -> str:
         return f"{verb} {self.copied}, skipped {self.skipped}, failed {len(self.failed)}"
-
-
-def sync_file(
-    source: BaseStore,
-    target: BaseStore,
-    key: str,
-    *,
-    present: bool = True,
-    checksum: bool = False,
-    dry_run: bool = False,
-) -> bool:
-    """Copy ``key`` from ``source`` to ``target`` unless it is there already; ``True`` if
-    it was (or, with ``dry_run``, would be) copied.
-
-    :param present: whether a listing of ``target`` showed the key; when it did not, the
-        comparison is skipped.
-    """
-    if present and not needs_copy(source, target, key, checksum):
-        return False
-    if not dry_run:
-        copy_between(source, key, target, key, overwrite=True)
-    return True
-
-
-def copy_between(
-    source: BaseStore, key: str, target: BaseStore, target_key: str, overwrite: bool = False
-) -> FileWrapper:
-    """Stream the file ``key`` of ``source`` into ``target`` as ``target_key``, with metadata."""
-    stream, info = source.open_with_info(key)
-    with stream:
-        return target.put(
-            target_key,
-            stream,
-            filename=info.filename,
-            content_type=info.content_type,
-            overwrite=overwrite,
-        )
-
-
-def needs_copy(source: BaseStore, target: BaseStore, key: str, checksum: bool = False) -> bool:
-    """Whether ``target`` lacks ``key`` or holds a different file under it.
-
-    Files differ when their sizes or content types differ, or their MD5s where both stores
-    record one (S3 single-part uploads, MemoryStore). With ``checksum``, a missing MD5 is
-    computed by reading the file in chunks, so every pair of files is compared by content.
-    """
-    try:
-        theirs = target.info(key)
-    except FileNotFoundInStoreError:
-        return True
-    ours = source.info(key)
-    if ours.size != theirs.size or ours.content_type != theirs.content_type:
-        return True
-    our_md5, their_md5 = recorded_md5(ours), recorded_md5(theirs)
-    if checksum:
-        our_md5 = our_md5 or _digest(source, key)
-        their_md5 = their_md5 or _digest(target, key)
-    return our_md5 is not None and their_md5 is not None and our_md5 != their_md5
-
-
-def _digest(store: BaseStore, key: str) -> str:
-    with store.open(key) as stream:
-        return measure(stream)[1]
 
 
 class FileWorkers:
@@ -464,7 +405,19 @@ def _report_plain(line: str) -> None:
         click.echo(line)
 
 
-# -- `flask store transfer --pending`: queued stores' transfers (flask_store/transfer/cli.py) --
-from .transfer.cli import transfer_command  # noqa: E402 - kept beside its registration
+store_cli.add_command(transfer_command)  # flask store transfer --pending
 
-store_cli.add_command(transfer_command)
+
+#: Names that moved to :mod:`flask_store.sync` in 0.2; importing them from here still works.
+_MOVED_TO_SYNC = frozenset({"copy_between", "needs_copy", "sync_file"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_SYNC:
+        warnings.warn(
+            f"flask_store.cli.{name} is deprecated; import it from flask_store.sync.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(sync, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

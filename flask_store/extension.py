@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from flask import Flask, current_app, request
+from flask import Flask, request
 from werkzeug.wrappers import Response
 
+from .cli import store_cli
 from .file_wrapper import FileWrapper
-from .registry import DEFAULT_NAME, StoreRegistry, build_registry
+from .registry import DEFAULT_NAME, EXTENSION_KEY, StoreRegistry, build_registry, get_registry
 from .serving import serve_file
 from .spooling import enable_spooling
 from .stores.base import BaseStore
 from .stores.local import LocalStore
 
-EXTENSION_KEY = "store"
 SERVE_ENDPOINT = "flask_store.serve"
 
 
@@ -43,8 +43,6 @@ class Store:
         :raises NotConfiguredError: naming the ``STORE_*`` key that is missing or wrong.
         :raises ProviderImportError: when a ``PROVIDER`` cannot be imported.
         """
-        from .cli import store_cli
-
         registry = build_registry(app)
         app.extensions[EXTENSION_KEY] = registry
         for name, store in registry.stores.items():
@@ -67,14 +65,7 @@ class Store:
     @staticmethod
     def registry(app: Flask | None = None) -> StoreRegistry:
         """The stores of the given app (or the current one)."""
-        target = app if app is not None else current_app
-        try:
-            registry: StoreRegistry = target.extensions[EXTENSION_KEY]
-        except KeyError:
-            raise RuntimeError(
-                "Flask-Store is not set up on this app; call Store(app) or store.init_app(app)."
-            ) from None
-        return registry
+        return get_registry(app)
 
     def Provider(  # noqa: N802 - the original Flask-Store API
         self, name: str | None = None, *, destination: str | None = None

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+from flask import Flask, current_app
 
 from .config import COMMON_DEFAULTS, StoreConfig
 from .exceptions import NotConfiguredError, StoreNotFoundError
@@ -163,3 +163,22 @@ def _check_unique_prefixes(stores: Mapping[str, BaseStore]) -> None:
                 f"{store.url_prefix!r}; give one of them another URL_PREFIX."
             )
         seen[store.url_prefix] = name
+
+
+#: Where an app keeps its :class:`StoreRegistry`: ``app.extensions["store"]``.
+EXTENSION_KEY = "store"
+
+
+def get_registry(app: Flask | None = None) -> StoreRegistry:
+    """The stores of ``app`` (default: the current app), for views, the CLI and workers.
+
+    :raises RuntimeError: when Flask-Store is not set up on the app.
+    """
+    target = app if app is not None else current_app
+    try:
+        registry: StoreRegistry = target.extensions[EXTENSION_KEY]
+    except KeyError:
+        raise RuntimeError(
+            "Flask-Store is not set up on this app; call Store(app) or store.init_app(app)."
+        ) from None
+    return registry

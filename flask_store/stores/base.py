@@ -123,6 +123,12 @@ def measure(stream: IO[bytes]) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
+def md5_of(store: BaseStore, key: str) -> str:
+    """The hex MD5 of the file stored as ``key``, read from ``store`` in chunks."""
+    with store.open(key) as stream:
+        return measure(stream)[1]
+
+
 def recorded_md5(info: FileInfo) -> str | None:
     """The MD5 a store recorded as the ETag (S3 single-part uploads, MemoryStore), if any."""
     etag = info.etag.strip('"')

@@ -17,6 +17,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from ..exceptions import StoreError
+from ..registry import get_registry
 from .queued import QueuedStore
 from .records import TransferRecord
 
@@ -59,12 +60,10 @@ def transfer_pending(store: QueuedStore, records: Iterable[TransferRecord]) -> T
 @with_appcontext
 def transfer_command(store: str | None, pending: bool) -> None:
     """Move the files a queued STORE (default store if omitted) holds locally to its remote."""
-    from ..extension import Store
-
     if not pending:
         raise click.UsageError("Say what to transfer: --pending (every pending or failed file).")
     try:
-        target = Store.registry(current_app).resolve(store)
+        target = get_registry(current_app).resolve(store)
     except StoreError as exc:
         raise click.UsageError(str(exc)) from None
     if not isinstance(target, QueuedStore):
