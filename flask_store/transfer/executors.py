@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import StoreConfig
 from ..exceptions import NotConfiguredError
+from ..optional import missing_dependency
 
 if TYPE_CHECKING:
     from .queued import QueuedStore
@@ -171,7 +172,7 @@ class GeventExecutor:
             from gevent import monkey
         except ImportError as exc:
             raise config.error(
-                "TRANSFER_EXECUTOR", "is 'gevent' but gevent is not installed: pip install gevent."
+                "TRANSFER_EXECUTOR", f"is 'gevent', but {missing_dependency(exc) or exc}"
             ) from exc
         if not monkey.is_module_patched("socket"):
             raise config.error(
@@ -213,7 +214,7 @@ class RQExecutor:
             from redis import Redis
         except ImportError as exc:
             raise config.error(
-                "TRANSFER_EXECUTOR", "is 'rq' but rq is not installed: pip install 'rq>=2'."
+                "TRANSFER_EXECUTOR", f"is 'rq', but {missing_dependency(exc) or exc}"
             ) from exc
         url = config.required("RQ_REDIS_URL")
         if not isinstance(url, str) or "://" not in url:
