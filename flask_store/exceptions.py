@@ -109,5 +109,26 @@ class UploadRejectedError(InvalidFileError):
     and is kept."""
 
 
+class FileTooLargeError(UploadRejectedError):
+    """An upload is larger than the limit it was given, and nothing of it is kept.
+
+    Raised for a direct upload over its ``max_size``; an app may raise it for its own limits
+    too. The error handlers of ``STORE_HANDLE_ERRORS`` answer it ``413 Content Too Large``.
+
+    .. versionadded:: 0.2
+    """
+
+
+class FileTypeRejectedError(UploadRejectedError):
+    """An upload's type is not one it was allowed to have, and nothing of it is kept.
+
+    Raised for a direct upload of another type than its ``content_type``; an app may raise it
+    for its own rules too. The error handlers of ``STORE_HANDLE_ERRORS`` answer it
+    ``415 Unsupported Media Type``.
+
+    .. versionadded:: 0.2
+    """
+
+
 class InvalidArgumentError(StoreError, ValueError):
     """An argument to a store method is out of range (a URL lifetime, an upload size limit)."""
