@@ -28,6 +28,7 @@ COMMON_DEFAULTS: Mapping[str, Any] = {
     "INLINE_ACTIVE_CONTENT": False,
     "CACHE_TTL": None,
     "CACHE_PATH": None,
+    "HANDLE_ERRORS": True,
 }
 
 

@@ -6,6 +6,7 @@ from flask import Flask, request
 from werkzeug.wrappers import Response
 
 from .cli import store_cli
+from .errors import register_error_handlers
 from .file_wrapper import FileWrapper
 from .registry import DEFAULT_NAME, EXTENSION_KEY, StoreRegistry, build_registry, get_registry
 from .serving import serve_file
@@ -44,6 +45,7 @@ class Store:
         :raises ProviderImportError: when a ``PROVIDER`` cannot be imported.
         """
         registry = build_registry(app)
+        register_error_handlers(app)  # STORE_HANDLE_ERRORS: 400/413/415/507/503, not 500
         app.extensions[EXTENSION_KEY] = registry
         for name, store in registry.stores.items():
             if store.serve:
