@@ -96,6 +96,16 @@ class StoreAccessDeniedError(StoreUnavailableError, PermissionError):
     """The remote store refused the credentials or the operation (HTTP 403)."""
 
 
+class UnsupportedByServerError(StoreUnavailableError):
+    """An S3-compatible server lacks something the store relies on: it refused a feature of
+    the request (``NotImplemented``, ``InvalidRequest``...), ignores conditional writes, or
+    stored other bytes than were sent. Nothing was kept; the message names the setting that
+    avoids it (``STORE_S3_CONDITIONAL_WRITES``, ``STORE_S3_CHECKSUM_CALCULATION``...).
+
+    .. versionadded:: 0.2
+    """
+
+
 class ACLNotSupportedError(UnsupportedOperationError):
     """The bucket has ACLs disabled (S3 Object Ownership "bucket owner enforced").
 
