@@ -1,13 +1,15 @@
 """``flask store ...``: list, inspect, copy, sync and verify files from the command line.
 
-Paths name a file across the app's stores as ``STORE/KEY`` (:attr:`FileWrapper.path`).
-Exit codes: 0 when everything worked, 1 when some files failed (each named on stderr), 2 for
-usage errors (a store name or path that does not exist, a key that is not acceptable).
-Errors are one line, never a traceback.
+Paths name a file across the app's stores as ``STORE/KEY`` (:attr:`FileWrapper.path`); a path
+whose first part names no store is a key of the default store (``big.bin`` is
+``default/big.bin``). Exit codes: 0 when everything worked, 1 when some files failed (each
+named on stderr), 2 for usage errors (a store name or path that does not exist, a key that
+is not acceptable). Errors are one line, never a traceback.
 
 Commands that touch many files (``ls``, ``sync``, ``verify``) work on ``--jobs`` files at a
 time, in threads: a remote store spends most of each request waiting on the network. Results
-are reported in key order whatever order the work finishes in.
+are reported in key order whatever order the work finishes in. Long commands show a progress
+bar on a terminal and plain lines elsewhere (:mod:`flask_store.console`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
@@ -28,6 +29,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from . import sync
+from .console import echo_error, progress, report_plain
 from .exceptions import (
     FileExistsInStoreError,
     FileNotFoundInStoreError,
@@ -49,6 +51,8 @@ T = TypeVar("T")
 #: Errors that mean the command line itself is wrong: exit code 2.
 USAGE_ERRORS = (StoreNotFoundError, InvalidKeyError, InvalidArgumentError)
 DEFAULT_JOBS = 4
+#: Bytes ``cat`` reads and writes at a time.
+CHUNK_SIZE = 256 * 1024
 
 
 class UsageProblem(click.ClickException):
@@ -80,13 +84,49 @@ def _store(name: str | None) -> BaseStore:
     return _registry().resolve(name)
 
 
+def _is_store_name(name: str) -> bool:
+    """Whether ``name`` is the name of one of the app's stores or aliases."""
+    registry = _registry()
+    return name in registry.stores or name in registry.aliases
+
+
+def _known_stores() -> str:
+    registry = _registry()
+    return ", ".join(sorted([*registry.stores, *registry.aliases]))
+
+
+def _names_a_store(path: str) -> bool:
+    """Whether ``path`` starts with a store's name (``STORE/KEY``), not a bare key."""
+    name, slash, _ = path.partition("/")
+    return bool(slash) and _is_store_name(name)
+
+
+def _locate(path: str) -> tuple[BaseStore, str]:
+    """The store and (unchecked) key of ``path``: ``STORE/KEY`` when its first part names a
+    store or an alias, else the whole path as a key of the default store."""
+    if _names_a_store(path):
+        name, _, key = path.partition("/")
+        return _store(name), key
+    return _store(None), path
+
+
 def _file(path: str) -> FileWrapper:
-    """The file at ``"<store>/<key>"``, or a usage error naming what is wrong."""
+    """The file at ``path`` (``STORE/KEY`` or a bare key), or a usage error saying why not."""
+    if _is_store_name(path):
+        raise UsageProblem(f"{path}: that is a store; name a file in it, as in {path}/KEY.")
+    store, key = _locate(path)
     try:
-        wrapper = _registry().file(path)
+        wrapper = store.file(key)
         wrapper.info  # noqa: B018 - fetch now so a missing file is a usage error
-    except (InvalidKeyError, FileNotFoundInStoreError) as exc:
+    except InvalidKeyError as exc:
         raise UsageProblem(f"{path}: {exc}") from None
+    except FileNotFoundInStoreError as exc:
+        if _names_a_store(path):
+            raise UsageProblem(f"{path}: {exc}") from None
+        raise UsageProblem(
+            f"{path}: {exc} A path without a store name is a key of the default store "
+            f"({store.name}); stores: {_known_stores()}."
+        ) from None
     return wrapper
 
 
@@ -112,19 +152,34 @@ def store_cli() -> None:
 @with_appcontext
 @_one_line_errors
 def list_files(store: str | None, prefix: str, jobs: int) -> None:
-    """List the keys of STORE (default store if omitted) that start with PREFIX."""
-    target = _store(store)
-    failed = 0
+    """List the keys of STORE (default store if omitted) that start with PREFIX.
+
+    One argument may also be a path: STORE/PREFIX, or a PREFIX of the default store.
+    """
+    target, start, explicit = _listing(store, prefix)
+    listed = failed = 0
     with FileWorkers(jobs) as workers:
-        for key, info in workers.map(target.info, target.keys(prefix)):
+        for key, info in workers.map(target.info, target.keys(start)):
+            listed += 1
             if isinstance(info, BaseException):
                 failed += 1
-                _echo_error(target, key, info)
+                echo_error(target.name, key, info)
                 continue
             stamp = info.last_modified.strftime("%Y-%m-%d %H:%M:%S")
             click.echo(f"{info.size:>12}  {stamp}  {key}")
+    if not listed and not explicit:
+        # Neither a store nor a prefix of any key: most likely a mistyped store name.
+        raise UsageProblem(f"No store is called {store!r}; known: {_known_stores()}.")
     if failed:
         sys.exit(1)
+
+
+def _listing(store: str | None, prefix: str) -> tuple[BaseStore, str, bool]:
+    """What ``ls STORE PREFIX`` lists: ``(store, prefix, whether a store was named)``."""
+    if store is None or prefix or _is_store_name(store):
+        return _store(store), prefix, True
+    target, start = _locate(store)
+    return target, start, _names_a_store(store)
 
 
 @store_cli.command("stat")
@@ -132,10 +187,11 @@ def list_files(store: str | None, prefix: str, jobs: int) -> None:
 @with_appcontext
 @_one_line_errors
 def stat_file(path: str) -> None:
-    """Show the metadata of the file at PATH."""
-    info = _file(path).info
+    """Show the metadata of the file at PATH (STORE/KEY, or a KEY of the default store)."""
+    wrapper = _file(path)
+    info = wrapper.info
     for label, value in [
-        ("path", path),
+        ("path", wrapper.path),
         ("size", info.size),
         ("content-type", info.content_type),
         ("filename", info.filename),
@@ -151,7 +207,10 @@ def stat_file(path: str) -> None:
 @with_appcontext
 @_one_line_errors
 def file_url(path: str, expires: int | None) -> None:
-    """Print the absolute URL of the file at PATH (presigned with --expires, for S3)."""
+    """Print the absolute URL of the file at PATH (presigned with --expires, for S3).
+
+    PATH is STORE/KEY, or a KEY of the default store.
+    """
     click.echo(_file(path).absolute_url(expires=expires))
 
 
@@ -167,11 +226,29 @@ def remove_files(paths: tuple[str, ...]) -> None:
             wrapper.delete()
         except (StoreError, OSError) as exc:
             failed += 1
-            _echo_error(wrapper.store, wrapper.name, exc)
+            echo_error(wrapper.store.name, wrapper.name, exc)
             continue
         click.echo(f"deleted {wrapper.path}")
     if failed:
         sys.exit(1)
+
+
+@store_cli.command("cat")
+@click.argument("paths", nargs=-1, required=True)
+@with_appcontext
+@_one_line_errors
+def cat_files(paths: tuple[str, ...]) -> None:
+    """Write the contents of the files at PATHS to stdout, one after another.
+
+    Every path is checked first: nothing is written when one of them does not exist.
+    """
+    wrappers = [_file(path) for path in paths]
+    out = sys.stdout.buffer
+    for wrapper in wrappers:
+        with wrapper.open() as stream:
+            while chunk := stream.read(CHUNK_SIZE):
+                out.write(chunk)
+    out.flush()
 
 
 @store_cli.command("clean")
@@ -206,11 +283,20 @@ def clean_temp_files(store: str | None, older_than: float) -> None:
 @with_appcontext
 @_one_line_errors
 def copy_file(source: str, destination: str, force: bool) -> None:
-    """Copy the file at SOURCE to DESTINATION (STORE/KEY, or STORE/ to keep the key)."""
+    """Copy the file at SOURCE to DESTINATION (STORE/KEY, or STORE/ to keep the key).
+
+    A destination folder (STORE/FOLDER/, or a FOLDER that holds files) takes the file under
+    its name, as cp does. The destination always names its store, so that a mistyped store
+    name is an error rather than a new folder in the default store.
+    """
     original = _file(source)
-    target, key = _registry().locate(destination)
+    target, given = _registry().locate(destination)
     try:
-        copy = sync.copy_between(original.store, original.name, target, key or original.name, force)
+        maybe_folder = bool(given) and not given.endswith("/")
+        key = copy_destination(
+            original.name, given, is_folder=maybe_folder and _is_folder(target, given)
+        )
+        copy = sync.copy_between(original.store, original.name, target, key, force)
     except InvalidKeyError as exc:
         raise UsageProblem(f"{destination}: {exc}") from None
     except FileExistsInStoreError:
@@ -218,9 +304,38 @@ def copy_file(source: str, destination: str, force: bool) -> None:
             f"{source} -> {destination}: a file is already stored there; "
             "pass --force to replace it."
         ) from None
-    except (StoreError, OSError) as exc:
+    except StoreError as exc:
         raise click.ClickException(f"{source} -> {destination}: {exc}") from None
-    click.echo(f"copied {source} -> {copy.path}")
+    except OSError as exc:  # its text names the store's temporary files: say what happened
+        reason = exc.strerror or type(exc).__name__
+        raise click.ClickException(f"{source} -> {destination}: {reason}") from None
+    click.echo(f"copied {original.path} -> {copy.path}")
+
+
+def copy_destination(source_key: str, given: str, *, is_folder: bool) -> str:
+    """The key ``cp`` writes: ``source_key`` for a store's root (``given`` empty), the
+    source's name inside ``given`` when that is a folder, else ``given`` itself.
+
+    >>> copy_destination("docs/notes.md", "", is_folder=False)
+    'docs/notes.md'
+    >>> copy_destination("docs/notes.md", "2026/", is_folder=False)
+    '2026/notes.md'
+    >>> copy_destination("docs/notes.md", "2026", is_folder=True)
+    '2026/notes.md'
+    >>> copy_destination("docs/notes.md", "old-notes.md", is_folder=False)
+    'old-notes.md'
+    """
+    folder = given.rstrip("/")
+    if not folder:
+        return source_key
+    if given.endswith("/") or is_folder:
+        return f"{folder}/{source_key.rpartition('/')[2]}"
+    return given
+
+
+def _is_folder(store: BaseStore, key: str) -> bool:
+    """Whether ``store`` holds files under ``key/`` (one listed key is enough to know)."""
+    return next(iter(store.keys(f"{key.rstrip('/')}/")), None) is not None
 
 
 @store_cli.command("sync")
@@ -255,17 +370,17 @@ def sync_stores(source: str, destination: str, dry_run: bool, checksum: bool, jo
     verb = "would copy" if dry_run else "copied"
     try:
         with (
-            _progress(len(keys), "Syncing") as advance,
+            progress(len(keys), "Syncing") as advance,
             FileWorkers(jobs) as workers,
         ):
             for key, outcome in workers.map(sync_one, keys):
                 advance()
                 if isinstance(outcome, BaseException):
                     summary.failed.append(key)
-                    _echo_error(src, key, outcome)
+                    echo_error(src.name, key, outcome)
                 elif outcome:
                     summary.copied += 1
-                    _report_plain(f"{verb} {key}")
+                    report_plain(f"{verb} {key}")
                 else:
                     summary.skipped += 1
     except KeyboardInterrupt:
@@ -291,7 +406,7 @@ def verify_store(store: str | None, jobs: int) -> None:
     keys = list(target.keys())
     verified = failed = 0
     with (
-        _progress(len(keys), "Verifying") as advance,
+        progress(len(keys), "Verifying") as advance,
         FileWorkers(jobs) as workers,
     ):
         for key, problem in workers.map(target.verify, keys):
@@ -300,7 +415,7 @@ def verify_store(store: str | None, jobs: int) -> None:
                 verified += 1
                 continue
             failed += 1
-            _echo_error(target, key, problem)
+            echo_error(target.name, key, problem)
     click.echo(f"verified {verified}, failed {failed}")
     if failed:
         sys.exit(1)
@@ -374,35 +489,6 @@ class FileWorkers:
         while window:
             done_key, future = window.popleft()
             yield done_key, future.result()
-
-
-def _echo_error(store: BaseStore, key: str, problem: BaseException | str) -> None:
-    """Name a failed file on stderr: ``error: STORE/KEY: what went wrong``."""
-    if isinstance(problem, (StoreError, OSError, str)):
-        reason = str(problem)
-    else:
-        reason = f"{type(problem).__name__}: {problem}"
-    click.echo(f"error: {store.name}/{key}: {reason}", err=True)
-
-
-def _is_terminal() -> bool:
-    return sys.stdout.isatty()
-
-
-@contextmanager
-def _progress(total: int, label: str) -> Iterator[Callable[[], None]]:
-    """A progress bar on a terminal (yields its step function); nothing otherwise, where
-    commands print one plain line per file instead."""
-    if _is_terminal():
-        with click.progressbar(length=total, label=label) as bar:
-            yield lambda: bar.update(1)
-    else:
-        yield lambda: None
-
-
-def _report_plain(line: str) -> None:
-    if not _is_terminal():
-        click.echo(line)
 
 
 store_cli.add_command(transfer_command)  # flask store transfer --pending

@@ -1,21 +1,23 @@
 """``flask store transfer --pending``: finish every unfinished transfer now, in this process.
 
 For operators: after an outage of the remote store, after a crash, or for ``delayed`` mode.
-Transfers run one after another here (not in the app's executor), with the store's retries,
-behind a progress bar. Exit code 0 when every file arrived, 1 when some failed (each named on
-stderr), 2 for usage errors.
+Transfers run one after another here (not in the app's executor), with the store's retries:
+behind a progress bar on a terminal, a line per transferred file elsewhere, then a summary.
+Exit code 0 when every file arrived, 1 when some failed (each named on stderr), 2 for usage
+errors.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from ..console import echo_error, progress, report_plain
 from ..exceptions import StoreError
 from ..registry import get_registry
 from .queued import QueuedStore
@@ -30,8 +32,12 @@ class TransferSummary:
     failed: list[str] = field(default_factory=list)
 
 
-def transfer_pending(store: QueuedStore, records: Iterable[TransferRecord]) -> TransferSummary:
-    """Transfer each of ``records`` now; iterate a click progress bar to show the progress.
+def transfer_pending(
+    store: QueuedStore,
+    records: Iterable[TransferRecord],
+    advance: Callable[[], None] = lambda: None,
+) -> TransferSummary:
+    """Transfer each of ``records`` now, calling ``advance`` after each (a progress bar's step).
 
     Failed and delayed records are reopened first, so each one gets its full retries.
     """
@@ -41,16 +47,18 @@ def transfer_pending(store: QueuedStore, records: Iterable[TransferRecord]) -> T
             store.reopen(record.key)
             outcome = store.transfer_now(record.key)
         except StoreError as exc:
-            click.echo(f"error: {store.name}/{record.key}: {exc}", err=True)
+            echo_error(store.name, record.key, exc)
             summary.failed.append(record.key)
             continue
+        finally:
+            advance()
         if outcome == "failed":
             problem = store.records.get(record.key)
-            reason = problem.error if problem is not None else "failed"
-            click.echo(f"error: {store.name}/{record.key}: {reason}", err=True)
+            echo_error(store.name, record.key, problem.error if problem else "failed")
             summary.failed.append(record.key)
         elif outcome == "done":
             summary.done.append(record.key)
+            report_plain(f"transferred {record.key}")
     return summary
 
 
@@ -72,8 +80,8 @@ def transfer_command(store: str | None, pending: bool) -> None:
             "it has no transfers."
         )
     records = target.records.unsettled()
-    with click.progressbar(records, label="Transferring", file=sys.stderr) as bar:
-        summary = transfer_pending(target, bar)
+    with progress(len(records), "Transferring") as advance:
+        summary = transfer_pending(target, records, advance)
     click.echo(f"transferred {len(summary.done)}, failed {len(summary.failed)}")
     if summary.failed:
         sys.exit(1)
