@@ -4,13 +4,17 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run run-s3 test lint docs bench clean
+.PHONY: run run-s3 test lint docs bench dist clean
 
 $(STAMP): setup.cfg pyproject.toml
+	@echo "==> Creating the virtual environment $(VENV) (first run, or setup.cfg changed)"
 	$(PYTHON) -m venv $(VENV)
+	@echo "==> Upgrading pip in $(VENV)"
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,example]"
+	@echo "==> Installing Flask-Store-NG with its S3, test, docs and example tools (a minute or two the first time)"
+	$(BIN)/python -m pip install --progress-bar on -e ".[dev,example]"
 	touch $(STAMP)
+	@echo "==> $(VENV) is ready; later runs skip these steps"
 
 run: $(STAMP)  ## start the example app on the local store
 	$(BIN)/flask --app example_app run --debug
@@ -30,6 +34,11 @@ docs: $(STAMP)
 
 bench: $(STAMP)  ## compare with the peers and rewrite BENCHMARKS.md (about 10 minutes; not part of test)
 	$(BIN)/python -m benchmarks --big $(BENCH_ARGS)
+
+dist: $(STAMP)  ## build the sdist and the wheel into dist/ and check them with twine
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info docs/_build .pytest_cache .mypy_cache .ruff_cache
