@@ -2,25 +2,44 @@
 
 Starts ``python -m moto.server`` on a free loopback port, creates a bucket there, then runs
 ``flask --app example_app run --debug`` with the ``STORE_*`` variables that switch the app to
-``S3Store``. Everything stays on 127.0.0.1: no AWS account, no network. Stopping the app
-(Ctrl+C) stops the moto server too; its data lives in memory and goes with it.
+``S3Store``. Everything stays on 127.0.0.1: no AWS account, no network. Arguments are passed
+on to ``flask run`` (``python -m example_app.dev_s3 --port 5001``).
+
+Every way this ends stops both servers: Ctrl+C, ``SIGTERM`` (``kill``, a process manager),
+``SIGHUP`` (the terminal closed), either server exiting by itself, and on Linux even this
+process being killed outright. Each server runs in a process group of its own, which is
+stopped whole (the app's reloader and its worker alike); moto's data lives in memory and
+goes with it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from types import FrameType
 
 HOST = "127.0.0.1"
 BUCKET = "flask-store-example"
 REGION = "us-east-1"
+#: Seconds a server gets to stop after SIGTERM before it is killed.
+STOP_TIMEOUT = 10.0
+#: Signals that mean "stop now": Ctrl+C, kill, a closed terminal.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_PR_SET_PDEATHSIG = 1
+
+
+class Stopped(BaseException):
+    """This process was asked to stop by a signal (a BaseException, as KeyboardInterrupt is,
+    so that no `except Exception` on the way swallows it)."""
 
 
 def free_port() -> int:
@@ -31,13 +50,70 @@ def free_port() -> int:
         return port
 
 
+def _die_with_parent() -> None:
+    """In a child, before it runs: get SIGTERM when the parent dies, however it dies (Linux)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@contextmanager
+def running(
+    command: Sequence[str], env: Mapping[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``command`` in a process group of its own for the duration of the block.
+
+    Leaving the block stops the whole group: SIGTERM, then SIGKILL after
+    :data:`STOP_TIMEOUT`. Its own group keeps it out of the terminal's Ctrl+C, so the
+    children stop in order, once, from here.
+    """
+    process = subprocess.Popen(
+        list(command), env=env, start_new_session=True, preexec_fn=_die_with_parent
+    )
+    try:
+        yield process
+    finally:
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop ``process`` and every process of its group, then reap it."""
+    for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, STOP_TIMEOUT)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:  # the whole group is gone already
+            break
+        try:
+            process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        if not _group_alive(process.pid):
+            break
+        time.sleep(0.1)  # the leader is gone; give the rest a moment before the next signal
+    process.poll()
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 @contextmanager
 def moto_server(startup_timeout: float = 30.0) -> Iterator[str]:
     """Run a moto server on a free port for the duration of the block; yield its URL."""
+    with _moto(startup_timeout) as (_, url):
+        yield url
+
+
+@contextmanager
+def _moto(startup_timeout: float) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = free_port()
     url = f"http://{HOST}:{port}"
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)])
-    try:
+    command = [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)]
+    with running(command) as process:
         deadline = time.monotonic() + startup_timeout
         while True:
             try:
@@ -47,10 +123,7 @@ def moto_server(startup_timeout: float = 30.0) -> Iterator[str]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"The moto server did not start on {url}.") from None
                 time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+        yield process, url
 
 
 def s3_environment(endpoint_url: str) -> Mapping[str, str]:
@@ -85,17 +158,43 @@ def create_bucket(endpoint_url: str) -> None:
     client.create_bucket(Bucket=BUCKET)
 
 
+def _stop(signum: int, frame: FrameType | None) -> None:
+    """The handler of :data:`STOP_SIGNALS`: raise once, then ignore them, so that a second
+    Ctrl+C cannot cut short the stopping of the servers."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise Stopped(signal.Signals(signum).name)
+
+
+def first_exit(processes: Sequence[subprocess.Popen[bytes]], poll_seconds: float = 0.2) -> int:
+    """Wait until one of ``processes`` exits; its exit code."""
+    while True:
+        for process in processes:
+            code = process.poll()
+            if code is not None:
+                return code
+        time.sleep(poll_seconds)
+
+
 def main(argv: list[str]) -> int:
-    """Run moto, then the app on it, until the app stops."""
-    with moto_server() as endpoint_url:
-        create_bucket(endpoint_url)
-        env = {**os.environ, **s3_environment(endpoint_url)}
-        print(f" * S3 (moto) at {endpoint_url}, bucket {BUCKET!r}", flush=True)
-        command = [sys.executable, "-m", "flask", "--app", "example_app", "run", "--debug", *argv]
-        try:
-            return subprocess.call(command, env=env)
-        except KeyboardInterrupt:
-            return 0
+    """Run moto, then the app on it, until either stops or this process is told to stop."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _stop)
+    try:
+        with _moto(startup_timeout=30.0) as (moto, endpoint_url):
+            create_bucket(endpoint_url)
+            env = {**os.environ, **s3_environment(endpoint_url)}
+            print(f" * S3 (moto) at {endpoint_url}, bucket {BUCKET!r}", flush=True)
+            flask = [sys.executable, "-m", "flask", "--app", "example_app", "run", "--debug"]
+            with running([*flask, *argv], env=env) as app:
+                code = first_exit([app, moto])
+                if moto.poll() is not None:
+                    print(" * The moto server stopped; stopping the app.", file=sys.stderr)
+                return code
+    except Stopped:
+        return 0
+    finally:
+        print(" * Stopped the app and the moto server.", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
