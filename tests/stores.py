@@ -10,13 +10,17 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from flask_store.stores.base import BaseStore
 from flask_store.stores.local import LocalStore
 from flask_store.stores.memory import MemoryStore
+from tests import external_s3
+
+if TYPE_CHECKING:
+    from flask_store.stores.s3 import S3Store
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,10 @@ def everything_stored(store: BaseStore) -> list[str]:
     from tests.moto_server import bucket_contents
 
     if isinstance(store, S3Store):
+        if store.settings.prefix.startswith(external_s3.ROOT + "/"):
+            return external_s3.contents(store)
+        if store.settings.endpoint_url in _S3RVER_URLS:
+            return _objects(store)  # s3rver cannot list unfinished multipart uploads
         return bucket_contents(store.client, store.bucket, store.settings.prefix)
     lister = getattr(store, "all_objects", None)
     return sorted(lister()) if lister else list(store.keys())
@@ -122,6 +130,48 @@ def _s3_server(request: pytest.FixtureRequest, settings: dict[str, Any]) -> Iter
     yield _s3_store(shared_moto_server(request.config), settings)
 
 
+@contextmanager
+def _s3rver(request: pytest.FixtureRequest, settings: dict[str, Any]) -> Iterator[BaseStore]:
+    """S3 over HTTP against s3rver, a real S3-compatible server that lacks conditional
+    writes: the store runs as its users must run it, ``STORE_S3_CONDITIONAL_WRITES="off"``
+    (``tests/test_s3_compat.py`` shows the default refusing to save there)."""
+    from flask_store.stores.s3 import S3Store
+    from tests.s3rver_server import ACCESS_KEY, REGION, SECRET_KEY, shared_s3rver
+
+    server = shared_s3rver(request.config)
+    _S3RVER_URLS.add(server.url)
+    yield S3Store(
+        s3_bucket=server.create_bucket(),
+        s3_region=REGION,
+        s3_endpoint_url=server.url,
+        s3_access_key=ACCESS_KEY,
+        s3_secret_key=SECRET_KEY,
+        path="store/files",
+        **{"s3_conditional_writes": "off", **settings},
+    )
+
+
+#: Endpoints of the s3rver servers started by :func:`_s3rver`.
+_S3RVER_URLS: set[str] = set()
+
+
+def _objects(store: S3Store) -> list[str]:
+    """Every object of the store's bucket, as :func:`tests.moto_server.bucket_contents`
+    shows them, without unfinished multipart uploads."""
+    root = f"{store.settings.prefix}/" if store.settings.prefix else ""
+    pages = store.client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket)
+    keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+    return sorted(key[len(root) :] if key.startswith(root) else f"/{key}" for key in keys)
+
+
+def external_kind() -> StoreKind | None:
+    """The ``s3-external`` kind: S3 on the server named by ``FLASK_STORE_TEST_S3_*``
+    (:mod:`tests.external_s3`), or ``None`` when none is."""
+    if not external_s3.configured():
+        return None
+    return StoreKind("s3-external", external_s3.external_store, concurrency=(4, 5))
+
+
 STORE_KINDS: dict[str, StoreKind] = {
     "local": StoreKind("local", _local),
     "local-named-temp": StoreKind("local-named-temp", _local_named_temp),
@@ -129,4 +179,10 @@ STORE_KINDS: dict[str, StoreKind] = {
     "queued": StoreKind("queued", _queued),
     "s3-mock": StoreKind("s3-mock", _s3_mock, concurrency=(8, 10)),
     "s3-server": StoreKind("s3-server", _s3_server, concurrency=(8, 10)),
+    # Without conditional writes two threads saving one name at once can overwrite each
+    # other (the documented race of "off"): one thread, names taken one after another.
+    "s3rver": StoreKind("s3rver", _s3rver, concurrency=(1, 10)),
 }
+_external = external_kind()
+if _external is not None:
+    STORE_KINDS[_external.name] = _external

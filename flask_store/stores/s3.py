@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import gzip
 import itertools
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
@@ -30,6 +31,7 @@ from ..exceptions import (
     FileNotFoundInStoreError,
     InvalidArgumentError,
     InvalidKeyError,
+    UnsupportedByServerError,
     UploadRejectedError,
 )
 from ..naming import clean_key, join_key, secure_filename, with_unique_suffix
@@ -46,8 +48,10 @@ from .s3_client import (
     error_code,
     make_client,
     s3_errors,
+    where,
 )
 from .s3_config import MAX_URL_EXPIRES, S3_DEFAULTS, S3Settings, read_s3_settings
+from .s3_probes import PROBE_MARK, facts_about, probe_conditional_writes
 from .s3_uploads import DirectUpload, UploadLimits, check_max_size, post_form
 
 if TYPE_CHECKING:
@@ -80,6 +84,8 @@ class S3Store(BaseStore):
         self.serve_by_redirect = self.settings.serve == "redirect"
         self.private_redirects = self.settings.presigned
         self._clients = ClientHolder(functools.partial(make_client, self.settings))
+        # What this process learned about the bucket: shared by every store on it.
+        self._facts = facts_about(self.settings.endpoint, self.bucket)
         self._transfer_config = TransferConfig(
             multipart_threshold=self.settings.multipart_threshold,
             multipart_chunksize=self.settings.multipart_chunksize,
@@ -130,9 +136,10 @@ class S3Store(BaseStore):
     ) -> FileInfo:
         args = self._upload_args(meta, body)
         sent: dict[str, tuple[str, datetime]] = {}
+        conditional = False
 
         def claim(key: str) -> bool:
-            result = self._claim(body, key, args)
+            result = self._claim(body, key, args, conditional=conditional)
             if result is not None:
                 sent[key] = result
             return result is not None
@@ -143,6 +150,7 @@ class S3Store(BaseStore):
                 sent[first] = self._send(body, first, args, conditional=False)
                 key = first
             else:
+                conditional = self._claims_conditionally(first)
                 key = first_free_key(itertools.chain([first], keys), claim)
         etag, last_modified = sent[key]
         return FileInfo(
@@ -174,9 +182,42 @@ class S3Store(BaseStore):
         attachment = is_active_content(content_type) and not self.inline_active_content
         return content_disposition("attachment" if attachment else "inline", filename)
 
-    def _claim(self, body: Body, key: str, args: dict[str, Any]) -> tuple[str, datetime] | None:
+    def _claims_conditionally(self, key: str) -> bool:
+        """Whether saves claim keys with ``If-None-Match: *`` (else a checked rename).
+
+        ``STORE_S3_CONDITIONAL_WRITES = "probe"`` asks the server once per bucket and process
+        (:func:`~.s3_probes.probe_conditional_writes`) before relying on it.
+
+        :raises UnsupportedByServerError: when the server does not keep conditional writes:
+            a save would risk overwriting another file, so none is attempted.
+        """
+        mode = self.settings.conditional_writes
+        if mode != "probe":
+            return mode == "trust"
+        facts = self._facts
+        if facts.conditional_writes is None:
+            with facts.lock:
+                if facts.conditional_writes is None:
+                    scratch = PROBE_MARK + uuid.uuid4().hex
+                    facts.conditional_writes = probe_conditional_writes(
+                        self.client, self.bucket, _prefixed(self.settings.prefix, scratch)
+                    )
+        if facts.conditional_writes:
+            raise UnsupportedByServerError(
+                f"Cannot save {key!r}: the server of the {where(self.settings)} does not keep "
+                f"conditional writes ({facts.conditional_writes}), so a save could overwrite "
+                "another file of the same name; nothing was stored. Set "
+                'STORE_S3_CONDITIONAL_WRITES = "off" to accept a checked rename instead (two '
+                "saves of one name at the same moment may still overwrite one another), or "
+                'STORE_ON_CONFLICT = "overwrite".'
+            )
+        return True
+
+    def _claim(
+        self, body: Body, key: str, args: dict[str, Any], *, conditional: bool
+    ) -> tuple[str, datetime] | None:
         """Store ``body`` as ``key`` unless a file has it: its ETag and time, or ``None``."""
-        if not self.settings.conditional_writes:
+        if not conditional:
             # Checked rename for servers without If-None-Match: a race can still overwrite.
             return None if self._head(key) else self._send(body, key, args, conditional=False)
         if body.size >= self.settings.multipart_threshold and self._head(key):
@@ -191,7 +232,15 @@ class S3Store(BaseStore):
     def _send(
         self, body: Body, key: str, args: dict[str, Any], *, conditional: bool
     ) -> tuple[str, datetime]:
-        """Upload ``body`` as ``key``: one PUT below the multipart threshold, else multipart."""
+        """Upload ``body`` as ``key``: one PUT below the multipart threshold, else multipart.
+
+        What the server stored is checked against what was sent: after one PUT its ETag
+        must be the MD5 of the bytes (unless KMS or SSE-C encryption makes it another
+        value), after a multipart upload its size must be theirs.
+
+        :raises UnsupportedByServerError: when the server stored other bytes (the object is
+            deleted if no other write replaced it meanwhile).
+        """
         extra = {**args, "IfNoneMatch": "*"} if conditional else args
         object_key = self.object_key(key)
         if body.size < self.settings.multipart_threshold:
@@ -202,26 +251,73 @@ class S3Store(BaseStore):
                 ContentLength=body.size,
                 **extra,
             )
+            etag = _unquote(response["ETag"])
+            if _etag_is_md5(cast("Mapping[str, Any]", response)):
+                md5 = body.md5()
+                if etag != md5:
+                    self._discard(key, etag, f"ETag {etag}, not the MD5 {md5} of the bytes sent")
             headers = response["ResponseMetadata"].get("HTTPHeaders", {})
-            return _unquote(response["ETag"]), _http_date(headers.get("date"))
+            return etag, _http_date(headers.get("date"))
         with ConditionalTransferManager(self.client, self._transfer_config) as manager:
             manager.upload(body.rewind(), self.bucket, object_key, extra_args=extra).result()
         head = self.client.head_object(Bucket=self.bucket, Key=object_key)
-        return _unquote(head["ETag"]), head["LastModified"]
+        etag = _unquote(head["ETag"])
+        if head["ContentLength"] != body.size:
+            self._discard(key, etag, f"{head['ContentLength']} bytes, not the {body.size} sent")
+        return etag, head["LastModified"]
+
+    def _discard(self, key: str, etag: str, problem: str) -> NoReturn:
+        """Delete the object just written as ``key`` (ETag ``etag``) that holds other bytes
+        than were sent, unless another write replaced it meanwhile, and say so.
+
+        :raises UnsupportedByServerError: always.
+        """
+        head = self._head(key)
+        if head is not None and _unquote(head["ETag"]) == etag:
+            self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+            fate = "it was deleted"
+        else:
+            fate = "another write replaced it since, and that one was left alone"
+        raise UnsupportedByServerError(
+            f"Cannot save {key!r}: the server of the {where(self.settings)} stored other "
+            f"bytes than were sent ({problem}); {fate}. Servers that do not understand "
+            "botocore's checksums (sent aws-chunked over HTTPS) keep their framing as part "
+            'of the file: set STORE_S3_CHECKSUM_CALCULATION = "when_required".'
+        )
 
     # -- reading ----------------------------------------------------------------------------
 
     def _head(self, key: str) -> dict[str, Any] | None:
-        """The object's HEAD response, or ``None`` when there is no such object."""
+        """The object's HEAD response, or ``None`` when there is no such object.
+
+        :raises ClientError: also when the bucket is missing (:meth:`_check_bucket`).
+        """
         try:
-            return cast(
-                "dict[str, Any]",
-                self.client.head_object(Bucket=self.bucket, Key=self.object_key(key)),
-            )
+            response = self.client.head_object(Bucket=self.bucket, Key=self.object_key(key))
         except ClientError as exc:
-            if error_code(exc) in NOT_FOUND_CODES:
-                return None
-            raise
+            if error_code(exc) not in NOT_FOUND_CODES:
+                raise
+            self._check_bucket()
+            return None
+        self._facts.exists = True
+        return cast("dict[str, Any]", response)
+
+    def _check_bucket(self) -> None:
+        """Make sure the bucket exists, once per process: S3 answers a HEAD of an object
+        with the same bare 404 for a missing object and for a missing bucket.
+
+        :raises ClientError: HeadBucket's 404, which :func:`s3_errors` reports as
+            :class:`BucketNotFoundError`.
+        """
+        if self._facts.exists:
+            return
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if error_code(exc) in NOT_FOUND_CODES or error_code(exc) == "NoSuchBucket":
+                raise
+            # Another refusal (403: not ours to list) still says that the bucket exists.
+        self._facts.exists = True
 
     def open(self, key: str) -> BinaryIO:
         return self.open_with_info(key)[0]
@@ -274,6 +370,10 @@ class S3Store(BaseStore):
                 if error_code(exc) != "InvalidRange":
                     raise
                 return super().open_range(key, start, stop, etag=etag)
+        if etag is not None and _unquote(response.get("ETag", "")) != etag:
+            # Servers that ignore If-Match answer with whatever version they have.
+            response["Body"].close()
+            raise FileChangedError(f"The file stored as {key!r} has changed (ETag {etag!r}).")
         if response.get("ContentEncoding") != "gzip":
             return self._body(response, key)
         response["Body"].close()
@@ -492,6 +592,18 @@ def _check_expires(seconds: object) -> int:
             f"expires must be from 1 to {MAX_URL_EXPIRES} seconds (7 days), not {seconds}."
         )
     return seconds
+
+
+def _prefixed(prefix: str, name: str) -> str:
+    """The object key of ``name`` below ``prefix``, for names no store key may have."""
+    return f"{prefix}/{name}" if prefix else name
+
+
+def _etag_is_md5(response: Mapping[str, Any]) -> bool:
+    """Whether the ETag of a PUT's response is the MD5 of the object's bytes, as S3 makes
+    it unless the object is encrypted with KMS or a customer-provided key (SSE-C)."""
+    encryption = str(response.get("ServerSideEncryption", ""))
+    return not encryption.startswith("aws:kms") and "SSECustomerAlgorithm" not in response
 
 
 def _is_store_key(key: str) -> bool:

@@ -9,6 +9,7 @@ are compressed into a temporary file on the way, so memory stays flat whatever t
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import tempfile
 from collections.abc import Iterator
@@ -39,6 +40,21 @@ class Body:
         """The stream, positioned at the start of the data again."""
         self.stream.seek(self.start)
         return self.stream
+
+    def md5(self) -> str:
+        """The hex MD5 of the bytes sent: S3's ETag of the object after a single PUT.
+
+        Read again from the stream, after the upload: nothing is held in memory.
+        """
+        digest = hashlib.md5(usedforsecurity=False)
+        stream, left = self.rewind(), self.size
+        while left > 0:
+            chunk = stream.read(min(CHUNK_SIZE, left))
+            if not chunk:
+                break
+            digest.update(chunk)
+            left -= len(chunk)
+        return digest.hexdigest()
 
 
 class CheckedReader(io.RawIOBase):

@@ -7,7 +7,8 @@
   client (nothing global is patched) move it from ``CreateMultipartUpload``, which does not
   take it, to the ``CompleteMultipartUpload`` of the same upload, where S3 checks it.
 - :func:`s3_errors` turns botocore errors into Flask-Store exceptions that name the bucket
-  and the endpoint.
+  and the endpoint, and for a feature the server lacks, the setting that avoids it
+  (:func:`feature_hint`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from ..exceptions import (
     FileNotFoundInStoreError,
     StoreAccessDeniedError,
     StoreUnavailableError,
+    UnsupportedByServerError,
 )
 from .s3_config import CONNECT_TIMEOUT, MAX_POOL_CONNECTIONS, S3Settings
 
@@ -63,6 +65,57 @@ ACCESS_DENIED_CODES = frozenset(
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 #: A conditional write lost: the key exists (412), or another write to it is under way (409).
 CONDITION_FAILED_CODES = frozenset({"412", "PreconditionFailed", "ConditionalRequestConflict"})
+#: Error codes meaning "this server does not take part of the request": a header, a
+#: parameter or an operation that S3 has and it lacks (HEAD answers a bare status).
+FEATURE_ERROR_CODES = frozenset(
+    {
+        "400",
+        "501",
+        "NotImplemented",
+        "InvalidRequest",
+        "InvalidArgument",
+        "BadRequest",
+        "InvalidDigest",
+        "BadDigest",
+        "XAmzContentSHA256Mismatch",
+        "MissingContentLength",
+        "InvalidStorageClass",
+        "InvalidEncryptionAlgorithmError",
+        "UnsupportedHeader",
+    }
+)
+#: Words of an error message, or operations, and the setting that avoids what they name.
+_CHECKSUMS = (
+    'STORE_S3_CHECKSUM_CALCULATION = "when_required" (with STORE_S3_CHECKSUM_VALIDATION = '
+    '"when_required")'
+)
+_CONDITIONS = 'STORE_S3_CONDITIONAL_WRITES = "off" (read its caveat)'
+_ACLS = "STORE_S3_ACL = None, with presigned URLs (STORE_S3_PRESIGNED = True) instead of ACLs"
+_OBJECT_PARAMS = "fewer STORE_S3_OBJECT_PARAMS"
+_ADDRESSING = 'STORE_S3_ADDRESSING_STYLE = "path"'
+_CLUES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (
+        (
+            "checksum",
+            "crc32",
+            "crc64",
+            "sha256",
+            "aws-chunked",
+            "trailer",
+            "content-encoding",
+            "decoded-content-length",
+            "streaming",
+        ),
+        _CHECKSUMS,
+    ),
+    (("if-none-match", "if-match", "conditional", "precondition"), _CONDITIONS),
+    (("acl", "grant", "putobjectacl"), _ACLS),
+    (
+        ("storage class", "storageclass", "encryption", "kms", "tagging", "object lock"),
+        _OBJECT_PARAMS,
+    ),
+    (("virtual", "subdomain"), _ADDRESSING),
+)
 _NETWORK_ERRORS = (
     EndpointConnectionError,
     ConnectTimeoutError,
@@ -182,6 +235,31 @@ class ConditionalTransferManager(TransferManager):
         super().__init__(client, config, executor_cls=None if threads else NonThreadedExecutor)
 
 
+def where(settings: S3Settings) -> str:
+    """The bucket and endpoint, for messages: ``bucket 'files' at https://...``."""
+    return f"bucket {settings.bucket!r} at {settings.endpoint}"
+
+
+def feature_hint(settings: S3Settings, message: str, operation: str = "") -> str:
+    """The settings that avoid the feature a server refused, from the words of its error
+    message and the operation; without a clue, every setting in use that asks the server
+    for something it may lack."""
+    text = f"{message} {operation}".lower()
+    named = [setting for words, setting in _CLUES if any(word in text for word in words)]
+    if not named:
+        in_use = [
+            (settings.checksum_calculation == "when_supported", _CHECKSUMS),
+            (settings.conditional_writes != "off", _CONDITIONS),
+            (settings.acl is not None, _ACLS),
+            (bool(settings.object_params), _OBJECT_PARAMS),
+            (settings.addressing_style == "virtual" and settings.endpoint_url, _ADDRESSING),
+        ]
+        named = [setting for used, setting in in_use if used]
+    if not named:
+        return "No setting in use asks for more than plain S3; the server lacks this operation."
+    return f"Settings that avoid it: {'; or '.join(named)}."
+
+
 @contextmanager
 def s3_errors(settings: S3Settings, action: str) -> Iterator[None]:
     """Turn botocore errors raised in the block into Flask-Store exceptions.
@@ -189,49 +267,62 @@ def s3_errors(settings: S3Settings, action: str) -> Iterator[None]:
     :param action: what was being done, for the message: ``"save 'a.jpg'"``.
     :raises BucketNotFoundError: the bucket does not exist.
     :raises ACLNotSupportedError: an ACL was sent to a bucket with ACLs disabled.
+    :raises UnsupportedByServerError: the server lacks a feature of the request; the message
+        names the settings that avoid it.
     :raises StoreAccessDeniedError: the credentials may not do this.
     :raises FileNotFoundInStoreError: no such object.
     :raises StoreUnavailableError: the endpoint cannot be reached, or S3 refused otherwise.
     """
-    where = f"bucket {settings.bucket!r} at {settings.endpoint}"
+    bucket = where(settings)
     try:
         yield
     except ClientError as exc:
         code = error_code(exc)
         message = exc.response.get("Error", {}).get("Message") or code
-        if code == "NoSuchBucket":
+        # HEAD has no body: a missing bucket is a bare 404 there, told apart by asking
+        # about the bucket itself (HeadBucket).
+        if code == "NoSuchBucket" or (
+            exc.operation_name == "HeadBucket" and code in NOT_FOUND_CODES
+        ):
             raise BucketNotFoundError(
-                f"Cannot {action}: the {where} does not exist; create it or fix STORE_S3_BUCKET."
+                f"Cannot {action}: the {bucket} does not exist; create it or fix "
+                "STORE_S3_BUCKET."
             ) from exc
         if code == "AccessControlListNotSupported":
             raise ACLNotSupportedError(
-                f"Cannot {action}: the {where} has ACLs disabled (Object Ownership: bucket "
+                f"Cannot {action}: the {bucket} has ACLs disabled (Object Ownership: bucket "
                 "owner enforced); leave STORE_S3_ACL unset and grant access with a bucket "
                 "policy or presigned URLs (STORE_S3_PRESIGNED) instead of per-file ACLs."
             ) from exc
         if code in ACCESS_DENIED_CODES:
             raise StoreAccessDeniedError(
-                f"Cannot {action}: access to the {where} was denied ({code}: {message}); check "
+                f"Cannot {action}: access to the {bucket} was denied ({code}: {message}); check "
                 "the credentials and the bucket policy."
             ) from exc
         if code in NOT_FOUND_CODES:
             raise FileNotFoundInStoreError(
-                f"Cannot {action}: no such file in the {where}."
+                f"Cannot {action}: no such file in the {bucket}."
+            ) from exc
+        if code in FEATURE_ERROR_CODES:
+            hint = feature_hint(settings, message, exc.operation_name)
+            raise UnsupportedByServerError(
+                f"Cannot {action}: the server of the {bucket} refused part of the request "
+                f"({code}: {message}). {hint}"
             ) from exc
         raise StoreUnavailableError(
-            f"Cannot {action}: the {where} answered {code}: {message}."
+            f"Cannot {action}: the {bucket} answered {code}: {message}."
         ) from exc
     except NoCredentialsError as exc:
         raise StoreAccessDeniedError(
-            f"Cannot {action} in the {where}: no AWS credentials found; set "
+            f"Cannot {action} in the {bucket}: no AWS credentials found; set "
             "STORE_S3_ACCESS_KEY and STORE_S3_SECRET_KEY or configure boto3's credential chain."
         ) from exc
     except _NETWORK_ERRORS as exc:
         raise StoreUnavailableError(
-            f"Cannot {action}: the {where} is unreachable ({exc})."
+            f"Cannot {action}: the {bucket} is unreachable ({exc})."
         ) from exc
     except BotoCoreError as exc:
-        raise StoreUnavailableError(f"Cannot {action} in the {where}: {exc}") from exc
+        raise StoreUnavailableError(f"Cannot {action} in the {bucket}: {exc}") from exc
 
 
 class ObjectBody(io.RawIOBase):

@@ -7,10 +7,12 @@ manner of django-storages. :func:`read_s3_settings` turns a :class:`StoreConfig`
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from s3transfer.manager import TransferManager
 
@@ -31,9 +33,15 @@ CONNECT_TIMEOUT = 10
 
 ChecksumMode = Literal["when_supported", "when_required"]
 ServeMode = Literal["redirect", "proxy"]
+#: How saves that must not overwrite claim their key (``STORE_S3_CONDITIONAL_WRITES``):
+#: ``probe`` checks once per bucket and process that the server refuses a second
+#: ``If-None-Match: *`` PUT and refuses to save where it does not; ``trust`` sends
+#: conditional writes without checking; ``off`` sends none (a checked rename, racy).
+ConditionalWrites = Literal["probe", "trust", "off"]
 ADDRESSING_STYLES = ("auto", "path", "virtual")
 CHECKSUM_MODES: tuple[ChecksumMode, ...] = ("when_supported", "when_required")
 SERVE_MODES: tuple[ServeMode, ...] = ("redirect", "proxy")
+CONDITIONAL_WRITE_MODES: tuple[ConditionalWrites, ...] = ("probe", "trust", "off")
 CANNED_ACLS = (
     "private",
     "public-read",
@@ -76,7 +84,7 @@ S3_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "S3_CHECKSUM_CALCULATION": "when_supported",
         "S3_CHECKSUM_VALIDATION": "when_supported",
         "S3_SERVE": "redirect",
-        "S3_CONDITIONAL_WRITES": True,
+        "S3_CONDITIONAL_WRITES": "probe",
         "S3_MULTIPART_THRESHOLD": 8 * MIB,
         "S3_MULTIPART_CHUNKSIZE": 8 * MIB,
         "S3_MAX_CONCURRENCY": 4,
@@ -107,7 +115,7 @@ class S3Settings:
     checksum_calculation: ChecksumMode
     checksum_validation: ChecksumMode
     serve: ServeMode
-    conditional_writes: bool
+    conditional_writes: ConditionalWrites
     multipart_threshold: int
     multipart_chunksize: int
     max_concurrency: int
@@ -141,6 +149,13 @@ def read_s3_settings(config: StoreConfig) -> S3Settings:
     if style == "auto":
         # Custom endpoints (MinIO, moto) rarely have wildcard DNS; dotted names break TLS.
         style = "path" if endpoint_url or "." in bucket else "virtual"
+    if style == "virtual" and endpoint_url and _is_ip_address(endpoint_url):
+        raise config.error(
+            "S3_ADDRESSING_STYLE",
+            "is 'virtual', which puts the bucket name in the host name (bucket.host), but "
+            f"S3_ENDPOINT_URL {endpoint_url!r} is an IP address, which cannot have one; use "
+            "'path' (or 'auto').",
+        )
     acl = config.setting("S3_ACL")
     if acl is not None and acl not in CANNED_ACLS:
         raise config.error("S3_ACL", f"must be None or one of {', '.join(CANNED_ACLS)}.")
@@ -164,7 +179,7 @@ def read_s3_settings(config: StoreConfig) -> S3Settings:
             "S3_CHECKSUM_VALIDATION", CHECKSUM_MODES, "when_supported"
         ),
         serve=config.choice("S3_SERVE", SERVE_MODES, "redirect"),
-        conditional_writes=config.typed("S3_CONDITIONAL_WRITES", bool, True),
+        conditional_writes=_conditional_writes(config),
         multipart_threshold=_number(config, "S3_MULTIPART_THRESHOLD", MIN_PART_SIZE),
         multipart_chunksize=_number(config, "S3_MULTIPART_CHUNKSIZE", MIN_PART_SIZE),
         max_concurrency=_number(config, "S3_MAX_CONCURRENCY", 1, 64),
@@ -185,6 +200,22 @@ def _endpoint_url(config: StoreConfig) -> str | None:
     if not isinstance(value, str) or not value.startswith(("http://", "https://")):
         raise config.error("S3_ENDPOINT_URL", f"must be an http(s):// URL, not {value!r}.")
     return value.rstrip("/")
+
+
+def _is_ip_address(url: str) -> bool:
+    try:
+        ipaddress.ip_address(urlsplit(url).hostname or "")
+    except ValueError:
+        return False
+    return True
+
+
+def _conditional_writes(config: StoreConfig) -> ConditionalWrites:
+    """``S3_CONDITIONAL_WRITES``; the booleans of 0.1 mean ``"probe"`` and ``"off"``."""
+    value = config.setting("S3_CONDITIONAL_WRITES", "probe")
+    if value is True or value is False:
+        return "probe" if value else "off"
+    return config.choice("S3_CONDITIONAL_WRITES", CONDITIONAL_WRITE_MODES, "probe")
 
 
 def _prefix(config: StoreConfig) -> str:
