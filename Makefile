@@ -16,13 +16,28 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 	@echo "==> $(VENV) is ready; later runs skip these steps"
 
+# s3rver, a real S3-compatible server from npm that the tests run Flask-Store against (see
+# tests/s3rver_server.py), installed inside the virtualenv. Without npm its tests are skipped
+# (a failure under CI=true); keep S3RVER_VERSION in step with the one in that file.
+S3RVER_VERSION := 3.7.1
+S3RVER := $(VENV)/node/node_modules/.bin/s3rver
+
+$(S3RVER): | $(STAMP)
+	@if command -v npm >/dev/null 2>&1; then \
+		echo "==> Installing s3rver $(S3RVER_VERSION) with npm into $(VENV)/node"; \
+		npm install --prefix $(VENV)/node --no-audit --no-fund --loglevel=error \
+			s3rver@$(S3RVER_VERSION); \
+	else \
+		echo "==> npm is missing: the tests on s3rver will be skipped (apt-get install nodejs npm)"; \
+	fi
+
 run: $(STAMP)  ## start the example app on the local store
 	$(BIN)/flask --app example_app run --debug
 
 run-s3: $(STAMP)  ## start the example app on S3: a moto server on a free local port, no AWS
 	$(BIN)/python -m example_app.dev_s3
 
-test: $(STAMP)  ## run every test (starts moto, redis and Chromium as the tests need them)
+test: $(STAMP) $(S3RVER)  ## run every test (starts moto, s3rver, redis and Chromium as needed)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
