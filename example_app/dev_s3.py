@@ -190,6 +190,7 @@ def main(argv: list[str]) -> int:
                 code = first_exit([app, moto])
                 if moto.poll() is not None:
                     print(" * The moto server stopped; stopping the app.", file=sys.stderr)
+                    return 1
                 return code
     except Stopped:
         return 0

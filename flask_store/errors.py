@@ -89,9 +89,9 @@ ANSWERS: Mapping[type[StoreError], Answer] = {
     ),
 }
 
-# A path from the root: a slash that no word, dot, colon, tilde or slash comes right before
-# (so not "a/b", "../x" or the path of "http://host/x"), then at least one path character.
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.:~/-])/[^\s'\"/]+(?:/[^\s'\"/]*)*")
+# A path from the root: a slash at the start or after a space, quote, bracket, "=" or ","
+# (so not "a/b", "../x", "</b>" or the path of "http://host/x"), then a path character.
+_ABSOLUTE_PATH = re.compile(r"(?:^|(?<=[\s'\"(\[=,]))/[^\s'\"/<>()\[\]]+(?:/[^\s'\"/<>()\[\]]*)*")
 
 _PAGE = """<!doctype html>
 <html lang=en>

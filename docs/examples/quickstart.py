@@ -14,7 +14,7 @@ store = Store()
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config["STORE_DOMAIN"] = "http://127.0.0.1:5000"
-    app.config["STORE_PATH"] = "/some/path/to/somewhere"
+    app.config["STORE_PATH"] = "uploads"  # a folder inside the app's instance folder
     app.config.update(test_config or {})
     store.init_app(app)
 
