@@ -14,8 +14,10 @@ leave the store (404 either way, so probing reveals nothing).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import BinaryIO, cast
 from urllib.parse import quote
@@ -28,6 +30,7 @@ from werkzeug.utils import redirect
 from werkzeug.wrappers import Response
 from werkzeug.wsgi import wrap_file
 
+from .byteranges import MultipartByteranges, Span, spans_to_serve
 from .exceptions import FileChangedError, FileNotFoundInStoreError, InvalidKeyError
 from .stores.base import BaseStore, FileInfo, skip_to
 
@@ -84,16 +87,18 @@ def serve_file(store: BaseStore, key: str, environ: dict[str, object]) -> Respon
     """The response for ``GET``/``HEAD`` of ``key`` in ``store``.
 
     Stores with a direct URL (public or presigned S3) answer with a redirect; the others
-    stream the file with ETag, Last-Modified, 412, 304, Range (206/416) and HEAD support.
+    stream the file with ETag, Last-Modified, 412, 304, Range (206, multipart/byteranges for
+    several ranges, 416) and HEAD support.
 
     HEAD, conditional and Range requests are decided from the file's metadata first, so a
-    412, 304 or 416 fetches no content and a 206 fetches only its range
-    (:meth:`~flask_store.stores.base.BaseStore.open_range`: a ranged GET on S3). Every answer
-    is decided against the version whose bytes it carries: when the file is replaced between
-    the metadata and the range, the request is decided again on the version then opened.
+    412, 304 or 416 fetches no content and a 206 fetches only its ranges
+    (:meth:`~flask_store.stores.base.BaseStore.open_range` from the first byte asked for to
+    the last: one ranged GET on S3). Every answer is decided against the version whose bytes
+    it carries: when the file is replaced between the metadata and the range, the request is
+    decided again on the version then opened.
 
     :raises NotFound: for a missing file or a key that is not acceptable.
-    :raises RequestedRangeNotSatisfiable: for a single byte range outside the file.
+    :raises RequestedRangeNotSatisfiable: when no byte range asked for lies in the file.
     """
     try:
         direct = store.redirect_url_for_serving(key)
@@ -102,13 +107,13 @@ def serve_file(store: BaseStore, key: str, environ: dict[str, object]) -> Respon
         # Remote stores with STORE_CACHE_TTL read through a local copy.
         source = store.read_cache or store
         # The answer decided from metadata alone, and the version it was decided on.
-        early: tuple[FileInfo, Response] | None = None
+        early: tuple[FileInfo, _Decision] | None = None
         if _is_head(environ) or _is_conditional(environ) or "HTTP_RANGE" in environ:
             info = source.info(key)
             decided = _decide(store, info, environ)
-            if _is_head(environ) or decided.status_code not in (200, 206):
-                return decided  # HEAD, 304, 412: headers only
-            if decided.status_code == 206 and store.read_cache is None:
+            if _is_head(environ) or not decided.has_body:
+                return decided.response  # HEAD, 304, 412: headers only
+            if decided.spans and store.read_cache is None:
                 ranged = _open_range_of(store, info, decided)
                 if ranged is not None:
                     return _with_body(decided, ranged, environ)
@@ -121,14 +126,14 @@ def serve_file(store: BaseStore, key: str, environ: dict[str, object]) -> Respon
             decided = early[1]  # the very version opened: decided already
         else:
             decided = _decide(store, info, environ)
-        if decided.status_code == 206:
-            skip_to(stream, _span_of(decided)[0])
+        if decided.spans:
+            skip_to(stream, decided.spans[0][0])
     except BaseException:
         stream.close()
         raise
-    if decided.status_code not in (200, 206):
+    if not decided.has_body:
         stream.close()
-        return decided
+        return decided.response
     return _with_body(decided, stream, environ)
 
 
@@ -172,25 +177,69 @@ def _redirect(store: BaseStore, location: str) -> Response:
 # -- the decisions of RFC 9110 §13.2.2 ------------------------------------------------------
 
 
-def _decide(store: BaseStore, info: FileInfo, environ: dict[str, object]) -> Response:
+@dataclass(frozen=True)
+class _Decision:
+    """What :func:`_decide` settled for one version of a file.
+
+    :param response: the answer without its body.
+    :param spans: the bytes of the file a 206 carries, ascending; empty for a 200 (the
+        whole file) and for answers without content.
+    :param multipart: the frame of a 206 for two or more spans.
+    """
+
+    response: Response
+    spans: tuple[Span, ...] = ()
+    multipart: MultipartByteranges | None = None
+
+    @property
+    def has_body(self) -> bool:
+        """Whether the file's bytes follow (200, 206), not just headers (304, 412)."""
+        return self.response.status_code in (200, 206)
+
+
+def _decide(store: BaseStore, info: FileInfo, environ: dict[str, object]) -> _Decision:
     """The answer for the file ``info`` describes, without its body: 412, 304, 206 or 200.
 
-    A 206 carries its ``Content-Range``; :func:`_span_of` reads the span back.
+    Decided on the Last-Modified the answer may carry (:func:`_as_sent`).
 
-    :raises RequestedRangeNotSatisfiable: for a single byte range outside the file.
+    :raises RequestedRangeNotSatisfiable: when no byte range asked for lies in the file.
     """
+    now = datetime.now(timezone.utc)
+    info = _as_sent(info, now)
     if _precondition_fails(environ, info):
-        return Response(status=412)
+        return _Decision(_precondition_failed())
     if not _is_modified(environ, info):
-        return _not_modified(store, info)
+        return _Decision(_not_modified(store, info))
     response = _file_headers(store, info)
-    span = _requested_span(environ, info)
-    if span is not None:
-        start, stop = span
-        response.status_code = 206
+    spans = _requested_spans(environ, info, now)
+    if spans is None:
+        return _Decision(response)
+    response.status_code = 206
+    multipart = None
+    if len(spans) > 1:
+        multipart = MultipartByteranges(spans, info.size, response.headers.get("Content-Type"))
+    if "HTTP_IF_RANGE" in environ:
+        _drop_what_if_range_knows(response)
+    if multipart is None:
+        start, stop = spans[0]
         response.content_range = ContentRange("bytes", start, stop, info.size)
         response.content_length = stop - start
-    return response
+    else:
+        response.headers["Content-Type"] = multipart.content_type
+        response.content_length = multipart.length
+    return _Decision(response, spans, multipart)
+
+
+def _as_sent(info: FileInfo, now: datetime) -> FileInfo:
+    """``info`` with a Last-Modified no later than ``now``, the moment the answer is made.
+
+    RFC 9110 §8.8.2.1: a modification time in the future (a file's mtime set ahead, a store
+    whose clock runs fast) is replaced by the message's date. ``now`` is taken before the
+    server stamps its ``Date``, so Last-Modified never comes after it.
+    """
+    if info.last_modified <= now:
+        return info
+    return dataclasses.replace(info, last_modified=now)
 
 
 def _precondition_fails(environ: dict[str, object], info: FileInfo) -> bool:
@@ -217,45 +266,47 @@ def _is_modified(environ: dict[str, object], info: FileInfo) -> bool:
     )
 
 
-def _requested_span(environ: dict[str, object], info: FileInfo) -> tuple[int, int] | None:
-    """Step 5: the ``(start, stop)`` bytes to send with 206, or ``None`` for the whole file.
+def _requested_spans(
+    environ: dict[str, object], info: FileInfo, now: datetime
+) -> tuple[Span, ...] | None:
+    """Step 5: the spans of the file to send with 206, or ``None`` for the whole file.
 
-    A server may always ignore Range (RFC 9110 §14.2) and answers 200 for what it will not
-    serve: another unit, a malformed header, several ranges (no multipart/byteranges here),
-    an empty file, or an If-Range that does not match.
+    Only GET has ranges (RFC 9110 §14.2): HEAD answers as the GET without Range would. A
+    server may always ignore Range and answers 200 for what it will not serve: another unit,
+    a malformed header, an empty file, an If-Range that does not match, or a list of ranges
+    :func:`~flask_store.byteranges.spans_to_serve` refuses (too many, out of order,
+    overlapping).
 
-    :raises RequestedRangeNotSatisfiable: for a valid single byte range outside the file.
+    :raises RequestedRangeNotSatisfiable: when no byte range asked for lies in the file.
     """
+    if environ.get("REQUEST_METHOD") != "GET":
+        return None
     requested = parse_range_header(_header(environ, "HTTP_RANGE"))
     if (
         requested is None
         or requested.units != "bytes"
-        or len(requested.ranges) != 1
         or info.size == 0
-        or not _if_range_matches(_header(environ, "HTTP_IF_RANGE"), info)
+        or not _if_range_matches(_header(environ, "HTTP_IF_RANGE"), info, now)
     ):
         return None
-    start = requested.ranges[0][0]
-    if start < 0 and -start > info.size:
-        return 0, info.size  # a suffix longer than the file means all of it (§14.1.2)
-    span = requested.range_for_length(info.size)
-    if span is None:
+    spans = spans_to_serve(requested.ranges, info.size)
+    if spans == []:
         raise RequestedRangeNotSatisfiable(length=info.size)
-    return span
+    return None if spans is None else tuple(spans)
 
 
-def _if_range_matches(value: str | None, info: FileInfo) -> bool:
+def _if_range_matches(value: str | None, info: FileInfo, now: datetime) -> bool:
     """Whether If-Range (absent: yes) names this very version (RFC 9110 §13.1.5).
 
     Only a strong ETag match counts, or a date equal to Last-Modified when that date is a
-    strong validator: at least a second old, so no second write can share it.
+    strong validator: at least a second before ``now``, so no second write can share it.
     """
     if value is None:
         return True
     date = parse_date(value)
     if date is not None:
         modified = _whole_seconds(info.last_modified)
-        return date == modified and modified <= datetime.now(timezone.utc) - timedelta(seconds=1)
+        return date == modified and modified <= now - timedelta(seconds=1)
     etag, weak = unquote_etag(value)
     return not weak and etag == info.etag
 
@@ -297,6 +348,32 @@ def _not_modified(store: BaseStore, info: FileInfo) -> Response:
     return response
 
 
+def _precondition_failed() -> Response:
+    """The 412 for a failed If-Match or If-Unmodified-Since: a short plain-text reason.
+
+    A body (with its length) rather than none: clients and proxies that show an error show
+    this, and an empty 412 reads like a broken answer to conformance checkers.
+    """
+    return Response(
+        "Precondition Failed: the file is not the version the request's conditions name.\n",
+        status=412,
+        mimetype="text/plain",
+    )
+
+
+#: Representation metadata a 206 answering If-Range leaves out (RFC 9110 §15.3.7): the
+#: client already holds it from the response it resumes. What the RFC requires stays (ETag,
+#: Cache-Control, Expires, Content-Location, Vary), and so do Content-Disposition and
+#: X-Content-Type-Options: they are not representation metadata but what keeps a browser from
+#: running the bytes as a page.
+_KNOWN_TO_IF_RANGE = ("Content-Type", "Content-Encoding", "Content-Language", "Last-Modified")
+
+
+def _drop_what_if_range_knows(response: Response) -> None:
+    for name in _KNOWN_TO_IF_RANGE:
+        del response.headers[name]
+
+
 def _set_caching(response: Response, store: BaseStore) -> None:
     if store.cache_max_age:
         response.cache_control.public = True
@@ -305,33 +382,36 @@ def _set_caching(response: Response, store: BaseStore) -> None:
         response.cache_control.no_cache = True
 
 
-def _span_of(response: Response) -> tuple[int, int]:
-    """The ``(start, stop)`` of a 206 that :func:`_decide` made."""
-    content_range = response.content_range
-    start, stop = content_range.start, content_range.stop
-    assert start is not None and stop is not None  # set by _decide for every 206
-    return start, stop
+def _open_range_of(store: BaseStore, info: FileInfo, decided: _Decision) -> BinaryIO | None:
+    """Open the bytes of the 206 ``decided`` from ``info``, of that same version.
 
-
-def _open_range_of(store: BaseStore, info: FileInfo, response: Response) -> BinaryIO | None:
-    """Open the bytes of the 206 ``response`` made from ``info``, of that same version.
+    One stream from the first span's start to the last one's stop: with several spans the
+    gaps between them are skipped while the body is sent (on S3, one ranged GET instead of
+    one per part, and no part from another version).
 
     ``None`` when the file has been replaced since: the caller opens it whole and decides
     again on that version.
     """
-    start, stop = _span_of(response)
+    start, stop = decided.spans[0][0], decided.spans[-1][1]
     try:
         return store.open_range(info.key, start, stop, etag=info.etag)
     except FileChangedError:
         return None
 
 
-def _with_body(response: Response, stream: BinaryIO, environ: dict[str, object]) -> Response:
-    """``response`` streaming ``stream``: all of it for a 200, its span for a 206."""
-    if response.status_code == 206:
-        start, stop = _span_of(response)
-        stream = cast(BinaryIO, _Window(stream, stop - start))
-    response.response = wrap_file(environ, stream, READ_BLOCK)
+def _with_body(decided: _Decision, stream: BinaryIO, environ: dict[str, object]) -> Response:
+    """The response streaming ``stream``: all of it for a 200, its spans for a 206.
+
+    ``stream`` stands at the first span's start.
+    """
+    response = decided.response
+    if decided.multipart is not None:
+        response.response = decided.multipart.body(stream, READ_BLOCK)
+    else:
+        if decided.spans:
+            start, stop = decided.spans[0]
+            stream = cast(BinaryIO, _Window(stream, stop - start))
+        response.response = wrap_file(environ, stream, READ_BLOCK)
     response.direct_passthrough = True
     return response
 

@@ -20,8 +20,9 @@ MINIO = {
     # Only for servers that refuse boto3's default CRC32 checksums:
     "STORE_S3_CHECKSUM_CALCULATION": "when_required",
     "STORE_S3_CHECKSUM_VALIDATION": "when_required",
-    # Only for servers without If-None-Match; read the caveat first:
-    "STORE_S3_CONDITIONAL_WRITES": False,
+    # Only for servers without conditional writes (the default "probe" refuses to save
+    # there rather than risk an overwrite); read the caveat of "off" first:
+    "STORE_S3_CONDITIONAL_WRITES": "off",
 }
 
 store = Store()
