@@ -26,6 +26,7 @@ COMMON_DEFAULTS: Mapping[str, Any] = {
     "ON_CONFLICT": "rename",
     "CACHE_MAX_AGE": None,
     "INLINE_ACTIVE_CONTENT": False,
+    "SERVE_SCRIPTS_AS_TEXT": True,
     "CACHE_TTL": None,
     "CACHE_PATH": None,
     "HANDLE_ERRORS": True,

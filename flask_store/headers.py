@@ -24,10 +24,13 @@ from urllib.parse import quote
 from .exceptions import InvalidArgumentError
 
 __all__ = [
+    "ACTIVE_CONTENT_TYPES",
     "FALLBACK_CONTENT_TYPE",
     "INLINE_SAFE_TYPES",
     "SCRIPT_TYPES",
+    "ascii_fallback",
     "content_disposition",
+    "file_disposition",
     "is_active_content",
     "is_inline_safe",
     "media_type",
@@ -105,6 +108,24 @@ SCRIPT_TYPES = frozenset(
     }
 )
 
+#: Types known to run script when a browser opens them in the serving origin (pages, SVG,
+#: XML with stylesheets, scripts). Informational, kept for code that imported it from
+#: :mod:`flask_store.serving`: what is served inline is decided by :data:`INLINE_SAFE_TYPES`
+#: alone, so a type missing here is still an attachment unless it is on that list.
+ACTIVE_CONTENT_TYPES = SCRIPT_TYPES | frozenset(
+    {
+        "text/html",
+        "application/xhtml+xml",
+        "image/svg+xml",
+        "text/xml",
+        "application/xml",
+        "application/rss+xml",
+        "application/atom+xml",
+        "application/mathml+xml",
+        "multipart/x-mixed-replace",
+    }
+)
+
 # RFC 9110 §5.6.2: token = 1*tchar.
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _MEDIA_TYPE = re.compile(rf"({_TOKEN})/({_TOKEN})")
@@ -112,7 +133,10 @@ _PARAMETER = re.compile(rf'[ \t]*;[ \t]*(?:({_TOKEN})=({_TOKEN}|"(?:[^"\\\x00-\x
 _CHARSET = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$%&'+\-^_`{}~]{0,39}")
 
 
-@lru_cache(maxsize=512)
+#: How much of a refused value an error message repeats.
+_SHOWN = 80
+
+
 def parse_content_type(value: str) -> str:
     """``value`` as exactly one media type with its known parameters, normalised.
 
@@ -124,34 +148,52 @@ def parse_content_type(value: str) -> str:
 
     :raises InvalidArgumentError: for anything that is not one well-formed media type: a
         list (``text/plain, text/html``), control characters, CR or LF, a missing subtype,
-        an empty value, or a malformed parameter.
+        a wildcard (``*/*``), an empty value, a malformed parameter, or a value that is not
+        a string at all.
     """
     if not isinstance(value, str):
-        raise InvalidArgumentError(f"A content type must be a string, not {value!r}.")
+        raise InvalidArgumentError(
+            f"A content type must be a string such as 'image/png', not {_shown(value)}."
+        )
+    return _parse(value)
+
+
+@lru_cache(maxsize=512)
+def _parse(value: str) -> str:
+    """:func:`parse_content_type` of a string; cached, as the same few types come back."""
     text = value.strip(" \t")
     match = _MEDIA_TYPE.match(text)
-    if match is None:
+    if match is None or "*" in match.group(0):
         raise InvalidArgumentError(
-            f"{value!r} is not a content type: expected one 'type/subtype', such as "
+            f"{_shown(value)} is not a content type: expected one 'type/subtype', such as "
             "'image/png'."
         )
-    base = f"{match.group(1)}/{match.group(2)}".lower()
+    base = match.group(0).lower()
     charset = None
     position = match.end()
     while position < len(text):
         parameter = _PARAMETER.match(text, position)
         if parameter is None or parameter.end() == position:
             raise InvalidArgumentError(
-                f"{value!r} is not one content type: only ';'-separated parameters may "
-                "follow 'type/subtype' (no lists, commas or control characters)."
+                f"{_shown(value)} is not one content type: only ';'-separated parameters "
+                "may follow 'type/subtype' (no lists, commas or control characters)."
             )
         name, raw = parameter.group(1), parameter.group(2)
         if name is not None and name.lower() == "charset":
             charset = raw.strip('"').lower()
             if not _CHARSET.fullmatch(charset):
-                raise InvalidArgumentError(f"{value!r} has an unusable charset {raw!r}.")
+                raise InvalidArgumentError(
+                    f"{_shown(value)} is not a usable content type: its charset {_shown(raw)} "
+                    "is not a charset name."
+                )
         position = parameter.end()
     return f"{base}; charset={charset}" if charset else base
+
+
+def _shown(value: object) -> str:
+    """``value`` for an error message: its ``repr`` (control characters escaped), cut short."""
+    shown = repr(value)
+    return shown if len(shown) <= _SHOWN else f"{shown[:_SHOWN]}...(cut)"
 
 
 def normalise_content_type(value: object) -> str:
@@ -175,8 +217,12 @@ def media_type(content_type: str) -> str:
 
 
 def is_inline_safe(content_type: str) -> bool:
-    """Whether a browser may render a file of this (parsed) type in the serving origin."""
-    return media_type(content_type) in INLINE_SAFE_TYPES
+    """Whether a browser may render a file of this type in the serving origin.
+
+    Decided on the parsed type (:func:`normalise_content_type`), so no spelling of a type
+    and no list of types is mistaken for a passive one.
+    """
+    return media_type(normalise_content_type(content_type)) in INLINE_SAFE_TYPES
 
 
 def is_active_content(content_type: str) -> bool:
@@ -184,20 +230,24 @@ def is_active_content(content_type: str) -> bool:
     return not is_inline_safe(content_type)
 
 
-@lru_cache(maxsize=512)
 def served_content_type(content_type: str, *, scripts_as_text: bool = True) -> str:
     """The ``Content-Type`` header for a file stored with ``content_type``.
 
     The stored value is normalised again (it may come from a store this library did not
-    write); script and style types become ``text/plain`` unless ``scripts_as_text`` is false,
-    and text types without a charset are sent as UTF-8, as Flask's ``send_file`` does.
+    write); script and style types become ``text/plain`` (keeping a declared charset) unless
+    ``scripts_as_text`` is false, and text types without a charset are sent as UTF-8, as
+    Flask's ``send_file`` does.
     """
-    parsed = normalise_content_type(content_type)
-    base = media_type(parsed)
+    return _served(normalise_content_type(content_type), scripts_as_text)
+
+
+@lru_cache(maxsize=512)
+def _served(parsed: str, scripts_as_text: bool) -> str:
+    base, _, charset = parsed.partition("; charset=")
     if scripts_as_text and base in SCRIPT_TYPES:
-        return "text/plain; charset=utf-8"
-    if base.startswith("text/") and "charset=" not in parsed:
-        return f"{parsed}; charset=utf-8"
+        return f"text/plain; charset={charset or 'utf-8'}"
+    if base.startswith("text/") and not charset:
+        return f"{base}; charset=utf-8"
     return parsed
 
 
@@ -224,5 +274,14 @@ def content_disposition(disposition: str, filename: str) -> str:
     ascii_name = ascii_fallback(filename)
     value = f'{disposition}; filename="{ascii_name}"'
     if ascii_name != filename:
-        value += f"; filename*=UTF-8''{quote(filename, safe='')}"
+        # errors="replace": a name read back from metadata may hold a lone surrogate.
+        value += f"; filename*=UTF-8''{quote(filename, safe='', errors='replace')}"
     return value
+
+
+def file_disposition(content_type: str, filename: str, *, inline_active_content: bool) -> str:
+    """The ``Content-Disposition`` a stored file is served with: ``inline`` for a type on
+    the allow-list (:func:`is_inline_safe`), ``attachment`` for every other type unless
+    ``inline_active_content`` (``STORE_INLINE_ACTIVE_CONTENT``) says to trust uploaders."""
+    inline = inline_active_content or is_inline_safe(content_type)
+    return content_disposition("inline" if inline else "attachment", filename)

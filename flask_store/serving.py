@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import BinaryIO, cast
-from urllib.parse import quote
 
 from werkzeug.datastructures import ContentRange
 from werkzeug.exceptions import NotFound, RequestedRangeNotSatisfiable
@@ -32,55 +30,19 @@ from werkzeug.wsgi import wrap_file
 
 from .byteranges import MultipartByteranges, Span, spans_to_serve
 from .exceptions import FileChangedError, FileNotFoundInStoreError, InvalidKeyError
+
+# The "X as X" names are re-exported: they lived here before flask_store.headers.
+from .headers import ACTIVE_CONTENT_TYPES as ACTIVE_CONTENT_TYPES
+from .headers import content_disposition as content_disposition
+from .headers import file_disposition, served_content_type
+from .headers import is_active_content as is_active_content
+from .headers import media_type as media_type
 from .stores.base import BaseStore, FileInfo, skip_to
 
 #: Bytes read per step where the WSGI server offers no ``wsgi.file_wrapper`` with sendfile
 #: (the test client, ``flask run``): with Werkzeug's 8 KiB default, sending a large file is
 #: mostly loop overhead. Memory per response stays this small.
 READ_BLOCK = 64 * 1024
-
-#: Types a browser would run as a page or script: served as downloads unless
-#: ``STORE_INLINE_ACTIVE_CONTENT`` is set, so an upload cannot script the app's origin.
-ACTIVE_CONTENT_TYPES = frozenset(
-    {
-        "text/html",
-        "application/xhtml+xml",
-        "image/svg+xml",
-        "text/xml",
-        "application/xml",
-        "text/javascript",
-        "application/javascript",
-        "application/x-javascript",
-        "application/ecmascript",
-        "text/ecmascript",
-    }
-)
-
-
-def media_type(content_type: str) -> str:
-    """The media type of a Content-Type value, lower-case and without parameters."""
-    return content_type.split(";", 1)[0].strip().lower()
-
-
-def is_active_content(content_type: str) -> bool:
-    """Whether a browser could execute content of this type in the serving origin."""
-    base = media_type(content_type)
-    return base in ACTIVE_CONTENT_TYPES or base.endswith("+xml")
-
-
-# What a quoted filename cannot hold as it is: control characters (a CR or LF would end the
-# header and start another one), the quote and the backslash.
-_UNQUOTABLE = re.compile(r'[\x00-\x1f\x7f"\\]')
-
-
-def content_disposition(disposition: str, filename: str) -> str:
-    """A ``Content-Disposition`` value with an ASCII fallback and an RFC 5987 UTF-8 name."""
-    ascii_name = filename.encode("ascii", "replace").decode("ascii").replace("?", "_")
-    ascii_name = _UNQUOTABLE.sub("_", ascii_name)
-    value = f'{disposition}; filename="{ascii_name}"'
-    if ascii_name != filename:
-        value += f"; filename*=UTF-8''{quote(filename, safe='')}"
-    return value
 
 
 def serve_file(store: BaseStore, key: str, environ: dict[str, object]) -> Response:
@@ -322,16 +284,19 @@ def _whole_seconds(moment: datetime) -> datetime:
 def _file_headers(store: BaseStore, info: FileInfo) -> Response:
     """A 200 with the file's headers and no body yet."""
     response = Response()
-    response.headers["Content-Type"] = info.content_type
+    # The stored type is parsed again here: it may come from a store this library did not
+    # write. Scripts go out as text, text as UTF-8 (see flask_store.headers).
+    response.headers["Content-Type"] = served_content_type(
+        info.content_type, scripts_as_text=store.scripts_as_text
+    )
     response.content_length = info.size
     response.last_modified = info.last_modified
     response.set_etag(info.etag)
     response.accept_ranges = "bytes"
     headers = response.headers
     headers["X-Content-Type-Options"] = "nosniff"
-    attachment = is_active_content(info.content_type) and not store.inline_active_content
-    headers["Content-Disposition"] = content_disposition(
-        "attachment" if attachment else "inline", info.filename
+    headers["Content-Disposition"] = file_disposition(
+        info.content_type, info.filename, inline_active_content=store.inline_active_content
     )
     _set_caching(response, store)
     return response

@@ -17,6 +17,7 @@ from typing import IO, Any, BinaryIO, cast
 from werkzeug.datastructures import FileStorage
 
 from .exceptions import EmptyFileError, InvalidFileError, UploadReadError
+from .headers import parse_content_type
 from .spooling import SpoolFile
 
 #: Chunk size for every streamed copy: large enough for few syscalls, small enough for flat memory.
@@ -29,7 +30,8 @@ class Upload:
 
     :param stream: binary stream positioned at the start of the data.
     :param filename: the client's original filename (used to derive the key), or ``None``.
-    :param content_type: the content type the caller vouches for, or ``None`` to guess.
+    :param content_type: the content type the caller vouches for, parsed
+        (:func:`~flask_store.headers.parse_content_type`), or ``None`` to guess.
     """
 
     stream: BinaryIO
@@ -96,10 +98,14 @@ def open_upload(
     :param file: a ``FileStorage``, binary file object, ``bytes``/``bytearray``/``memoryview``,
         or a filesystem path (``str`` or ``os.PathLike``).
     :param name: a filename to use instead of the one the file carries.
-    :param content_type: a content type to store instead of guessing from the name.
+    :param content_type: a content type to store instead of guessing from the name; it is
+        parsed first, so a bad one is refused before anything is opened or stored.
     :raises InvalidFileError: for ``None``, text, or objects that are not files.
     :raises EmptyFileError: for an empty form field (no filename and no data).
+    :raises InvalidArgumentError: for a ``content_type`` that is not one media type.
     """
+    if content_type is not None:
+        content_type = parse_content_type(content_type)
     if file is None:
         raise InvalidFileError(
             "save() was given None; check that the form field name matches request.files "

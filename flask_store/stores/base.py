@@ -29,6 +29,7 @@ from ..exceptions import (
     StoreError,
     UnsupportedOperationError,
 )
+from ..headers import normalise_content_type
 from ..naming import ON_CONFLICT_CHOICES, OnConflict, candidate_keys, join_key, secure_filename
 from ..read_cache import ReadThroughCache
 from ..sources import CHUNK_SIZE, Upload, open_upload
@@ -49,11 +50,15 @@ _COMPRESSED_TYPES = {
 
 
 def guess_content_type(name: str) -> str:
-    """The content type of a file called ``name``, from its extension."""
+    """The content type of a file called ``name``, from its extension.
+
+    The answer is parsed like any other type: ``mimetypes`` also reads the system's
+    ``mime.types`` files, which this library does not control.
+    """
     content_type, encoding = mimetypes.guess_type(name, strict=False)
     if encoding:
         return _COMPRESSED_TYPES.get(encoding, "application/octet-stream")
-    return content_type or "application/octet-stream"
+    return normalise_content_type(content_type)
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,11 @@ class FileInfo:
 
     :param key: the file's key in the store.
     :param size: size in bytes.
-    :param content_type: the content type it is served with.
+    :param content_type: the file's content type: always one parsed ``type/subtype``
+        (:func:`~flask_store.headers.parse_content_type`). A value that is not one (written
+        unchecked by an older version or another program, with a list of types or CR/LF)
+        becomes ``application/octet-stream``, so it is served safely instead of failing.
+        What a browser is sent is derived from it (:mod:`flask_store.headers`).
     :param filename: the client's original filename (the key's last part when unknown).
     :param last_modified: when it was written (timezone-aware, UTC).
     :param etag: an unquoted entity tag that changes whenever the content changes.
@@ -82,6 +91,10 @@ class FileInfo:
     filename: str
     last_modified: datetime
     etag: str
+
+    def __post_init__(self) -> None:
+        # Every store's metadata passes through here on its way out: one check covers them.
+        object.__setattr__(self, "content_type", normalise_content_type(self.content_type))
 
 
 def first_free_key(keys: Iterable[str], claim: Callable[[str], bool]) -> str:
@@ -181,6 +194,9 @@ class BaseStore(ABC):
         self.on_conflict: OnConflict = config.choice("ON_CONFLICT", ON_CONFLICT_CHOICES, "rename")
         self.cache_max_age: int | None = config.optional_number("CACHE_MAX_AGE")
         self.inline_active_content: bool = config.typed("INLINE_ACTIVE_CONTENT", bool, False)
+        #: Whether script and style types (JavaScript, CSS, XSLT) are served as
+        #: ``text/plain``, so an upload cannot be included as a script or stylesheet.
+        self.scripts_as_text: bool = config.typed("SERVE_SCRIPTS_AS_TEXT", bool, True)
         self.destination: str | None = join_key(destination) if destination else None
         self.read_cache = self._make_read_cache(config)
 
@@ -258,9 +274,13 @@ class BaseStore(ABC):
         :param name: the filename to derive the key from, instead of the file's own. It is
             made safe like a client filename.
         :param content_type: the content type to serve the file with; by default it is
-            guessed from the name, never taken from the client.
+            guessed from the name, never taken from the client. It must be one media type
+            (``"image/png"``, ``"text/plain; charset=utf-8"``); it is stored normalised.
         :raises InvalidFileError: for input that is not a file (and its subclasses for an
             empty upload or a name with nothing usable in it).
+        :raises InvalidArgumentError: for a ``content_type`` that is not one well-formed
+            media type (a list such as ``"text/plain, text/html"``, CR/LF, control
+            characters, an empty value); nothing is stored.
         :raises FileExistsInStoreError: when the name is taken and ``ON_CONFLICT`` is ``error``.
         :raises UploadReadError: when reading ``file`` fails part-way.
         :raises StorageFullError: when the store has no room left.

@@ -34,8 +34,8 @@ from ..exceptions import (
     UnsupportedByServerError,
     UploadRejectedError,
 )
+from ..headers import file_disposition, media_type, served_content_type
 from ..naming import clean_key, join_key, secure_filename, with_unique_suffix
-from ..serving import content_disposition, is_active_content, media_type
 from ..sources import Upload
 from .base import BaseStore, FileInfo, FileMeta, first_free_key, guess_content_type
 from .s3_bodies import Body, prepare_body, spool_body
@@ -61,6 +61,12 @@ if TYPE_CHECKING:
 
 #: Object metadata holding the size of a gzip-encoded file before compression.
 ORIGINAL_SIZE_META = "uncompressed-size"
+#: Object metadata holding the file's content type when the object's ``Content-Type`` (what
+#: S3 sends browsers on a redirect) differs from it: ``text/plain`` for a script, a charset
+#: added to text. :meth:`S3Store.info` reports this one, as the other stores do.
+CONTENT_TYPE_META = "file-content-type"
+#: Ends the ETag of a gzip-encoded object (see :func:`_content_etag`).
+GZIP_ETAG_MARK = "-gzip"
 #: Ends the ETag of a gzip-encoded object (see :func:`_content_etag`).
 GZIP_ETAG_MARK = "-gzip"
 
@@ -163,24 +169,38 @@ class S3Store(BaseStore):
         )
 
     def _upload_args(self, meta: FileMeta, body: Body) -> dict[str, Any]:
-        """Upload arguments: ``STORE_S3_OBJECT_PARAMS`` plus what is set for each file."""
+        """Upload arguments: ``STORE_S3_OBJECT_PARAMS`` plus what is set for each file.
+
+        The object gets the headers the serving route would send (:meth:`_object_type`,
+        :meth:`_disposition`): a redirect hands the browser to S3, which sends them itself.
+        """
         args = dict(self.settings.object_params)
         metadata = dict(args.pop("Metadata", {}))
         if body.gzipped:
             args["ContentEncoding"] = "gzip"
             metadata[ORIGINAL_SIZE_META] = str(body.original_size)
+        object_type = self._object_type(meta.content_type)
+        if object_type != meta.content_type:
+            metadata[CONTENT_TYPE_META] = meta.content_type
         if metadata:
             args["Metadata"] = metadata
         if self.settings.acl:
             args["ACL"] = self.settings.acl
-        args["ContentType"] = meta.content_type
+        args["ContentType"] = object_type
         args["ContentDisposition"] = self._disposition(meta.content_type, meta.filename)
         return args
 
+    def _object_type(self, content_type: str) -> str:
+        """The ``Content-Type`` an object of a file of ``content_type`` is stored with: the
+        one the serving route would send (scripts as text, text with a charset)."""
+        return served_content_type(content_type, scripts_as_text=self.scripts_as_text)
+
     def _disposition(self, content_type: str, filename: str) -> str:
-        """Content-Disposition sent by S3 itself when browsers fetch the object directly."""
-        attachment = is_active_content(content_type) and not self.inline_active_content
-        return content_disposition("attachment" if attachment else "inline", filename)
+        """Content-Disposition sent by S3 itself when browsers fetch the object directly:
+        ``attachment`` for any type not on the inline allow-list."""
+        return file_disposition(
+            content_type, filename, inline_active_content=self.inline_active_content
+        )
 
     def _claims_conditionally(self, key: str) -> bool:
         """Whether saves claim keys with ``If-None-Match: *`` (else a checked rename).
@@ -539,7 +559,13 @@ class S3Store(BaseStore):
 
 
 def info_from_response(key: str, response: Mapping[str, Any]) -> FileInfo:
-    """A :class:`FileInfo` from a HEAD or GET response for the object of ``key``."""
+    """A :class:`FileInfo` from a HEAD or GET response for the object of ``key``.
+
+    The content type is the one recorded in :data:`CONTENT_TYPE_META`, else the object's
+    own; either may have been written by another program (or by a client that rewrote a
+    presigned form) and is normalised by :class:`FileInfo`: a bad one reads as
+    ``application/octet-stream``.
+    """
     metadata = response.get("Metadata", {})
     size = int(response["ContentLength"])
     encoded = response.get("ContentEncoding") == "gzip"
@@ -551,7 +577,11 @@ def info_from_response(key: str, response: Mapping[str, Any]) -> FileInfo:
     return FileInfo(
         key=key,
         size=size,
-        content_type=response.get("ContentType") or guess_content_type(basename),
+        content_type=(
+            metadata.get(CONTENT_TYPE_META)
+            or response.get("ContentType")
+            or guess_content_type(basename)
+        ),
         filename=options.get("filename") or basename,
         last_modified=response["LastModified"],
         etag=_content_etag(_unquote(response["ETag"]), gzipped=encoded),

@@ -41,6 +41,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 from ..files import atomic_write
+from ..headers import normalise_content_type
 from ..key_locks import KeyLocks
 
 TransferState = Literal["pending", "failed", "done"]
@@ -64,7 +65,9 @@ class TransferRecord:
     :param state: ``pending`` (waiting or being retried), ``failed`` (out of retries), ``done``.
     :param size: the local copy's size in bytes, checked against the remote after the upload.
     :param filename: the client's original filename, sent along as metadata.
-    :param content_type: the content type, sent along as metadata.
+    :param content_type: the content type, sent along as metadata; always one parsed type
+        (a record written by an older version may hold any string: a bad one reads as
+        ``application/octet-stream``, so the transfer is not refused by the remote).
     :param overwrite: whether the transfer may replace a different file under the same key
         (only when the store's ``ON_CONFLICT`` is ``overwrite``).
     :param queued: whether the transfer was asked for (``False`` for files of ``delayed``
@@ -90,6 +93,9 @@ class TransferRecord:
     created: str = ""
     updated: str = ""
     local_etag: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "content_type", normalise_content_type(self.content_type))
 
     @property
     def settled(self) -> bool:
