@@ -8,8 +8,13 @@ by ``application/octet-stream`` when it is read back from somewhere that was not
 
 Whether a file may be rendered inline is an **allow-list** of passive types: a type not known
 to be inert (images, audio, video, plain text, PDF...) is served as an attachment. Script
-types are served as ``text/plain``: ``Content-Disposition`` does not stop ``<script src=...>``
-and ``nosniff`` alone only does so in some browsers.
+and style types are served as ``text/plain`` (unless ``STORE_SERVE_SCRIPTS_AS_TEXT`` is off):
+``Content-Disposition`` does not stop ``<script src=...>``, and ``nosniff`` then makes
+browsers refuse to run the file. Text types are sent with ``charset=utf-8`` unless they name
+another charset.
+
+The serving route and the S3 store (whose objects are served by S3 itself after a redirect)
+both derive their headers from here, so the two never disagree.
 
 This is a leaf module: it imports nothing from the rest of the package but exceptions.
 """
