@@ -45,8 +45,8 @@ from tests.moto_server import (
     moto_server,
     s3_client,
 )
-from tests.stores import external_kind
 from tests.s3rver_server import ACCESS_KEY, REGION, SECRET_KEY, S3rver, s3rver, s3rver_tls
+from tests.stores import external_kind
 from tests.test_queued import JOIN
 
 __all__ = ["moto_server", "s3rver", "s3rver_tls"]  # session fixtures, used below
@@ -125,7 +125,7 @@ def test_two_saves_of_one_name_never_silently_overwrite(s3rver: S3rver) -> None:
             outcomes.append(store.save(body, name="a.txt").read())
         except UnsupportedByServerError:
             outcomes.append("refused")
-    files = {key: store.read(key) for key in store.keys()}
+    files = {key: store.read(key) for key in store}
     assert sorted(files.values()) == sorted(o for o in outcomes if isinstance(o, bytes))
     assert outcomes == ["refused", "refused"]
 
@@ -166,15 +166,13 @@ def test_off_accepts_a_checked_rename(s3rver: S3rver) -> None:
     assert first.name == "a.txt" and second.name != "a.txt"
     assert (store.read(first.name), store.read(second.name)) == (b"first", b"second")
     with pytest.raises(FileExistsInStoreError):
-        on_s3rver(s3rver, bucket=store.bucket, s3_conditional_writes="off", on_conflict="error").save(
-            b"third", name="a.txt"
-        )
+        on_s3rver(
+            s3rver, bucket=store.bucket, s3_conditional_writes="off", on_conflict="error"
+        ).save(b"third", name="a.txt")
     assert store.read("a.txt") == b"first"
 
 
-def test_a_queued_transfer_is_never_done_over_another_file(
-    s3rver: S3rver, tmp_path: Path
-) -> None:
+def test_a_queued_transfer_is_never_done_over_another_file(s3rver: S3rver, tmp_path: Path) -> None:
     bucket = s3rver.create_bucket()
     s3rver.client().put_object(Bucket=bucket, Key=f"{PREFIX}/doc.pdf", Body=b"theirs")
     store = QueuedStore(
@@ -280,12 +278,8 @@ def test_s3rver_over_https_really_stores_the_checksum_framing(trusted_tls: S3rve
 
 
 @pytest.mark.parametrize("size", [5, 6 * MIB])  # one PUT; multipart above 5 MiB
-def test_a_corrupted_upload_fails_loudly_and_leaves_nothing(
-    trusted_tls: S3rver, size: int
-) -> None:
-    store = on_s3rver(
-        trusted_tls, s3_conditional_writes="off", s3_multipart_threshold=5 * MIB
-    )
+def test_a_corrupted_upload_fails_loudly_and_leaves_nothing(trusted_tls: S3rver, size: int) -> None:
+    store = on_s3rver(trusted_tls, s3_conditional_writes="off", s3_multipart_threshold=5 * MIB)
     data = (b"hello" * (size // 5 + 1))[:size]
     with pytest.raises(UnsupportedByServerError, match="STORE_S3_CHECKSUM_CALCULATION"):
         store.save(data, name="a.bin")
@@ -325,8 +319,10 @@ def test_not_implemented_names_what_to_use_instead(s3rver: S3rver) -> None:
     [
         ("The x-amz-checksum-crc32 header is not supported", "STORE_S3_CHECKSUM_CALCULATION"),
         ("Unsupported Content-Encoding: aws-chunked", "STORE_S3_CHECKSUM_CALCULATION"),
-        ("A header you provided implies functionality that is not implemented: If-None-Match",
-         "STORE_S3_CONDITIONAL_WRITES"),
+        (
+            "A header you provided implies functionality that is not implemented: If-None-Match",
+            "STORE_S3_CONDITIONAL_WRITES",
+        ),
         ("x-amz-acl is not supported", "STORE_S3_ACL"),
         ("Invalid storage class", "STORE_S3_OBJECT_PARAMS"),
     ],
@@ -339,7 +335,9 @@ def test_feature_errors_name_the_setting_that_avoids_them(message: str, setting:
 
 def test_feature_error_without_a_clue_names_every_setting_in_use() -> None:
     store = S3Store(s3_bucket="b", s3_region=REGION, s3_object_params={"StorageClass": "STANDARD"})
-    hint = feature_hint(store.settings, "A header you provided implies functionality that is not implemented")
+    hint = feature_hint(
+        store.settings, "A header you provided implies functionality that is not implemented"
+    )
     for setting in [
         "STORE_S3_CHECKSUM_CALCULATION",
         "STORE_S3_CONDITIONAL_WRITES",

@@ -285,8 +285,7 @@ def s3_errors(settings: S3Settings, action: str) -> Iterator[None]:
             exc.operation_name == "HeadBucket" and code in NOT_FOUND_CODES
         ):
             raise BucketNotFoundError(
-                f"Cannot {action}: the {bucket} does not exist; create it or fix "
-                "STORE_S3_BUCKET."
+                f"Cannot {action}: the {bucket} does not exist; create it or fix STORE_S3_BUCKET."
             ) from exc
         if code == "AccessControlListNotSupported":
             raise ACLNotSupportedError(
