@@ -114,9 +114,10 @@ class ACLNotSupportedError(UnsupportedOperationError):
 
 
 class UploadRejectedError(InvalidFileError):
-    """A direct upload broke the limits it was given (size, type) and has been deleted, or
-    has no recorded limits to be checked against (it was not made by ``presigned_upload()``)
-    and is kept."""
+    """A direct upload broke the limits it was given (size, type), has no valid signature,
+    came after its form expired, or reuses the form of a file already confirmed, and has been
+    deleted (a confirmed file is never touched); or it has no limits to be checked against
+    (it was not made by ``presigned_upload()``) and is kept."""
 
 
 class FileTooLargeError(UploadRejectedError):

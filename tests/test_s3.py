@@ -1,5 +1,5 @@
-"""S3Store beyond the shared contract: URLs, serving, gzip, conflicts, multipart, direct uploads,
-ACLs, configuration and faults.
+"""S3Store beyond the shared contract: URLs, serving, gzip, conflicts, multipart, ACLs,
+configuration and faults (direct uploads: tests/test_direct_uploads.py).
 
 Most tests talk HTTP to a real moto server process (``moto_server``); a few that need many
 objects or many examples run moto in-process (``mock_aws``). Faults moto cannot produce (access
@@ -14,7 +14,6 @@ import re
 import threading
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,19 +36,16 @@ from flask_store.exceptions import (
     BucketNotFoundError,
     FileChangedError,
     FileExistsInStoreError,
-    FileNotFoundInStoreError,
     InvalidArgumentError,
     InvalidFilenameError,
     NotConfiguredError,
     StoreAccessDeniedError,
     StoreUnavailableError,
     UploadReadError,
-    UploadRejectedError,
 )
 from flask_store.stores import s3_bodies
 from flask_store.stores.s3 import S3Store
 from flask_store.stores.s3_config import CONNECT_TIMEOUT, MIB
-from flask_store.stores.s3_uploads import DirectUpload
 from tests.counting_proxy import CountingProxy
 from tests.moto_server import (
     ACCESS_KEY,
@@ -688,86 +684,6 @@ def test_large_upload_skips_a_key_already_taken(moto_server: str) -> None:  # no
     assert store.read("video.mp4") == b"small"
 
 
-# -- direct uploads -------------------------------------------------------------------------
-
-
-def post_form(upload: DirectUpload, data: bytes, **overrides: str) -> int:
-    """Send ``data`` as a browser would: a multipart/form-data POST of the form's fields."""
-    boundary = uuid.uuid4().hex
-    fields = {**upload.fields, **overrides}
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        for name, value in fields.items()
-    ]
-    parts.append(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="upload"\r\n'
-        f"Content-Type: {fields.get('Content-Type', 'application/octet-stream')}\r\n\r\n".encode()
-        + data
-        + b"\r\n"
-    )
-    parts.append(f"--{boundary}--\r\n".encode())
-    request = urllib.request.Request(
-        upload.url,
-        data=b"".join(parts),
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        status: int = response.status
-        return status
-
-
-def test_direct_upload_then_confirm(store: S3Store) -> None:
-    upload = store.at("inbox").presigned_upload("Фото 1.jpg", max_size=1000)
-    assert re.fullmatch(r"inbox/Фото_1_[A-Za-z0-9_-]{8}\.jpg", upload.key)
-    assert upload.fields["key"] == f"{PREFIX}/{upload.key}"
-    assert upload.content_type == "image/jpeg"
-    assert post_form(upload, b"\xff\xd8jpeg") == 204
-    saved = store.confirm_upload(upload.key)
-    assert (saved.name, saved.filename, saved.content_type, saved.size) == (
-        upload.key,
-        "Фото 1.jpg",
-        "image/jpeg",
-        6,
-    )
-    assert saved.read() == b"\xff\xd8jpeg"
-
-
-def test_direct_upload_too_large_is_rejected_and_deleted(store: S3Store) -> None:
-    upload = store.presigned_upload("a.png", max_size=100)
-    post_form(upload, b"x" * 101)  # S3 would refuse it already; moto does not check policies
-    with pytest.raises(UploadRejectedError, match="101 bytes, more than the 100"):
-        store.confirm_upload(upload.key)
-    assert stored(store) == []
-
-
-def test_direct_upload_of_wrong_type_is_rejected_and_deleted(store: S3Store) -> None:
-    upload = store.presigned_upload("a.png", max_size=100)
-    post_form(upload, b"<script>", **{"Content-Type": "text/html"})
-    with pytest.raises(UploadRejectedError, match="text/html"):
-        store.confirm_upload(upload.key)
-    assert stored(store) == []
-
-
-def test_confirm_upload_of_other_objects(store: S3Store) -> None:
-    with pytest.raises(FileNotFoundInStoreError):
-        store.confirm_upload("never-sent.png")
-    store.save(b"1234", name="made-by-save.png")
-    with pytest.raises(UploadRejectedError, match="presigned_upload"):
-        store.confirm_upload("made-by-save.png")
-    assert stored(store) == ["made-by-save.png"]  # not ours to delete without limits
-    assert store.confirm_upload("made-by-save.png", max_size=4).size == 4
-    with pytest.raises(UploadRejectedError):
-        store.confirm_upload("made-by-save.png", max_size=3)
-    assert stored(store) == []
-
-
-@pytest.mark.parametrize("max_size", [0, -5, 5 * 1024**3 + 1, True, "10"])
-def test_presigned_upload_limits_are_checked(store: S3Store, max_size: Any) -> None:
-    with pytest.raises(InvalidArgumentError, match="max_size"):
-        store.presigned_upload("a.png", max_size=max_size)
-
-
 # -- ACLs -----------------------------------------------------------------------------------
 
 
@@ -971,8 +887,6 @@ def test_hostile_filenames_stay_under_store_path() -> None:
                 return
             assert store.object_key(saved.name) == f"{PREFIX}/{saved.name}"
             assert saved.filename == name
-            upload = store.presigned_upload(name, max_size=10)
-            assert upload.fields["key"] == f"{PREFIX}/{upload.key}"
 
         saves_inside()
         everything = bucket_contents(store.client, bucket)

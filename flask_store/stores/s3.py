@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Literal, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Literal, NoReturn, cast
 from urllib.parse import quote
 
 from botocore.exceptions import ClientError
@@ -34,7 +34,8 @@ from ..exceptions import (
     UnsupportedByServerError,
     UploadRejectedError,
 )
-from ..headers import file_disposition, media_type, served_content_type
+from ..file_wrapper import FileWrapper
+from ..headers import file_disposition, media_type, parse_content_type, served_content_type
 from ..naming import clean_key, join_key, secure_filename, with_unique_suffix
 from ..sources import Upload
 from .base import BaseStore, FileInfo, FileMeta, first_free_key, guess_content_type
@@ -52,12 +53,24 @@ from .s3_client import (
 )
 from .s3_config import MAX_URL_EXPIRES, S3_DEFAULTS, S3Settings, read_s3_settings
 from .s3_probes import PROBE_MARK, facts_about, probe_conditional_writes
-from .s3_uploads import DirectUpload, UploadLimits, check_max_size, post_form
+from .s3_uploads import (
+    Confirmation,
+    DirectUpload,
+    UploadLimits,
+    UploadSigner,
+    UploadTicket,
+    check_max_size,
+    confirmed_copy_args,
+    copy_body,
+    copy_object,
+    head_object,
+    post_form,
+    unquoted_etag,
+    upload_secret,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-    from ..file_wrapper import FileWrapper
 
 #: Object metadata holding the size of a gzip-encoded file before compression.
 ORIGINAL_SIZE_META = "uncompressed-size"
@@ -65,8 +78,6 @@ ORIGINAL_SIZE_META = "uncompressed-size"
 #: S3 sends browsers on a redirect) differs from it: ``text/plain`` for a script, a charset
 #: added to text. :meth:`S3Store.info` reports this one, as the other stores do.
 CONTENT_TYPE_META = "file-content-type"
-#: Ends the ETag of a gzip-encoded object (see :func:`_content_etag`).
-GZIP_ETAG_MARK = "-gzip"
 #: Ends the ETag of a gzip-encoded object (see :func:`_content_etag`).
 GZIP_ETAG_MARK = "-gzip"
 
@@ -490,33 +501,51 @@ class S3Store(BaseStore):
     ) -> DirectUpload:
         """A presigned POST that lets a browser send one file straight to the bucket.
 
-        The store chooses the key: the filename made safe, inside :attr:`destination`, with a
-        unique suffix unless ``ON_CONFLICT`` is ``overwrite`` (a POST cannot be conditional).
-        Signing happens locally; no request is sent.
+        The store chooses the file's key (:attr:`DirectUpload.key`): the filename made safe,
+        inside :attr:`destination`, with a unique suffix unless ``ON_CONFLICT`` is
+        ``overwrite``. The form itself writes to a hidden staging key that nothing serves;
+        :meth:`confirm_upload` checks the object there and copies it to the file's key, which
+        no form can write to. The limits travel in the form, signed with
+        ``STORE_S3_UPLOAD_SECRET`` (else the app's ``SECRET_KEY``), so a server that does not
+        enforce the POST policy cannot be used to forge them. Signing happens locally; no
+        request is sent.
 
         :param filename: the client's filename, recorded as the original filename.
         :param max_size: the largest file accepted, in bytes (S3 allows up to 5 GiB).
-        :param content_type: the content type the file must have (default: from the name).
+        :param content_type: the content type the file must have (default: from the name);
+            one media type, stored normalised.
         :param expires: seconds the form stays valid (default ``STORE_S3_URL_EXPIRES``).
-        :raises InvalidArgumentError: for a size or lifetime out of range.
+        :raises InvalidArgumentError: for a size, lifetime or content type out of range.
+        :raises NotConfiguredError: when there is no secret to sign the form with.
         """
+        max_size = check_max_size(max_size)
+        seconds = _check_expires(self.settings.url_expires if expires is None else expires)
         safe_name = secure_filename(filename)
+        if content_type is None:
+            content_type = guess_content_type(safe_name)
+        content_type = parse_content_type(content_type)
+        signer = self._upload_signer()
         key = join_key(self.destination, safe_name)
         if self.on_conflict != "overwrite":
             key = with_unique_suffix(key)
-        content_type = content_type or guess_content_type(safe_name)
-        seconds = _check_expires(self.settings.url_expires if expires is None else expires)
-        fields, conditions = post_form(
+        object_key = self.object_key(key)
+        ticket = signer.new_ticket(
+            object_key,
+            max_size=max_size,
             content_type=content_type,
             disposition=self._disposition(content_type, filename),
-            max_size=check_max_size(max_size),
+            expires=seconds,
+        )
+        fields, conditions = post_form(
+            ticket,
+            signer.metadata(ticket),
             acl=self.settings.acl,
             object_params=self.settings.object_params,
         )
         with self._errors("sign an upload form for", key):
             post = self.client.generate_presigned_post(
                 Bucket=self.bucket,
-                Key=self.object_key(key),
+                Key=signer.staging_key(self.settings.prefix, object_key),
                 Fields=fields,
                 Conditions=conditions,
                 ExpiresIn=seconds,
@@ -526,36 +555,182 @@ class S3Store(BaseStore):
     def confirm_upload(
         self, key: str, *, max_size: int | None = None, content_type: str | None = None
     ) -> FileWrapper:
-        """Check a direct upload and return its :class:`~flask_store.FileWrapper`.
+        """Check a direct upload, make it a file of the store, and return its
+        :class:`~flask_store.FileWrapper`.
 
-        The limits are those of :meth:`presigned_upload`, recorded with the object; pass
-        ``max_size`` / ``content_type`` to check against others.
+        The object the form wrote must carry the form's signature, and its real size and
+        type (read from the bucket, not from the form) must keep the signed limits, and
+        ``max_size`` / ``content_type`` too when given. It is then copied to ``key`` (never
+        over another file unless ``ON_CONFLICT`` is ``overwrite``) with the content type and
+        filename of the form, and the staging object is deleted. Confirming a confirmed key
+        again returns the same file; a form used again after confirmation cannot change it.
 
-        :raises FileNotFoundInStoreError: when nothing was uploaded as ``key``.
-        :raises UploadRejectedError: when the file breaks its limits (it is deleted), or was
-            not made by :meth:`presigned_upload` and no limits are given (it is kept).
+        An object at ``key`` that was not made this way (saved by :meth:`save`) is only
+        checked against ``max_size`` / ``content_type``, when given.
+
+        .. versionchanged:: 0.2
+            The form writes to a staging key and confirming copies it to ``key``; its limits
+            are signed and checked against the object itself.
+
+        :raises FileNotFoundInStoreError: when nothing was uploaded for ``key``.
+        :raises FileTooLargeError: when the file is larger than its limit (it is deleted).
+        :raises FileTypeRejectedError: when the file has another type (it is deleted).
+        :raises UploadRejectedError: when the upload's signature is missing or wrong, it came
+            after its form expired, or it reuses the form of a confirmed file (the upload is
+            deleted; a confirmed file is kept); or when an object not made by
+            :meth:`presigned_upload` is given no limits to check (it is kept).
+        :raises NotConfiguredError: when there is no secret to check signatures with.
         """
-        from ..file_wrapper import FileWrapper
-
         name = clean_key(key)
+        limits = UploadLimits(
+            None if max_size is None else check_max_size(max_size, post=False),
+            None if content_type is None else parse_content_type(content_type),
+        )
+        signer = self._upload_signer()
+        object_key = self.object_key(name)
+        staging = signer.staging_key(self.settings.prefix, object_key)
         with self._errors("confirm the upload", name):
-            response = self._head(name)
-            if response is None:
-                raise FileNotFoundInStoreError(f"No file was uploaded as {name!r}.")
-            info = info_from_response(name, response)
-            limits = UploadLimits.recorded(response.get("Metadata", {}), max_size, content_type)
-            if limits is None:
-                raise UploadRejectedError(
-                    f"{name!r} was not uploaded through presigned_upload(); pass max_size= "
-                    "to confirm_upload() to check it anyway."
+            staged = head_object(self.client, self.bucket, staging)
+            if staged is None:
+                return self._confirmed_file(name, signer, limits)
+            ticket = signer.verified(object_key, staged)
+            if ticket is None:
+                self._refuse(
+                    name,
+                    [staging],
+                    UploadRejectedError(
+                        "it carries no valid signature of this store's forms (a signed form "
+                        "field was changed or left out, or another secret signed it)"
+                    ),
                 )
-            problem = limits.problem(info)
-            if problem is not None:
-                self.client.delete_object(Bucket=self.bucket, Key=self.object_key(name))
-                raise UploadRejectedError(
-                    f"The upload {name!r} was refused and deleted: {problem}."
-                )
+            size, staged_type = int(staged["ContentLength"]), staged.get("ContentType")
+            breach = ticket.breach(size, staged_type, staged["LastModified"]) or limits.breach(
+                size, staged_type
+            )
+            if breach is not None:
+                self._refuse(name, [staging], breach)
+            existing = self._head(name)
+            if existing is not None:
+                settled = self._settle_existing(name, staging, staged, ticket, existing, signer)
+                if settled is not None:
+                    return settled
+            info = self._copy_staged(name, staging, staged, ticket, signer)
+            breach = ticket.limits.breach(info.size, info.content_type) or limits.breach(
+                info.size, info.content_type
+            )
+            if breach is not None:
+                # The staging object changed between the check and the copy, on a server that
+                # ignores CopySourceIfMatch: the copy is of bytes nobody checked.
+                self._refuse(name, [object_key, staging], breach)
+            self.client.delete_object(Bucket=self.bucket, Key=staging)
         return FileWrapper(self, name, info=info)
+
+    def _upload_signer(self) -> UploadSigner:
+        """The signer of this store's upload forms.
+
+        :raises NotConfiguredError: without ``STORE_S3_UPLOAD_SECRET`` or an app's SECRET_KEY.
+        """
+        secret = upload_secret(self.settings.upload_secret)
+        if secret is None:
+            raise self.config.error(
+                "S3_UPLOAD_SECRET",
+                "is needed to sign and check direct upload forms: set it to a long random "
+                "value, or use the store inside a Flask app that has a SECRET_KEY.",
+            )
+        return UploadSigner(secret, self.bucket)
+
+    def _refuse(self, name: str, object_keys: list[str], reason: UploadRejectedError) -> NoReturn:
+        """Delete ``object_keys`` and raise ``reason`` (of its own class) about ``name``."""
+        for object_key in object_keys:
+            self.client.delete_object(Bucket=self.bucket, Key=object_key)
+        raise type(reason)(f"The upload {name!r} was refused and deleted: {reason}.")
+
+    def _confirmed_file(self, name: str, signer: UploadSigner, limits: UploadLimits) -> FileWrapper:
+        """Confirm ``name`` when no upload is waiting: a file confirmed before (a retry) as it
+        is, or one stored otherwise checked against ``limits``, which must be given."""
+        existing = self._head(name)
+        if existing is None:
+            raise FileNotFoundInStoreError(f"No file was uploaded as {name!r}.")
+        info = info_from_response(name, existing)
+        if signer.confirmation(self.object_key(name), existing) is not None:
+            return FileWrapper(self, name, info=info)
+        if limits == UploadLimits(None, None):
+            raise UploadRejectedError(
+                f"{name!r} was not uploaded through presigned_upload(); pass max_size= "
+                "to confirm_upload() to check it anyway."
+            )
+        breach = limits.breach(info.size, info.content_type)
+        if breach is not None:
+            self._refuse(name, [self.object_key(name)], breach)
+        return FileWrapper(self, name, info=info)
+
+    def _settle_existing(
+        self,
+        name: str,
+        staging: str,
+        staged: Mapping[str, Any],
+        ticket: UploadTicket,
+        existing: Mapping[str, Any],
+        signer: UploadSigner,
+    ) -> FileWrapper | None:
+        """Decide a checked upload whose key already holds a file: that file when it is this
+        very upload (a retry), ``None`` when it may be replaced (``ON_CONFLICT`` is
+        ``overwrite``); otherwise the upload is deleted and refused."""
+        confirmation = signer.confirmation(self.object_key(name), existing)
+        if confirmation is not None and confirmation.nonce == ticket.nonce:
+            if confirmation.source_etag == unquoted_etag(staged):
+                self.client.delete_object(Bucket=self.bucket, Key=staging)
+                return FileWrapper(self, name, info=info_from_response(name, existing))
+            self._refuse(
+                name,
+                [staging],
+                UploadRejectedError(
+                    "its form was used again after the file was already confirmed (the "
+                    "confirmed file is unchanged)"
+                ),
+            )
+        if self.on_conflict != "overwrite":
+            self._refuse(
+                name, [staging], UploadRejectedError("another file is stored under its key")
+            )
+        return None
+
+    def _copy_staged(
+        self,
+        name: str,
+        staging: str,
+        staged: Mapping[str, Any],
+        ticket: UploadTicket,
+        signer: UploadSigner,
+    ) -> FileInfo:
+        """Copy the checked staging object to ``name``, stored as :meth:`save` would store
+        it; the metadata of the copy."""
+        _, options = parse_options_header(ticket.disposition)
+        meta = FileMeta(options.get("filename") or name.rpartition("/")[2], ticket.content_type)
+        source_etag = unquoted_etag(staged)
+        object_key = self.object_key(name)
+        args = confirmed_copy_args(
+            self._upload_args(meta, copy_body()),
+            signer.confirmation_metadata(object_key, Confirmation(ticket.nonce, source_etag)),
+            source_etag,
+        )
+        if self.on_conflict != "overwrite" and self._claims_conditionally(name):
+            args["IfNoneMatch"] = "*"
+        try:
+            copy_object(self.client, self._transfer_config, self.bucket, staging, object_key, args)
+        except ClientError as exc:
+            if error_code(exc) not in CONDITION_FAILED_CODES:
+                raise
+            # The form was used again during the check, or another call confirmed it first.
+            self._refuse(
+                name,
+                [staging],
+                UploadRejectedError("it changed, or was confirmed by another call, meanwhile"),
+            )
+        copied = self._head(name)
+        if copied is None:
+            raise FileNotFoundInStoreError(f"The copy of the upload {name!r} is missing.")
+        return info_from_response(name, copied)
 
 
 def info_from_response(key: str, response: Mapping[str, Any]) -> FileInfo:

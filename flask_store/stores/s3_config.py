@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -88,6 +88,7 @@ S3_DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "S3_MULTIPART_THRESHOLD": 8 * MIB,
         "S3_MULTIPART_CHUNKSIZE": 8 * MIB,
         "S3_MAX_CONCURRENCY": 4,
+        "S3_UPLOAD_SECRET": None,
     }
 )
 
@@ -119,6 +120,8 @@ class S3Settings:
     multipart_threshold: int
     multipart_chunksize: int
     max_concurrency: int
+    #: Signs direct upload forms (``STORE_S3_UPLOAD_SECRET``); ``None``: the app's SECRET_KEY.
+    upload_secret: bytes | None = field(repr=False)
 
     @property
     def endpoint(self) -> str:
@@ -183,6 +186,7 @@ def read_s3_settings(config: StoreConfig) -> S3Settings:
         multipart_threshold=_number(config, "S3_MULTIPART_THRESHOLD", MIN_PART_SIZE),
         multipart_chunksize=_number(config, "S3_MULTIPART_CHUNKSIZE", MIN_PART_SIZE),
         max_concurrency=_number(config, "S3_MAX_CONCURRENCY", 1, 64),
+        upload_secret=_upload_secret(config),
     )
 
 
@@ -271,3 +275,21 @@ def _gzip_types(config: StoreConfig) -> frozenset[str]:
     ):
         raise config.error("S3_GZIP_TYPES", "must be a list of content types such as 'text/css'.")
     return frozenset(t.lower() for t in types)
+
+
+def _upload_secret(config: StoreConfig) -> bytes | None:
+    """``S3_UPLOAD_SECRET`` as bytes: a non-empty ``str`` or ``bytes``, or unset."""
+    secret = config.setting("S3_UPLOAD_SECRET")
+    if secret is None:
+        return None
+    if isinstance(secret, str) and secret:
+        return secret.encode()
+    if isinstance(secret, bytes) and secret:
+        return secret
+    # The value itself is never echoed: it is a secret.
+    found = "empty" if isinstance(secret, (str, bytes)) else f"a {type(secret).__name__}"
+    raise config.error(
+        "S3_UPLOAD_SECRET",
+        "must be a non-empty str or bytes (a long random value), or unset to sign direct "
+        f"uploads with the app's SECRET_KEY; it is {found}.",
+    )
