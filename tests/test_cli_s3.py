@@ -268,7 +268,8 @@ def test_rm_on_s3_deletes_nothing_when_a_path_is_bad(
     [
         (["ls", "nope"], "Error: No store is called 'nope'; known: default, mem, s3."),
         (["stat", "s3/missing.txt"], "Error: s3/missing.txt: No file is stored as 'missing.txt'."),
-        (["stat", "s3"], "Error: s3: A key must have 1 to 1000 bytes in UTF-8."),
+        (["stat", "s3"], "Error: s3: that is a store; name a file in it, as in s3/KEY."),
+        (["stat", "s3/"], "Error: s3/: A key must have 1 to 1000 bytes in UTF-8."),
         (["stat", "s3/../x"], "Error: s3/../x: The key '../x' has a hidden, relative"),
         (["url", "s3/a.txt", "--expires", "0"], "Invalid value for '--expires'"),
         (["cp", "default/a.txt", "s3/../x"], "Error: s3/../x: The key '../x' has a hidden"),

@@ -180,7 +180,7 @@ def post_upload(app: Flask, filename: str, data: bytes = b"hi", accept: str | No
     )
 
 
-@pytest.mark.parametrize("filename", ["...", "\u200b\u200b", "/"])
+@pytest.mark.parametrize("filename", ["...", "/", " . "])
 def test_quickstart_view_answers_400_for_an_unusable_filename(
     tmp_path: Path, filename: str
 ) -> None:
