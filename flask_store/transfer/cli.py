@@ -54,7 +54,7 @@ def transfer_pending(
             advance()
         if outcome == "failed":
             problem = store.records.get(record.key)
-            echo_error(store.name, record.key, problem.error if problem else "failed")
+            echo_error(store.name, record.key, (problem and problem.error) or "failed")
             summary.failed.append(record.key)
         elif outcome == "done":
             summary.done.append(record.key)
