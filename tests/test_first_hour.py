@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import pty
 import re
 import shutil
 import signal
@@ -611,6 +612,63 @@ def test_transfer_pending_prints_a_line_per_file_off_a_terminal(tmp_path: Path) 
         "transferred 2, failed 0",
     ]
     assert result.stderr == ""  # no bar label off a terminal
+
+
+QUEUED_APP = """
+from flask import Flask
+from flask_store import Store
+
+def create_app():
+    app = Flask(__name__, instance_path={instance!r})
+    app.config.update(
+        STORE_PROVIDER="queued",
+        STORE_QUEUED_REMOTE={{"PROVIDER": "local", "PATH": "remote"}},
+        STORE_TRANSFER_DELAYED=True,
+    )
+    Store(app)
+    return app
+"""
+
+
+def test_transfer_pending_draws_a_bar_on_a_terminal(tmp_path: Path) -> None:
+    (tmp_path / "queuedapp.py").write_text(QUEUED_APP.format(instance=str(tmp_path / "inst")))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    saving = "import queuedapp\napp = queuedapp.create_app()\n" + "".join(
+        f"with app.app_context(): app.extensions['store'].resolve().save(b'x', name='{n}.txt')\n"
+        for n in ("one", "two", "three")
+    )
+    subprocess.run([sys.executable, "-c", saving], cwd=tmp_path, env=env, check=True, timeout=120)
+    terminal, child_side = pty.openpty()
+    flask = str(Path(sys.executable).with_name("flask"))
+    process = subprocess.Popen(
+        [flask, "--app", "queuedapp", "store", "transfer", "--pending"],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=child_side,
+        stderr=subprocess.PIPE,
+    )
+    os.close(child_side)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(terminal)
+    assert process.wait(timeout=120) == 0
+    text = shown.decode()
+    assert "Transferring" in text and "100%" in text
+    assert "transferred one.txt" not in text
+    assert text.rstrip().endswith("transferred 3, failed 0")
+    assert sorted(p.name for p in (tmp_path / "inst" / "remote").iterdir()) == [
+        "one.txt",
+        "three.txt",
+        "two.txt",
+    ]
 
 
 # -- 6. make run-s3 stops both servers however it ends ----------------------------------------
