@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from flask import Blueprint, Flask, request
 from flask.testing import FlaskCliRunner
 from moto import mock_aws
@@ -51,7 +52,18 @@ from flask_store.exceptions import (
     UploadRejectedError,
 )
 from flask_store.optional import DISTRIBUTION, EXTRA_OF_MODULE
+from tests.moto_server import (
+    ACCESS_KEY,
+    REGION,
+    SECRET_KEY,
+    bucket_contents,
+    create_bucket,
+    moto_server,
+    s3_client,
+)
 from tests.redis_server import free_port
+
+__all__ = ["moto_server"]  # the fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"
@@ -322,6 +334,46 @@ def test_a_missing_bucket_answers_503(tmp_path: Path) -> None:
         answer = post_upload(app, "cat.jpg", JPEG)
     assert answer.status_code == 503
     assert "nobody" not in answer.text
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type", "status"),
+    [(b"v" * 1001, "video/mp4", 413), (b"<script>alert(1)</script>", "text/html", 415)],
+)
+def test_a_refused_direct_upload_answers_413_or_415(
+    moto_server: str, tmp_path: Path, data: bytes, content_type: str, status: int
+) -> None:
+    """A view that confirms a direct upload without a ``try``: the handlers answer for it."""
+    bucket = create_bucket(moto_server)
+    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config.update(
+        SECRET_KEY="test",
+        STORE_PROVIDER="s3",
+        STORE_S3_BUCKET=bucket,
+        STORE_S3_REGION=REGION,
+        STORE_S3_ENDPOINT_URL=moto_server,
+        STORE_S3_ACCESS_KEY=ACCESS_KEY,
+        STORE_S3_SECRET_KEY=SECRET_KEY,
+    )
+    store = Store(app)
+
+    @app.post("/confirm")
+    def confirm() -> str:
+        return store.Provider().confirm_upload(request.form["key"]).name
+
+    with app.app_context():
+        form = store.Provider().presigned_upload(
+            "clip.mp4", max_size=1000, content_type="video/mp4"
+        )
+    # moto, like some S3-compatible servers, does not enforce the form's policy.
+    fields = {**form.fields, "Content-Type": content_type}
+    sent = requests.post(form.url, data=fields, files={"file": ("clip.mp4", data)}, timeout=60)
+    assert sent.status_code in (200, 201, 204), sent.text
+    answer = app.test_client().post(
+        "/confirm", data={"key": form.key}, headers={"Accept": "application/json"}
+    )
+    assert answer.status_code == status, answer.text
+    assert bucket_contents(s3_client(moto_server), bucket) == []  # refused and deleted
 
 
 def test_store_handle_errors_off_leaves_them_to_the_app(tmp_path: Path) -> None:
