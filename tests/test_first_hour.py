@@ -52,6 +52,7 @@ from flask_store.exceptions import (
     UploadRejectedError,
 )
 from flask_store.optional import DISTRIBUTION, EXTRA_OF_MODULE
+from flask_store.stores.s3 import S3Store
 from tests.moto_server import (
     ACCESS_KEY,
     REGION,
@@ -357,14 +358,17 @@ def test_a_refused_direct_upload_answers_413_or_415(
     )
     store = Store(app)
 
+    def s3() -> S3Store:
+        provider = store.Provider()
+        assert isinstance(provider, S3Store)
+        return provider
+
     @app.post("/confirm")
     def confirm() -> str:
-        return store.Provider().confirm_upload(request.form["key"]).name
+        return s3().confirm_upload(request.form["key"]).name
 
     with app.app_context():
-        form = store.Provider().presigned_upload(
-            "clip.mp4", max_size=1000, content_type="video/mp4"
-        )
+        form = s3().presigned_upload("clip.mp4", max_size=1000, content_type="video/mp4")
     # moto, like some S3-compatible servers, does not enforce the form's policy.
     fields = {**form.fields, "Content-Type": content_type}
     sent = requests.post(form.url, data=fields, files={"file": ("clip.mp4", data)}, timeout=60)
