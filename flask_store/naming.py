@@ -41,6 +41,11 @@ _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 _JOINERS = frozenset("\u200c\u200d")
 # Extensions that belong with the one before them: "a.tar.gz" renames to "a_<id>.tar.gz".
 _COMPRESSION_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".zst", ".br", ".lz", ".z"})
+# Letters that draw nothing (Hangul fillers): a name of them alone looks empty.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
+#: Bytes of a component kept free for the ``_<id>`` of a rename (:func:`with_unique_suffix`).
+_RENAME_ROOM = 16
+_MAX_EXTENSION_CHARS = 32
 _WINDOWS_RESERVED = frozenset(
     {"con", "prn", "aux", "nul"}
     | {f"com{i}" for i in range(1, 10)}
@@ -48,40 +53,103 @@ _WINDOWS_RESERVED = frozenset(
 )
 
 
-def secure_filename(filename: str) -> str:
-    """Turn a client-supplied filename into one safe key component.
+def secure_filename(filename: str, max_bytes: int = MAX_COMPONENT_BYTES) -> str:
+    """Turn a client-supplied filename into one safe, visible key component.
 
     Only the last path component counts (browsers on Windows send ``C:\\Users\\me\\a.jpg``).
     Unicode letters and digits are kept, everything else becomes ``_``; leading dots go so
-    the name cannot be hidden or climb directories.
+    the name cannot be hidden or climb directories. A long name is shortened to ``max_bytes``
+    of UTF-8 (less room for the ``_<id>`` a rename may add), keeping its extension.
+
+    A name that has nothing visible to keep but had something (emoji only, zero-width or
+    other invisible characters only, symbols with an extension) gets a generated one,
+    ``file_<id>`` plus its extension, rather than an error or a key nobody can see.
 
     >>> secure_filename("../../etc/passwd")
     'passwd'
     >>> secure_filename("фото отпуск.jpg")
     'фото_отпуск.jpg'
 
-    :raises InvalidFilenameError: when nothing usable is left.
+    :param max_bytes: the longest result in UTF-8 bytes: the room left for the name in its
+        key (:func:`room_for_name`).
+    :raises InvalidFilenameError: when the name holds nothing at all (``"..."``, ``"///"``).
     """
-    base = re.split(r"[/\\]", filename)[-1]
-    base = "".join(
-        char if _is_safe_in_filename(char) else "_" for char in unicodedata.normalize("NFC", base)
-    )
-    base = _REPEATED_UNDERSCORES.sub("_", base).strip("._- ")
-    stem, ext = split_extension(base)
-    if not stem.strip("_"):
-        raise InvalidFilenameError(
-            f"The filename {filename!r} has no usable characters; pass name= to save() "
-            "to choose one."
-        )
-    if stem.lower() in _WINDOWS_RESERVED:
+    base = unicodedata.normalize("NFC", re.split(r"[/\\]", filename)[-1])
+    # Split first: what is cleaned away must not turn "😀.png" into a hidden ".png".
+    raw_stem, raw_ext = split_extension(base)
+    stem = _sanitised(raw_stem).lstrip("._- ")
+    ext = _clean_extension(_sanitised(raw_ext))
+    if not _has_visible_character(stem):
+        if not ext and base.isascii():
+            raise InvalidFilenameError(
+                f"The filename {filename[:100]!r} has no usable characters; pass name= to "
+                "save() to choose one."
+            )
+        stem = f"file_{secrets.token_urlsafe(6)}"
+    elif stem.lower() in _WINDOWS_RESERVED:
         stem = f"_{stem}"
-    return _truncate_component(stem, ext)
+    # Leave room for the "_<id>" a rename may add later.
+    return _shortened(stem, ext, max_bytes - _RENAME_ROOM)
+
+
+def recorded_filename(filename: str) -> str:
+    """The client's original ``filename`` as a store records it: at most
+    :data:`MAX_COMPONENT_BYTES` of UTF-8, extension kept, lone surrogates replaced.
+
+    No file system names a file longer than that; a longer name would not fit an extended
+    attribute, S3's 2 KiB of user metadata, or a ``Content-Disposition`` header.
+
+    >>> recorded_filename("a" * 300 + ".pdf") == "a" * 251 + ".pdf"
+    True
+    """
+    text = filename.encode("utf-8", "replace").decode()
+    if len(text.encode()) <= MAX_COMPONENT_BYTES:
+        return text
+    return _shortened(*split_extension(text), MAX_COMPONENT_BYTES)
+
+
+def room_for_name(folder: str | None) -> int:
+    """The most UTF-8 bytes a file's name may have in ``folder`` (``None``: the top)."""
+    if not folder:
+        return MAX_COMPONENT_BYTES
+    return max(0, min(MAX_COMPONENT_BYTES, MAX_KEY_BYTES - len(folder.encode()) - 1))
+
+
+def _sanitised(name: str) -> str:
+    """``name`` with every character that is not safe and visible in a filename as ``_``.
+
+    A zero-width (non-)joiner stays only between two letters or marks, where a script
+    needs it; anywhere else it joins nothing and only hides.
+    """
+    chars = [char if _is_safe_in_filename(char) else "_" for char in name]
+    for i, char in enumerate(chars):
+        if char in _JOINERS and not (_is_letter(chars, i - 1) and _is_letter(chars, i + 1)):
+            chars[i] = ""
+    return _REPEATED_UNDERSCORES.sub("_", "".join(chars))
 
 
 def _is_safe_in_filename(char: str) -> bool:
     if char in _SAFE_PUNCTUATION or char in _JOINERS:
         return True
-    return unicodedata.category(char)[0] in _SAFE_CATEGORIES
+    return unicodedata.category(char)[0] in _SAFE_CATEGORIES and char not in _BLANK_LETTERS
+
+
+def _is_letter(chars: list[str], index: int) -> bool:
+    """Whether ``chars[index]`` exists and is a letter or mark (not a joiner or ``_``)."""
+    if not 0 <= index < len(chars) or len(chars[index]) != 1:
+        return False
+    return unicodedata.category(chars[index])[0] in "LM"
+
+
+def _has_visible_character(text: str) -> bool:
+    """Whether ``text`` shows something: a letter or a digit (marks alone draw nothing)."""
+    return any(unicodedata.category(char)[0] in "LN" for char in text)
+
+
+def _clean_extension(ext: str) -> str:
+    """``ext`` without trailing dots and underscores; ``""`` when nothing visible is left."""
+    ext = ext.rstrip("._- ")
+    return ext if _has_visible_character(ext) else ""
 
 
 def _has_invisible_characters(key: str) -> bool:
@@ -93,15 +161,25 @@ def _has_invisible_characters(key: str) -> bool:
     )
 
 
-def _truncate_component(stem: str, ext: str) -> str:
-    """Shorten ``stem`` so that ``stem + ext`` fits in :data:`MAX_COMPONENT_BYTES`."""
-    ext = ext[:32]
-    # Leave room for the "_<id>" a rename may add later.
-    budget = MAX_COMPONENT_BYTES - len(ext.encode()) - 16
-    encoded = stem.encode()
-    if len(encoded) > budget:
-        stem = encoded[: max(budget, 1)].decode(errors="ignore").rstrip("._-") or "file"
+def _shortened(stem: str, ext: str, max_bytes: int) -> str:
+    """``stem + ext`` cut to ``max_bytes`` of UTF-8: the stem gives way, then the extension.
+
+    An extension keeps at most :data:`_MAX_EXTENSION_CHARS` characters and half the room.
+    A cut never splits a character, and leaves no joiner or separator at the stem's end.
+    """
+    ext = _cut(ext[:_MAX_EXTENSION_CHARS], max(max_bytes // 2, 0))
+    cut = _cut(stem, max_bytes - len(ext.encode()))
+    if cut != stem:
+        stem = cut.rstrip("._-\u200c\u200d") or "file"
     return stem + ext
+
+
+def _cut(text: str, max_bytes: int) -> str:
+    """``text`` shortened to at most ``max_bytes`` of UTF-8, on a character boundary."""
+    encoded = text.encode()
+    if len(encoded) <= max_bytes:
+        return text
+    return encoded[: max(max_bytes, 0)].decode(errors="ignore")
 
 
 def split_extension(name: str) -> tuple[str, str]:

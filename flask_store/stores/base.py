@@ -30,7 +30,15 @@ from ..exceptions import (
     UnsupportedOperationError,
 )
 from ..headers import normalise_content_type
-from ..naming import ON_CONFLICT_CHOICES, OnConflict, candidate_keys, join_key, secure_filename
+from ..naming import (
+    ON_CONFLICT_CHOICES,
+    OnConflict,
+    candidate_keys,
+    join_key,
+    recorded_filename,
+    room_for_name,
+    secure_filename,
+)
 from ..read_cache import ReadThroughCache
 from ..sources import CHUNK_SIZE, Upload, open_upload
 
@@ -38,6 +46,11 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from ..file_wrapper import FileWrapper
+
+#: The URL segment below a store's ``URL_PREFIX`` where every key of the store is answered
+#: too; the URLs of keys in :attr:`BaseStore.covered_folders` use it. No key has a component
+#: starting with ".", so no key's plain URL can be one of these.
+ESCAPED_KEYS_SEGMENT = ".files"
 
 # Compressed files are served as what they are, never with a Content-Encoding a browser undoes.
 _COMPRESSED_TYPES = {
@@ -171,6 +184,10 @@ class BaseStore(ABC):
     #: Whether the URLs the serving route redirects to grant access by themselves
     #: (presigned): such redirects are sent ``Cache-Control: private, no-store``.
     private_redirects: bool = False
+    #: Folders of this store (URL-quoted) whose plain URLs another store's ``URL_PREFIX``
+    #: covers (``avatars`` when a store serves at ``/flaskstore/avatars``): set by the app's
+    #: registry. Their files get URLs of their own (:meth:`url_path`).
+    covered_folders: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -290,7 +307,8 @@ class BaseStore(ABC):
                 raise InvalidFilenameError(
                     "The file has no filename to derive a key from; pass name='...' to save()."
                 )
-            safe_name = secure_filename(upload.filename)
+            # Shortened to fit the key beside the destination folder: a long name still saves.
+            safe_name = secure_filename(upload.filename, room_for_name(self.destination))
             key = join_key(self.destination, safe_name)
             keys = candidate_keys(key, self.on_conflict)
             return self._store(upload, keys, safe_name, overwrite=self.on_conflict == "overwrite")
@@ -341,7 +359,7 @@ class BaseStore(ABC):
         from ..file_wrapper import FileWrapper
 
         meta = FileMeta(
-            filename=upload.filename or type_name,
+            filename=recorded_filename(upload.filename or type_name),
             content_type=upload.content_type or guess_content_type(type_name),
         )
         info = self._write_upload(upload, keys, meta, overwrite=overwrite)
@@ -441,8 +459,16 @@ class BaseStore(ABC):
         )
 
     def url_path(self, key: str) -> str:
-        """The path (below the site root) where the serving route answers for ``key``."""
-        return f"{self.url_prefix}/{quote(key, safe='/')}"
+        """The path (below the site root) where the serving route answers for ``key``.
+
+        A key in one of :attr:`covered_folders` is answered below
+        ``<URL_PREFIX>/.files/`` (:data:`ESCAPED_KEYS_SEGMENT`): its plain URL belongs to
+        the store whose URL prefix covers that folder.
+        """
+        quoted = quote(key, safe="/")
+        if any(quoted.startswith(f"{folder}/") for folder in self.covered_folders):
+            return f"{self.url_prefix}/{ESCAPED_KEYS_SEGMENT}/{quoted}"
+        return f"{self.url_prefix}/{quoted}"
 
     def direct_url(self, key: str, expires: int | None = None) -> str | None:
         """A URL that reaches the file without this app (a bucket URL), or ``None``."""
