@@ -11,7 +11,7 @@ from .file_wrapper import FileWrapper
 from .registry import DEFAULT_NAME, EXTENSION_KEY, StoreRegistry, build_registry, get_registry
 from .serving import serve_file
 from .spooling import enable_spooling
-from .stores.base import BaseStore
+from .stores.base import ESCAPED_KEYS_SEGMENT, BaseStore
 from .stores.local import LocalStore
 
 SERVE_ENDPOINT = "flask_store.serve"
@@ -49,13 +49,7 @@ class Store:
         app.extensions[EXTENSION_KEY] = registry
         for name, store in registry.stores.items():
             if store.serve:
-                app.add_url_rule(
-                    f"{store.url_prefix}/<path:key>",
-                    endpoint=SERVE_ENDPOINT if name == DEFAULT_NAME else f"{SERVE_ENDPOINT}_{name}",
-                    view_func=_serve_view,
-                    methods=["GET", "HEAD"],
-                    defaults={"store_name": name},
-                )
+                _add_serving_routes(app, name, store)
         if "store" not in app.cli.commands:
             app.cli.add_command(store_cli)
         for store in registry.stores.values():
@@ -112,6 +106,26 @@ def _spool_folder(registry: StoreRegistry) -> str | None:
         if isinstance(store, LocalStore) and store.spool_uploads:
             return store.root
     return None
+
+
+def _add_serving_routes(app: Flask, name: str, store: BaseStore) -> None:
+    """Route ``URL_PREFIX/<key>`` to the store, and ``URL_PREFIX/.files/<key>`` too when
+    other stores' URL prefixes cover some of its folders (see
+    :func:`~flask_store.registry.lay_out_urls`)."""
+    endpoint = SERVE_ENDPOINT if name == DEFAULT_NAME else f"{SERVE_ENDPOINT}_{name}"
+    rules = [(f"{store.url_prefix}/<path:key>", endpoint)]
+    if store.covered_folders:
+        # "." is in no store name, so this endpoint is never another store's.
+        escaped = f"{store.url_prefix}/{ESCAPED_KEYS_SEGMENT}/<path:key>"
+        rules.append((escaped, f"{endpoint}.escaped"))
+    for rule, rule_endpoint in rules:
+        app.add_url_rule(
+            rule,
+            endpoint=rule_endpoint,
+            view_func=_serve_view,
+            methods=["GET", "HEAD"],
+            defaults={"store_name": name},
+        )
 
 
 def _serve_view(store_name: str, key: str) -> Response:

@@ -11,13 +11,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from flask import Flask, current_app
 
 from .config import COMMON_DEFAULTS, StoreConfig
 from .exceptions import NotConfiguredError, StoreNotFoundError
 from .stores import load_provider
-from .stores.base import BaseStore
+from .stores.base import ESCAPED_KEYS_SEGMENT, BaseStore
 
 if TYPE_CHECKING:
     from .file_wrapper import FileWrapper
@@ -104,7 +105,7 @@ def build_registry(app: Flask) -> StoreRegistry:
     base_prefix = stores[DEFAULT_NAME].url_prefix
     for name, settings in named.items():
         stores[name] = _build_named(app, name, settings, base_prefix)
-    _check_unique_prefixes(stores)
+    lay_out_urls(stores)
 
     registry = StoreRegistry(stores)
     for alias, target in _mapping_setting(app.config, "STORE_ALIASES").items():
@@ -152,17 +153,44 @@ def _build_named(app: Flask, name: object, settings: object, base_prefix: str) -
     return provider_class(config)
 
 
-def _check_unique_prefixes(stores: Mapping[str, BaseStore]) -> None:
+def lay_out_urls(stores: Mapping[str, BaseStore]) -> None:
+    """Make sure no URL answers for two files: set each serving store's covered folders.
+
+    A store whose ``URL_PREFIX`` lies inside another's (``/flaskstore/avatars`` inside
+    ``/flaskstore``, the default for named stores) takes over the plain URLs of the outer
+    store's folder of that name. The outer store's files in that folder are then given URLs
+    below ``<URL_PREFIX>/.files/`` (:attr:`~flask_store.stores.base.BaseStore.covered_folders`),
+    which no other store may take, so every file keeps a URL of its own.
+
+    :raises NotConfiguredError: naming both stores, when two serve under one prefix or one
+        serves inside the ``.files`` URLs of another.
+    """
+    serving = {name: store for name, store in stores.items() if store.serve}
     seen: dict[str, str] = {}
-    for name, store in stores.items():
-        if not store.serve:
-            continue
+    for name, store in serving.items():
         if store.url_prefix in seen:
             raise NotConfiguredError(
                 f"Stores {seen[store.url_prefix]!r} and {name!r} both serve under "
                 f"{store.url_prefix!r}; give one of them another URL_PREFIX."
             )
         seen[store.url_prefix] = name
+    for outer in serving.values():
+        outer.covered_folders = tuple(
+            sorted(
+                quote(inner.url_prefix[len(outer.url_prefix) + 1 :], safe="/")
+                for inner in serving.values()
+                if inner.url_prefix.startswith(outer.url_prefix + "/")
+            )
+        )
+    for outer_name, outer in serving.items():
+        escaped = f"{outer.url_prefix}/{ESCAPED_KEYS_SEGMENT}"
+        for name, store in serving.items():
+            if outer.covered_folders and f"{store.url_prefix}/".startswith(f"{escaped}/"):
+                raise NotConfiguredError(
+                    f"Store {name!r} serves under {store.url_prefix!r}, where store "
+                    f"{outer_name!r} serves the files of its folders that other stores' URLs "
+                    f"cover ({escaped}/...); give {name!r} another URL_PREFIX."
+                )
 
 
 #: Where an app keeps its :class:`StoreRegistry`: ``app.extensions["store"]``.
