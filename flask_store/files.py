@@ -3,9 +3,45 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterable
+
+from .exceptions import StorageFullError, StoreAccessDeniedError, StoreError, StoreUnavailableError
+
+#: ``errno`` values that mean "no room": a full disk, a user's quota, a file-size limit.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+#: ``errno`` values that mean the process may not write there (or read that).
+REFUSED_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def as_store_error(exc: OSError, doing: str) -> OSError:
+    """The Flask-Store error an ``OSError`` from the file system means, saying what failed.
+
+    ``doing`` says what was being done, naming a key or an upload and never a path
+    (``"store 'a.jpg'"``): an OS error carries the absolute path it failed on, which no
+    message a client may see should. The ``errno`` is kept, so callers that look at it
+    still can. Flask-Store's own errors are returned unchanged.
+
+    - no room (:data:`NO_SPACE_ERRNOS`): :class:`~flask_store.exceptions.StorageFullError`;
+    - refused (:data:`REFUSED_ERRNOS`): :class:`~flask_store.exceptions.StoreAccessDeniedError`;
+    - anything else (I/O errors, no file descriptors left...):
+      :class:`~flask_store.exceptions.StoreUnavailableError`.
+
+    All three are ``OSError`` subclasses, so ``except OSError`` still catches them.
+    """
+    if isinstance(exc, StoreError):
+        return exc
+    error: OSError
+    if exc.errno in NO_SPACE_ERRNOS:
+        error = StorageFullError(f"No space left to {doing}: {exc.strerror}.")
+    elif exc.errno in REFUSED_ERRNOS:
+        error = StoreAccessDeniedError(f"Cannot {doing}: {exc.strerror}.")
+    else:
+        error = StoreUnavailableError(f"Cannot {doing}: {exc.strerror or type(exc).__name__}.")
+    error.errno = exc.errno  # set after construction: str(error) stays the message above
+    return error
 
 
 def remove_quietly(path: str) -> None:

@@ -15,6 +15,11 @@ Safety rules kept here:
   a single link, and nothing has been read from it yet; otherwise ``save()`` copies.
 - A spool file that is never saved is deleted when the request closes its files (Flask does
   at the end of every request), or when it is garbage collected, or at interpreter exit.
+- When the disk fills up (or a quota or file-size limit is reached) while an upload is
+  spooled, the partial file is deleted at once and reading the form raises
+  :class:`~flask_store.exceptions.StorageFullError` (answered ``507`` by the error handlers);
+  when reading the form fails for any other reason (the client went away, the form is too
+  large), every spool file of the request is deleted at once too.
 - Its name is hidden (leading dot), so stores never list it and the serving route never
   serves it, even if a crash leaves one behind.
 
@@ -34,7 +39,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from werkzeug.wrappers import Request
 
-from .files import remove_if_same_file, remove_quietly
+from .files import as_store_error, remove_if_same_file, remove_quietly
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -77,6 +82,7 @@ class SpoolFile(io.BufferedRandom):
         # The name is private to this object: only move_to() hands it over, exactly once.
         self._path: str | None = path
         self._saved = False
+        self._discarded = False
         # Deletes the file if the object is dropped without close() (and at interpreter exit),
         # but only while the name still leads to this file.
         self._cleanup = weakref.finalize(self, remove_if_same_file, path, os.fstat(fd))
@@ -112,11 +118,45 @@ class SpoolFile(io.BufferedRandom):
 
     def write(self, data: Any, /) -> int:
         self._refuse_if_saved()
-        return super().write(data)
+        try:
+            return super().write(data)
+        except OSError as exc:
+            raise self._failed(exc) from exc
+
+    def flush(self) -> None:
+        if self._discarded:
+            return  # the file is gone: what the buffer holds has nowhere to go
+        try:
+            super().flush()
+        except OSError as exc:
+            raise self._failed(exc) from exc
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int:
+        # Seeking writes out what the buffer still holds: the disk may be full right then.
+        try:
+            return super().seek(offset, whence)
+        except OSError as exc:
+            raise self._failed(exc) from exc
 
     def truncate(self, size: int | None = None, /) -> int:
         self._refuse_if_saved()
         return super().truncate(size)
+
+    def discard(self) -> None:
+        """Delete the file now (unless a store took it over) and close the stream.
+
+        Unlike :meth:`close`, this does not write out what the buffer still holds, which
+        would fail again on a full disk.
+        """
+        self._discarded = True
+        self._cleanup()
+        with contextlib.suppress(OSError, ValueError):
+            super().close()
+
+    def _failed(self, exc: OSError) -> OSError:
+        """Discard the partial file and say why, as a Flask-Store error without a path."""
+        self.discard()
+        return as_store_error(exc, "receive the upload")
 
     def close(self) -> None:
         """Close the stream and delete the temporary file unless a store took it over."""
@@ -185,11 +225,25 @@ def spooling_request_class(base: type[R], folder: str) -> type[R]:
             size = content_length or total_content_length
             if size is None or size > IN_MEMORY_LIMIT:
                 with contextlib.suppress(OSError):
-                    return SpoolFile(self.spool_folder)
+                    spool = SpoolFile(self.spool_folder)
+                    self.__dict__.setdefault("_flask_store_spools", []).append(spool)
+                    return spool
             stream: IO[bytes] = super()._get_file_stream(
                 total_content_length, content_type, filename, content_length
             )
             return stream
+
+        def _load_form_data(self) -> None:
+            # When parsing stops part-way (a full disk, a client gone, a form too large),
+            # Werkzeug drops the files it made: delete ours now, not when collected.
+            try:
+                super()._load_form_data()
+            except BaseException:
+                for spool in self.__dict__.get("_flask_store_spools", []):
+                    spool.discard()
+                raise
+            finally:
+                self.__dict__.pop("_flask_store_spools", None)
 
     SpoolingRequest.__name__ = SpoolingRequest.__qualname__ = f"Spooling{base.__name__}"
     return SpoolingRequest

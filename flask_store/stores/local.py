@@ -34,9 +34,9 @@ from ..exceptions import (
     FileNotFoundInStoreError,
     InvalidKeyError,
     NotConfiguredError,
-    StorageFullError,
+    StoreError,
 )
-from ..files import remove_if_same_file, remove_quietly
+from ..files import as_store_error, remove_if_same_file, remove_quietly
 from ..naming import clean_key
 from ..sources import spool_of
 from ..spooling import TEMP_PREFIX
@@ -44,7 +44,6 @@ from .base import BaseStore, FileInfo, FileMeta, first_free_key, guess_content_t
 
 META_XATTR = "user.flask_store"
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 # Errors meaning "this file system cannot hard-link": claim keys by exclusive create instead.
 _NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV}
 _NO_XATTRS = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.EPERM, errno.E2BIG}
@@ -89,8 +88,9 @@ class LocalStore(BaseStore):
         try:
             os.makedirs(root, exist_ok=True)
         except OSError as exc:
+            # The setting, not the path: errors are shown where a server path must not be.
             raise NotConfiguredError(
-                f"{self.config.label('PATH')}: cannot create the folder {root!r}: {exc.strerror}."
+                f"{self.config.label('PATH')}: cannot create the store's folder: {exc.strerror}."
             ) from exc
         self.root = os.path.realpath(root)
         #: Permissions of new files: what ``open()`` would give them under the process umask
@@ -178,6 +178,23 @@ class LocalStore(BaseStore):
         self, chunks: Iterator[bytes], keys: Iterator[str], meta: FileMeta, overwrite: bool
     ) -> FileInfo:
         first = next(keys)
+        try:
+            return self._write_as(first, chunks, keys, meta, overwrite)
+        except StoreError:
+            raise
+        except OSError as exc:
+            # A full disk is StorageFullError; any OS error names the key, not the path.
+            raise as_store_error(exc, f"store {first!r}") from exc
+
+    def _write_as(
+        self,
+        first: str,
+        chunks: Iterator[bytes],
+        keys: Iterator[str],
+        meta: FileMeta,
+        overwrite: bool,
+    ) -> FileInfo:
+        """:meth:`_write` with the first key taken; OS errors are left to the caller."""
         first_path = self._new_path(first)
         folder = os.path.dirname(first_path)
         # Zero copy: a large upload Flask-Store spooled on this file system is moved, not read.
@@ -185,7 +202,7 @@ class LocalStore(BaseStore):
         moved = None if spool is None else self._in_folder(folder, first, spool.move_to)
         if spool is not None and moved is not None:
             try:
-                sealed = self._seal(spool.fileno(), first, meta)
+                sealed = self._seal(spool.fileno(), meta)
                 key = self._place(moved, first, first_path, keys, overwrite)
             finally:
                 remove_quietly(moved)
@@ -193,7 +210,7 @@ class LocalStore(BaseStore):
         elif self.unnamed_writes and not overwrite:
             fd = self._in_folder(folder, first, unnamed_files.open_unnamed)
             try:
-                sealed = self._fill(fd, chunks, first, meta)
+                sealed = self._fill(fd, chunks, meta)
                 key = self._first_free(
                     first, first_path, keys, lambda path: unnamed_files.link_unnamed(fd, path)
                 )
@@ -203,7 +220,7 @@ class LocalStore(BaseStore):
             fd, temp_path = self._in_folder(folder, first, _create_temp)
             try:
                 try:
-                    sealed = self._fill(fd, chunks, first, meta)
+                    sealed = self._fill(fd, chunks, meta)
                 finally:
                     os.close(fd)
                 key = self._place(temp_path, first, first_path, keys, overwrite)
@@ -222,42 +239,26 @@ class LocalStore(BaseStore):
             self._make_folder(folder, key)
         return create(folder)
 
-    def _fill(self, fd: int, chunks: Iterator[bytes], key: str, meta: FileMeta) -> os.stat_result:
+    def _fill(self, fd: int, chunks: Iterator[bytes], meta: FileMeta) -> os.stat_result:
         """Write ``chunks`` into the new file ``fd`` (made by the store) and seal it."""
-        try:
-            for chunk in chunks:
-                _write_all(fd, chunk)
-        except OSError as exc:
-            raise self._full_or(exc, key) from exc
-        return self._seal(fd, key, meta, created_by_us=True)
+        for chunk in chunks:
+            _write_all(fd, chunk)
+        return self._seal(fd, meta, created_by_us=True)
 
-    def _seal(
-        self, fd: int, key: str, meta: FileMeta, created_by_us: bool = False
-    ) -> os.stat_result:
+    def _seal(self, fd: int, meta: FileMeta, created_by_us: bool = False) -> os.stat_result:
         """Give a fully written temp file its mode, metadata and (with FSYNC) durability.
 
         :param created_by_us: the file was created with the store's mode already (by
             :func:`_create_temp` or :func:`~flask_store.unnamed_files.open_unnamed`); a
             spool file needs ``chmod``.
         """
-        try:
-            if not created_by_us:
-                os.fchmod(fd, self.file_mode)
-            if self.fsync:
-                os.fsync(fd)
-            sealed = os.fstat(fd)
-            _set_meta(fd, meta, sealed.st_size)
-        except OSError as exc:
-            raise self._full_or(exc, key) from exc
+        if not created_by_us:
+            os.fchmod(fd, self.file_mode)
+        if self.fsync:
+            os.fsync(fd)
+        sealed = os.fstat(fd)
+        _set_meta(fd, meta, sealed.st_size)
         return sealed
-
-    def _full_or(self, exc: OSError, key: str) -> OSError:
-        """``exc`` as :class:`StorageFullError` when it means the disk is full, else itself."""
-        if exc.errno in _NO_SPACE:
-            return StorageFullError(
-                f"No space left to store {key!r} in {self.root!r}: {exc.strerror}."
-            )
-        return exc
 
     def _make_folder(self, folder: str, key: str) -> None:
         try:
@@ -286,11 +287,26 @@ class LocalStore(BaseStore):
     # -- reading ----------------------------------------------------------------------------
 
     def open(self, key: str) -> BinaryIO:
+        """Open the regular file stored as ``key``.
+
+        Opened without blocking and checked: a FIFO under the key would otherwise hold
+        the worker until something writes to it; a FIFO, socket, device, folder or
+        symlink loop is no file of the store.
+        """
         path = self.path(key)
         try:
-            return open(path, "rb")
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
-            raise FileNotFoundInStoreError(f"No file is stored as {key!r}.") from exc
+            stream = open(path, "rb", opener=_open_nonblocking)  # noqa: SIM115 - returned
+        except OSError as exc:
+            raise _read_error(exc, key) from exc
+        try:
+            fd = stream.fileno()
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise FileNotFoundInStoreError(f"No file is stored as {key!r}.")
+            os.set_blocking(fd, True)
+        except BaseException:
+            stream.close()
+            raise
+        return stream
 
     def open_with_info(self, key: str) -> tuple[BinaryIO, FileInfo]:
         stream = self.open(key)
@@ -306,8 +322,8 @@ class LocalStore(BaseStore):
         path = self.path(key)
         try:
             found = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError) as exc:
-            raise FileNotFoundInStoreError(f"No file is stored as {key!r}.") from exc
+        except OSError as exc:
+            raise _read_error(exc, key) from exc
         if not stat.S_ISREG(found.st_mode):
             raise FileNotFoundInStoreError(f"No file is stored as {key!r}.")
         return _info_from_stat(clean_key(key), found, _get_meta(path, key))
@@ -336,27 +352,69 @@ class LocalStore(BaseStore):
     def delete(self, key: str) -> bool:
         try:
             os.unlink(self.path(key))
-        except (FileNotFoundError, NotADirectoryError):
-            return False
         except IsADirectoryError as exc:
             raise InvalidKeyError(f"The key {key!r} is a folder, not a file.") from exc
+        except OSError as exc:
+            if exc.errno in _NOT_A_FILE:
+                return False
+            raise as_store_error(exc, f"delete {key!r}") from exc
         return True
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         # Walk only the deepest folder the prefix names, then filter by the rest.
         folder = prefix.rpartition("/")[0]
         start = self.path(folder) if folder else self.root
-        found: list[str] = []
-        for dirpath, dirnames, filenames in os.walk(start):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            relative = os.path.relpath(dirpath, self.root)
-            base = "" if relative == "." else relative.replace(os.sep, "/") + "/"
-            found.extend(
-                base + name
-                for name in filenames
-                if not name.startswith(".") and (base + name).startswith(prefix)
-            )
-        return iter(sorted(found))
+        base = f"{clean_key(folder)}/" if folder else ""
+        return iter(sorted(key for key in _regular_files(start, base) if key.startswith(prefix)))
+
+
+#: ``errno`` values of reads that mean "no file of the store here": gone, a folder where a
+#: file should be, a symlink loop, a socket, a name too long for the file system.
+_NOT_A_FILE = frozenset(
+    {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.ENXIO, errno.ENAMETOOLONG}
+)
+
+
+def _read_error(exc: OSError, key: str) -> OSError:
+    """The error reading ``key`` failed with: not found, or another one without the path."""
+    if exc.errno in _NOT_A_FILE:
+        return FileNotFoundInStoreError(f"No file is stored as {key!r}.")
+    return as_store_error(exc, f"read {key!r}")
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    """``open()``'s opener that never waits: opening a FIFO blocks until a writer comes."""
+    return os.open(path, flags | os.O_NONBLOCK)
+
+
+def _regular_files(start: str, base: str) -> Iterator[str]:
+    """The keys of the regular files below the folder ``start`` (whose key is ``base``).
+
+    Hidden names (temporary files, store internals) are skipped, as are FIFOs, sockets,
+    devices and symlinks that lead to no regular file (broken, or a loop). Symlinks to
+    folders are not followed; folders that cannot be read are passed over.
+    """
+    folders = [(start, base)]
+    while folders:
+        folder, prefix = folders.pop()
+        try:
+            with os.scandir(folder) as entries:
+                found = [entry for entry in entries if not entry.name.startswith(".")]
+        except OSError:
+            continue
+        for entry in found:
+            if entry.is_dir(follow_symlinks=False):
+                folders.append((entry.path, f"{prefix}{entry.name}/"))
+            elif _is_regular_file(entry):
+                yield prefix + entry.name
+
+
+def _is_regular_file(entry: os.DirEntry[str]) -> bool:
+    """Whether ``entry`` is, or is a symlink to, a regular file (not a loop or a FIFO)."""
+    try:
+        return entry.is_file()
+    except OSError:  # a symlink loop: is_file() passes over broken links, not loops
+        return False
 
 
 def _create_temp(folder: str) -> tuple[int, str]:
