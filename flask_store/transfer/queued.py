@@ -491,6 +491,9 @@ class QueuedStore(BaseStore):
     def reconcile(self, include_delayed: bool = False) -> list[str]:
         """Queue every pending or failed transfer again; the keys queued, oldest first.
 
+        A record that cannot be read, or a key whose transfer cannot be queued, is logged
+        and skipped: the others are queued all the same.
+
         :param include_delayed: also queue files of ``delayed`` mode that nobody asked to
             transfer yet (the start-up pass leaves them alone).
         """
@@ -498,7 +501,11 @@ class QueuedStore(BaseStore):
         queued = []
         for record in self.records.unsettled():
             if record.queued or include_delayed:
-                self.transfer(record.key)
+                try:
+                    self.transfer(record.key)
+                except Exception:  # one key's trouble must not stop the others
+                    log.exception("Could not queue the transfer of %r; skipped.", record.key)
+                    continue
                 queued.append(record.key)
         return queued
 
@@ -510,12 +517,15 @@ class QueuedStore(BaseStore):
 
         :returns: the keys adopted.
         """
-        return [
-            key
-            for intent in self.records.abandoned()
-            for key in intent.keys
-            if self._adopt(key, intent)
-        ]
+        adopted = []
+        for intent in self.records.abandoned():
+            for key in intent.keys:
+                try:
+                    if self._adopt(key, intent):
+                        adopted.append(key)
+                except Exception:  # one key's trouble must not stop the others
+                    log.exception("Could not adopt %r, left by a killed save; skipped.", key)
+        return adopted
 
     def _adopt(self, key: str, intent: Intent) -> bool:
         """Record the local file ``key`` as pending unless its record already describes it."""

@@ -7,6 +7,12 @@ list ``open/``, however many files were transferred over the years. ``done`` rec
 tombstones: they keep the key reserved once the local copy is gone, and they say "serve this
 from the remote".
 
+A record that cannot be read (not JSON, fields missing or of the wrong type, a folder or a
+FIFO in its place, no permission, a record filed under another key's name) is logged and
+treated as absent, so one damaged file never stops the reconciler from re-driving all the
+others. A full disk while recording a save is a
+:class:`~flask_store.exceptions.StorageFullError`, with nothing half-written left behind.
+
 Every write lands in a temporary file that is flushed to disk (``fsync``) and then renamed
 into place, so a reader sees the old record or the new one, never half of one. A move between
 ``open/`` and ``done/`` writes the new file first and removes the old one second; each record
@@ -26,12 +32,14 @@ Two more kinds of small files live beside the records:
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import hashlib
 import json
 import logging
 import os
+import stat
 import threading
 import time
 import uuid
@@ -40,11 +48,14 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from ..files import atomic_write
+from ..exceptions import InvalidKeyError
+from ..files import as_store_error, atomic_write
 from ..headers import normalise_content_type
 from ..key_locks import KeyLocks
+from ..naming import clean_key
 
 TransferState = Literal["pending", "failed", "done"]
+_STATES: tuple[TransferState, ...] = ("pending", "failed", "done")
 
 _OPEN, _DONE, _TMP, _LOCKS, _INTENTS = "open", "done", "tmp", "locks", "intents"
 #: How often a transfer waiting for another process's transfer of the same key looks again.
@@ -97,6 +108,37 @@ class TransferRecord:
     def __post_init__(self) -> None:
         object.__setattr__(self, "content_type", normalise_content_type(self.content_type))
 
+    @classmethod
+    def from_json(cls, data: bytes) -> TransferRecord:
+        """The record stored as ``data``, checked field by field.
+
+        Fields this version does not know are ignored (a newer version may add some).
+
+        :raises ValueError: when ``data`` is not a record: not a JSON object, a required
+            field missing, a field of the wrong type, a state or key that cannot be.
+        """
+        fields = json.loads(data)
+        if not isinstance(fields, dict):
+            raise ValueError(f"a record is a JSON object, not {type(fields).__name__}")
+        known = {name: fields[name] for name in _FIELD_TYPES if name in fields}
+        missing = sorted(set(_REQUIRED_FIELDS) - set(known))
+        if missing:
+            raise ValueError(f"fields missing: {', '.join(missing)}")
+        for name, value in known.items():
+            expected = _FIELD_TYPES[name]
+            if not isinstance(value, expected) or (
+                isinstance(value, bool) and bool not in expected
+            ):
+                raise ValueError(f"field {name!r} has the wrong type ({type(value).__name__})")
+        if known["state"] not in _STATES:
+            raise ValueError(f"unknown state {known['state']!r}")
+        try:
+            if clean_key(known["key"]) != known["key"]:
+                raise ValueError(f"the key {known['key']!r} is not in normal form")
+        except InvalidKeyError as exc:
+            raise ValueError(str(exc)) from None
+        return cls(**known)
+
     @property
     def settled(self) -> bool:
         """Whether nothing more will happen without someone asking (done or failed)."""
@@ -141,10 +183,13 @@ class RecordBook:
         return any(os.path.exists(os.path.join(self.root, d, name)) for d in (_OPEN, _DONE))
 
     def unsettled(self) -> list[TransferRecord]:
-        """Every ``pending`` or ``failed`` record, oldest first: the reconciler's work list."""
+        """Every ``pending`` or ``failed`` record, oldest first: the reconciler's work list.
+
+        Records that cannot be read are logged and left out.
+        """
         records = []
         for name in os.listdir(os.path.join(self.root, _OPEN)):
-            record = self._read(os.path.join(self.root, _OPEN, name))
+            record = self._read_filed(_OPEN, name)
             if record is not None and not self._moved_to_done(record):
                 records.append(record)
         return sorted(records, key=lambda r: (r.created, r.key))
@@ -157,7 +202,11 @@ class RecordBook:
     # -- writing ----------------------------------------------------------------------------
 
     def create(self, record: TransferRecord) -> TransferRecord:
-        """Record a freshly saved file, replacing any record the key had (an overwrite)."""
+        """Record a freshly saved file, replacing any record the key had (an overwrite).
+
+        :raises StorageFullError: when the disk is full (nothing half-written is left);
+            other OS errors become Flask-Store errors too, naming the key and no path.
+        """
         with self._lock:
             previous = self.get(record.key)
             stamp = _now()
@@ -167,7 +216,10 @@ class RecordBook:
                 created=stamp,
                 updated=stamp,
             )
-            self._write(fresh)
+            try:
+                self._write(fresh)
+            except OSError as exc:
+                raise as_store_error(exc, f"record the transfer of {record.key!r}") from exc
         return fresh
 
     def _write(self, record: TransferRecord) -> None:
@@ -262,11 +314,17 @@ class RecordBook:
         # Locked and headed in tmp/ first: a reconciler never sees it before it is held.
         temp_path = os.path.join(self.root, _TMP, name)
         path = os.path.join(self.root, _INTENTS, name)
-        fd = os.open(temp_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            _append_line(fd, {"overwrite": overwrite, "queued": queued})
-            os.rename(temp_path, path)
+            fd = os.open(temp_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as exc:
+            raise as_store_error(exc, "note the save in progress") from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                _append_line(fd, {"overwrite": overwrite, "queued": queued})
+                os.rename(temp_path, path)
+            except OSError as exc:
+                raise as_store_error(exc, "note the save in progress") from exc
             yield Intent(fd=fd, overwrite=overwrite, queued=queued)
         finally:
             for leftover in (temp_path, path):
@@ -284,10 +342,17 @@ class RecordBook:
         for name in sorted(os.listdir(folder)):
             path = os.path.join(folder, name)
             try:
-                fd = os.open(path, os.O_RDWR)
+                # Never blocks: a FIFO in its place would wait for a writer on the first read.
+                fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
             except FileNotFoundError:
                 continue  # the save finished meanwhile
+            except OSError as exc:
+                _log_skipped(_INTENTS, name, exc.strerror or str(exc.errno))
+                continue
             try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    _log_skipped(_INTENTS, name, "not a regular file")
+                    continue
                 if not _try_flock(fd) or not os.path.exists(path):
                     continue  # a live save, or one that just finished
                 intent = Intent.read(fd)
@@ -301,16 +366,29 @@ class RecordBook:
     # -- helpers ----------------------------------------------------------------------------
 
     def _load(self, folder: str, key: str) -> TransferRecord | None:
-        record = self._read(os.path.join(self.root, folder, _file_name(key)))
-        return record if record is not None and record.key == key else None
+        return self._read_filed(folder, _file_name(key))
 
-    @staticmethod
-    def _read(path: str) -> TransferRecord | None:
+    def _read_filed(self, folder: str, name: str) -> TransferRecord | None:
+        """The record in ``folder/name``, if it is one and filed under its own key's name.
+
+        ``None`` when there is no such file; a file that is not a record is logged first.
+        """
         try:
-            with open(path, "rb") as stream:
-                return TransferRecord(**json.loads(stream.read()))
+            data = _read_regular_file(os.path.join(self.root, folder, name))
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            _log_skipped(folder, name, exc.strerror or str(exc.errno))
+            return None
+        try:
+            record = TransferRecord.from_json(data)
+        except ValueError as exc:  # JSON errors and UnicodeDecodeError are ValueErrors
+            _log_skipped(folder, name, str(exc))
+            return None
+        if _file_name(record.key) != name:
+            _log_skipped(folder, name, f"it is the record of {record.key!r}, filed elsewhere")
+            return None
+        return record
 
     def _remove(self, folder: str, key: str) -> bool:
         try:
@@ -323,7 +401,7 @@ class RecordBook:
         """Every record, settled ones included (for inspection and tests)."""
         for folder in (_OPEN, _DONE):
             for name in sorted(os.listdir(os.path.join(self.root, folder))):
-                record = self._read(os.path.join(self.root, folder, name))
+                record = self._read_filed(folder, name)
                 if record is not None and self.get(record.key) == record:
                     yield record
 
@@ -341,9 +419,15 @@ class Intent:
     keys: list[str] = field(default_factory=list)
 
     def noting(self, keys: Iterator[str]) -> Iterator[str]:
-        """``keys``, each one written to the intent file before it is handed on (claimed)."""
+        """``keys``, each one written to the intent file before it is handed on (claimed).
+
+        :raises StorageFullError: when the disk is full.
+        """
         for key in keys:
-            _append_line(self.fd, key)
+            try:
+                _append_line(self.fd, key)
+            except OSError as exc:
+                raise as_store_error(exc, f"note the save of {key!r}") from exc
             self.keys.append(key)
             yield key
 
@@ -356,13 +440,12 @@ class Intent:
         try:
             head = json.loads(lines[0])
             keys = [json.loads(line) for line in lines[1:]]
-        except (IndexError, ValueError):
-            return None  # died while writing the first line: nothing was claimed yet
+            overwrite, queued = bool(head["overwrite"]), bool(head["queued"])
+        except (IndexError, ValueError, KeyError, TypeError):
+            # Died while writing the first line (nothing was claimed yet), or not an intent.
+            return None
         return cls(
-            fd=fd,
-            overwrite=bool(head["overwrite"]),
-            queued=bool(head["queued"]),
-            keys=[k for k in keys if isinstance(k, str)],
+            fd=fd, overwrite=overwrite, queued=queued, keys=[k for k in keys if isinstance(k, str)]
         )
 
 
@@ -380,8 +463,56 @@ def _try_flock(fd: int) -> bool:
 
 
 def _append_line(fd: int, value: object) -> None:
-    """Append ``value`` as one JSON line: in the kernel's hands (safe from SIGKILL) at once."""
-    os.write(fd, json.dumps(value, ensure_ascii=False).encode() + b"\n")
+    """Append ``value`` as one JSON line: in the kernel's hands (safe from SIGKILL) at once.
+
+    A write cut short (the disk filling up) is carried on, so it fails rather than leaving
+    half a line behind as if all was well.
+    """
+    line = memoryview(json.dumps(value, ensure_ascii=False).encode() + b"\n")
+    while line:
+        line = line[os.write(fd, line) :]
+
+
+#: Every field of a record, with the types its JSON value may have.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "key": (str,),
+    "state": (str,),
+    "size": (int,),
+    "filename": (str,),
+    "content_type": (str,),
+    "overwrite": (bool,),
+    "queued": (bool,),
+    "attempts": (int,),
+    "error": (str, type(None)),
+    "version": (int,),
+    "created": (str,),
+    "updated": (str,),
+    "local_etag": (str, type(None)),
+}
+_REQUIRED_FIELDS = ("key", "state", "size", "filename", "content_type")
+
+
+def _read_regular_file(path: str) -> bytes:
+    """The bytes of the regular file ``path``, opened so that a FIFO cannot block.
+
+    :raises OSError: when it cannot be read, or (``EINVAL``) is not a regular file.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return stream.read()
+
+
+def _log_skipped(folder: str, name: str, reason: str) -> None:
+    """Log a file of the records folder that is skipped, named relative to that folder."""
+    log.warning(
+        "Skipped %s/%s in the transfer records: %s. Move it away or delete it; a file it "
+        "describes is not transferred until it is recorded again.",
+        folder,
+        name,
+        reason,
+    )
 
 
 def _file_name(key: str) -> str:
