@@ -1,14 +1,18 @@
 """The distribution as a user gets it: ``make dist``'s sdist and wheel build, pass
 ``twine check``, hold the whole package and nothing else, and the wheel installs into a fresh
-virtualenv with its dependencies from the package index and runs an app there.
+virtualenv and runs an app there.
 
-The virtualenv sees nothing of this checkout or of the test's environment: a module left out
-of the wheel, or a dependency missing from ``install_requires``, fails here.
+Nothing here reaches the network: the build runs without isolation (setuptools comes from the
+test extra), and the fresh virtualenv gets the wheel's declared dependencies, and only those,
+from this test environment (linked in through a ``.pth`` file) instead of from the package
+index. It sees nothing of this checkout: a module left out of the wheel, or a dependency
+missing from ``install_requires``, fails here (``pip check`` and the app's imports).
 """
 
 from __future__ import annotations
 
 import email.parser
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -16,9 +20,11 @@ import sys
 import tarfile
 import textwrap
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from flask_store import __version__
 from flask_store.optional import DISTRIBUTION, EXTRA_OF_MODULE
@@ -69,7 +75,7 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = work / "source"
     shutil.copytree(ROOT, source, ignore=NOT_SOURCE)
     out = work / "dist"
-    run(sys.executable, "-m", "build", "--outdir", out, source)
+    run(sys.executable, "-m", "build", "--no-isolation", "--outdir", out, source)
     return out
 
 
@@ -146,15 +152,10 @@ def test_wheel_installs_in_a_clean_venv_and_runs_an_app(dist: Path, tmp_path: Pa
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", venv)
     python = venv / "bin" / "python"
-    run(
-        python,
-        "-m",
-        "pip",
-        "install",
-        "--no-input",
-        "--disable-pip-version-check",
-        only(dist, "*.whl"),
-    )
+    pip = (python, "-m", "pip", "--disable-pip-version-check", "--no-input")
+    run(*pip, "install", "--no-index", "--no-deps", only(dist, "*.whl"))
+    link_dependencies(python, tmp_path / "deps", wheel_requirements(only(dist, "*.whl")))
+    run(*pip, "check")
     (tmp_path / "app.py").write_text(APP)
     result = run(python, "app.py", cwd=tmp_path)  # not the checkout: its flask_store is not seen
     served, status, missing_extra = result.stdout.strip().splitlines()
@@ -165,3 +166,44 @@ def test_wheel_installs_in_a_clean_venv_and_runs_an_app(dist: Path, tmp_path: Pa
     assert status == "400"
     # The base install has no boto3: the error names the extra, ready to copy.
     assert missing_extra.endswith(f'Install it with: pip install "{DISTRIBUTION}[s3]"')
+
+
+def wheel_requirements(wheel: Path) -> list[str]:
+    """The ``Requires-Dist`` lines of ``wheel`` that a plain install (no extras) needs."""
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = email.parser.Parser().parsestr(archive.read(name).decode())
+    return metadata.get_all("Requires-Dist") or []
+
+
+def dependency_closure(requirements: Iterable[str]) -> set[str]:
+    """The installed distributions ``requirements`` need, with their own needs, no extras."""
+    found: set[str] = set()
+    todo = [Requirement(line) for line in requirements]
+    while todo:
+        requirement = todo.pop()
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        name = importlib.metadata.distribution(requirement.name).metadata["Name"]
+        if name not in found:
+            found.add(name)
+            todo.extend(Requirement(line) for line in importlib.metadata.requires(name) or [])
+    return found
+
+
+def link_dependencies(python: Path, folder: Path, requirements: Iterable[str]) -> None:
+    """Make exactly the distributions ``requirements`` need importable by ``python``.
+
+    Their files (packages, modules and ``.dist-info``) are linked into ``folder``, which a
+    ``.pth`` file puts on the fresh virtualenv's path; nothing else of this environment is.
+    """
+    folder.mkdir()
+    for name in dependency_closure(requirements):
+        distribution = importlib.metadata.distribution(name)
+        tops = {Path(str(f)).parts[0] for f in distribution.files or []}
+        for top in tops - {".."}:
+            source = Path(str(distribution.locate_file(top)))
+            if source.exists() and not (folder / top).exists():
+                (folder / top).symlink_to(source)
+    site = run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))")
+    (Path(site.stdout.strip()) / "dependencies.pth").write_text(f"{folder}\n")
