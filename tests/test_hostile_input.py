@@ -737,5 +737,9 @@ def test_a_symlink_to_a_file_inside_the_store_is_still_a_key(tmp_path: Path) -> 
     store = LocalStore(path=str(tmp_path / "store"))
     store.save(b"target", name="target.txt")
     os.symlink("target.txt", Path(store.root) / "alias.txt")
-    assert list(store.keys()) == ["alias.txt", "target.txt"]
+    # A broken link stays listed, so that sync and verify name it; reading it is a 404.
+    os.symlink("gone.txt", Path(store.root) / "broken.txt")
+    assert list(store.keys()) == ["alias.txt", "broken.txt", "target.txt"]
     assert store.read("alias.txt") == b"target"
+    with pytest.raises(FileNotFoundInStoreError):
+        store.open("broken.txt")

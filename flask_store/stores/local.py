@@ -390,9 +390,9 @@ def _open_nonblocking(path: str, flags: int) -> int:
 def _regular_files(start: str, base: str) -> Iterator[str]:
     """The keys of the regular files below the folder ``start`` (whose key is ``base``).
 
-    Hidden names (temporary files, store internals) are skipped, as are FIFOs, sockets,
-    devices and symlinks that lead to no regular file (broken, or a loop). Symlinks to
-    folders are not followed; folders that cannot be read are passed over.
+    Hidden names (temporary files, store internals) are skipped, as is anything that is
+    not a file (:func:`_is_listed`). Symlinks to folders are not followed; folders that
+    cannot be read are passed over.
     """
     folders = [(start, base)]
     while folders:
@@ -405,15 +405,27 @@ def _regular_files(start: str, base: str) -> Iterator[str]:
         for entry in found:
             if entry.is_dir(follow_symlinks=False):
                 folders.append((entry.path, f"{prefix}{entry.name}/"))
-            elif _is_regular_file(entry):
+            elif _is_listed(entry):
                 yield prefix + entry.name
 
 
-def _is_regular_file(entry: os.DirEntry[str]) -> bool:
-    """Whether ``entry`` is, or is a symlink to, a regular file (not a loop or a FIFO)."""
+def _is_listed(entry: os.DirEntry[str]) -> bool:
+    """Whether ``entry`` is a key: a regular file, a symlink to one, or a broken symlink.
+
+    A broken symlink is listed so that reading it reports it (``flask store sync`` and
+    ``verify`` name it); a FIFO, socket or device, a symlink to one or to a folder, and a
+    symlink loop are not files at all.
+    """
     try:
-        return entry.is_file()
-    except OSError:  # a symlink loop: is_file() passes over broken links, not loops
+        if entry.is_file():
+            return True
+        if not entry.is_symlink():
+            return False
+        os.stat(entry.path)  # it leads somewhere, but not to a regular file
+        return False
+    except FileNotFoundError:
+        return True
+    except OSError:  # a symlink loop (is_file() raises ELOOP), or no permission
         return False
 
 
