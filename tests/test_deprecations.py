@@ -13,6 +13,9 @@ import pytest
         ("flask_store.cli", "copy_between", "flask_store.sync"),
         ("flask_store.cli", "needs_copy", "flask_store.sync"),
         ("flask_store.cli", "sync_file", "flask_store.sync"),
+        ("flask_store.transfer.queued", "QueuedStore", "flask_store.stores.queued"),
+        ("flask_store.transfer.queued", "retry_delay", "flask_store.stores.queued"),
+        ("flask_store.transfer", "QueuedStore", "flask_store.stores.queued"),
     ],
 )
 def test_moved_name_warns_and_is_the_same_object(
@@ -28,3 +31,16 @@ def test_unknown_name_is_still_an_attribute_error() -> None:
     cli = importlib.import_module("flask_store.cli")
     with pytest.raises(AttributeError):
         cli.no_such_thing  # noqa: B018
+
+
+def test_jobs_queued_by_an_older_version_still_resolve() -> None:
+    """RQ jobs already in Redis name the job function at its old home."""
+    executors = importlib.import_module("flask_store.transfer.executors")
+    jobs = importlib.import_module("flask_store.transfer.jobs")
+    assert executors.run_rq_transfer is jobs.run_rq_transfer
+
+
+def test_the_original_gevent_provider_path_still_resolves() -> None:
+    s3 = importlib.import_module("flask_store.stores.s3")
+    s3_gevent = importlib.import_module("flask_store.stores.s3_gevent")
+    assert s3.S3GeventStore is s3_gevent.S3GeventStore

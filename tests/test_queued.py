@@ -24,7 +24,7 @@ from flask_store.exceptions import (
     TransferConflictError,
 )
 from flask_store.stores.queued import QueuedStore
-from flask_store.transfer.queued import retry_delay
+from flask_store.stores.queued import retry_delay
 from flask_store.transfer.records import RecordBook, TransferRecord
 from flask_store.transfer.signals import file_saved, file_transferred, transfer_failed
 from tests.queued_remotes import (

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask
 
 from flask_store import Store
-from flask_store.transfer.queued import QueuedStore
+from flask_store.stores.queued import QueuedStore
 from tests.queued_remotes import FlakyStore
 
 JOIN = 30

@@ -18,7 +18,7 @@ from werkzeug.test import TestResponse
 from flask_store import Store
 from flask_store.exceptions import FileChangedError
 from flask_store.stores.base import BaseStore
-from flask_store.transfer.queued import QueuedStore
+from flask_store.stores.queued import QueuedStore
 
 BODY = bytes(range(256)) * 8  # 2 KiB
 

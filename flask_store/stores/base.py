@@ -29,6 +29,7 @@ from ..exceptions import (
     StoreError,
     UnsupportedOperationError,
 )
+from ..file_wrapper import FileWrapper
 from ..headers import normalise_content_type
 from ..naming import (
     ON_CONFLICT_CHOICES,
@@ -44,8 +45,6 @@ from ..sources import CHUNK_SIZE, Upload, open_upload
 
 if TYPE_CHECKING:
     from typing_extensions import Self
-
-    from ..file_wrapper import FileWrapper
 
 #: The URL segment below a store's ``URL_PREFIX`` where every key of the store is answered
 #: too; the URLs of keys in :attr:`BaseStore.covered_folders` use it. No key has a component
@@ -356,8 +355,6 @@ class BaseStore(ABC):
         self, upload: Upload, keys: Iterator[str], type_name: str, *, overwrite: bool
     ) -> FileWrapper:
         """Write ``upload`` under the first free key; ``type_name`` guesses its content type."""
-        from ..file_wrapper import FileWrapper
-
         meta = FileMeta(
             filename=recorded_filename(upload.filename or type_name),
             content_type=upload.content_type or guess_content_type(type_name),
@@ -377,8 +374,6 @@ class BaseStore(ABC):
 
     def file(self, key: str) -> FileWrapper:
         """A :class:`~flask_store.FileWrapper` for the file stored as ``key`` (from a database)."""
-        from ..file_wrapper import FileWrapper
-
         return FileWrapper(self, join_key(key))
 
     def at(self, destination: str) -> Self:

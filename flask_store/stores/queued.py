@@ -1,9 +1,680 @@
-"""The ``queued`` provider: ``STORE_PROVIDER = "flask_store.stores.queued.QueuedStore"``.
+"""QueuedStore: save to a local store now, move the file to a remote store in the background.
 
-The implementation lives in :mod:`flask_store.transfer`; this module gives it a provider path
-beside the other stores.
+The request that saves a file only touches local disk: the file is written to the local
+store, its transfer is recorded durably (:mod:`~flask_store.transfer.records`), and the key is
+handed to an executor (:mod:`~flask_store.transfer.executors`). The remote store is contacted
+by the transfer alone, so a remote that is down, slow or frozen never delays a response.
+
+A transfer is idempotent: it uploads under the same key without ever overwriting a different
+file (the remote's own atomic claim), verifies size and checksum, records ``done``, and only
+then removes the local copy if asked to. One transfer of a key runs at a time (threads and
+processes sharing the records folder wait for each other), and each transfer checks that the
+file it sends is still the one its record describes: when a file is saved again meanwhile
+(``ON_CONFLICT = "overwrite"``, ``replace()``), the newer version is sent next, and the local
+copy is only removed if it is the very file that reached the remote. When the remote already
+holds the same bytes (an earlier attempt that died after uploading) that counts as done.
+Failures are retried with exponential back-off; a transfer out of retries is recorded
+``failed``, keeps its local copy, and is run again by the next reconciler pass (at start-up,
+or ``flask store transfer --pending``).
+
+Reads follow the record: pending or failed files are read and served from the local copy,
+transferred ones from the remote (a redirect when the remote has direct URLs). The app's URL
+for a file never changes.
+
+.. versionadded:: 0.1
 """
 
-from ..transfer.queued import QueuedStore
+from __future__ import annotations
 
-__all__ = ["QueuedStore"]
+import contextlib
+import dataclasses
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any, BinaryIO, ClassVar, Literal
+
+from ..config import StoreConfig
+from ..exceptions import (
+    FileExistsInStoreError,
+    FileNotFoundInStoreError,
+    InvalidKeyError,
+    TransferConflictError,
+    TransferVerificationError,
+)
+from ..naming import clean_key
+from ..transfer.executors import EXECUTOR_CHOICES, Executor, in_rq_worker, make_executor
+from ..transfer.records import Intent, RecordBook, TransferRecord
+from ..transfer.signals import file_saved, file_transferred, transfer_failed
+from . import load_provider
+from .base import BaseStore, FileInfo, FileMeta, md5_of, measure, recorded_md5
+from .local import LocalStore
+
+log = logging.getLogger("flask_store.transfer")
+
+Role = Literal["local", "remote"]
+#: What :meth:`QueuedStore.transfer_now` reports: the record's state, or ``gone`` when the
+#: file was deleted before its transfer ran.
+Outcome = Literal["pending", "done", "failed", "gone"]
+
+#: Settings of a queued store, without the ``STORE_`` prefix, and their defaults.
+QUEUED_DEFAULTS: Mapping[str, Any] = {
+    "QUEUED_LOCAL": {"PROVIDER": "local"},
+    "QUEUED_REMOTE": None,
+    "TRANSFER_EXECUTOR": "thread",
+    "TRANSFER_WORKERS": 4,
+    "TRANSFER_RETRIES": 5,
+    "TRANSFER_RETRY_DELAY": 2.0,
+    "TRANSFER_DELAYED": False,
+    "TRANSFER_DELETE_LOCAL": False,
+    "TRANSFER_RECORDS_PATH": None,
+    "RQ_REDIS_URL": None,
+    "RQ_QUEUE": "flask_store",
+    "RQ_JOB_TIMEOUT": 3600,
+    "RQ_APP": None,
+}
+
+
+def retry_delay(base: float, attempt: int) -> float:
+    """Seconds to wait before retry number ``attempt`` (1, 2, ...): ``base``, then doubling."""
+    return base * 2.0 ** (attempt - 1)
+
+
+def _md5_of_stream(stream: BinaryIO) -> str:
+    """The MD5 of the whole of the open, seekable ``stream``."""
+    stream.seek(0)
+    return measure(stream)[1]
+
+
+class _SupersededError(Exception):
+    """The file under the key is not the one the record describes: a newer save."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sent:
+    """What one transfer attempt sent: the local file (as opened) and the remote copy."""
+
+    local: FileInfo
+    remote: FileInfo
+    #: The local file's ``os.stat`` when it is a file on disk: its identity.
+    stat: os.stat_result | None
+
+
+class QueuedStore(BaseStore):
+    """A local store in front of a remote one, with durable background transfers.
+
+    Settings (``STORE_`` prefix in Flask config; keyword arguments without it):
+
+    - ``QUEUED_LOCAL``: the local store's settings, a dict with its own ``PROVIDER`` (default
+      ``{"PROVIDER": "local"}``: ``<instance>/uploads``).
+    - ``QUEUED_REMOTE``: the remote store's settings (required), e.g. ``{"PROVIDER": "s3",
+      "S3_BUCKET": ...}``.
+    - ``TRANSFER_EXECUTOR``: ``"thread"`` (default), ``"gevent"`` or ``"rq"``.
+    - ``TRANSFER_WORKERS``: transfers running at once in this process (default 4).
+    - ``TRANSFER_RETRIES`` (default 5) and ``TRANSFER_RETRY_DELAY`` (seconds, default 2; the
+      n-th retry waits ``delay * 2 ** (n - 1)``).
+    - ``TRANSFER_DELAYED``: only transfer when :meth:`transfer` is called (default off).
+    - ``TRANSFER_DELETE_LOCAL``: remove the local copy once the remote one is verified.
+    - ``TRANSFER_RECORDS_PATH``: the records folder (default ``.transfers`` inside the local
+      store's folder, or ``<instance>/flask_store_transfers``).
+    - ``RQ_REDIS_URL``, ``RQ_QUEUE`` (default ``"flask_store"``), ``RQ_JOB_TIMEOUT``: the
+      ``rq`` executor's Redis and queue; ``RQ_APP``: the app's import path (``"myapp:app"``,
+      ``"myapp:create_app()"``) for workers to load it and take the store, with its
+      credentials, from the app's config. Without it, workers rebuild the store from settings
+      sent without secrets and take credentials from their own environment.
+
+    .. versionadded:: 0.1
+    """
+
+    short_name = "queued"
+    defaults: ClassVar[Mapping[str, Any]] = QUEUED_DEFAULTS
+    serve_by_redirect = False
+
+    def __init__(self, config: Any = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        cfg, default = self.config, self.defaults
+        retries = cfg.typed("TRANSFER_RETRIES", int, default["TRANSFER_RETRIES"])
+        if retries < 0:
+            raise cfg.error("TRANSFER_RETRIES", f"must be 0 or more, not {retries}.")
+        delay = cfg.typed("TRANSFER_RETRY_DELAY", (int, float), default["TRANSFER_RETRY_DELAY"])
+        if isinstance(delay, bool) or delay < 0:
+            raise cfg.error("TRANSFER_RETRY_DELAY", f"must be seconds (0 or more), not {delay!r}.")
+        self.retries: int = retries
+        self.retry_delay: float = float(delay)
+        self.delayed: bool = cfg.typed("TRANSFER_DELAYED", bool, default["TRANSFER_DELAYED"])
+        self.delete_local: bool = cfg.typed(
+            "TRANSFER_DELETE_LOCAL", bool, default["TRANSFER_DELETE_LOCAL"]
+        )
+        # Everything that can be checked without touching the disk comes first, so a bad
+        # setting leaves no folder behind.
+        self.remote: BaseStore = self._build_inner(self.inner_config("remote"))
+        self.private_redirects = self.remote.private_redirects  # it redirects to the remote
+        kind = cfg.choice("TRANSFER_EXECUTOR", EXECUTOR_CHOICES, default["TRANSFER_EXECUTOR"])
+        self.executor: Executor = make_executor(kind, self)
+        self.local: BaseStore = self._build_inner(self.inner_config("local"))
+        self.records = RecordBook(self._records_path())
+        self._starting: threading.Thread | None = None
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def inner_config(self, role: Role) -> StoreConfig:
+        """The settings of the local or remote store, labelled so errors name their key.
+
+        ``STORE_QUEUED_REMOTE = {"PROVIDER": "s3"}`` without a bucket reports
+        ``STORE_QUEUED_REMOTE['S3_BUCKET']``. Subclasses derive them differently
+        (:class:`~flask_store.stores.s3_gevent.S3GeventStore`).
+        """
+        setting = "QUEUED_LOCAL" if role == "local" else "QUEUED_REMOTE"
+        values = self.config.values.get(setting, QUEUED_DEFAULTS[setting])
+        if values is None:
+            raise self.config.error(
+                setting, "is required: a dict of the remote store's settings with its PROVIDER."
+            )
+        if not isinstance(values, Mapping):
+            raise self.config.error(
+                setting, f"must be a dict of settings with a PROVIDER, not {values!r}."
+            )
+        label = self.config.label(setting)
+        return StoreConfig(
+            values={str(k).upper(): v for k, v in values.items()},
+            name=f"{self.name}.{role}",
+            key_prefix=f"{label}['",
+            key_suffix="']",
+            instance_path=self.config.instance_path,
+        )
+
+    @staticmethod
+    def _build_inner(config: StoreConfig) -> BaseStore:
+        """Build one inner store from ``config``, with its provider's defaults."""
+        provider = config.values.get("PROVIDER", "local")
+        cls = load_provider(provider, setting=config.label("PROVIDER"))
+        if issubclass(cls, QueuedStore):
+            raise config.error("PROVIDER", "cannot be a queued store itself.")
+        return cls(dataclasses.replace(config, values={**cls.defaults, **config.values}))
+
+    def _records_path(self) -> str:
+        """``TRANSFER_RECORDS_PATH``, or a hidden folder beside the local files."""
+        path = self.config.setting("TRANSFER_RECORDS_PATH")
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise self.config.error("TRANSFER_RECORDS_PATH", f"must be a folder, not {path!r}.")
+        if path and os.path.isabs(path):
+            folder = os.fspath(path)
+        elif path and self.config.instance_path:
+            folder = os.path.join(self.config.instance_path, os.fspath(path))
+        elif not path and hasattr(self.local, "root"):
+            folder = os.path.join(str(self.local.root), ".transfers")
+        elif not path and self.config.instance_path:
+            folder = os.path.join(self.config.instance_path, "flask_store_transfers")
+        else:
+            raise self.config.error(
+                "TRANSFER_RECORDS_PATH", "must be an absolute folder path outside a Flask app."
+            )
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise self.config.error(
+                "TRANSFER_RECORDS_PATH", f"names a folder that cannot be created: {exc.strerror}."
+            ) from exc
+        return folder
+
+    # -- saving -----------------------------------------------------------------------------
+
+    def _write(
+        self, chunks: Iterator[bytes], keys: Iterator[str], meta: FileMeta, overwrite: bool
+    ) -> FileInfo:
+        """Write locally under a key that neither the local store nor a record holds.
+
+        The keys tried are noted in an intent file first, so a process killed after the file
+        landed but before its record was written leaves enough for the reconciler to adopt
+        the file (:meth:`adopt_abandoned`).
+        """
+        queued = not self.delayed
+        with self.records.intent(overwrite=overwrite, queued=queued) as intent:
+            candidates = keys if overwrite else self._unreserved(keys)
+            info = self.local._write(chunks, intent.noting(candidates), meta, overwrite)
+            try:
+                self.records.create(_pending(info, meta, overwrite=overwrite, queued=queued))
+            except BaseException:
+                self.local.delete(info.key)  # no file without its record
+                raise
+        file_saved.send(self, key=info.key, info=info)
+        if not self.delayed:
+            self.executor.submit(info.key)
+        return info
+
+    def _unreserved(self, keys: Iterator[str]) -> Iterator[str]:
+        """The candidate keys without those a record reserves (files already moved away).
+
+        Running out of keys is reported by the local store's claim (:func:`first_free_key`),
+        or here when the last key it could not have was one a record holds.
+        """
+        reserved = None
+        for key in keys:
+            if not self.records.exists(key):
+                reserved = None
+                yield key
+            else:
+                reserved = key
+        if reserved is None:
+            return
+        raise FileExistsInStoreError(
+            f"A file is already stored as {reserved!r}; delete it first, choose another "
+            "name, or allow replacing it (STORE_ON_CONFLICT = 'rename' or 'overwrite')."
+        )
+
+    # -- transfers --------------------------------------------------------------------------
+
+    def transfer(self, key: str) -> None:
+        """Queue the transfer of ``key`` (what ``delayed`` mode waits for); returns at once.
+
+        :raises FileNotFoundInStoreError: when the store has no record of ``key``.
+        """
+        record = self.reopen(key)
+        if record.state != "done":
+            self.executor.submit(record.key)
+
+    def reopen(self, key: str) -> TransferRecord:
+        """Make ``key``'s transfer runnable again: a failed or delayed one becomes pending
+        with a fresh count of retries. A done one is returned unchanged.
+
+        :raises FileNotFoundInStoreError: when the store has no record of ``key``.
+        """
+        record = self._record(key)
+        if record.state == "failed" or (record.state == "pending" and not record.queued):
+            reopened = record.moved("pending", queued=True, attempts=0)
+            if self.records.update(record, reopened):
+                return reopened
+            return self._record(key)  # changed meanwhile: deleted, saved again or reopened
+        return record
+
+    def transfer_now(self, key: str) -> Outcome:
+        """Run the transfer of ``key`` here and now, with retries: what executors call.
+
+        Waits while another transfer of ``key`` runs (in this process or another one that
+        shares the records folder), so the last version saved is always the last one sent.
+        Safe to run more than once: a copy already on the remote with the same bytes counts
+        as done. A transfer that finds the file saved again meanwhile sends the newer version.
+
+        :returns: ``done``, ``failed``, ``pending`` (a newer version waits for an explicit
+            transfer in ``delayed`` mode), or ``gone`` when the file was deleted meanwhile.
+        """
+        key = clean_key(key)
+        with self.records.transferring(key):
+            asked: str | None = None  # the save this call was asked to send
+            while True:
+                record = self.records.get(key)
+                if record is None:
+                    return "gone"
+                newer_unasked = asked not in (None, record.created) and not record.queued
+                if record.state == "done" or newer_unasked:
+                    return record.state  # a newer save in delayed mode waits for transfer()
+                asked = record.created
+                outcome = self._attempt(record)
+                if outcome is not None:
+                    return outcome
+
+    def _attempt(self, record: TransferRecord) -> Outcome | None:
+        """Send ``record``'s file once; ``None`` when the transfer must look again (a retry
+        after the back-off, or the record changed meanwhile), else the final outcome."""
+        try:
+            sent = self._copy_to_remote(record)
+        except _SupersededError:
+            return None
+        except (TransferConflictError, FileNotFoundInStoreError) as exc:
+            return self._give_up(record, exc, record.attempts + 1)
+        except Exception as exc:
+            attempts = record.attempts + 1
+            if attempts > self.retries:
+                return self._give_up(record, exc, attempts)
+            retried = record.moved("pending", attempts=attempts, error=str(exc))
+            if self.records.update(record, retried):
+                delay = retry_delay(self.retry_delay, attempts)
+                log.warning(
+                    "Transfer of %r failed (%s); retry %d in %.1fs.",
+                    record.key,
+                    exc,
+                    attempts,
+                    delay,
+                )
+                time.sleep(delay)
+            return None
+        return self._finish(record, sent)
+
+    def _open_local(self, record: TransferRecord) -> tuple[BinaryIO, FileInfo]:
+        """The local copy of ``record``'s file, open, with its info.
+
+        :raises FileNotFoundInStoreError: when the local copy is gone (nothing to send).
+        :raises _SupersededError: when the file under the key is another one than the record's
+            (saved again, its record not yet written): the record is brought up to date.
+        """
+        try:
+            stream, info = self.local.open_with_info(record.key)
+        except FileNotFoundInStoreError as exc:
+            raise FileNotFoundInStoreError(
+                f"The local copy of {record.key!r} is gone, so it cannot be transferred; "
+                "save the file again."
+            ) from exc
+        if _describes(record, info):
+            return stream, info
+        stream.close()
+        newer = record.moved(
+            "pending",
+            size=info.size,
+            local_etag=info.etag,
+            filename=info.filename,
+            content_type=info.content_type,
+            attempts=0,
+            error=None,
+        )
+        self.records.update(record, newer)  # or the newer save wrote its record meanwhile
+        raise _SupersededError(record.key)
+
+    def _copy_to_remote(self, record: TransferRecord) -> _Sent:
+        """Upload the local copy under its key, never over a different remote file.
+
+        :raises FileNotFoundInStoreError: when the local copy is gone (nothing to send).
+        :raises TransferConflictError: when the remote holds other bytes under the key.
+        :raises TransferVerificationError: when the remote holds other bytes after the upload.
+        """
+        stream, local = self._open_local(record)
+        with stream:  # a seekable file: remotes send it as it is, without a spool copy
+            identity = _stat_of(stream)
+            try:
+                stored = self.remote.put(
+                    record.key,
+                    stream,
+                    filename=record.filename,
+                    content_type=record.content_type,
+                    overwrite=record.overwrite,
+                )
+            except FileExistsInStoreError:
+                theirs = self.remote.info(record.key)
+                if self._holds_bytes_of(stream, local, theirs, compare_unknown=True):
+                    return _Sent(local, theirs, identity)  # an earlier attempt got there
+                raise TransferConflictError(
+                    f"The remote store already holds a different file as {record.key!r} "
+                    f"({theirs.size} bytes; the local copy has {local.size}); it was not "
+                    "overwritten. Remove or rename one of them, then run 'flask store "
+                    "transfer --pending'."
+                ) from None
+            info = stored.info
+            if not self._holds_bytes_of(stream, local, info, compare_unknown=False):
+                # The copy is this attempt's own (no other transfer of the key runs): remove
+                # it, or the retry would find the key taken by wrong bytes and give up.
+                self.remote.delete(record.key)
+                raise TransferVerificationError(
+                    f"After the upload the remote store's {record.key!r} differs from the "
+                    f"local copy ({info.size} bytes, ETag {info.etag!r}; local: {local.size} "
+                    "bytes)."
+                )
+        return _Sent(local, info, identity)
+
+    def _holds_bytes_of(
+        self, stream: BinaryIO, local: FileInfo, theirs: FileInfo, *, compare_unknown: bool
+    ) -> bool:
+        """Whether the remote file ``theirs`` has the bytes of the open local file ``stream``.
+
+        Sizes must match. An ETag that is an MD5 is compared with the local file's (hashed
+        from the very file sent, never a newer one saved meanwhile); when it differs (a
+        compressed object's ETag) or there is none (multipart uploads), the remote file is
+        read and hashed: always for a mismatching MD5, and for a missing one only with
+        ``compare_unknown`` (a key found taken), since a fresh upload was already checked in
+        transit by the remote's own checksums.
+        """
+        if theirs.size != local.size:
+            return False
+        their_md5 = recorded_md5(theirs)
+        if their_md5 is None and not compare_unknown:
+            return True
+        ours = _md5_of_stream(stream) if stream.seekable() else md5_of(self.local, local.key)
+        return their_md5 == ours or md5_of(self.remote, local.key) == ours
+
+    def _finish(self, record: TransferRecord, sent: _Sent) -> Outcome | None:
+        """Record the verified transfer, tell listeners, then drop the local copy if asked.
+
+        ``None`` when the file was saved again meanwhile: the newer version is sent next.
+        """
+        if not self.records.update(record, record.moved("done", error=None)):
+            if self.records.get(record.key) is None:
+                # Deleted while uploading: do not leave an orphan on the remote.
+                self.remote.delete(record.key)
+                return "gone"
+            return None
+        log.info("Transferred %r to the remote store.", record.key)
+        file_transferred.send(self, key=record.key, info=sent.remote)
+        if self.delete_local:
+            self._discard_local(sent)
+        return "done"
+
+    def _discard_local(self, sent: _Sent) -> None:
+        """Remove the local copy, but only if it is still the very file that was sent.
+
+        A save of the same key may land at any moment (saves never wait for transfers).
+        On disk the file is first moved aside (atomic), then checked: a newer file moved
+        aside by mistake goes back, unless an even newer one took its place meanwhile.
+        """
+        key = sent.local.key
+        if not isinstance(self.local, LocalStore) or sent.stat is None:
+            with contextlib.suppress(FileNotFoundInStoreError):
+                if self.local.info(key).etag == sent.local.etag:
+                    self.local.delete(key)
+            return
+        path = self.local.path(key)
+        aside = os.path.join(os.path.dirname(path), f".discard-{uuid.uuid4().hex}")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            if not _same_file(os.stat(aside), sent.stat):
+                with contextlib.suppress(FileExistsError):
+                    os.link(aside, path)
+        finally:
+            os.unlink(aside)
+
+    def _give_up(self, record: TransferRecord, error: Exception, attempts: int) -> Outcome | None:
+        """Record the transfer as failed (local copy kept) and send ``transfer_failed``."""
+        failed = record.moved("failed", attempts=attempts, error=str(error))
+        if not self.records.update(record, failed):
+            return None  # deleted or saved again meanwhile: look again
+        log.error("Transfer of %r failed after %d attempt(s): %s", record.key, attempts, error)
+        transfer_failed.send(self, key=record.key, error=error, attempts=attempts)
+        return "failed"
+
+    def reconcile(self, include_delayed: bool = False) -> list[str]:
+        """Queue every pending or failed transfer again; the keys queued, oldest first.
+
+        A record that cannot be read, or a key whose transfer cannot be queued, is logged
+        and skipped: the others are queued all the same.
+
+        :param include_delayed: also queue files of ``delayed`` mode that nobody asked to
+            transfer yet (the start-up pass leaves them alone).
+        """
+        self.adopt_abandoned()
+        queued = []
+        for record in self.records.unsettled():
+            if record.queued or include_delayed:
+                try:
+                    self.transfer(record.key)
+                except Exception:  # one key's trouble must not stop the others
+                    log.exception("Could not queue the transfer of %r; skipped.", record.key)
+                    continue
+                queued.append(record.key)
+        return queued
+
+    def adopt_abandoned(self) -> list[str]:
+        """Give a pending record to each file whose save was killed before writing one.
+
+        Only the keys noted by saves that died are looked at (their intent files), never
+        the whole local store. :meth:`reconcile` calls it first.
+
+        :returns: the keys adopted.
+        """
+        adopted = []
+        for intent in self.records.abandoned():
+            for key in intent.keys:
+                try:
+                    if self._adopt(key, intent):
+                        adopted.append(key)
+                except Exception:  # one key's trouble must not stop the others
+                    log.exception("Could not adopt %r, left by a killed save; skipped.", key)
+        return adopted
+
+    def _adopt(self, key: str, intent: Intent) -> bool:
+        """Record the local file ``key`` as pending unless its record already describes it."""
+        try:
+            info = self.local.info(key)
+        except (FileNotFoundInStoreError, InvalidKeyError):
+            return False  # never landed, or claimed by nobody
+        record = self.records.get(key)
+        if record is not None and (record.local_etag is None or _describes(record, info)):
+            return False  # the save wrote its record (or the file is an older store's)
+        meta = FileMeta(filename=info.filename, content_type=info.content_type)
+        self.records.create(_pending(info, meta, overwrite=intent.overwrite, queued=intent.queued))
+        log.warning("Adopted %r, left without a transfer record by a killed save.", key)
+        return True
+
+    def start(self) -> None:
+        """Re-drive unfinished transfers in the background (called by ``init_app``).
+
+        Not in an RQ worker that loads the app for a job: the app's own processes do that.
+        """
+        if in_rq_worker():
+            return
+        self._starting = threading.Thread(
+            target=self._reconcile_logged, name="flask-store-reconcile", daemon=True
+        )
+        self._starting.start()
+
+    def _reconcile_logged(self) -> None:
+        try:
+            keys = self.reconcile()
+        except Exception:
+            log.exception("Re-queueing unfinished transfers at start-up failed.")
+        else:
+            if keys:
+                log.info("Re-queued %d unfinished transfer(s) at start-up.", len(keys))
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the transfers queued by this process; ``False`` if ``timeout`` ran out.
+
+        For tests and a clean shutdown. Failed transfers count as finished.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._starting is not None:
+            self._starting.join(timeout)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self.executor.join(left)
+
+    def is_settled(self, key: str) -> bool:
+        """Whether the transfer of ``key`` has finished, one way or the other."""
+        record = self.records.get(clean_key(key))
+        return record is None or record.settled
+
+    def state(self, key: str) -> str:
+        """``pending``, ``failed`` or ``done`` for a file saved here.
+
+        :raises FileNotFoundInStoreError: when the store has no record of ``key``.
+        """
+        return self._record(key).state
+
+    def _record(self, key: str) -> TransferRecord:
+        record = self.records.get(clean_key(key))
+        if record is None:
+            raise FileNotFoundInStoreError(f"No transfer is recorded for {key!r}.")
+        return record
+
+    # -- reading: from wherever the file is now ---------------------------------------------
+
+    def holder(self, key: str) -> BaseStore:
+        """The store that serves ``key`` now: local until the transfer is done."""
+        record = self.records.get(clean_key(key))
+        if record is not None:
+            return self.remote if record.state == "done" else self.local
+        # No record: a file put there by other means; the local copy wins if there is one.
+        return self.local if self.local.exists(key) else self.remote
+
+    def open(self, key: str) -> BinaryIO:
+        return self.holder(key).open(key)
+
+    def open_with_info(self, key: str) -> tuple[BinaryIO, FileInfo]:
+        return self.holder(key).open_with_info(key)
+
+    def open_range(self, key: str, start: int, stop: int, *, etag: str | None = None) -> BinaryIO:
+        return self.holder(key).open_range(key, start, stop, etag=etag)
+
+    def info(self, key: str) -> FileInfo:
+        return self.holder(key).info(key)
+
+    def exists(self, key: str) -> bool:
+        try:
+            return self.holder(key).exists(key)
+        except InvalidKeyError:
+            return False
+
+    def delete(self, key: str) -> bool:
+        """Delete the file everywhere: record, local copy, remote copy."""
+        key = clean_key(key)
+        had_record = self.records.forget(key)
+        on_local = self.local.delete(key)
+        on_remote = self.remote.delete(key)
+        return had_record or on_local or on_remote
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        return iter(sorted(set(self.local.keys(prefix)) | set(self.remote.keys(prefix))))
+
+    def path(self, key: str) -> str:
+        return self.holder(key).path(key)
+
+    def direct_url(self, key: str, expires: int | None = None) -> str | None:
+        holder = self.holder(key)
+        return holder.direct_url(key, expires) if holder is self.remote else None
+
+    def redirect_url_for_serving(self, key: str) -> str | None:
+        holder = self.holder(key)
+        return holder.redirect_url_for_serving(key) if holder is self.remote else None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}: {self.local!r} -> {self.remote!r}>"
+
+
+def _pending(info: FileInfo, meta: FileMeta, *, overwrite: bool, queued: bool) -> TransferRecord:
+    """The record of a file just written locally (``info``), waiting for its transfer."""
+    return TransferRecord(
+        key=info.key,
+        state="pending",
+        size=info.size,
+        filename=meta.filename,
+        content_type=meta.content_type,
+        overwrite=overwrite,
+        queued=queued,
+        local_etag=info.etag,
+    )
+
+
+def _describes(record: TransferRecord, local: FileInfo) -> bool:
+    """Whether ``record`` is the record of the local file ``local`` (not of an older one).
+
+    Records written before ETags were kept compare sizes only.
+    """
+    if record.local_etag is None:
+        return record.size == local.size
+    return record.local_etag == local.etag
+
+
+def _stat_of(stream: BinaryIO) -> os.stat_result | None:
+    """The identity of an open file on disk; ``None`` for other streams."""
+    try:
+        return os.fstat(stream.fileno())
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+def _same_file(found: os.stat_result, sent: os.stat_result) -> bool:
+    """Whether ``found`` is the file ``sent`` was: files are replaced, never rewritten."""
+    return os.path.samestat(found, sent) and (found.st_mtime_ns, found.st_size) == (
+        sent.st_mtime_ns,
+        sent.st_size,
+    )

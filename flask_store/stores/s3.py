@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import importlib
 import itertools
 import uuid
 from collections.abc import Iterator, Mapping
@@ -842,7 +843,6 @@ def _http_date(value: str | None) -> datetime:
 def __getattr__(name: str) -> Any:
     """``S3GeventStore``, the original provider path, loaded from :mod:`.s3_gevent` on use."""
     if name == "S3GeventStore":
-        from .s3_gevent import S3GeventStore
-
-        return S3GeventStore
+        # s3_gevent builds on this module (and on the queued store), so it is found on use.
+        return importlib.import_module(".s3_gevent", __package__).S3GeventStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,7 @@
 
 The original ``flask_store.stores.s3.S3GeventStore`` answered the request and uploaded to S3
 in a greenlet; a process that died meanwhile lost the file. This one is a
-:class:`~flask_store.transfer.queued.QueuedStore`: the file lands in a local staging folder
+:class:`~flask_store.stores.queued.QueuedStore`: the file lands in a local staging folder
 with a durable transfer record before ``save()`` returns, a greenlet uploads it to S3, and the
 reconciler finishes whatever a dead process left. The provider path
 ``flask_store.stores.s3.S3GeventStore`` still works (it loads this module).
@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from boto3.s3.transfer import TransferConfig
 
 from ..config import StoreConfig
-from ..transfer.queued import QUEUED_DEFAULTS, QueuedStore, Role
+from .queued import QUEUED_DEFAULTS, QueuedStore, Role
 from .s3 import S3Store
 from .s3_config import S3_DEFAULTS
 
@@ -57,7 +57,7 @@ class S3GeventStore(QueuedStore):
     - ``STORE_STAGING_PATH``: the staging folder (default
       ``<instance>/flask_store_staging/<store name>``; relative paths are inside the instance
       folder). Other ``STORE_STAGING_*`` keys go to its local store (``STORE_STAGING_FSYNC``).
-    - The transfer settings of :class:`~flask_store.transfer.queued.QueuedStore` apply
+    - The transfer settings of :class:`~flask_store.stores.queued.QueuedStore` apply
       (``STORE_TRANSFER_RETRIES``, ``STORE_TRANSFER_RETRY_DELAY``...), with two defaults of
       its own: ``STORE_TRANSFER_EXECUTOR = "gevent"`` and ``STORE_TRANSFER_DELETE_LOCAL =
       True`` (a staged copy is removed once S3 holds it, verified; its small transfer record

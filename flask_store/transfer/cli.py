@@ -20,7 +20,7 @@ from flask.cli import with_appcontext
 from ..console import echo_error, progress, report_plain
 from ..exceptions import StoreError
 from ..registry import get_registry
-from .queued import QueuedStore
+from ..stores.queued import QueuedStore
 from .records import TransferRecord
 
 

@@ -1,7 +1,7 @@
 """Where transfers run: worker threads, greenlets, or RQ jobs in another process.
 
 An executor only decides *where* :meth:`QueuedStore.transfer_now
-<flask_store.transfer.queued.QueuedStore.transfer_now>` runs for a key. What a transfer does
+<flask_store.stores.queued.QueuedStore.transfer_now>` runs for a key. What a transfer does
 (retries, verification, records) lives in the store, once. ``submit`` never blocks on the
 remote store: it hands the key over and returns.
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import importlib
 import logging
 import pickle
@@ -33,11 +32,10 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import StoreConfig
-from ..exceptions import NotConfiguredError
 from ..optional import missing_dependency
 
 if TYPE_CHECKING:
-    from .queued import QueuedStore
+    from ..stores.queued import QueuedStore
 
 log = logging.getLogger("flask_store.transfer")
 
@@ -56,7 +54,7 @@ _LOADING_FOR_JOB: contextvars.ContextVar[bool] = contextvars.ContextVar(
 
 
 def in_rq_worker() -> bool:
-    """Whether an RQ worker is loading the app of a job right now (see :func:`run_rq_transfer`)."""
+    """Whether an RQ worker is loading the app of a job right now (:func:`loading_for_job`)."""
     return _LOADING_FOR_JOB.get()
 
 
@@ -240,7 +238,7 @@ class RQExecutor:
 
     def submit(self, key: str) -> None:
         self._queue.enqueue(
-            run_rq_transfer,
+            RQ_JOB,
             self._spec,
             key,
             job_timeout=self._timeout,
@@ -344,36 +342,9 @@ def store_from_spec(spec: Mapping[str, Any]) -> QueuedStore:
     return store
 
 
-@functools.lru_cache(maxsize=8)
-def store_of_app(app_path: str, name: str) -> QueuedStore:
-    """The queued store ``name`` of the app at ``app_path``, loaded once per worker process.
-
-    The app is loaded as ``flask --app`` would; its stores do not start reconciling here.
-
-    :raises NotConfiguredError: when the app cannot be loaded or has no such queued store.
-    """
-    from flask.cli import NoAppException, ScriptInfo
-
-    from ..extension import Store
-    from .queued import QueuedStore
-
-    with _loading_for_job():
-        try:
-            app = ScriptInfo(app_import_path=app_path, set_debug_flag=False).load_app()
-        except NoAppException as exc:
-            raise NotConfiguredError(
-                f"STORE_RQ_APP = {app_path!r}: the RQ worker cannot load the app: {exc}"
-            ) from exc
-    store = Store.registry(app).resolve(name)
-    if not isinstance(store, QueuedStore):
-        raise NotConfiguredError(
-            f"STORE_RQ_APP = {app_path!r}: the app's store {name!r} is not a queued store."
-        )
-    return store
-
-
 @contextlib.contextmanager
-def _loading_for_job() -> Iterator[None]:
+def loading_for_job() -> Iterator[None]:
+    """While an RQ worker loads the app a job names: its stores do not start reconciling."""
     token = _LOADING_FOR_JOB.set(True)
     try:
         yield
@@ -381,23 +352,28 @@ def _loading_for_job() -> Iterator[None]:
         _LOADING_FOR_JOB.reset(token)
 
 
-def run_rq_transfer(spec: Mapping[str, Any], key: str) -> str:
-    """The RQ job: find the store in the worker and run the transfer of ``key`` there.
+#: The RQ job, by import path: it loads the app, so it lives above this layer
+#: (:mod:`flask_store.transfer.jobs`), and RQ imports it by name in the worker anyway.
+RQ_JOB = "flask_store.transfer.jobs.run_rq_transfer"
 
-    :returns: the record's state afterwards (``done`` or ``failed``), shown by ``rq info``.
-    :raises NotConfiguredError: when the worker cannot rebuild the store from the job.
-    """
-    if "app" in spec:
-        return store_of_app(spec["app"], spec["store"]).transfer_now(key)
-    return store_from_spec(spec).transfer_now(key)
+
+def __getattr__(name: str) -> Any:
+    # Jobs queued by 0.1 name flask_store.transfer.executors.run_rq_transfer.
+    if name in {"run_rq_transfer", "store_of_app"}:
+        return getattr(importlib.import_module("flask_store.transfer.jobs"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
     "EXECUTOR_CHOICES",
+    "RQ_JOB",
     "Executor",
     "GeventExecutor",
     "RQExecutor",
     "ThreadExecutor",
+    "in_rq_worker",
+    "loading_for_job",
     "make_executor",
-    "run_rq_transfer",
+    "store_from_spec",
+    "store_spec",
 ]

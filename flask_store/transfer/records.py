@@ -82,7 +82,7 @@ class TransferRecord:
     :param overwrite: whether the transfer may replace a different file under the same key
         (only when the store's ``ON_CONFLICT`` is ``overwrite``).
     :param queued: whether the transfer was asked for (``False`` for files of ``delayed``
-        mode until :meth:`~flask_store.transfer.queued.QueuedStore.transfer` is called).
+        mode until :meth:`~flask_store.stores.queued.QueuedStore.transfer` is called).
     :param attempts: failed attempts so far.
     :param error: the last error, for people reading ``failed`` records.
     :param version: grows with every change; the higher one wins after a crash mid-move.

@@ -8,7 +8,7 @@ Connect a receiver to learn when a file reached the remote store or gave up tryi
     def alert(store, key, error, **extra):
         log.error("upload of %s failed: %s", key, error)
 
-The sender is the :class:`~flask_store.transfer.queued.QueuedStore`. ``file_transferred`` and
+The sender is the :class:`~flask_store.stores.queued.QueuedStore`. ``file_transferred`` and
 ``transfer_failed`` are sent from wherever the transfer runs: a worker thread, a greenlet, or
 the RQ worker process (where receivers of the web process do not see them).
 
