@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from . import urls
 
 if TYPE_CHECKING:
-    from .stores.base import BaseStore, FileInfo
+    from .meta import FileInfo
+    from .stores.base import BaseStore
 
 
 class FileWrapper:

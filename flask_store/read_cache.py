@@ -34,7 +34,8 @@ from .naming import clean_key
 from .sources import CHUNK_SIZE
 
 if TYPE_CHECKING:
-    from .stores.base import BaseStore, FileInfo
+    from .meta import FileInfo
+    from .stores.base import BaseStore
 
 _RECORD = "entry.json"
 _DATA_SUFFIX = ".data"
@@ -176,7 +177,7 @@ class ReadThroughCache:
 
 
 def _info_of(record: dict[str, Any]) -> FileInfo:
-    from .stores.base import FileInfo
+    from .meta import FileInfo
 
     fields = dict(record["info"])
     fields["last_modified"] = datetime.fromisoformat(fields["last_modified"])

@@ -37,7 +37,8 @@ from .headers import content_disposition as content_disposition
 from .headers import file_disposition, served_content_type
 from .headers import is_active_content as is_active_content
 from .headers import media_type as media_type
-from .stores.base import BaseStore, FileInfo, skip_to
+from .meta import FileInfo
+from .stores.base import BaseStore, skip_to
 
 #: Bytes read per step where the WSGI server offers no ``wsgi.file_wrapper`` with sendfile
 #: (the test client, ``flask run``): with Werkzeug's 8 KiB default, sending a large file is

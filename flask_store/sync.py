@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from .exceptions import FileNotFoundInStoreError
 from .file_wrapper import FileWrapper
-from .stores.base import BaseStore, md5_of, recorded_md5
+from .meta import recorded_md5
+from .stores.base import BaseStore, md5_of
 
 __all__ = ["copy_between", "needs_copy", "sync_file"]
 

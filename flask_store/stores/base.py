@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import mimetypes
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from datetime import datetime
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, ClassVar
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 from urllib.parse import quote
 
 from ..config import StoreConfig
@@ -30,7 +26,7 @@ from ..exceptions import (
     UnsupportedOperationError,
 )
 from ..file_wrapper import FileWrapper
-from ..headers import normalise_content_type
+from ..meta import FileInfo, FileMeta, guess_content_type, measure, recorded_md5
 from ..naming import (
     ON_CONFLICT_CHOICES,
     OnConflict,
@@ -50,63 +46,6 @@ if TYPE_CHECKING:
 #: too; the URLs of keys in :attr:`BaseStore.covered_folders` use it. No key has a component
 #: starting with ".", so no key's plain URL can be one of these.
 ESCAPED_KEYS_SEGMENT = ".files"
-
-# Compressed files are served as what they are, never with a Content-Encoding a browser undoes.
-_COMPRESSED_TYPES = {
-    "gzip": "application/gzip",
-    "bzip2": "application/x-bzip2",
-    "xz": "application/x-xz",
-    "br": "application/x-brotli",
-    "compress": "application/x-compress",
-}
-
-
-def guess_content_type(name: str) -> str:
-    """The content type of a file called ``name``, from its extension.
-
-    The answer is parsed like any other type: ``mimetypes`` also reads the system's
-    ``mime.types`` files, which this library does not control.
-    """
-    content_type, encoding = mimetypes.guess_type(name, strict=False)
-    if encoding:
-        return _COMPRESSED_TYPES.get(encoding, "application/octet-stream")
-    return normalise_content_type(content_type)
-
-
-@dataclass(frozen=True)
-class FileMeta:
-    """What a store records beside a file's bytes."""
-
-    filename: str
-    content_type: str
-
-
-@dataclass(frozen=True)
-class FileInfo:
-    """A stored file's metadata, as the store knows it.
-
-    :param key: the file's key in the store.
-    :param size: size in bytes.
-    :param content_type: the file's content type: always one parsed ``type/subtype``
-        (:func:`~flask_store.headers.parse_content_type`). A value that is not one (written
-        unchecked by an older version or another program, with a list of types or CR/LF)
-        becomes ``application/octet-stream``, so it is served safely instead of failing.
-        What a browser is sent is derived from it (:mod:`flask_store.headers`).
-    :param filename: the client's original filename (the key's last part when unknown).
-    :param last_modified: when it was written (timezone-aware, UTC).
-    :param etag: an unquoted entity tag that changes whenever the content changes.
-    """
-
-    key: str
-    size: int
-    content_type: str
-    filename: str
-    last_modified: datetime
-    etag: str
-
-    def __post_init__(self) -> None:
-        # Every store's metadata passes through here on its way out: one check covers them.
-        object.__setattr__(self, "content_type", normalise_content_type(self.content_type))
 
 
 def first_free_key(keys: Iterable[str], claim: Callable[[str], bool]) -> str:
@@ -138,27 +77,10 @@ def skip_to(stream: BinaryIO, position: int) -> None:
         left -= len(chunk)
 
 
-def measure(stream: IO[bytes]) -> tuple[int, str]:
-    """Length and hex MD5 of what is left in ``stream``, read in chunks."""
-    digest = hashlib.md5(usedforsecurity=False)
-    size = 0
-    while chunk := stream.read(CHUNK_SIZE):
-        digest.update(chunk)
-        size += len(chunk)
-    return size, digest.hexdigest()
-
-
 def md5_of(store: BaseStore, key: str) -> str:
     """The hex MD5 of the file stored as ``key``, read from ``store`` in chunks."""
     with store.open(key) as stream:
         return measure(stream)[1]
-
-
-def recorded_md5(info: FileInfo) -> str | None:
-    """The MD5 a store recorded as the ETag (S3 single-part uploads, MemoryStore), if any."""
-    etag = info.etag.strip('"')
-    is_md5 = len(etag) == 32 and all(c in "0123456789abcdef" for c in etag)
-    return etag if is_md5 else None
 
 
 class BaseStore(ABC):

@@ -37,10 +37,11 @@ from ..exceptions import (
     StoreError,
 )
 from ..files import as_store_error, remove_if_same_file, remove_quietly
+from ..meta import FileInfo, FileMeta, guess_content_type
 from ..naming import clean_key
 from ..sources import spool_of
 from ..spooling import TEMP_PREFIX
-from .base import BaseStore, FileInfo, FileMeta, first_free_key, guess_content_type
+from .base import BaseStore, first_free_key
 
 META_XATTR = "user.flask_store"
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC

@@ -15,8 +15,9 @@ from datetime import datetime, timezone
 from typing import Any, BinaryIO
 
 from ..exceptions import FileNotFoundInStoreError
+from ..meta import FileInfo, FileMeta
 from ..naming import clean_key
-from .base import BaseStore, FileInfo, FileMeta, first_free_key
+from .base import BaseStore, first_free_key
 
 
 @dataclass(frozen=True)

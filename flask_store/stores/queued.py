@@ -44,12 +44,13 @@ from ..exceptions import (
     TransferConflictError,
     TransferVerificationError,
 )
+from ..meta import FileInfo, FileMeta, measure, recorded_md5
 from ..naming import clean_key
 from ..transfer.executors import EXECUTOR_CHOICES, Executor, in_rq_worker, make_executor
 from ..transfer.records import Intent, RecordBook, TransferRecord
 from ..transfer.signals import file_saved, file_transferred, transfer_failed
 from . import load_provider
-from .base import BaseStore, FileInfo, FileMeta, md5_of, measure, recorded_md5
+from .base import BaseStore, md5_of
 from .local import LocalStore
 
 log = logging.getLogger("flask_store.transfer")

@@ -37,9 +37,10 @@ from ..exceptions import (
 )
 from ..file_wrapper import FileWrapper
 from ..headers import file_disposition, media_type, parse_content_type, served_content_type
+from ..meta import FileInfo, FileMeta, guess_content_type
 from ..naming import clean_key, join_key, secure_filename, with_unique_suffix
 from ..sources import Upload
-from .base import BaseStore, FileInfo, FileMeta, first_free_key, guess_content_type
+from .base import BaseStore, first_free_key
 from .s3_bodies import Body, prepare_body, spool_body
 from .s3_client import (
     CONDITION_FAILED_CODES,
