@@ -16,7 +16,8 @@ copyright = "2026, The Flask-Store contributors"
 release = flask_store.__version__
 version = ".".join(release.split(".")[:2])
 
-extensions = ["sphinx.ext.autodoc", "sphinx.ext.viewcode"]
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.graphviz", "sphinx.ext.viewcode"]
+graphviz_output_format = "svg"
 exclude_patterns = ["_build", "examples"]
 templates_path: list[str] = []
 
