@@ -88,7 +88,7 @@ def example(name: str) -> ModuleType:
 def test_docs_build_with_warnings_as_errors(tmp_path: Path) -> None:
     if shutil.which("dot") is None:
         pytest.skip(
-            "Graphviz's dot is not installed (apt-get install graphviz): it draws docs/internals.rst"
+            "Graphviz's dot is missing (apt-get install graphviz): docs/internals.rst needs it"
         )
     result = subprocess.run(
         [sys.executable, "-m", "sphinx", *SPHINX_OPTIONS, str(DOCS), str(tmp_path / "html")],
