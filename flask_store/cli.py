@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -28,7 +29,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import sync
+from . import caches, prune, sync
 from .console import echo_error, progress, report_plain
 from .exceptions import (
     FileExistsInStoreError,
@@ -39,9 +40,11 @@ from .exceptions import (
     StoreNotFoundError,
 )
 from .file_wrapper import FileWrapper
+from .read_cache import ReadThroughCache
 from .registry import StoreRegistry, get_registry
 from .stores.base import BaseStore
 from .stores.local import LocalStore
+from .stores.queued import QueuedStore
 from .transfer.cli import transfer_command
 
 P = ParamSpec("P")
@@ -419,6 +422,111 @@ def verify_store(store: str | None, jobs: int) -> None:
     click.echo(f"verified {verified}, failed {failed}")
     if failed:
         sys.exit(1)
+
+
+@store_cli.command("prune")
+@click.argument("store", required=False)
+@click.argument("prefix", default="")
+@click.option(
+    "--values",
+    is_flag=True,
+    help="Also delete expired JsonCache entries whose keys start with PREFIX.",
+)
+@click.option(
+    "--text-older-than",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Also delete text files (TextCache entries) under PREFIX this many seconds old.",
+)
+@_jobs_option
+@with_appcontext
+@_one_line_errors
+def prune_store(
+    store: str | None, prefix: str, values: bool, text_older_than: float | None, jobs: int
+) -> None:
+    """Delete what has expired in STORE (default store; STORE/PREFIX works too).
+
+    Always: read-through cache entries older than STORE_CACHE_TTL and, for a queued store,
+    done transfer records older than STORE_TRANSFER_RECORDS_KEEP whose file neither side
+    holds any more. With --values or --text-older-than, expired value-cache entries under
+    PREFIX (each file there is looked at: give the prefix your caches use).
+    """
+    target, start, _ = _listing(store, prefix)
+    now = time.time()
+    removed = PruneSummary()
+    if values or text_older_than is not None:
+        removed.values = _prune_values(target, start, now, values, text_older_than, jobs)
+    if isinstance(target.read_cache, ReadThroughCache):
+        removed.cached = target.read_cache.prune()
+    if isinstance(target, QueuedStore):
+        removed.records = _prune_records(target, now)
+    click.echo(removed.line())
+    if removed.failed:
+        sys.exit(1)
+
+
+@dataclass
+class PruneSummary:
+    """What a ``prune`` removed; ``failed`` counts files or records it could not look at."""
+
+    values: tuple[int, int] = (0, 0)
+    cached: int = 0
+    records: tuple[int, int] = (0, 0)
+
+    @property
+    def failed(self) -> int:
+        return self.values[1] + self.records[1]
+
+    def line(self) -> str:
+        return (
+            f"removed {self.values[0]} cache value(s), {self.cached} read-cache entries, "
+            f"{self.records[0]} transfer record(s); failed {self.failed}"
+        )
+
+
+def _prune_values(
+    target: BaseStore,
+    prefix: str,
+    now: float,
+    values: bool,
+    text_older_than: float | None,
+    jobs: int,
+) -> tuple[int, int]:
+    """Delete expired JsonCache (``values``) and TextCache entries under ``prefix``:
+    ``(removed, failed)``."""
+
+    def expired(key: str) -> bool:
+        if values and caches.expired_json_entry(target, key, now):
+            return True
+        return text_older_than is not None and caches.expired_text_entry(
+            target, key, text_older_than, now
+        )
+
+    keys = list(target.keys(prefix))
+    removed = failed = 0
+    with progress(len(keys), "Pruning") as advance, FileWorkers(jobs) as workers:
+        for key, outcome in workers.map(expired, keys):
+            advance()
+            if isinstance(outcome, BaseException):
+                failed += 1
+                echo_error(target.name, key, outcome)
+            elif outcome:
+                removed += 1
+                report_plain(f"removed {target.name}/{key}")
+    return removed, failed
+
+
+def _prune_records(target: QueuedStore, now: float) -> tuple[int, int]:
+    """Remove the done transfer records that reserve nothing any more: ``(removed, failed)``."""
+    removed = failed = 0
+    for record in prune.old_done_records(target, now):
+        try:
+            if prune.prune_record(target, record):
+                removed += 1
+                report_plain(f"removed the transfer record of {target.name}/{record.key}")
+        except (StoreError, OSError) as exc:
+            failed += 1
+            echo_error(target.name, record.key, exc)
+    return removed, failed
 
 
 # -- helpers of the commands ----------------------------------------------------------------

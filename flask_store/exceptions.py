@@ -143,3 +143,13 @@ class FileTypeRejectedError(UploadRejectedError):
 
 class InvalidArgumentError(StoreError, ValueError):
     """An argument to a store method is out of range (a URL lifetime, an upload size limit)."""
+
+
+class InvalidValueError(StoreError, ValueError):
+    """A file read as a value (:meth:`~flask_store.stores.base.BaseStore.load`,
+    :meth:`~flask_store.stores.base.BaseStore.load_text`, a
+    :class:`~flask_store.caches.JsonCache` entry) is not what it should be: not UTF-8, not
+    JSON, or not a cache entry. The message names the key; the file is left as it is.
+
+    .. versionadded:: 0.2
+    """

@@ -257,6 +257,30 @@ class RecordBook:
             removed = [self._remove(folder, key) for folder in (_OPEN, _DONE)]
         return any(removed)
 
+    def done_before(self, cutoff: datetime) -> Iterator[TransferRecord]:
+        """Every ``done`` record last changed before ``cutoff`` (what may be pruned).
+
+        Records that cannot be read, or carry no time, are left out.
+        """
+        for name in sorted(os.listdir(os.path.join(self.root, _DONE))):
+            record = self._read_filed(_DONE, name)
+            if record is None or self.get(record.key) != record:
+                continue  # unreadable, or superseded by a newer open record
+            try:
+                updated = datetime.fromisoformat(record.updated)
+            except ValueError:
+                continue
+            if updated.tzinfo is not None and updated < cutoff:
+                yield record
+
+    def discard(self, record: TransferRecord) -> bool:
+        """Remove the ``done`` ``record`` if it is still exactly the current record of its
+        key (a new save of the key meanwhile keeps its own); whether it was removed."""
+        with self._lock:
+            if record.state != "done" or self.get(record.key) != record:
+                return False
+            return self._remove(_DONE, record.key)
+
     # -- one transfer of a key at a time -----------------------------------------------------
 
     @contextlib.contextmanager

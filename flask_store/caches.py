@@ -1,0 +1,254 @@
+"""Values that expire, over any store: the ``backends`` library's ``JsonCache`` and ``TextCache``.
+
+Both keep each value as an ordinary file of the store (so a cache on S3, on a queued store or
+in memory works the same) and answer :meth:`~JsonCache.load` as the seed describes:
+
+- the key is not in the cache: ``None``;
+- the key is in the cache and has expired: the entry is deleted and ``None`` returned;
+- the key is in the cache and has not expired: the value.
+
+Where the expiry lives:
+
+- :class:`JsonCache` wraps each value in a small JSON document that carries its absolute
+  expiry time (``{"flask_store_cache": 1, "expires": <Unix seconds>, "value": ...}``), so each
+  value may have its own timeout, and ``flask store prune`` can tell an expired entry
+  without knowing the cache's settings.
+- :class:`TextCache` stores the string as it is (``text/plain``, UTF-8) and, as in the seed,
+  uses the file's age: its :attr:`~flask_store.meta.FileInfo.last_modified` as the store
+  reports it. One timeout for the whole cache; a file copied (``flask store sync``) or
+  transferred by a queued store gets the copy's time, so it lives a little longer.
+
+An expired entry is deleted only if it is still the version that was read
+(``delete(key, if_etag=...)``): a fresh value written meanwhile by another process stays.
+The clock is a parameter (``time.time`` by default), so tests move time instead of sleeping.
+
+.. versionadded:: 0.2
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .exceptions import FileNotFoundInStoreError, InvalidArgumentError, InvalidValueError
+from .file_wrapper import FileWrapper
+from .headers import media_type
+from .meta import FileInfo
+from .stores.base import BaseStore
+from .values import JSON_CONTENT_TYPE, decode_json, decode_text
+
+__all__ = [
+    "ENTRY_MARK",
+    "MAX_ENTRY_BYTES",
+    "JsonCache",
+    "TextCache",
+    "expired_json_entry",
+    "expired_text_entry",
+]
+
+#: The time in seconds since the epoch: ``time.time`` or a test's own.
+Clock = Callable[[], float]
+#: The key marking a JSON document as a :class:`JsonCache` entry (its value: the format).
+ENTRY_MARK = "flask_store_cache"
+#: Larger JSON files are never cache entries to ``flask store prune``: it does not read them.
+MAX_ENTRY_BYTES = 16 * 1024 * 1024
+
+
+def check_timeout(timeout: object) -> float:
+    """``timeout`` as seconds: a finite number above 0.
+
+    :raises InvalidArgumentError: for anything else (``True``, ``0``, ``-1``, NaN, ``"60"``).
+    """
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise InvalidArgumentError(
+            f"A cache timeout must be a number of seconds above 0, not {timeout!r}."
+        )
+    return float(timeout)
+
+
+class JsonCache:
+    """JSON values in ``store`` that expire ``timeout`` seconds after they are dumped.
+
+    >>> from flask_store.stores.memory import MemoryStore
+    >>> now = [1_000_000.0]
+    >>> cache = JsonCache(MemoryStore(), timeout=60, clock=lambda: now[0])
+    >>> _ = cache.dump("user/7", {"name": "Zoë"})
+    >>> cache.load("user/7")
+    {'name': 'Zoë'}
+    >>> now[0] += 60
+    >>> cache.load("user/7") is None, "user/7" in cache.store
+    (True, False)
+
+    :param store: where the entries are kept, each as a file under its key.
+    :param timeout: the default lifetime of a value, in seconds.
+    :param clock: the time in seconds since the epoch (``time.time``).
+    :raises InvalidArgumentError: for a timeout that is not a number of seconds above 0.
+    """
+
+    def __init__(self, store: BaseStore, timeout: float, clock: Clock = time.time) -> None:
+        self.store = store
+        self.timeout = check_timeout(timeout)
+        self.clock = clock
+
+    def dump(self, key: str, value: Any, timeout: float | None = None) -> FileWrapper:
+        """Store ``value`` under ``key`` for ``timeout`` seconds (default: the cache's).
+
+        :raises InvalidArgumentError: for a value JSON cannot hold or a bad timeout;
+            nothing is written.
+        """
+        seconds = self.timeout if timeout is None else check_timeout(timeout)
+        entry = {ENTRY_MARK: 1, "expires": self.clock() + seconds, "value": value}
+        return self.store.dump(key, entry)
+
+    def load(self, key: str) -> Any:
+        """The value stored under ``key``, or ``None`` when there is none or it expired
+        (an expired entry is deleted).
+
+        :raises InvalidValueError: naming the key when its file is not a cache entry.
+        """
+        found = _read(self.store, key)
+        if found is None:
+            return None
+        data, info = found
+        expires, value = _entry(info.key, data)
+        if self.clock() >= expires:
+            self.store.delete(info.key, if_etag=info.etag)
+            return None
+        return value
+
+    def delete(self, key: str) -> bool:
+        """Delete ``key``'s entry; ``True`` if there was one."""
+        return self.store.delete(key)
+
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` has an entry, expired or not (only :meth:`load` expires it)."""
+        return key in self.store
+
+
+class TextCache:
+    """Unicode strings in ``store`` that expire once their file is ``timeout`` seconds old.
+
+    As in the seed, the string is stored as it is and the age is the file's own
+    (:attr:`FileInfo.last_modified <flask_store.meta.FileInfo.last_modified>`): one timeout
+    for the whole cache, none per value.
+
+    :param store: where the entries are kept, each as a file under its key.
+    :param timeout: how old (seconds) a value may be.
+    :param clock: the time in seconds since the epoch (``time.time``).
+    :raises InvalidArgumentError: for a timeout that is not a number of seconds above 0.
+    """
+
+    def __init__(self, store: BaseStore, timeout: float, clock: Clock = time.time) -> None:
+        self.store = store
+        self.timeout = check_timeout(timeout)
+        self.clock = clock
+
+    def dump(self, key: str, value: str) -> FileWrapper:
+        """Store the string ``value`` under ``key`` (its age starts now).
+
+        :raises InvalidArgumentError: for a value that is not a ``str``; nothing is written.
+        """
+        return self.store.dump_text(key, value)
+
+    def load(self, key: str) -> str | None:
+        """The string stored under ``key``, or ``None`` when there is none or it is too old
+        (an expired entry is deleted).
+
+        :raises InvalidValueError: naming the key when its file is not UTF-8.
+        """
+        found = _read(self.store, key)
+        if found is None:
+            return None
+        data, info = found
+        if _age(info, self.clock()) >= self.timeout:
+            self.store.delete(info.key, if_etag=info.etag)
+            return None
+        return decode_text(info.key, data)
+
+    def delete(self, key: str) -> bool:
+        """Delete ``key``'s entry; ``True`` if there was one."""
+        return self.store.delete(key)
+
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` has an entry, expired or not (only :meth:`load` expires it)."""
+        return key in self.store
+
+
+def expired_json_entry(store: BaseStore, key: str, now: float) -> bool:
+    """Delete ``key`` if it is a :class:`JsonCache` entry that expired by ``now``.
+
+    Any other file (not JSON, JSON that is no cache entry, larger than
+    :data:`MAX_ENTRY_BYTES`) is left alone, unread where its metadata already says so.
+
+    :returns: whether it was deleted.
+    """
+    try:
+        stream, info = store.open_with_info(key)
+    except FileNotFoundInStoreError:
+        return False
+    with stream:
+        if media_type(info.content_type) != JSON_CONTENT_TYPE or info.size > MAX_ENTRY_BYTES:
+            return False
+        data = stream.read(MAX_ENTRY_BYTES + 1)
+    try:
+        expires, _ = _entry(info.key, data)
+    except InvalidValueError:
+        return False
+    return now >= expires and store.delete(info.key, if_etag=info.etag)
+
+
+def expired_text_entry(store: BaseStore, key: str, max_age: float, now: float) -> bool:
+    """Delete ``key`` if it is a text file (``text/plain``) at least ``max_age`` seconds
+    old by ``now``: an expired :class:`TextCache` entry, when ``key`` is one of its keys.
+
+    :returns: whether it was deleted.
+    """
+    try:
+        info = store.info(key)
+    except FileNotFoundInStoreError:
+        return False
+    if media_type(info.content_type) != "text/plain" or _age(info, now) < max_age:
+        return False
+    return store.delete(info.key, if_etag=info.etag)
+
+
+def _read(store: BaseStore, key: str) -> tuple[bytes, FileInfo] | None:
+    """The bytes of ``key`` and the metadata of that same version, or ``None`` if missing."""
+    try:
+        stream, info = store.open_with_info(key)
+    except FileNotFoundInStoreError:
+        return None
+    with stream:
+        return stream.read(), info
+
+
+def _entry(key: str, data: bytes) -> tuple[float, Any]:
+    """``(expires, value)`` of the cache entry ``data`` stored as ``key``.
+
+    :raises InvalidValueError: when ``data`` is not one.
+    """
+    document = decode_json(key, data)
+    expires = document.get("expires") if isinstance(document, dict) else None
+    if (
+        not isinstance(document, dict)
+        or document.get(ENTRY_MARK) != 1
+        or set(document) != {ENTRY_MARK, "expires", "value"}
+        or isinstance(expires, bool)
+        or not isinstance(expires, (int, float))
+    ):
+        raise InvalidValueError(
+            f"The file stored as {key!r} is not a JsonCache entry; load() it from the store."
+        )
+    return float(expires), document["value"]
+
+
+def _age(info: FileInfo, now: float) -> float:
+    """Seconds since ``info``'s file was written, by the clock's ``now``."""
+    return now - info.last_modified.timestamp()

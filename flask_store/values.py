@@ -1,0 +1,107 @@
+"""Values kept as files: JSON documents and Unicode text, encoded and checked here.
+
+The ``backends`` interface (``store.dump(key, value)``, ``store.load(key)``) stores values,
+not uploads. Each value is an ordinary file in the store, with a content type saying what it
+is, so it lists, serves, transfers and syncs like any other file. This leaf module turns
+values into bytes and back, refusing what would not come back as it went in; the stores'
+methods (:meth:`~flask_store.stores.base.BaseStore.dump` and friends) write and read them.
+
+Two pairs of methods instead of one ``format=`` argument: each pair has one return type
+(``load_text`` always gives ``str``), so a type checker and a reader know what they hold.
+
+.. versionadded:: 0.2
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .exceptions import InvalidArgumentError, InvalidValueError
+
+__all__ = [
+    "JSON_CONTENT_TYPE",
+    "TEXT_CONTENT_TYPE",
+    "decode_json",
+    "decode_text",
+    "encode_json",
+    "encode_text",
+]
+
+#: The content type a JSON value is stored with.
+JSON_CONTENT_TYPE = "application/json"
+#: The content type a text value is stored with.
+TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
+
+
+def encode_json(value: Any) -> bytes:
+    """``value`` as compact UTF-8 JSON.
+
+    Follows :func:`json.dumps`: tuples become lists and dict keys that are numbers, ``True``
+    or ``None`` become strings. Refused: what JSON cannot hold (sets, bytes, objects), NaN
+    and infinities (not JSON: most parsers reject them), cycles, and strings with lone
+    surrogates (not UTF-8).
+
+    >>> encode_json({"name": "Zoë", "sizes": (1, 2.5)}).decode()
+    '{"name":"Zoë","sizes":[1,2.5]}'
+
+    :raises InvalidArgumentError: for a value that cannot be stored as JSON.
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
+        # UnicodeEncodeError (lone surrogates) is a ValueError; cycles and NaN are too.
+        raise InvalidArgumentError(f"The value cannot be stored as JSON: {_reason(exc)}") from None
+
+
+def decode_json(key: str, data: bytes) -> Any:
+    """The JSON value stored as ``key`` (``data`` being its bytes).
+
+    NaN and infinities are refused as :func:`encode_json` refuses them.
+
+    :raises InvalidValueError: naming ``key`` when ``data`` is not UTF-8 JSON.
+    """
+    text = decode_text(key, data)
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidValueError(f"The file stored as {key!r} is not JSON: {_reason(exc)}") from None
+
+
+def encode_text(value: str) -> bytes:
+    """``value`` as UTF-8.
+
+    :raises InvalidArgumentError: for a value that is not a ``str``, or holds lone surrogates.
+    """
+    if not isinstance(value, str):
+        raise InvalidArgumentError(
+            f"A text value must be a str, not {type(value).__name__}; use dump() for JSON."
+        )
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArgumentError(f"The text cannot be stored as UTF-8: {exc.reason}") from None
+
+
+def decode_text(key: str, data: bytes) -> str:
+    """The text stored as ``key`` (``data`` being its bytes).
+
+    :raises InvalidValueError: naming ``key`` when ``data`` is not UTF-8.
+    """
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidValueError(
+            f"The file stored as {key!r} is not UTF-8 text (byte {exc.start})."
+        ) from None
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "it is nested too deeply"
+    return str(exc)

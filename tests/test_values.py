@@ -1,0 +1,340 @@
+"""The ``backends`` value interface on every store kind, and the caches built on it.
+
+``dump``/``load`` (JSON), ``dump_text``/``load_text``, ``items()``, ``clear()``, and
+:class:`~flask_store.caches.JsonCache`/:class:`~flask_store.caches.TextCache`. Every test
+runs against each store of ``tests/stores.py``; S3's batched clear is counted on moto.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import time
+from typing import Any
+
+import pytest
+from flask import Flask
+
+import flask_store
+from flask_store.caches import JsonCache, TextCache, expired_json_entry
+from flask_store.exceptions import (
+    InvalidArgumentError,
+    InvalidKeyError,
+    InvalidValueError,
+    StoreError,
+)
+from flask_store.stores.base import BaseStore
+from flask_store.stores.queued import QueuedStore
+from tests.stores import everything_stored
+
+VALUE = {"name": "Zoë", "tags": ["фото", "東京"], "size": 3, "ratio": 0.5, "ok": True, "x": None}
+
+
+def _cycle() -> list[Any]:
+    looped: list[Any] = []
+    looped.append(looped)
+    return looped
+
+
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+# -- dump / load ------------------------------------------------------------------------------
+
+
+def test_json_value_round_trips_as_a_utf8_json_file(store: BaseStore) -> None:
+    stored = store.dump("settings/user-7.json", VALUE)
+    assert stored.name == "settings/user-7.json"
+    assert store.load("settings/user-7.json") == VALUE
+    info = store.info("settings/user-7.json")
+    assert info.content_type == "application/json"
+    data = store.read("settings/user-7.json")
+    assert "Zoë".encode() in data  # UTF-8, not \\u escapes
+    assert list(store.keys("settings/")) == ["settings/user-7.json"]
+
+
+def test_dump_replaces_the_value_whatever_the_conflict_policy(store: BaseStore) -> None:
+    store.on_conflict = "error"
+    store.dump("counter", {"n": 1})
+    store.dump("counter", {"n": 2})
+    assert store.load("counter") == {"n": 2}
+    assert list(store.keys()) == ["counter"]
+
+
+def test_text_value_round_trips_as_text_plain_utf8(store: BaseStore) -> None:
+    text = "Zoë sagt: «Grüße» 🎉\r\nline two\x00"
+    store.dump_text("notes/a", text)
+    assert store.load_text("notes/a") == text
+    assert store.info("notes/a").content_type == "text/plain; charset=utf-8"
+    assert store.read("notes/a") == text.encode("utf-8")
+    store.dump_text("empty", "")
+    assert store.load_text("empty") == ""
+
+
+def test_missing_values_load_as_none(store: BaseStore) -> None:
+    assert store.load("nothing.json") is None
+    assert store.load_text("nothing.txt") is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"bad": {1, 2}},
+        {"bad": b"bytes"},
+        {"bad": object()},
+        {"bad": math.nan},
+        [math.inf],
+        [-math.inf],
+        _cycle(),
+        {"bad": "\ud800 lone surrogate"},
+        _nested(100_000),
+    ],
+    ids=["set", "bytes", "object", "nan", "inf", "-inf", "cycle", "surrogate", "deep"],
+)
+def test_a_value_json_cannot_hold_is_refused_and_nothing_is_written(
+    store: BaseStore, value: Any
+) -> None:
+    store.dump("kept.json", {"old": True})
+    before = everything_stored(store)
+    with pytest.raises(InvalidArgumentError, match="cannot be stored as JSON"):
+        store.dump("kept.json", value)
+    with pytest.raises(InvalidArgumentError):
+        store.dump("new.json", value)
+    assert everything_stored(store) == before
+    assert store.load("kept.json") == {"old": True}
+
+
+@pytest.mark.parametrize("value", [b"bytes", None, 3, ["a"], "\udfff"])
+def test_text_that_is_not_a_unicode_string_is_refused(store: BaseStore, value: Any) -> None:
+    with pytest.raises(InvalidArgumentError):
+        store.dump_text("t.txt", value)
+    assert "t.txt" not in store
+    assert list(store.keys()) == []
+
+
+@pytest.mark.parametrize("key", ["../escape.json", "a/../../b", "nul\x00.json", "", "a\\b"])
+def test_a_bad_key_is_refused_before_anything_is_written(store: BaseStore, key: str) -> None:
+    with pytest.raises(InvalidKeyError):
+        store.dump(key, {"a": 1})
+    with pytest.raises(InvalidKeyError):
+        store.load(key)
+    assert list(store.keys()) == []
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"{not json", b"\xff\xfe{}", b"NaN", b'{"a": Infinity}', b"", b"[" * 100_000],
+    ids=["syntax", "not-utf8", "nan", "infinity", "empty", "deep"],
+)
+def test_a_stored_file_that_is_not_json_raises_naming_the_key(
+    store: BaseStore, data: bytes
+) -> None:
+    store.put("uploads/фото.json", data)
+    with pytest.raises(InvalidValueError, match=re.escape("'uploads/фото.json'")) as caught:
+        store.load("uploads/фото.json")
+    assert isinstance(caught.value, ValueError) and isinstance(caught.value, StoreError)
+    assert store.read("uploads/фото.json") == data  # left as it is
+
+
+def test_a_stored_file_that_is_not_utf8_raises_on_load_text(store: BaseStore) -> None:
+    store.put("latin1.txt", "Grüße".encode("latin-1"))
+    with pytest.raises(InvalidValueError, match=re.escape("'latin1.txt' is not UTF-8")):
+        store.load_text("latin1.txt")
+
+
+# -- items / clear ----------------------------------------------------------------------------
+
+
+def test_items_yields_keys_with_their_files(store: BaseStore) -> None:
+    store.dump("a/1.json", [1])
+    store.dump_text("a/2.txt", "two")
+    store.save(b"other", name="b.txt")
+    items = list(store.items("a/"))
+    assert [key for key, _ in items] == ["a/1.json", "a/2.txt"]
+    assert [wrapper.name for _, wrapper in items] == ["a/1.json", "a/2.txt"]
+    assert items[1][1].read() == b"two"
+    assert [key for key, _ in store.items()] == ["a/1.json", "a/2.txt", "b.txt"]
+
+
+def test_clear_deletes_the_prefix_only_and_counts(store: BaseStore) -> None:
+    for key in ("cache/a", "cache/b/c", "cache-old", "keep/x"):
+        store.dump_text(key, key)
+    assert store.clear("cache/") == 2
+    assert list(store.keys()) == ["cache-old", "keep/x"]
+    assert store.clear("nothing/") == 0
+    assert store.clear() == 2
+    assert list(store.keys()) == []
+    if not isinstance(store, QueuedStore):
+        assert everything_stored(store) == []
+
+
+def test_clear_with_a_hostile_prefix_deletes_nothing_outside(store: BaseStore) -> None:
+    store.dump_text("inside", "x")
+    for prefix in ("../", "/", "\x00"):
+        # Refused or nothing: s3rver answers 500 to a NUL in a listing prefix.
+        with contextlib.suppress(StoreError):
+            assert store.clear(prefix) == 0
+    assert list(store.keys()) == ["inside"]
+
+
+def test_values_transfer_like_files(tmp_path: Any) -> None:
+    store = QueuedStore(
+        queued_local={"PROVIDER": "local", "PATH": str(tmp_path / "local")},
+        queued_remote={"PROVIDER": "memory"},
+    )
+    store.dump("v.json", VALUE)
+    assert store.join(timeout=60)
+    assert store.state("v.json") == "done"
+    assert store.remote.load("v.json") == VALUE
+    assert store.remote.info("v.json").content_type == "application/json"
+    assert store.load("v.json") == VALUE
+
+
+def test_values_are_served_like_files(tmp_path: Any) -> None:
+    app = Flask(__name__, instance_path=str(tmp_path))
+    app.config.update(STORE_PROVIDER="memory")
+    store = flask_store.Store(app)
+    with app.app_context():
+        store.Provider().dump("public/v.json", {"a": "é"})
+        store.Provider().dump_text("public/t", "hé")
+    client = app.test_client()
+    json_response = client.get("/flaskstore/public/v.json")
+    assert json_response.status_code == 200
+    assert json_response.mimetype == "application/json"
+    assert json_response.get_json() == {"a": "é"}
+    text_response = client.get("/flaskstore/public/t")
+    assert text_response.content_type == "text/plain; charset=utf-8"
+    assert text_response.get_data(as_text=True) == "hé"
+
+
+# -- S3: batched DeleteObjects ----------------------------------------------------------------
+
+
+def test_s3_clear_sends_at_most_1000_keys_per_delete_objects_request() -> None:
+    from moto import mock_aws
+
+    from tests.stores import _s3_store
+
+    with mock_aws():
+        store = _s3_store(None, {})
+        for index in range(2345):
+            store.client.put_object(
+                Bucket=store.bucket, Key=store.object_key(f"c/{index:05}"), Body=b"x"
+            )
+        store.client.put_object(Bucket=store.bucket, Key=store.object_key("keep"), Body=b"k")
+        batches: list[int] = []
+        single: list[str] = []
+
+        def count(params: dict[str, Any], **_: Any) -> None:
+            batches.append(len(params["Delete"]["Objects"]))
+
+        events = store.client.meta.events
+        events.register("before-parameter-build.s3.DeleteObjects", count)
+        events.register(
+            "before-parameter-build.s3.DeleteObject",
+            lambda params, **_: single.append(params["Key"]),
+        )
+        assert store.clear("c/") == 2345
+        assert batches == [1000, 1000, 345]
+        assert single == []
+        assert list(store.keys()) == ["keep"]
+
+
+# -- the caches -------------------------------------------------------------------------------
+
+
+def _settle(store: BaseStore) -> None:
+    """Let a queued store's transfers finish first. A conditional delete racing its own
+    transfer can leave the remote copy behind (QueuedStore.delete compares the whole record,
+    which the transfer moves to done): reported, not this module's to fix."""
+    if isinstance(store, QueuedStore):
+        assert store.join(timeout=60)
+
+
+class Clock:
+    """A clock tests move by hand: ``now`` seconds since the epoch, from the real time."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_json_cache_expires_values_and_deletes_them(store: BaseStore) -> None:
+    clock = Clock()
+    cache = JsonCache(store, timeout=60, clock=clock)
+    cache.dump("c/short", {"v": 1}, timeout=10)
+    cache.dump("c/default", ["v", 2])
+    _settle(store)
+    assert cache.load("c/short") == {"v": 1}
+    assert cache.load("missing") is None
+    clock.now += 10
+    assert cache.load("c/short") is None
+    assert "c/short" not in store  # an expired entry is deleted on load
+    assert cache.load("c/default") == ["v", 2]
+    clock.now += 50
+    assert cache.load("c/default") is None
+    assert list(store.keys()) == []
+
+
+def test_json_cache_entry_is_one_json_document_with_its_expiry(store: BaseStore) -> None:
+    clock = Clock()
+    JsonCache(store, timeout=60, clock=clock).dump("e", {"v": 1})
+    assert store.load("e") == {"flask_store_cache": 1, "expires": clock.now + 60, "value": {"v": 1}}
+
+
+@pytest.mark.parametrize("document", [{"v": 1}, [1], {"flask_store_cache": 1, "expires": "x"}])
+def test_json_cache_refuses_a_file_that_is_no_entry(store: BaseStore, document: Any) -> None:
+    store.dump("plain.json", document)
+    with pytest.raises(InvalidValueError, match=re.escape("'plain.json' is not a JsonCache entry")):
+        JsonCache(store, timeout=60).load("plain.json")
+    assert store.load("plain.json") == document  # left alone
+
+
+@pytest.mark.parametrize("timeout", [0, -1, math.nan, math.inf, True, "60", None])
+def test_bad_timeouts_are_refused(store: BaseStore, timeout: Any) -> None:
+    with pytest.raises(InvalidArgumentError, match="timeout"):
+        JsonCache(store, timeout=timeout)
+    with pytest.raises(InvalidArgumentError, match="timeout"):
+        TextCache(store, timeout=timeout)
+    if timeout is not None:
+        with pytest.raises(InvalidArgumentError, match="timeout"):
+            JsonCache(store, timeout=60).dump("k", 1, timeout=timeout)
+    assert list(store.keys()) == []
+
+
+def test_text_cache_expires_by_the_files_age(store: BaseStore) -> None:
+    clock = Clock()
+    cache = TextCache(store, timeout=60, clock=clock)
+    cache.dump("t/greeting", "grüß dich")
+    _settle(store)
+    assert store.read("t/greeting") == "grüß dich".encode()  # stored as it is
+    clock.now += 30
+    assert cache.load("t/greeting") == "grüß dich"
+    clock.now += 32  # S3 keeps whole seconds: well past 60 by any rounding
+    assert cache.load("t/greeting") is None
+    assert "t/greeting" not in store
+    assert cache.load("t/greeting") is None
+
+
+def test_an_expired_entry_saved_again_meanwhile_is_not_deleted(store: BaseStore) -> None:
+    """Two processes: one reads an expired entry while the other writes a fresh one."""
+    clock = Clock()
+    cache = JsonCache(store, timeout=60, clock=clock)
+    cache.dump("race", "old", timeout=1)
+    _settle(store)
+    stale_info = store.info("race")
+    clock.now += 5
+    cache.dump("race", "fresh")  # written by the other process
+    _settle(store)
+    assert store.delete("race", if_etag=stale_info.etag) is False
+    assert cache.load("race") == "fresh"
+    assert expired_json_entry(store, "race", clock.now) is False
+    assert expired_json_entry(store, "race", clock.now + 60) is True
+    assert "race" not in store
