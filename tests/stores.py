@@ -97,6 +97,24 @@ def _queued(request: pytest.FixtureRequest, settings: dict[str, Any]) -> Iterato
     assert store.join(timeout=60), "transfers still running after the test"
 
 
+@contextmanager
+def _queued_memory_local(
+    request: pytest.FixtureRequest, settings: dict[str, Any]
+) -> Iterator[BaseStore]:
+    """A queued store whose local side is a MemoryStore: any store can be the local side."""
+    from flask_store.stores.queued import QueuedStore
+
+    tmp_path = request.getfixturevalue("tmp_path")
+    store = QueuedStore(
+        queued_local={"PROVIDER": "memory"},
+        queued_remote={"PROVIDER": "memory"},
+        transfer_records_path=str(tmp_path / "records"),
+        **settings,
+    )
+    yield store
+    assert store.join(timeout=60), "transfers still running after the test"
+
+
 def _s3_store(endpoint_url: str | None, settings: dict[str, Any]) -> BaseStore:
     """An S3Store on a fresh bucket, keeping files under a STORE_PATH prefix."""
     from flask_store.stores.s3 import S3Store
@@ -177,6 +195,7 @@ STORE_KINDS: dict[str, StoreKind] = {
     "local-named-temp": StoreKind("local-named-temp", _local_named_temp),
     "memory": StoreKind("memory", _memory),
     "queued": StoreKind("queued", _queued),
+    "queued-memory-local": StoreKind("queued-memory-local", _queued_memory_local),
     "s3-mock": StoreKind("s3-mock", _s3_mock, concurrency=(8, 10)),
     "s3-server": StoreKind("s3-server", _s3_server, concurrency=(8, 10)),
     # Without conditional writes two threads saving one name at once can overwrite each

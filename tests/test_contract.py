@@ -20,9 +20,11 @@ from flask_store.exceptions import (
     InvalidKeyError,
     UploadReadError,
 )
+from flask_store.meta import FileInfo, FileMeta
 from flask_store.stores.base import BaseStore
 from flask_store.stores.queued import QueuedStore
-from tests.stores import StoreKind, everything_stored
+from flask_store.stores.s3 import S3Store
+from tests.stores import STORE_KINDS, StoreKind, everything_stored
 
 RENAMED = re.compile(r"^a_[A-Za-z0-9_-]{8}\.jpg$")
 
@@ -229,7 +231,12 @@ def test_bad_keys_are_refused(store: BaseStore, bad_key: str) -> None:
         store.open(bad_key)
     with pytest.raises(InvalidKeyError):
         store.delete(bad_key)
+    with pytest.raises(InvalidKeyError):
+        store.delete(bad_key, if_etag="0")
+    with pytest.raises(InvalidKeyError):
+        store.write([b"x"], [bad_key], FileMeta("x", "text/plain"))
     assert not store.exists(bad_key)
+    assert everything_stored(store) == ["x"]
 
 
 def test_save_none_is_a_clear_error(store: BaseStore) -> None:
@@ -301,3 +308,87 @@ def test_file_wrapper_round_trips_through_a_dict(store: BaseStore) -> None:
     again = store.file(record["name"])
     assert again == saved and hash(again) == hash(saved)
     assert again.read() == b"abc" and again.etag == saved.etag
+
+
+def settled_info(store: BaseStore, key: str) -> FileInfo:
+    """``key``'s metadata once its background transfer (queued stores) is done: a queued
+    store's ETag is the remote's from then on."""
+    if isinstance(store, QueuedStore):
+        assert store.join(timeout=60)
+    return store.info(key)
+
+
+def test_write_claims_the_first_free_key_it_is_given(store: BaseStore) -> None:
+    """``write()`` is the contract entry other stores build on (a queued store's local side)."""
+    meta = FileMeta(filename="Report 1.txt", content_type="text/plain")
+    first = store.write(iter([b"on", b"e"]), ["a.txt", "b.txt"], meta)
+    second = store.write([b"two"], iter(["a.txt", "b.txt"]), meta)
+    assert (first.key, first.size, second.key) == ("a.txt", 3, "b.txt")
+    assert store.read("a.txt") == b"one" and store.read("b.txt") == b"two"
+    info = store.info("b.txt")
+    assert (info.filename, info.content_type) == ("Report 1.txt", "text/plain")
+    with pytest.raises(FileExistsInStoreError, match=r"b\.txt"):
+        store.write([b"three"], ["a.txt", "b.txt"], meta)
+    replaced = store.write([b"four"], "a.txt", meta, overwrite=True)  # one key as a str
+    assert replaced.key == "a.txt" and store.read("a.txt") == b"four"
+    assert store.write([b"5"], ["docs//c.txt"], meta).key == "docs/c.txt"  # keys are cleaned
+    assert sorted(store.keys()) == ["a.txt", "b.txt", "docs/c.txt"]
+
+
+def test_conditional_delete_removes_only_the_version_asked_for(
+    store_kind: StoreKind, request: pytest.FixtureRequest
+) -> None:
+    with store_kind.make(request, on_conflict="overwrite") as store:
+        store.save(b"1", name="a.txt")
+        old = settled_info(store, "a.txt")
+        store.save(b"22", name="a.txt")
+        new = settled_info(store, "a.txt")
+        assert new.etag != old.etag
+
+        assert store.delete("a.txt", if_etag=old.etag) is False
+        assert store.read("a.txt") == b"22"
+        assert everything_stored(store) == ["a.txt"]  # nothing moved aside is left over
+        assert store.delete("a.txt", if_etag=new.etag) is True
+        assert not store.exists("a.txt")
+        assert store.delete("a.txt", if_etag=new.etag) is False
+        assert store.delete("never-saved.txt", if_etag=new.etag) is False
+        assert everything_stored(store) == []
+
+
+@pytest.mark.parametrize("kind", ["local", "local-named-temp", "memory"])
+def test_conditional_delete_never_removes_a_newer_version(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """A newer version lands while the older one is conditionally deleted: whichever comes
+    first, the newer version is what stays (never a check, then a delete of what is there)."""
+    with STORE_KINDS[kind].make(request) as store:
+        for _ in range(100):
+            old = store.put("a.txt", b"old", overwrite=True).etag
+            newer = threading.Thread(
+                target=store.put, args=("a.txt", b"newer"), kwargs={"overwrite": True}
+            )
+            newer.start()
+            store.delete("a.txt", if_etag=old)
+            newer.join()
+            assert store.read("a.txt") == b"newer"
+        assert everything_stored(store) == ["a.txt"]
+
+
+@pytest.mark.parametrize("kind", ["s3-mock", "s3-server"])
+def test_s3_conditional_delete_is_decided_by_the_server(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """The object is replaced between the store's look at it and its DELETE: S3 itself
+    refuses the delete (``If-Match``), so the newer object stays."""
+    with STORE_KINDS[kind].make(request) as store:
+        assert isinstance(store, S3Store)
+        old = store.save(b"old", name="a.txt").etag
+
+        def replace_object(**_: object) -> None:
+            store.client.meta.events.unregister("before-call.s3.DeleteObject", replace_object)
+            key = store.object_key("a.txt")
+            store.client.put_object(Bucket=store.bucket, Key=key, Body=b"newer")
+
+        store.client.meta.events.register("before-call.s3.DeleteObject", replace_object)
+        assert store.delete("a.txt", if_etag=old) is False
+        assert store.read("a.txt") == b"newer"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -23,8 +24,7 @@ from flask_store.exceptions import (
     NotConfiguredError,
     TransferConflictError,
 )
-from flask_store.stores.queued import QueuedStore
-from flask_store.stores.queued import retry_delay
+from flask_store.stores.queued import QueuedStore, retry_delay
 from flask_store.transfer.records import RecordBook, TransferRecord
 from flask_store.transfer.signals import file_saved, file_transferred, transfer_failed
 from tests.queued_remotes import (
@@ -39,11 +39,27 @@ from tests.queued_remotes import (
 JOIN = 30  # seconds: only a safety net against a hung test, never a measurement
 
 
+#: The kinds of local side the tests that need no file on disk run with: any store can be
+#: the local side of a queued store, since it only uses the store contract.
+LOCAL_SIDES = ["local", "memory"]
+
+
 def make_store(
-    tmp_path: Path, remote: dict[str, Any] | None = None, **settings: Any
+    tmp_path: Path,
+    remote: dict[str, Any] | None = None,
+    *,
+    local: str = "local",
+    **settings: Any,
 ) -> QueuedStore:
+    """A queued store; ``local="memory"`` keeps its local side in memory (its records in
+    ``tmp_path / "records"``, since a memory store has no folder to keep them in)."""
+    if local == "memory":
+        settings.setdefault("transfer_records_path", str(tmp_path / "records"))
+        local_settings: dict[str, Any] = {"PROVIDER": "memory"}
+    else:
+        local_settings = {"PROVIDER": "local", "PATH": str(tmp_path / "local")}
     return QueuedStore(
-        queued_local={"PROVIDER": "local", "PATH": str(tmp_path / "local")},
+        queued_local=local_settings,
         queued_remote=remote or {"PROVIDER": "memory"},
         transfer_retry_delay=0,
         **settings,
@@ -119,12 +135,13 @@ def test_request_returns_while_the_remote_is_frozen(
         assert client.get("/flaskstore/cat.jpg").data == b"photo"
 
 
+@pytest.mark.parametrize("local", LOCAL_SIDES)
 def test_failing_remote_is_retried_then_recorded_failed_then_reconciled(
-    tmp_path: Path, signals: dict[str, list[dict[str, Any]]]
+    tmp_path: Path, signals: dict[str, list[dict[str, Any]]], local: str
 ) -> None:
     attempts: list[str] = []
     remote = {"PROVIDER": FlakyStore, "FAIL_TIMES": 3, "ATTEMPTS": attempts}
-    store = make_store(tmp_path, remote, transfer_retries=2)
+    store = make_store(tmp_path, remote, local=local, transfer_retries=2)
     store.save(b"precious", name="doc.pdf")
     assert store.join(JOIN)
 
@@ -133,7 +150,7 @@ def test_failing_remote_is_retried_then_recorded_failed_then_reconciled(
     assert [(s["key"], s["attempts"]) for s in signals["failed"]] == [("doc.pdf", 3)]
     assert "remote store is down" in str(signals["failed"][0]["error"])
     assert not store.remote.exists("doc.pdf")
-    assert (tmp_path / "local" / "doc.pdf").read_bytes() == b"precious"
+    assert store.local.read("doc.pdf") == b"precious"
     assert store.read("doc.pdf") == b"precious"  # still readable, from the local copy
 
     assert store.reconcile() == ["doc.pdf"]
@@ -196,8 +213,9 @@ def test_transfer_workers_bounds_the_threads_uploading_at_once(tmp_path: Path) -
     assert [store.remote.read(name) for name in names] == [b"%d" % i for i in range(5)]
 
 
+@pytest.mark.parametrize("local", LOCAL_SIDES)
 def test_deleting_a_file_while_its_transfer_fails_ends_the_transfer(
-    tmp_path: Path, signals: dict[str, list[dict[str, Any]]]
+    tmp_path: Path, signals: dict[str, list[dict[str, Any]]], local: str
 ) -> None:
     stores: list[QueuedStore] = []
     attempts: list[str] = []
@@ -207,7 +225,7 @@ def test_deleting_a_file_while_its_transfer_fails_ends_the_transfer(
         "ATTEMPTS": attempts,
         "ON_FAILURE": lambda name: stores[0].delete(name),  # the user deletes it meanwhile
     }
-    store = make_store(tmp_path, remote, transfer_delayed=True, transfer_retries=3)
+    store = make_store(tmp_path, remote, local=local, transfer_delayed=True, transfer_retries=3)
     stores.append(store)
     store.save(b"x", name="a.txt")
 
@@ -238,7 +256,8 @@ def when_a_transfer_waits(event: threading.Event) -> Iterator[None]:
         logger.setLevel(level)
 
 
-def test_a_second_transfer_of_a_file_waits_for_the_first(tmp_path: Path) -> None:
+@pytest.mark.parametrize("local", LOCAL_SIDES)
+def test_a_second_transfer_of_a_file_waits_for_the_first(tmp_path: Path, local: str) -> None:
     """Two workers get the same file (start-up reconcile, duplicate jobs): the second waits
     for the first, then finds it done; the remote is written once."""
     stores: list[QueuedStore] = []
@@ -253,7 +272,9 @@ def test_a_second_transfer_of_a_file_waits_for_the_first(tmp_path: Path) -> None
         assert waiting.wait(JOIN)
 
     remote = {"PROVIDER": InterruptedStore, "INTERRUPT": duplicate_transfer}
-    store = make_store(tmp_path, remote, transfer_delayed=True, transfer_delete_local=True)
+    store = make_store(
+        tmp_path, remote, local=local, transfer_delayed=True, transfer_delete_local=True
+    )
     stores.append(store)
     store.save(b"x", name="a.txt")
     writes: list[str] = []
@@ -266,7 +287,7 @@ def test_a_second_transfer_of_a_file_waits_for_the_first(tmp_path: Path) -> None
     assert outcomes == ["done", "done"]  # this one's, then the one that waited
     assert writes == ["a.txt"]
     assert store.state("a.txt") == "done"
-    assert not (tmp_path / "local" / "a.txt").exists()
+    assert not store.local.exists("a.txt")
     assert store.read("a.txt") == b"x"  # from the remote, where the record points
 
 
@@ -278,9 +299,10 @@ def _counting(put: Callable[..., Any], writes: list[str]) -> Callable[..., Any]:
     return counted
 
 
+@pytest.mark.parametrize("local", LOCAL_SIDES)
 @pytest.mark.parametrize("delete_local", [True, False])
 def test_the_last_version_saved_wins_over_a_slower_older_transfer(
-    tmp_path: Path, delete_local: bool
+    tmp_path: Path, delete_local: bool, local: str
 ) -> None:
     """The old version's upload is slow; the user replaces the file meanwhile and its
     transfer is queued at once. The newer bytes must end on the remote, and the local copy
@@ -294,7 +316,7 @@ def test_the_last_version_saved_wins_over_a_slower_older_transfer(
 
     remote = {"PROVIDER": InterruptedStore, "INTERRUPT": replace_meanwhile}
     store = make_store(
-        tmp_path, remote, on_conflict="overwrite", transfer_delete_local=delete_local
+        tmp_path, remote, local=local, on_conflict="overwrite", transfer_delete_local=delete_local
     )
     stores.append(store)
 
@@ -308,33 +330,39 @@ def test_the_last_version_saved_wins_over_a_slower_older_transfer(
     assert store.remote.read("report.txt") == b"NEW version"
     assert store.state("report.txt") == "done"
     assert store.read("report.txt") == b"NEW version"
-    local = tmp_path / "local" / "report.txt"
-    assert local.exists() != delete_local
-    assert [p.name for p in (tmp_path / "local").iterdir() if p.name != ".transfers"] == (
-        [] if delete_local else ["report.txt"]
-    )
+    assert list(store.local.keys()) == ([] if delete_local else ["report.txt"])
+    if local == "local":  # and nothing moved aside is left in its folder
+        assert sorted(p.name for p in (tmp_path / "local").iterdir()) == (
+            [".transfers"] if delete_local else [".transfers", "report.txt"]
+        )
 
 
+@pytest.mark.parametrize("local", LOCAL_SIDES)
 def test_the_local_copy_stays_when_a_newer_file_landed_after_the_upload(
-    tmp_path: Path,
+    tmp_path: Path, local: str
 ) -> None:
     """A save whose record is not written yet (its file already in place) when the older
     transfer finishes: the older transfer must not delete that newer file."""
+    stores: list[QueuedStore] = []
 
     def land_newer_file(sender: object, key: str, **extra: Any) -> None:
-        # The newer save's rename, with its record still to come.
-        newer = tmp_path / "local" / ".newer"
-        newer.write_bytes(b"NEW")
-        newer.replace(tmp_path / "local" / key)
+        # The newer save's write, with its record still to come.
+        stores[0].local.put(key, b"NEW", overwrite=True)
 
     store = make_store(
-        tmp_path, on_conflict="overwrite", transfer_delete_local=True, transfer_delayed=True
+        tmp_path,
+        local=local,
+        on_conflict="overwrite",
+        transfer_delete_local=True,
+        transfer_delayed=True,
     )
+    stores.append(store)
     store.save(b"OLD", name="a.txt")
     with file_transferred.connected_to(land_newer_file):
         assert store.transfer_now("a.txt") == "done"
-    assert (tmp_path / "local" / "a.txt").read_bytes() == b"NEW"  # kept for its own transfer
-    assert sorted(p.name for p in (tmp_path / "local").iterdir()) == [".transfers", "a.txt"]
+    assert store.local.read("a.txt") == b"NEW"  # kept for its own transfer
+    if local == "local":  # and nothing moved aside is left in its folder
+        assert sorted(p.name for p in (tmp_path / "local").iterdir()) == [".transfers", "a.txt"]
     assert store.remote.read("a.txt") == b"OLD"
 
 
@@ -430,18 +458,20 @@ def test_a_corrupted_upload_is_removed_and_sent_again(
     assert signals["failed"] == []
 
 
-def test_same_bytes_already_on_the_remote_count_as_done(tmp_path: Path) -> None:
-    store = make_store(tmp_path, transfer_delayed=True)
+@pytest.mark.parametrize("local", LOCAL_SIDES)
+def test_same_bytes_already_on_the_remote_count_as_done(tmp_path: Path, local: str) -> None:
+    store = make_store(tmp_path, local=local, transfer_delayed=True)
     store.save(b"same", name="a.txt")
     store.remote.put("a.txt", b"same")  # an earlier attempt uploaded, then died
     assert store.transfer_now("a.txt") == "done"
     assert list(store.remote.keys()) == ["a.txt"]
 
 
+@pytest.mark.parametrize("local", LOCAL_SIDES)
 def test_different_bytes_on_the_remote_are_never_overwritten(
-    tmp_path: Path, signals: dict[str, list[dict[str, Any]]]
+    tmp_path: Path, signals: dict[str, list[dict[str, Any]]], local: str
 ) -> None:
-    store = make_store(tmp_path, transfer_delayed=True, transfer_retries=3)
+    store = make_store(tmp_path, local=local, transfer_delayed=True, transfer_retries=3)
     store.save(b"mine", name="a.txt")
     store.remote.put("a.txt", b"theirs")
     assert store.transfer_now("a.txt") == "failed"
@@ -454,11 +484,12 @@ def test_different_bytes_on_the_remote_are_never_overwritten(
     assert record is not None and "different file" in (record.error or "")
 
 
-def test_delete_local_keeps_the_key_reserved(tmp_path: Path) -> None:
-    store = make_store(tmp_path, transfer_delete_local=True)
+@pytest.mark.parametrize("local", LOCAL_SIDES)
+def test_delete_local_keeps_the_key_reserved(tmp_path: Path, local: str) -> None:
+    store = make_store(tmp_path, local=local, transfer_delete_local=True)
     first = store.save(b"one", name="a.txt")
     assert store.join(JOIN)
-    assert not (tmp_path / "local" / "a.txt").exists()
+    assert not store.local.exists("a.txt")
     assert store.read("a.txt") == b"one"  # now from the remote
 
     second = store.save(b"two", name="a.txt")
@@ -467,7 +498,7 @@ def test_delete_local_keeps_the_key_reserved(tmp_path: Path) -> None:
     assert store.remote.read(first.name) == b"one"
     assert store.remote.read(second.name) == b"two"
 
-    strict = make_store(tmp_path, transfer_delete_local=True, on_conflict="error")
+    strict = make_store(tmp_path, local=local, transfer_delete_local=True, on_conflict="error")
     with pytest.raises(FileExistsInStoreError, match=r"a\.txt"):
         strict.save(b"three", name="a.txt")
     assert store.remote.read("a.txt") == b"one"
@@ -496,8 +527,9 @@ def test_a_remote_without_md5_etags_is_compared_byte_for_byte(
     assert store.read("a.txt") == b"same"
 
 
-def test_overwrite_policy_replaces_the_remote_copy_too(tmp_path: Path) -> None:
-    store = make_store(tmp_path, on_conflict="overwrite")
+@pytest.mark.parametrize("local", LOCAL_SIDES)
+def test_overwrite_policy_replaces_the_remote_copy_too(tmp_path: Path, local: str) -> None:
+    store = make_store(tmp_path, local=local, on_conflict="overwrite")
     store.save(b"old", name="a.txt")
     assert store.join(JOIN)
     store.save(b"new", name="a.txt")
@@ -506,8 +538,9 @@ def test_overwrite_policy_replaces_the_remote_copy_too(tmp_path: Path) -> None:
     assert store.read("a.txt") == b"new"
 
 
-def test_delayed_mode_waits_for_transfer(tmp_path: Path) -> None:
-    store = make_store(tmp_path, transfer_delayed=True)
+@pytest.mark.parametrize("local", LOCAL_SIDES)
+def test_delayed_mode_waits_for_transfer(tmp_path: Path, local: str) -> None:
+    store = make_store(tmp_path, local=local, transfer_delayed=True)
     store.save(b"later", name="a.txt")
     assert store.join(JOIN)
     assert store.state("a.txt") == "pending"
@@ -520,8 +553,9 @@ def test_delayed_mode_waits_for_transfer(tmp_path: Path) -> None:
         store.transfer("never-saved.txt")
 
 
-def test_deleting_a_pending_file_removes_it_everywhere(tmp_path: Path) -> None:
-    store = make_store(tmp_path, transfer_delayed=True)
+@pytest.mark.parametrize("local", LOCAL_SIDES)
+def test_deleting_a_pending_file_removes_it_everywhere(tmp_path: Path, local: str) -> None:
+    store = make_store(tmp_path, local=local, transfer_delayed=True)
     store.save(b"x", name="a.txt")
     assert store.delete("a.txt")
     assert store.transfer_now("a.txt") == "gone"
@@ -643,3 +677,63 @@ def test_ranged_reads_reach_the_store_holding_the_file(tmp_path: Path) -> None:
     with store.open_range("digits.txt", 2, 5) as part:
         assert part.read(3) == b"234"
     assert ranges == [("digits.txt", 2, 5)]
+
+
+@pytest.mark.parametrize("local", LOCAL_SIDES)
+def test_a_conditional_delete_goes_to_the_copy_that_is_served(tmp_path: Path, local: str) -> None:
+    """Pending, the local copy's ETag decides; once transferred, the remote's. Either way
+    the whole file goes (record, local copy, remote copy), or nothing does."""
+    store = make_store(tmp_path, local=local, transfer_delayed=True, on_conflict="overwrite")
+    pending = store.save(b"one", name="a.txt").etag
+    assert pending == store.local.info("a.txt").etag
+    assert store.delete("a.txt", if_etag="another version") is False
+    assert store.delete("a.txt", if_etag=pending) is True
+    assert store.transfer_now("a.txt") == "gone"
+    assert (list(store.records), list(store.keys())) == ([], [])
+
+    store.save(b"two", name="b.txt")
+    assert store.transfer_now("b.txt") == "done"
+    local_etag, done = store.local.info("b.txt").etag, store.info("b.txt").etag
+    assert done == store.remote.info("b.txt").etag
+    if local_etag != done:  # a memory local side's MD5 ETag is the memory remote's too
+        assert store.delete("b.txt", if_etag=local_etag) is False
+    assert store.delete("b.txt", if_etag=done) is True
+    assert (list(store.records), list(store.keys())) == ([], [])
+
+
+def test_the_records_folder_defaults_to_one_inside_the_local_stores_folder(
+    tmp_path: Path,
+) -> None:
+    store = make_store(tmp_path)
+    assert store.local.local_folder() == str((tmp_path / "local").resolve())
+    assert store.records.root == os.path.join(str((tmp_path / "local").resolve()), ".transfers")
+
+
+def test_a_local_side_without_a_folder_keeps_its_records_in_the_instance_folder(
+    tmp_path: Path,
+) -> None:
+    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config.update(
+        STORE_PROVIDER="queued",
+        STORE_QUEUED_LOCAL={"PROVIDER": "memory"},
+        STORE_QUEUED_REMOTE={"PROVIDER": "memory"},
+        STORE_STORES={
+            "other": {
+                "PROVIDER": "queued",
+                "QUEUED_LOCAL": {"PROVIDER": "memory"},
+                "QUEUED_REMOTE": {"PROVIDER": "memory"},
+            }
+        },
+    )
+    Store(app)
+    registry = Store.registry(app)
+    default, other = registry.resolve(), registry.resolve("other")
+    assert isinstance(default, QueuedStore) and isinstance(other, QueuedStore)
+    assert default.local.local_folder() is None
+    # One folder per store: two stores' records of the same key never meet.
+    transfers = tmp_path / "instance" / "flask_store_transfers"
+    assert default.records.root == str(transfers / "default")
+    assert other.records.root == str(transfers / "other")
+
+    with pytest.raises(NotConfiguredError, match="TRANSFER_RECORDS_PATH"):
+        QueuedStore(queued_local={"PROVIDER": "memory"}, queued_remote={"PROVIDER": "memory"})

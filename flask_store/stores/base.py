@@ -4,6 +4,12 @@ A backend implements six small operations (:meth:`BaseStore._write`, :meth:`~Bas
 :meth:`~BaseStore.info`, :meth:`~BaseStore.exists`, :meth:`~BaseStore.delete`,
 :meth:`~BaseStore.keys`). Everything else a user calls (``save()`` with its input checks,
 naming and conflict policy, the dict-like face, URLs) lives here once.
+
+A store built on other stores (a queued store's local and remote sides) uses only the
+public contract: :meth:`~BaseStore.write` to write under the first free key of several,
+:meth:`~BaseStore.delete` with ``if_etag`` to remove one version and never a newer one, and
+:meth:`~BaseStore.local_folder` for a place on disk beside the files; never another store's
+internals. So any store can stand on either side.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from ..naming import (
     ON_CONFLICT_CHOICES,
     OnConflict,
     candidate_keys,
+    clean_key,
     join_key,
     recorded_filename,
     room_for_name,
@@ -96,8 +103,6 @@ class BaseStore(ABC):
     :raises NotConfiguredError: when a setting is missing or wrong.
     """
 
-    #: Short name accepted by ``STORE_PROVIDER``.
-    short_name: ClassVar[str]
     #: Provider-specific config defaults (unprefixed), applied by ``init_app``.
     defaults: ClassVar[Mapping[str, Any]] = {}
     #: Whether the serving route redirects to :meth:`direct_url` instead of streaming.
@@ -164,7 +169,8 @@ class BaseStore(ABC):
     ) -> FileInfo:
         """Store the data under the first key of ``keys`` no other file holds.
 
-        Implementations write the data out of sight first and then claim a key atomically
+        What :meth:`write` and :meth:`save` run; ``keys`` are already checked. Implementations
+        write the data out of sight first and then claim a key atomically
         (:func:`first_free_key`), so readers never see half a file and two writers never
         share a key. With ``overwrite`` the first key is replaced instead. Nothing may be
         left behind when this raises.
@@ -190,8 +196,16 @@ class BaseStore(ABC):
         """Whether a file is stored as ``key`` (``False`` for keys that are not acceptable)."""
 
     @abstractmethod
-    def delete(self, key: str) -> bool:
-        """Delete the file stored as ``key``; ``True`` if there was one. Safe to repeat."""
+    def delete(self, key: str, *, if_etag: str | None = None) -> bool:
+        """Delete the file stored as ``key``; ``True`` if there was one. Safe to repeat.
+
+        :param if_etag: delete only the version whose :attr:`FileInfo.etag` this is:
+            ``False``, with nothing deleted, when ``key`` now holds another version (saved
+            again meanwhile) or nothing. The comparison and the removal are one step where
+            the backend allows (a local folder moves the file aside before comparing, S3
+            sends ``If-Match``), so a newer version is never deleted in place of the old.
+        :raises InvalidKeyError: when the key is not acceptable.
+        """
 
     @abstractmethod
     def keys(self, prefix: str = "") -> Iterator[str]:
@@ -284,6 +298,35 @@ class BaseStore(ABC):
         info = self._write_upload(upload, keys, meta, overwrite=overwrite)
         return FileWrapper(self, info.key, info=info)
 
+    def write(
+        self,
+        chunks: Iterable[bytes],
+        keys: str | Iterable[str],
+        meta: FileMeta,
+        *,
+        overwrite: bool = False,
+    ) -> FileInfo:
+        """Store ``chunks`` under the first of ``keys`` that no other file holds.
+
+        The writing half of the contract, for code that builds on a store (a queued store
+        writes its local copy with it): the bytes and the metadata are taken as given, and
+        the keys are tried in order, the way :meth:`save` renames on a collision. Each key
+        is checked (:func:`~flask_store.naming.clean_key`) when its turn comes. Claiming a
+        key is atomic, so two writers never share one, and no reader sees half a file.
+
+        :param chunks: the file's bytes, read once, in order.
+        :param keys: the keys to try, in order, or a single key.
+        :param meta: the original filename and the content type to record.
+        :param overwrite: replace the file under the first key instead of trying the next.
+        :returns: the metadata of the file written; its ``key`` is the one it got.
+        :raises FileExistsInStoreError: when every key is taken (nothing is stored).
+        :raises InvalidKeyError: when a key tried is not acceptable (nothing is stored).
+        """
+        tried = iter([keys]) if isinstance(keys, str) else iter(keys)
+        # iter() of an iterator is the iterator itself: an upload's chunks keep telling a
+        # store on the same disk that they come from a spool file it may move into place.
+        return self._write(iter(chunks), (clean_key(key) for key in tried), meta, overwrite)
+
     def _write_upload(
         self, upload: Upload, keys: Iterator[str], meta: FileMeta, overwrite: bool
     ) -> FileInfo:
@@ -374,6 +417,16 @@ class BaseStore(ABC):
             f"{type(self).__name__} keeps files off the local file system; use open() or "
             "the file's URL instead of a path."
         )
+
+    def local_folder(self) -> str | None:
+        """The folder on this machine's disk that holds the store's files, or ``None``.
+
+        Only a store keeping its files in a folder has one (a
+        :class:`~flask_store.stores.local.LocalStore`: its ``STORE_PATH``, resolved). A
+        store built on this one keeps its working files there, in a hidden folder no key
+        can name (a queued store's transfer records: ``<folder>/.transfers``).
+        """
+        return None
 
     def url_path(self, key: str) -> str:
         """The path (below the site root) where the serving route answers for ``key``.

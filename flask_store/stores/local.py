@@ -77,7 +77,6 @@ class LocalStore(BaseStore):
     :mod:`flask_store.spooling`).
     """
 
-    short_name = "local"
     defaults: ClassVar[Mapping[str, Any]] = {"FSYNC": False, "SPOOL_UPLOADS": True}
     #: Age after which a hidden temporary file counts as left over by a killed process.
     #: An upload still arriving keeps its spool file's modification time fresh.
@@ -350,9 +349,12 @@ class LocalStore(BaseStore):
             return f"size is {size} bytes but it was saved with {saved_size}"
         return None
 
-    def delete(self, key: str) -> bool:
+    def delete(self, key: str, *, if_etag: str | None = None) -> bool:
+        path = self.path(key)
         try:
-            os.unlink(self.path(key))
+            if if_etag is not None:
+                return _delete_version(path, if_etag)
+            os.unlink(path)
         except IsADirectoryError as exc:
             raise InvalidKeyError(f"The key {key!r} is a folder, not a file.") from exc
         except OSError as exc:
@@ -360,6 +362,10 @@ class LocalStore(BaseStore):
                 return False
             raise as_store_error(exc, f"delete {key!r}") from exc
         return True
+
+    def local_folder(self) -> str:
+        """The store's folder (:attr:`root`): ``STORE_PATH``, resolved."""
+        return self.root
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         # Walk only the deepest folder the prefix names, then filter by the rest.
@@ -428,6 +434,39 @@ def _is_listed(entry: os.DirEntry[str]) -> bool:
         return True
     except OSError:  # a symlink loop (is_file() raises ELOOP), or no permission
         return False
+
+
+def _delete_version(path: str, etag: str) -> bool:
+    """Delete the file at ``path`` if its ETag is ``etag``; ``False`` when another is there.
+
+    Comparing and then unlinking could remove a newer file saved in between. So the file is
+    moved aside first (a rename is atomic), and only the file moved aside is compared: a
+    newer one moved by mistake is put back, unless an even newer one took the key meanwhile
+    (the newest always wins). A first look spares the move, which hides the key from
+    readers for an instant, when another version is there already.
+
+    :raises IsADirectoryError: when ``path`` is a folder.
+    """
+    if not _has_etag(os.stat(path), etag):
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            raise IsADirectoryError(errno.EISDIR, "is a folder", path)
+        return False
+    # A hidden temporary name: never listed, and removed by the tidy-up if this process dies.
+    aside = os.path.join(os.path.dirname(path), TEMP_PREFIX + secrets.token_urlsafe(9))
+    os.rename(path, aside)
+    if _has_etag(os.stat(aside), etag):
+        os.unlink(aside)
+        return True
+    # Another version: put back, unless a newer one holds the key. Should putting it back
+    # fail, the error is raised and the file is left aside, not removed.
+    _claim(aside, path)
+    remove_quietly(aside)
+    return False
+
+
+def _has_etag(found: os.stat_result, etag: str) -> bool:
+    """Whether ``found`` is a regular file whose ETag is ``etag``."""
+    return stat.S_ISREG(found.st_mode) and _etag(found) == etag
 
 
 def _create_temp(folder: str) -> tuple[int, str]:
@@ -526,5 +565,11 @@ def _info_from_stat(key: str, stat: os.stat_result, meta: FileMeta) -> FileInfo:
         content_type=meta.content_type,
         filename=meta.filename,
         last_modified=datetime.fromtimestamp(stat.st_mtime, timezone.utc),
-        etag=f"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{stat.st_size:x}",
+        etag=_etag(stat),
     )
+
+
+def _etag(found: os.stat_result) -> str:
+    """A file's ETag: its inode, modification time and size. Files are replaced, never
+    rewritten, so a new version is a new inode; the time and size catch edits in place."""
+    return f"{found.st_ino:x}-{found.st_mtime_ns:x}-{found.st_size:x}"

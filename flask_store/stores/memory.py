@@ -33,8 +33,6 @@ class MemoryStore(BaseStore):
     between threads.
     """
 
-    short_name = "memory"
-
     def __init__(self, config: Any = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         self._files: dict[str, _StoredFile] = {}
@@ -83,9 +81,14 @@ class MemoryStore(BaseStore):
             return False
         return True
 
-    def delete(self, key: str) -> bool:
+    def delete(self, key: str, *, if_etag: str | None = None) -> bool:
+        key = clean_key(key)
         with self._lock:
-            return self._files.pop(clean_key(key), None) is not None
+            stored = self._files.get(key)
+            if stored is None or if_etag not in (None, stored.info.etag):
+                return False
+            del self._files[key]
+        return True
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         with self._lock:

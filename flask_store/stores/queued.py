@@ -26,13 +26,11 @@ for a file never changes.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO, ClassVar, Literal
 
@@ -51,7 +49,6 @@ from ..transfer.records import Intent, RecordBook, TransferRecord
 from ..transfer.signals import file_saved, file_transferred, transfer_failed
 from . import load_provider
 from .base import BaseStore, md5_of
-from .local import LocalStore
 
 log = logging.getLogger("flask_store.transfer")
 
@@ -99,8 +96,6 @@ class _Sent:
 
     local: FileInfo
     remote: FileInfo
-    #: The local file's ``os.stat`` when it is a file on disk: its identity.
-    stat: os.stat_result | None
 
 
 class QueuedStore(BaseStore):
@@ -119,7 +114,8 @@ class QueuedStore(BaseStore):
     - ``TRANSFER_DELAYED``: only transfer when :meth:`transfer` is called (default off).
     - ``TRANSFER_DELETE_LOCAL``: remove the local copy once the remote one is verified.
     - ``TRANSFER_RECORDS_PATH``: the records folder (default ``.transfers`` inside the local
-      store's folder, or ``<instance>/flask_store_transfers``).
+      store's folder; for a local store without a folder, such as a memory store,
+      ``<instance>/flask_store_transfers/<store name>``).
     - ``RQ_REDIS_URL``, ``RQ_QUEUE`` (default ``"flask_store"``), ``RQ_JOB_TIMEOUT``: the
       ``rq`` executor's Redis and queue; ``RQ_APP``: the app's import path (``"myapp:app"``,
       ``"myapp:create_app()"``) for workers to load it and take the store, with its
@@ -129,7 +125,6 @@ class QueuedStore(BaseStore):
     .. versionadded:: 0.1
     """
 
-    short_name = "queued"
     defaults: ClassVar[Mapping[str, Any]] = QUEUED_DEFAULTS
     serve_by_redirect = False
 
@@ -204,10 +199,11 @@ class QueuedStore(BaseStore):
             folder = os.fspath(path)
         elif path and self.config.instance_path:
             folder = os.path.join(self.config.instance_path, os.fspath(path))
-        elif not path and hasattr(self.local, "root"):
-            folder = os.path.join(str(self.local.root), ".transfers")
+        elif not path and (beside := self.local.local_folder()) is not None:
+            folder = os.path.join(beside, ".transfers")  # a hidden name: no key reaches it
         elif not path and self.config.instance_path:
-            folder = os.path.join(self.config.instance_path, "flask_store_transfers")
+            # One folder per store, so two stores' records of one key never meet.
+            folder = os.path.join(self.config.instance_path, "flask_store_transfers", self.name)
         else:
             raise self.config.error(
                 "TRANSFER_RECORDS_PATH", "must be an absolute folder path outside a Flask app."
@@ -234,7 +230,7 @@ class QueuedStore(BaseStore):
         queued = not self.delayed
         with self.records.intent(overwrite=overwrite, queued=queued) as intent:
             candidates = keys if overwrite else self._unreserved(keys)
-            info = self.local._write(chunks, intent.noting(candidates), meta, overwrite)
+            info = self.local.write(chunks, intent.noting(candidates), meta, overwrite=overwrite)
             try:
                 self.records.create(_pending(info, meta, overwrite=overwrite, queued=queued))
             except BaseException:
@@ -381,7 +377,6 @@ class QueuedStore(BaseStore):
         """
         stream, local = self._open_local(record)
         with stream:  # a seekable file: remotes send it as it is, without a spool copy
-            identity = _stat_of(stream)
             try:
                 stored = self.remote.put(
                     record.key,
@@ -393,7 +388,7 @@ class QueuedStore(BaseStore):
             except FileExistsInStoreError:
                 theirs = self.remote.info(record.key)
                 if self._holds_bytes_of(stream, local, theirs, compare_unknown=True):
-                    return _Sent(local, theirs, identity)  # an earlier attempt got there
+                    return _Sent(local, theirs)  # an earlier attempt got there
                 raise TransferConflictError(
                     f"The remote store already holds a different file as {record.key!r} "
                     f"({theirs.size} bytes; the local copy has {local.size}); it was not "
@@ -410,7 +405,7 @@ class QueuedStore(BaseStore):
                     f"local copy ({info.size} bytes, ETag {info.etag!r}; local: {local.size} "
                     "bytes)."
                 )
-        return _Sent(local, info, identity)
+        return _Sent(local, info)
 
     def _holds_bytes_of(
         self, stream: BinaryIO, local: FileInfo, theirs: FileInfo, *, compare_unknown: bool
@@ -446,34 +441,10 @@ class QueuedStore(BaseStore):
         log.info("Transferred %r to the remote store.", record.key)
         file_transferred.send(self, key=record.key, info=sent.remote)
         if self.delete_local:
-            self._discard_local(sent)
+            # Only the very file sent: a newer save of the key may land at any moment (saves
+            # never wait for transfers), and a conditional delete never removes it.
+            self.local.delete(record.key, if_etag=sent.local.etag)
         return "done"
-
-    def _discard_local(self, sent: _Sent) -> None:
-        """Remove the local copy, but only if it is still the very file that was sent.
-
-        A save of the same key may land at any moment (saves never wait for transfers).
-        On disk the file is first moved aside (atomic), then checked: a newer file moved
-        aside by mistake goes back, unless an even newer one took its place meanwhile.
-        """
-        key = sent.local.key
-        if not isinstance(self.local, LocalStore) or sent.stat is None:
-            with contextlib.suppress(FileNotFoundInStoreError):
-                if self.local.info(key).etag == sent.local.etag:
-                    self.local.delete(key)
-            return
-        path = self.local.path(key)
-        aside = os.path.join(os.path.dirname(path), f".discard-{uuid.uuid4().hex}")
-        try:
-            os.rename(path, aside)
-        except FileNotFoundError:
-            return
-        try:
-            if not _same_file(os.stat(aside), sent.stat):
-                with contextlib.suppress(FileExistsError):
-                    os.link(aside, path)
-        finally:
-            os.unlink(aside)
 
     def _give_up(self, record: TransferRecord, error: Exception, attempts: int) -> Outcome | None:
         """Record the transfer as failed (local copy kept) and send ``transfer_failed``."""
@@ -591,7 +562,10 @@ class QueuedStore(BaseStore):
 
     def holder(self, key: str) -> BaseStore:
         """The store that serves ``key`` now: local until the transfer is done."""
-        record = self.records.get(clean_key(key))
+        return self._holder(key, self.records.get(clean_key(key)))
+
+    def _holder(self, key: str, record: TransferRecord | None) -> BaseStore:
+        """The store that serves ``key`` when its record is ``record``."""
         if record is not None:
             return self.remote if record.state == "done" else self.local
         # No record: a file put there by other means; the local copy wins if there is one.
@@ -615,13 +589,28 @@ class QueuedStore(BaseStore):
         except InvalidKeyError:
             return False
 
-    def delete(self, key: str) -> bool:
-        """Delete the file everywhere: record, local copy, remote copy."""
+    def delete(self, key: str, *, if_etag: str | None = None) -> bool:
+        """Delete the file everywhere: record, local copy, remote copy.
+
+        With ``if_etag``, only if the copy read now (:meth:`holder`: the local one until the
+        transfer is done, then the remote one) has that ETag: it is deleted conditionally,
+        then the rest of the file, unless the key was saved again meanwhile.
+        """
         key = clean_key(key)
-        had_record = self.records.forget(key)
-        on_local = self.local.delete(key)
-        on_remote = self.remote.delete(key)
-        return had_record or on_local or on_remote
+        if if_etag is None:
+            had_record = self.records.forget(key)
+            on_local = self.local.delete(key)
+            on_remote = self.remote.delete(key)
+            return had_record or on_local or on_remote
+        record = self.records.get(key)
+        if not self._holder(key, record).delete(key, if_etag=if_etag):
+            return False
+        if self.records.get(key) == record:  # else a newer save owns the key now
+            self.records.forget(key)
+            # The local copy of this record only: a newer save's file may be there already.
+            self.local.delete(key, if_etag=record.local_etag if record else None)
+            self.remote.delete(key)
+        return True
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         return iter(sorted(set(self.local.keys(prefix)) | set(self.remote.keys(prefix))))
@@ -663,19 +652,3 @@ def _describes(record: TransferRecord, local: FileInfo) -> bool:
     if record.local_etag is None:
         return record.size == local.size
     return record.local_etag == local.etag
-
-
-def _stat_of(stream: BinaryIO) -> os.stat_result | None:
-    """The identity of an open file on disk; ``None`` for other streams."""
-    try:
-        return os.fstat(stream.fileno())
-    except (OSError, AttributeError, ValueError):
-        return None
-
-
-def _same_file(found: os.stat_result, sent: os.stat_result) -> bool:
-    """Whether ``found`` is the file ``sent`` was: files are replaced, never rewritten."""
-    return os.path.samestat(found, sent) and (found.st_mtime_ns, found.st_size) == (
-        sent.st_mtime_ns,
-        sent.st_size,
-    )

@@ -94,7 +94,6 @@ class S3Store(BaseStore):
     :raises NotConfiguredError: when a setting is missing or wrong.
     """
 
-    short_name = "s3"
     defaults: ClassVar[Mapping[str, Any]] = S3_DEFAULTS
 
     def __init__(self, config: Any = None, **kwargs: Any) -> None:
@@ -306,8 +305,9 @@ class S3Store(BaseStore):
         :raises UnsupportedByServerError: always.
         """
         head = self._head(key)
-        if head is not None and _unquote(head["ETag"]) == etag:
-            self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+        if head is not None and _unquote(head["ETag"]) == etag and self._delete_version(
+            key, head["ETag"]
+        ):
             fate = "it was deleted"
         else:
             fate = "another write replaced it since, and that one was left alone"
@@ -427,13 +427,42 @@ class S3Store(BaseStore):
         with self._errors("look up", key):
             return self._head(key) is not None
 
-    def delete(self, key: str) -> bool:
+    def delete(self, key: str, *, if_etag: str | None = None) -> bool:
+        """Delete ``key``'s object; with ``if_etag``, only that version of it.
+
+        A conditional delete compares the ETag of a HEAD, then sends the DELETE with
+        ``If-Match``: S3 refuses it when another version was written in between. A server
+        that ignores ``If-Match`` on DELETE (some S3-compatible ones do; none is sent with
+        ``STORE_S3_CONDITIONAL_WRITES = "off"``) leaves that short gap open: a version
+        written between the HEAD and the DELETE can be deleted.
+        """
         object_key = self.object_key(key)
         with self._errors("delete", key):
             # DeleteObject succeeds for missing keys too; HEAD tells whether there was one.
-            if self._head(key) is None:
+            head = self._head(key)
+            if head is None:
                 return False
-            self.client.delete_object(Bucket=self.bucket, Key=object_key)
+            if if_etag is None:
+                self.client.delete_object(Bucket=self.bucket, Key=object_key)
+                return True
+            if info_from_response(clean_key(key), head).etag != if_etag:
+                return False
+            return self._delete_version(key, head["ETag"])
+
+    def _delete_version(self, key: str, etag: str) -> bool:
+        """Delete ``key``'s object if its ETag (as S3 sends it, quoted) is still ``etag``.
+
+        ``False`` when S3 answers that another version, or none, is there now.
+        """
+        condition: dict[str, Any] = {}
+        if self.settings.conditional_writes != "off":
+            condition["IfMatch"] = etag
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key), **condition)
+        except ClientError as exc:
+            if error_code(exc) in CONDITION_FAILED_CODES | NOT_FOUND_CODES:
+                return False
+            raise
         return True
 
     def keys(self, prefix: str = "") -> Iterator[str]:

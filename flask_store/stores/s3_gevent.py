@@ -85,7 +85,6 @@ class S3GeventStore(QueuedStore):
     .. versionadded:: 0.1
     """
 
-    short_name = "s3-gevent"
     defaults: ClassVar[Mapping[str, Any]] = MappingProxyType(
         {
             **{k: v for k, v in QUEUED_DEFAULTS.items() if not k.startswith("QUEUED_")},
