@@ -18,6 +18,7 @@ of one version with the headers of another.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -106,6 +107,30 @@ class ReadThroughCache:
         named = f"{self.store.name}\0{clean_key(key)}"
         digest = hashlib.sha256(named.encode()).hexdigest()
         return os.path.join(self.folder, digest[:2], digest)
+
+    def prune(self) -> int:
+        """Remove this store's entries older than the TTL (``flask store prune``); how many.
+
+        Safe while the app serves: a reader that opened an entry's data keeps reading it, one
+        that finds the entry gone fetches the file again. Entries of another store sharing
+        the folder, and damaged ones, are left alone (a read replaces a damaged one).
+        """
+        removed = 0
+        for entry in sorted(glob.glob(os.path.join(glob.escape(self.folder), "??", "*"))):
+            try:
+                with open(os.path.join(entry, _RECORD), encoding="utf-8") as handle:
+                    record = json.load(handle)
+                key, fetched = str(record["info"]["key"]), float(record["fetched"])
+                ours = self.entry_folder(key) == entry
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # no record (a fill in progress), damaged, or not a key of ours
+            if ours and self.clock() - fetched >= self.ttl:
+                _remove_superseded(entry, keep="")
+                remove_quietly(os.path.join(entry, _RECORD))
+                with contextlib.suppress(OSError):
+                    os.rmdir(entry)  # a fill may have begun meanwhile: its files stay
+                removed += 1
+        return removed
 
     # -- reading entries --------------------------------------------------------------------
 

@@ -45,6 +45,14 @@ from ..naming import (
 )
 from ..read_cache import ReadThroughCache
 from ..sources import CHUNK_SIZE, Upload, open_upload
+from ..values import (
+    JSON_CONTENT_TYPE,
+    TEXT_CONTENT_TYPE,
+    decode_json,
+    decode_text,
+    encode_json,
+    encode_text,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -471,3 +479,82 @@ class BaseStore(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+    # -- values: the ``backends`` interface (encoding in flask_store.values) ----------------
+
+    def dump(self, key: str, value: Any) -> FileWrapper:
+        """Store ``value`` as JSON under exactly ``key``, replacing what was there.
+
+        The value becomes an ordinary file (UTF-8, ``application/json``), written atomically
+        like any :meth:`put`: it lists, serves, transfers and syncs like the others.
+
+        :raises InvalidArgumentError: for a value JSON cannot hold (a set, bytes, NaN or an
+            infinity, a cycle, a lone surrogate); nothing is written.
+        :raises InvalidKeyError: when the key is not acceptable; nothing is written.
+
+        .. versionadded:: 0.2
+        """
+        return self._put_value(key, encode_json(value), JSON_CONTENT_TYPE)
+
+    def load(self, key: str) -> Any:
+        """The JSON value stored as ``key``, or ``None`` when nothing is stored there.
+
+        A stored ``null`` is ``None`` too: ``key in store`` tells the two apart.
+
+        :raises InvalidValueError: naming the key when the file is not UTF-8 JSON.
+
+        .. versionadded:: 0.2
+        """
+        data = self._read_value(key)
+        return None if data is None else decode_json(join_key(key), data)
+
+    def dump_text(self, key: str, value: str) -> FileWrapper:
+        """Store the string ``value`` under exactly ``key`` (UTF-8, ``text/plain``),
+        replacing what was there.
+
+        :raises InvalidArgumentError: for a value that is not a ``str`` or holds lone
+            surrogates; nothing is written.
+
+        .. versionadded:: 0.2
+        """
+        return self._put_value(key, encode_text(value), TEXT_CONTENT_TYPE)
+
+    def load_text(self, key: str) -> str | None:
+        """The text stored as ``key``, or ``None`` when nothing is stored there.
+
+        :raises InvalidValueError: naming the key when the file is not UTF-8.
+
+        .. versionadded:: 0.2
+        """
+        data = self._read_value(key)
+        return None if data is None else decode_text(join_key(key), data)
+
+    def _put_value(self, key: str, data: bytes, content_type: str) -> FileWrapper:
+        return self.put(key, data, content_type=content_type, overwrite=True)
+
+    def _read_value(self, key: str) -> bytes | None:
+        try:
+            return self.read(key)
+        except FileNotFoundInStoreError:
+            return None
+
+    def items(self, prefix: str = "") -> Iterator[tuple[str, FileWrapper]]:
+        """``(key, file)`` for every key that starts with ``prefix``, in :meth:`keys` order.
+
+        .. versionadded:: 0.2
+        """
+        for key in self.keys(prefix):
+            yield key, FileWrapper(self, key)
+
+    def clear(self, prefix: str = "") -> int:
+        """Delete every file whose key starts with ``prefix`` (all of them by default).
+
+        ``prefix`` is matched as :meth:`keys` matches it, character by character:
+        ``"photos"`` also takes ``"photos-old.jpg"``; end it with ``/`` for a folder.
+        Files saved while it runs may stay.
+
+        :returns: how many files were deleted.
+
+        .. versionadded:: 0.2
+        """
+        return sum(1 for key in list(self.keys(prefix)) if self.delete(key))

@@ -95,7 +95,11 @@ class MemoryStore(BaseStore):
             found = [key for key in self._files if key.startswith(prefix)]
         return iter(sorted(found))
 
-    def clear(self) -> None:
-        """Forget every file (handy between tests)."""
+    def clear(self, prefix: str = "") -> int:
+        """Forget every file whose key starts with ``prefix`` (all by default: handy between
+        tests), at once; how many there were."""
         with self._lock:
-            self._files.clear()
+            doomed = [key for key in self._files if key.startswith(prefix)]
+            for key in doomed:
+                del self._files[key]
+        return len(doomed)

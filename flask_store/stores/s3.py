@@ -478,6 +478,37 @@ class S3Store(BaseStore):
                     if _is_store_key(key):
                         yield key
 
+    def clear(self, prefix: str = "") -> int:
+        """Delete every file whose key starts with ``prefix``, as listed by :meth:`keys`.
+
+        Keys go :data:`DELETE_BATCH` at a time in one DeleteObjects request each (S3's
+        limit is 1000 per request) instead of a DELETE per file.
+
+        :raises StoreUnavailableError: (or a subclass) when S3 refuses a key of a batch;
+            the message names that key. Files of earlier batches stay deleted.
+        """
+        deleted = 0
+        keys = self.keys(prefix)
+        while batch := list(itertools.islice(keys, DELETE_BATCH)):
+            self._delete_objects(batch)
+            deleted += len(batch)
+        return deleted
+
+    def _delete_objects(self, keys: list[str]) -> None:
+        """Delete ``keys`` in one DeleteObjects request; a key S3 refused raises its error."""
+        by_object = {self.object_key(key): key for key in keys}
+        objects: list[Any] = [{"Key": object_key} for object_key in by_object]
+        with self._errors("delete", keys[0]):
+            response = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}
+            )
+        for problem in response.get("Errors", [])[:1]:
+            key = by_object.get(problem.get("Key", ""), keys[0])
+            with self._errors("delete", key):
+                # Mapped as if S3 had answered the request with it: one table of errors.
+                code, message = problem.get("Code", ""), problem.get("Message", "")
+                raise ClientError({"Error": {"Code": code, "Message": message}}, "DeleteObjects")
+
     # -- URLs and access --------------------------------------------------------------------
 
     def direct_url(self, key: str, expires: int | None = None) -> str:
@@ -762,6 +793,10 @@ class S3Store(BaseStore):
         if copied is None:
             raise FileNotFoundInStoreError(f"The copy of the upload {name!r} is missing.")
         return info_from_response(name, copied)
+
+
+#: The most keys one DeleteObjects request names: S3 refuses more than 1000.
+DELETE_BATCH = 1000
 
 
 def info_from_response(key: str, response: Mapping[str, Any]) -> FileInfo:
