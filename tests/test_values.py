@@ -26,6 +26,7 @@ from flask_store.exceptions import (
 )
 from flask_store.stores.base import BaseStore
 from flask_store.stores.queued import QueuedStore
+from flask_store.stores.s3 import S3Store
 from tests.stores import everything_stored
 
 VALUE = {"name": "Zoë", "tags": ["фото", "東京"], "size": 3, "ratio": 0.5, "ok": True, "x": None}
@@ -222,6 +223,7 @@ def test_s3_clear_sends_at_most_1000_keys_per_delete_objects_request() -> None:
 
     with mock_aws():
         store = _s3_store(None, {})
+        assert isinstance(store, S3Store)
         for index in range(2345):
             store.client.put_object(
                 Bucket=store.bucket, Key=store.object_key(f"c/{index:05}"), Body=b"x"
