@@ -291,6 +291,16 @@ def test_read_error_mid_stream_leaves_nothing(store: BaseStore) -> None:
     assert "broken.bin" not in store
 
 
+def test_a_files_key_is_one_thing_under_every_name(store: BaseStore) -> None:
+    """``FileWrapper.key`` is the key (``FileInfo.key``); ``name`` and ``relative_path()``
+    are the same thing under older names, ``path`` adds the store's name."""
+    saved = store.at("docs").save(b"x", name="a.txt")
+    assert saved.key == saved.name == saved.info.key == saved.relative_path() == "docs/a.txt"
+    assert saved.path == f"{store.name}/docs/a.txt"
+    again = store.file("docs//a.txt")
+    assert again.key == "docs/a.txt" and again == saved
+
+
 def test_file_wrapper_round_trips_through_a_dict(store: BaseStore) -> None:
     saved = store.save(b"abc", name="doc.pdf")
     record = saved.to_dict()

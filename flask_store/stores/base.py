@@ -269,7 +269,7 @@ class BaseStore(ABC):
 
         Unlike :meth:`save`, the key is used as given (after the containment check) and
         never renamed. Like every method but :meth:`save`, it takes the whole key in the
-        store (a :attr:`FileWrapper.name <flask_store.FileWrapper.name>`): the
+        store (a :attr:`FileWrapper.key <flask_store.FileWrapper.key>`): the
         :attr:`destination` folder applies to :meth:`save` only.
 
         :param filename: the original filename to record (default: the key's last part).
