@@ -28,6 +28,8 @@ from typing import BinaryIO
 
 from .exceptions import FileChangedError
 
+__all__ = ["MAX_RANGES", "MultipartBody", "MultipartByteranges", "Span", "spans_to_serve"]
+
 #: Most ranges one request may ask for and still be split; more are answered with the file.
 MAX_RANGES = 16
 

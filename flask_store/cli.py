@@ -47,6 +47,8 @@ from .stores.local import LocalStore
 from .stores.queued import QueuedStore
 from .transfer.cli import transfer_command
 
+__all__ = ["store_cli"]
+
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")

@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 from .exceptions import NotConfiguredError
 
+__all__ = ["COMMON_DEFAULTS", "StoreConfig"]
+
 T = TypeVar("T")
 
 #: Settings every store understands, with their defaults (without the ``STORE_`` prefix).

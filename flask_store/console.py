@@ -18,6 +18,8 @@ import click
 
 from .exceptions import StoreError
 
+__all__ = ["echo_error", "progress", "report_plain"]
+
 
 def is_terminal() -> bool:
     """Whether stdout is a terminal (and so gets a progress bar instead of plain lines)."""

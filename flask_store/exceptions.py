@@ -8,6 +8,35 @@ All of them derive from :class:`StoreError`.
 
 from __future__ import annotations
 
+__all__ = [
+    "ACLNotSupportedError",
+    "BucketNotFoundError",
+    "EmptyFileError",
+    "FileChangedError",
+    "FileExistsInStoreError",
+    "FileNotFoundInStoreError",
+    "FileTooLargeError",
+    "FileTypeRejectedError",
+    "InvalidArgumentError",
+    "InvalidFileError",
+    "InvalidFilenameError",
+    "InvalidKeyError",
+    "InvalidValueError",
+    "NotConfiguredError",
+    "ProviderImportError",
+    "StorageFullError",
+    "StoreAccessDeniedError",
+    "StoreError",
+    "StoreNotFoundError",
+    "StoreUnavailableError",
+    "TransferConflictError",
+    "TransferVerificationError",
+    "UnsupportedByServerError",
+    "UnsupportedOperationError",
+    "UploadReadError",
+    "UploadRejectedError",
+]
+
 
 class StoreError(Exception):
     """Base class of every Flask-Store error."""

@@ -14,6 +14,8 @@ from .spooling import enable_spooling
 from .stores.base import ESCAPED_KEYS_SEGMENT, BaseStore
 from .stores.local import LocalStore
 
+__all__ = ["SERVE_ENDPOINT", "Store"]
+
 SERVE_ENDPOINT = "flask_store.serve"
 
 

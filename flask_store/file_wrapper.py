@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     from .meta import FileInfo
     from .stores.base import BaseStore
 
+__all__ = ["FileWrapper"]
+
 
 class FileWrapper:
     """A file in a store.

@@ -10,6 +10,8 @@ from collections.abc import Iterable
 
 from .exceptions import StorageFullError, StoreAccessDeniedError, StoreError, StoreUnavailableError
 
+__all__ = ["as_store_error", "atomic_write", "remove_if_same_file", "remove_quietly"]
+
 #: ``errno`` values that mean "no room": a full disk, a user's quota, a file-size limit.
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 #: ``errno`` values that mean the process may not write there (or read that).

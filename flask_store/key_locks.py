@@ -10,6 +10,8 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 
+__all__ = ["KeyLocks"]
+
 
 class KeyLocks:
     """A lock per key, made on first use and dropped when nobody needs it any more."""

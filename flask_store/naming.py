@@ -19,6 +19,21 @@ from typing import Literal
 
 from .exceptions import InvalidFilenameError, InvalidKeyError
 
+__all__ = [
+    "MAX_COMPONENT_BYTES",
+    "MAX_KEY_BYTES",
+    "ON_CONFLICT_CHOICES",
+    "OnConflict",
+    "candidate_keys",
+    "clean_key",
+    "join_key",
+    "recorded_filename",
+    "room_for_name",
+    "secure_filename",
+    "split_extension",
+    "with_unique_suffix",
+]
+
 OnConflict = Literal["rename", "overwrite", "error"]
 ON_CONFLICT_CHOICES: tuple[OnConflict, ...] = ("rename", "overwrite", "error")
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+__all__ = ["DISTRIBUTION", "EXTRA_OF_MODULE", "missing_dependency"]
+
 #: The name this package is installed under (``pip install "Flask-Store-NG[s3]"``).
 DISTRIBUTION = "Flask-Store-NG"
 

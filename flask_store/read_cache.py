@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from .meta import FileInfo
     from .stores.base import BaseStore
 
+__all__ = ["IncompleteCopyError", "ReadThroughCache"]
+
 _RECORD = "entry.json"
 _DATA_SUFFIX = ".data"
 

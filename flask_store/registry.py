@@ -23,6 +23,15 @@ from .stores.base import ESCAPED_KEYS_SEGMENT, BaseStore
 if TYPE_CHECKING:
     from .file_wrapper import FileWrapper
 
+__all__ = [
+    "DEFAULT_NAME",
+    "EXTENSION_KEY",
+    "StoreRegistry",
+    "build_registry",
+    "get_registry",
+    "lay_out_urls",
+]
+
 DEFAULT_NAME = "default"
 _STORE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 

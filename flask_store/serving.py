@@ -40,6 +40,8 @@ from .headers import media_type as media_type
 from .meta import FileInfo
 from .stores.base import BaseStore, skip_to
 
+__all__ = ["serve_file"]
+
 #: Bytes read per step where the WSGI server offers no ``wsgi.file_wrapper`` with sendfile
 #: (the test client, ``flask run``): with Werkzeug's 8 KiB default, sending a large file is
 #: mostly loop overhead. Memory per response stays this small.

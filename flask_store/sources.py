@@ -20,6 +20,16 @@ from .exceptions import EmptyFileError, InvalidFileError, UploadReadError
 from .headers import parse_content_type
 from .spooling import SpoolFile
 
+__all__ = [
+    "CHUNK_SIZE",
+    "Upload",
+    "UploadChunks",
+    "open_upload",
+    "read_checked",
+    "seekable_extent",
+    "spool_of",
+]
+
 #: Chunk size for every streamed copy: large enough for few syscalls, small enough for flat memory.
 CHUNK_SIZE = 1024 * 1024
 

@@ -44,6 +44,8 @@ from .files import as_store_error, remove_if_same_file, remove_quietly
 if TYPE_CHECKING:
     from flask import Flask
 
+__all__ = ["IN_MEMORY_LIMIT", "TEMP_PREFIX", "WRITE_BUFFER", "SpoolFile", "enable_spooling"]
+
 R = TypeVar("R", bound=Request)
 
 #: Prefix of every temporary file Flask-Store writes beside stored files (hidden: never a key).

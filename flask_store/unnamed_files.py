@@ -20,6 +20,8 @@ from typing import cast
 
 from .files import remove_quietly
 
+__all__ = ["link_unnamed", "open_unnamed", "supported"]
+
 _O_TMPFILE: int | None = getattr(os, "O_TMPFILE", None)
 _AT_FDCWD = -100
 _AT_SYMLINK_FOLLOW = 0x400

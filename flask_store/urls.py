@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from flask import current_app, has_app_context, has_request_context, request
 
+__all__ = ["absolute_url", "relative_url"]
+
 
 def script_root() -> str:
     """The path the app is mounted at (``""`` at the site root or outside a request)."""

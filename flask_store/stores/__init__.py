@@ -8,6 +8,8 @@ from ..exceptions import NotConfiguredError, ProviderImportError
 from ..optional import missing_dependency
 from .base import BaseStore
 
+__all__ = ["SHORT_NAMES", "load_provider"]
+
 #: Short provider names accepted by ``STORE_PROVIDER``.
 SHORT_NAMES: dict[str, str] = {
     "local": "flask_store.stores.local.LocalStore",

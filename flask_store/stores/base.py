@@ -57,6 +57,19 @@ from ..values import (
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+__all__ = [
+    "ESCAPED_KEYS_SEGMENT",
+    "BaseStore",
+    "FileInfo",
+    "FileMeta",
+    "first_free_key",
+    "guess_content_type",
+    "md5_of",
+    "measure",
+    "recorded_md5",
+    "skip_to",
+]
+
 #: The URL segment below a store's ``URL_PREFIX`` where every key of the store is answered
 #: too; the URLs of keys in :attr:`BaseStore.covered_folders` use it. No key has a component
 #: starting with ".", so no key's plain URL can be one of these.

@@ -43,6 +43,8 @@ from ..sources import spool_of
 from ..spooling import TEMP_PREFIX
 from .base import BaseStore, first_free_key
 
+__all__ = ["META_XATTR", "LocalStore"]
+
 META_XATTR = "user.flask_store"
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 # Errors meaning "this file system cannot hard-link": claim keys by exclusive create instead.

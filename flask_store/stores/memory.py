@@ -19,6 +19,8 @@ from ..meta import FileInfo, FileMeta
 from ..naming import clean_key
 from .base import BaseStore, first_free_key
 
+__all__ = ["MemoryStore"]
+
 
 @dataclass(frozen=True)
 class _StoredFile:

@@ -50,6 +50,8 @@ from ..transfer.signals import file_saved, file_transferred, transfer_failed
 from . import load_provider
 from .base import BaseStore, md5_of
 
+__all__ = ["QUEUED_DEFAULTS", "Outcome", "QueuedStore", "Role", "retry_delay"]
+
 log = logging.getLogger("flask_store.transfer")
 
 Role = Literal["local", "remote"]

@@ -74,6 +74,8 @@ from .s3_uploads import (
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+__all__ = ["S3Store"]
+
 #: Object metadata holding the size of a gzip-encoded file before compression.
 ORIGINAL_SIZE_META = "uncompressed-size"
 #: Object metadata holding the file's content type when the object's ``Content-Type`` (what

@@ -19,6 +19,8 @@ from typing import BinaryIO, cast
 
 from ..sources import CHUNK_SIZE, Upload, read_checked, seekable_extent
 
+__all__ = ["Body", "prepare_body", "spool_body"]
+
 #: Data smaller than this is spooled in memory, larger data goes to a temporary file.
 SPOOL_IN_MEMORY = CHUNK_SIZE
 

@@ -48,6 +48,20 @@ from .s3_config import CONNECT_TIMEOUT, MAX_POOL_CONNECTIONS, S3Settings
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+__all__ = [
+    "CONDITION_FAILED_CODES",
+    "FEATURE_ERROR_CODES",
+    "NOT_FOUND_CODES",
+    "ClientHolder",
+    "ConditionalTransferManager",
+    "ObjectBody",
+    "error_code",
+    "feature_hint",
+    "make_client",
+    "s3_errors",
+    "where",
+]
+
 #: Error codes meaning "these credentials may not do this".
 ACCESS_DENIED_CODES = frozenset(
     {

@@ -20,6 +20,19 @@ from ..config import StoreConfig
 from ..exceptions import InvalidKeyError
 from ..naming import join_key
 
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "MAX_POOL_CONNECTIONS",
+    "MAX_URL_EXPIRES",
+    "MIB",
+    "S3_DEFAULTS",
+    "ChecksumMode",
+    "ConditionalWrites",
+    "S3Settings",
+    "ServeMode",
+    "read_s3_settings",
+]
+
 MIB = 1024 * 1024
 #: S3 refuses multipart parts smaller than this (except the last one).
 MIN_PART_SIZE = 5 * MIB

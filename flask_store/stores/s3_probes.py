@@ -26,6 +26,8 @@ from .s3_client import CONDITION_FAILED_CODES, FEATURE_ERROR_CODES, error_code
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+__all__ = ["PROBE_MARK", "BucketFacts", "facts_about", "probe_conditional_writes"]
+
 log = logging.getLogger(__name__)
 
 #: Starts the name of the scratch object a probe writes (and deletes) below ``STORE_PATH``:

@@ -45,6 +45,23 @@ from .s3_client import NOT_FOUND_CODES, ConditionalTransferManager, error_code
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+__all__ = [
+    "Confirmation",
+    "DirectUpload",
+    "UploadLimits",
+    "UploadSigner",
+    "UploadTicket",
+    "check_max_size",
+    "confirmed_copy_args",
+    "copy_body",
+    "copy_object",
+    "head_object",
+    "post_form",
+    "unix_time",
+    "unquoted_etag",
+    "upload_secret",
+]
+
 #: Object metadata holding a direct upload's signed limits (``x-amz-meta-<name>``).
 MAX_SIZE_META = "upload-max-size"
 TYPE_META = "upload-content-type"

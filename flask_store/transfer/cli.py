@@ -23,6 +23,8 @@ from ..registry import get_registry
 from ..stores.queued import QueuedStore
 from .records import TransferRecord
 
+__all__ = ["transfer_command"]
+
 
 @dataclass
 class TransferSummary:

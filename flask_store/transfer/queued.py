@@ -10,6 +10,9 @@ from typing import Any
 
 from ..stores import queued as _moved
 
+#: Nothing lives here any more: every name is looked up in :mod:`flask_store.stores.queued`.
+__all__: list[str] = []
+
 
 def __getattr__(name: str) -> Any:
     if name.startswith("__"):

@@ -54,6 +54,8 @@ from ..headers import normalise_content_type
 from ..key_locks import KeyLocks
 from ..naming import clean_key
 
+__all__ = ["Intent", "RecordBook", "TransferRecord", "TransferState"]
+
 TransferState = Literal["pending", "failed", "done"]
 _STATES: tuple[TransferState, ...] = ("pending", "failed", "done")
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from blinker import Namespace
 
+__all__ = ["file_saved", "file_transferred", "transfer_failed"]
+
 _signals = Namespace()
 
 #: The file is on local disk and its transfer is recorded (``key``, ``info``), before the
