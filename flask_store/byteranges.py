@@ -13,8 +13,6 @@ The rules, chosen with nginx and Apache in mind and allowed by RFC 9110 §14.3:
 - the ranges must come in ascending order and must not overlap; otherwise the whole file is
   sent. A list that does is how a client asks for more bytes than the file holds (the
   "Apache Killer" request), and no media player or download manager sends one.
-
-.. versionadded:: 0.1
 """
 
 from __future__ import annotations

@@ -4,8 +4,6 @@ One rule for every long command (``sync``, ``verify``, ``transfer --pending``): 
 a progress bar, then a one-line summary; anywhere else (a pipe, a file, cron) a plain line
 per file worth naming, then the same summary, so logs stay readable. Failed files are named
 on stderr in both cases, as ``error: STORE/KEY: what went wrong``.
-
-.. versionadded:: 0.2
 """
 
 from __future__ import annotations

@@ -42,12 +42,18 @@ class FileWrapper:
     def __init__(self, store: BaseStore, key: str, *, info: FileInfo | None = None) -> None:
         self.store = store
         #: The file's key inside its store: served at ``STORE_URL_PREFIX + "/" + key``.
+        #:
+        #: .. versionadded:: 0.2
         self.key = key
         self._info = info
 
     @property
     def name(self) -> str:
-        """The file's key: an alias of :attr:`key`, the name it had in earlier versions."""
+        """The file's key: an alias of :attr:`key`, the name it had in earlier versions.
+
+        .. versionchanged:: 0.2
+            An alias of :attr:`key`.
+        """
         return self.key
 
     @name.setter

@@ -7,8 +7,6 @@ rq) says which extra brings it, ``pip install "Flask-Store-NG[s3]"``, rather tha
 The distribution is called ``Flask-Store-NG`` (the import package stays ``flask_store``):
 the name ``Flask-Store`` on the package index belongs to an unrelated, older release, and a
 hint must never send anyone to it. See ``docs/installation.rst``.
-
-.. versionadded:: 0.2
 """
 
 from __future__ import annotations

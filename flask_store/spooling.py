@@ -22,8 +22,6 @@ Safety rules kept here:
   large), every spool file of the request is deleted at once too.
 - Its name is hidden (leading dot), so stores never list it and the serving route never
   serves it, even if a crash leaves one behind.
-
-.. versionadded:: 0.1
 """
 
 from __future__ import annotations

@@ -226,6 +226,9 @@ class BaseStore(ABC):
             the backend allows (a local folder moves the file aside before comparing, S3
             sends ``If-Match``), so a newer version is never deleted in place of the old.
         :raises InvalidKeyError: when the key is not acceptable.
+
+        .. versionchanged:: 0.2
+            ``if_etag``.
         """
 
     @abstractmethod
@@ -342,6 +345,8 @@ class BaseStore(ABC):
         :returns: the metadata of the file written; its ``key`` is the one it got.
         :raises FileExistsInStoreError: when every key is taken (nothing is stored).
         :raises InvalidKeyError: when a key tried is not acceptable (nothing is stored).
+
+        .. versionadded:: 0.2
         """
         tried = iter([keys]) if isinstance(keys, str) else iter(keys)
         # iter() of an iterator is the iterator itself: an upload's chunks keep telling a
@@ -386,8 +391,6 @@ class BaseStore(ABC):
             default the opened file's own metadata is compared; S3 makes it a condition of
             its GET.
         :raises FileChangedError: when ``key`` now holds another version.
-
-        .. versionadded:: 0.1
         """
         if etag is None:
             stream = self.open(key)
@@ -446,6 +449,8 @@ class BaseStore(ABC):
         :class:`~flask_store.stores.local.LocalStore`: its ``STORE_PATH``, resolved). A
         store built on this one keeps its working files there, in a hidden folder no key
         can name (a queued store's transfer records: ``<folder>/.transfers``).
+
+        .. versionadded:: 0.2
         """
         return None
 

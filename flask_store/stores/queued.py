@@ -20,8 +20,6 @@ or ``flask store transfer --pending``).
 Reads follow the record: pending or failed files are read and served from the local copy,
 transferred ones from the remote (a redirect when the remote has direct URLs). The app's URL
 for a file never changes.
-
-.. versionadded:: 0.1
 """
 
 from __future__ import annotations

@@ -5,8 +5,6 @@ prefix. Saves never overwrite by accident: each candidate key is claimed with a 
 write (``If-None-Match: *``), and a write that loses the race tries the next name. Servers
 without conditional writes get a checked rename instead (``STORE_S3_CONDITIONAL_WRITES``).
 Settings and their defaults are in ``docs/s3.rst``.
-
-.. versionadded:: 0.1
 """
 
 from __future__ import annotations

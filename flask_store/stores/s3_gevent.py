@@ -6,8 +6,6 @@ in a greenlet; a process that died meanwhile lost the file. This one is a
 with a durable transfer record before ``save()`` returns, a greenlet uploads it to S3, and the
 reconciler finishes whatever a dead process left. The provider path
 ``flask_store.stores.s3.S3GeventStore`` still works (it loads this module).
-
-.. versionadded:: 0.1
 """
 
 from __future__ import annotations
@@ -82,7 +80,10 @@ class S3GeventStore(QueuedStore):
 
     :raises NotConfiguredError: naming the ``STORE_*`` key that is missing or wrong.
 
-    .. versionadded:: 0.1
+    .. versionchanged:: 0.1
+        A :class:`~flask_store.stores.queued.QueuedStore`: the file is staged on disk with a
+        transfer record before ``save()`` returns, so no upload is lost. The original
+        Flask-Store's provider uploaded from a greenlet alone.
     """
 
     defaults: ClassVar[Mapping[str, Any]] = MappingProxyType(
