@@ -73,7 +73,24 @@ def check_timeout(timeout: object) -> float:
     return float(timeout)
 
 
-class JsonCache:
+class _StoreCache:
+    """What both caches are: entries as files of ``store``, a timeout and a clock."""
+
+    def __init__(self, store: BaseStore, timeout: float, clock: Clock = time.time) -> None:
+        self.store = store
+        self.timeout = check_timeout(timeout)
+        self.clock = clock
+
+    def delete(self, key: str) -> bool:
+        """Delete ``key``'s entry; ``True`` if there was one."""
+        return self.store.delete(key)
+
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` has an entry, expired or not (only ``load()`` expires it)."""
+        return key in self.store
+
+
+class JsonCache(_StoreCache):
     """JSON values in ``store`` that expire ``timeout`` seconds after they are dumped.
 
     >>> from flask_store.stores.memory import MemoryStore
@@ -91,11 +108,6 @@ class JsonCache:
     :param clock: the time in seconds since the epoch (``time.time``).
     :raises InvalidArgumentError: for a timeout that is not a number of seconds above 0.
     """
-
-    def __init__(self, store: BaseStore, timeout: float, clock: Clock = time.time) -> None:
-        self.store = store
-        self.timeout = check_timeout(timeout)
-        self.clock = clock
 
     def dump(self, key: str, value: Any, timeout: float | None = None) -> FileWrapper:
         """Store ``value`` under ``key`` for ``timeout`` seconds (default: the cache's).
@@ -123,16 +135,8 @@ class JsonCache:
             return None
         return value
 
-    def delete(self, key: str) -> bool:
-        """Delete ``key``'s entry; ``True`` if there was one."""
-        return self.store.delete(key)
 
-    def __contains__(self, key: object) -> bool:
-        """Whether ``key`` has an entry, expired or not (only :meth:`load` expires it)."""
-        return key in self.store
-
-
-class TextCache:
+class TextCache(_StoreCache):
     """Unicode strings in ``store`` that expire once their file is ``timeout`` seconds old.
 
     As in the seed, the string is stored as it is and the age is the file's own
@@ -144,11 +148,6 @@ class TextCache:
     :param clock: the time in seconds since the epoch (``time.time``).
     :raises InvalidArgumentError: for a timeout that is not a number of seconds above 0.
     """
-
-    def __init__(self, store: BaseStore, timeout: float, clock: Clock = time.time) -> None:
-        self.store = store
-        self.timeout = check_timeout(timeout)
-        self.clock = clock
 
     def dump(self, key: str, value: str) -> FileWrapper:
         """Store the string ``value`` under ``key`` (its age starts now).
@@ -171,14 +170,6 @@ class TextCache:
             self.store.delete(info.key, if_etag=info.etag)
             return None
         return decode_text(info.key, data)
-
-    def delete(self, key: str) -> bool:
-        """Delete ``key``'s entry; ``True`` if there was one."""
-        return self.store.delete(key)
-
-    def __contains__(self, key: object) -> bool:
-        """Whether ``key`` has an entry, expired or not (only :meth:`load` expires it)."""
-        return key in self.store
 
 
 def expired_json_entry(store: BaseStore, key: str, now: float) -> bool:
