@@ -6,6 +6,10 @@ folder and the next reads within TTL seconds are answered from there. Entries ex
 only: a file deleted or replaced on the remote may be served from the cache until its entry
 expires, exactly as an HTTP cache with ``max-age`` would.
 
+The app's registry gives each store whose ``CACHE_TTL`` is set its cache
+(:func:`attach_read_cache`); the serving route reads through it. This module builds on the
+store contract and is not part of it: stores know nothing of their cache.
+
 Layout: each key gets a folder named by the SHA-256 of the store's name and the key (so no key,
 however odd, can name a path outside the cache or clash with another key's files) holding one
 ``entry.json`` record and the data file it names. A fill writes a new, uniquely named data
@@ -27,18 +31,16 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from .files import atomic_write, remove_quietly
 from .key_locks import KeyLocks
+from .meta import FileInfo
 from .naming import clean_key
 from .sources import CHUNK_SIZE
+from .stores.base import BaseStore
 
-if TYPE_CHECKING:
-    from .meta import FileInfo
-    from .stores.base import BaseStore
-
-__all__ = ["IncompleteCopyError", "ReadThroughCache"]
+__all__ = ["IncompleteCopyError", "ReadThroughCache", "attach_read_cache", "read_cache_folder"]
 
 _RECORD = "entry.json"
 _DATA_SUFFIX = ".data"
@@ -203,9 +205,41 @@ class ReadThroughCache:
         return copy
 
 
-def _info_of(record: dict[str, Any]) -> FileInfo:
-    from .meta import FileInfo
+def read_cache_folder(store: BaseStore) -> str:
+    """Where ``store``'s cache lives: ``CACHE_PATH`` if absolute, else inside the app's
+    instance folder (``<instance>/store-cache/<store name>`` when unset), as a relative
+    ``STORE_PATH`` is.
 
+    :raises NotConfiguredError: naming ``CACHE_PATH`` when it is relative and the store has
+        no instance folder (it was built outside a Flask app).
+    """
+    config = store.config
+    folder: str | os.PathLike[str] | None = config.value("CACHE_PATH")
+    if folder and os.path.isabs(folder):
+        return os.fspath(folder)
+    if config.instance_path is None:
+        raise config.error(
+            "CACHE_PATH", "must be an absolute folder path with CACHE_TTL outside a Flask app."
+        )
+    relative = os.fspath(folder) if folder else os.path.join("store-cache", config.name)
+    return os.path.join(config.instance_path, relative)
+
+
+def attach_read_cache(store: BaseStore) -> None:
+    """Give ``store`` the read-through cache its ``CACHE_TTL`` asks for (none when unset).
+
+    The app's registry calls this for every store it builds; the serving route then reads
+    through :attr:`~flask_store.stores.base.BaseStore.read_cache`. A store built directly
+    (a script, a worker) serves nothing, so it gets no cache unless this is called.
+
+    :raises NotConfiguredError: when ``CACHE_PATH`` cannot be used (see
+        :func:`read_cache_folder`).
+    """
+    ttl: int | None = store.config.value("CACHE_TTL")
+    store.read_cache = ReadThroughCache(store, read_cache_folder(store), ttl) if ttl else None
+
+
+def _info_of(record: dict[str, Any]) -> FileInfo:
     fields = dict(record["info"])
     fields["last_modified"] = datetime.fromisoformat(fields["last_modified"])
     return FileInfo(**fields)

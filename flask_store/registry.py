@@ -3,10 +3,18 @@
 ``STORE_*`` keys configure the store named ``"default"``; ``STORE_STORES`` configures more,
 each with the same keys without the prefix; ``STORE_ALIASES`` maps extra names onto them, so
 new uploads can move to another backend while old files stay reachable under their real store.
+
+Each store checks its own settings against its schema when it is built
+(:class:`~flask_store.config.Schema`); here the app's config is split between the stores: a
+``STORE_*`` key that neither the default store nor the app reads is logged (a typo such as
+``STORE_S3_BUKET``) and left out, while an unknown key in ``STORE_STORES`` is an error.
+The registry also sets the defaults into ``app.config``, so it shows every setting in effect,
+and attaches each store's read-through cache (``CACHE_TTL``).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,8 +23,9 @@ from urllib.parse import quote
 
 from flask import Flask, current_app
 
-from .config import COMMON_DEFAULTS, StoreConfig
+from .config import APP_SETTINGS, COMMON_DEFAULTS, Schema, StoreConfig
 from .exceptions import NotConfiguredError, StoreNotFoundError
+from .read_cache import attach_read_cache
 from .stores import load_provider
 from .stores.base import ESCAPED_KEYS_SEGMENT, BaseStore
 
@@ -26,13 +35,18 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_NAME",
     "EXTENSION_KEY",
+    "PREFIX",
     "StoreRegistry",
     "build_registry",
     "get_registry",
     "lay_out_urls",
 ]
 
+log = logging.getLogger("flask_store")
+
 DEFAULT_NAME = "default"
+#: The prefix of every Flask-Store key in ``app.config``.
+PREFIX = "STORE_"
 _STORE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 
@@ -100,14 +114,17 @@ class StoreRegistry:
 def build_registry(app: Flask) -> StoreRegistry:
     """Read every store's settings from ``app.config``, check them, and build the stores.
 
-    :raises NotConfiguredError: naming the first key that is missing or wrong.
+    A ``STORE_*`` key that neither the default store nor the app reads is logged as a
+    warning naming the closest key that exists, and ignored.
+
+    :raises NotConfiguredError: naming the first key that is missing, wrong or unknown
+        (in ``STORE_STORES``).
     """
-    for key, value in COMMON_DEFAULTS.items():
-        app.config.setdefault(f"STORE_{key}", value)
-    default_class = load_provider(app.config["STORE_PROVIDER"])
-    for key, value in default_class.defaults.items():
-        app.config.setdefault(f"STORE_{key}", value)
-    config = StoreConfig.from_app_config(app.config, instance_path=app.instance_path)
+    app.config.setdefault(f"{PREFIX}PROVIDER", COMMON_DEFAULTS["PROVIDER"])
+    default_class = load_provider(app.config[f"{PREFIX}PROVIDER"])
+    set_config_defaults(app.config, default_class.schema)
+    values = default_store_values(app.config, default_class)
+    config = StoreConfig(values=values, instance_path=app.instance_path)
     stores: dict[str, BaseStore] = {DEFAULT_NAME: default_class(config)}
 
     named = _mapping_setting(app.config, "STORE_STORES")
@@ -115,6 +132,8 @@ def build_registry(app: Flask) -> StoreRegistry:
     for name, settings in named.items():
         stores[name] = _build_named(app, name, settings, base_prefix)
     lay_out_urls(stores)
+    for store in stores.values():
+        attach_read_cache(store)
 
     registry = StoreRegistry(stores)
     for alias, target in _mapping_setting(app.config, "STORE_ALIASES").items():
@@ -129,6 +148,37 @@ def build_registry(app: Flask) -> StoreRegistry:
         except StoreNotFoundError as exc:
             raise NotConfiguredError(f"STORE_DEFAULT: {exc}") from exc
     return registry
+
+
+def set_config_defaults(config: dict[str, Any], schema: Schema) -> None:
+    """Set the default of every app setting and every setting of ``schema`` into ``config``
+    (``STORE_``-prefixed) where the app did not set it: ``app.config`` shows what is in effect.
+    Mapping defaults are copied into fresh dicts, as if the app had set them."""
+    for name, default in [*APP_SETTINGS.defaults.items(), *schema.defaults.items()]:
+        value = dict(default) if isinstance(default, Mapping) else default
+        config.setdefault(f"{PREFIX}{name}", value)
+
+
+def default_store_values(config: Mapping[str, Any], provider: type[BaseStore]) -> dict[str, Any]:
+    """The default store's settings: the ``STORE_*`` keys of ``config`` its schema reads,
+    without the prefix. Any other (not an app setting either) is logged once and left out."""
+    values: dict[str, Any] = {}
+    known = Schema(APP_SETTINGS, provider.schema)
+    for key, value in config.items():
+        if not key.startswith(PREFIX):
+            continue
+        name = key[len(PREFIX) :]
+        if provider.schema.knows(name):
+            values[name] = value
+        elif name not in APP_SETTINGS:
+            suggestion = known.closest(name)
+            log.warning(
+                "%s is not a setting of Flask-Store's default store (%s); it is ignored%s",
+                key,
+                provider.__name__,
+                f". Did you mean {PREFIX}{suggestion}?" if suggestion else ".",
+            )
+    return values
 
 
 def _mapping_setting(config: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -152,8 +202,9 @@ def _build_named(app: Flask, name: object, settings: object, base_prefix: str) -
         values.get("PROVIDER", COMMON_DEFAULTS["PROVIDER"]),
         setting=f"STORE_STORES['{name}']['PROVIDER']",
     )
+    # The store's schema fills in its other defaults and refuses keys it does not know.
     config = StoreConfig(
-        values={"URL_PREFIX": f"{base_prefix}/{name}", **provider_class.defaults, **values},
+        values={"URL_PREFIX": f"{base_prefix}/{name}", **values},
         name=name,
         key_prefix=f"STORE_STORES['{name}']['",
         key_suffix="']",

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, cast
 
+from flask_store.config import Schema, Setting
 from flask_store.exceptions import StoreUnavailableError
 from flask_store.sources import Upload
 from flask_store.stores.base import FileInfo, FileMeta
@@ -34,6 +35,15 @@ class FlakyStore(MemoryStore):
     ``ATTEMPTS`` (a list from the test) receives each key written, failed or not;
     ``ON_FAILURE`` (a callable from the test) is called with the filename before each failure.
     """
+
+    schema = Schema(
+        MemoryStore.schema,
+        [
+            Setting("FAIL_TIMES", 0, "Writes that fail before one works."),
+            Setting("ATTEMPTS", None, "A list that receives each key written."),
+            Setting("ON_FAILURE", None, "Called with the filename before each failure."),
+        ],
+    )
 
     def __init__(self, config: Any = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
@@ -57,6 +67,8 @@ class FlakyStore(MemoryStore):
 class RangeRecordingStore(MemoryStore):
     """A memory remote that records the byte ranges it is asked to open (``RANGES``)."""
 
+    schema = Schema(MemoryStore.schema, [Setting("RANGES", None, "A list of the ranges opened.")])
+
     def open_range(self, key: str, start: int, stop: int, *, etag: str | None = None) -> BinaryIO:
         self.config.setting("RANGES").append((key, start, stop))
         return super().open_range(key, start, stop, etag=etag)
@@ -65,6 +77,8 @@ class RangeRecordingStore(MemoryStore):
 class InterruptedStore(MemoryStore):
     """Calls ``INTERRUPT`` (a callable from the test) with the filename before its first
     write: whatever another worker does meanwhile, e.g. the same transfer, start to end."""
+
+    schema = Schema(MemoryStore.schema, [Setting("INTERRUPT", None, "Called before a write.")])
 
     def __init__(self, config: Any = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
@@ -83,6 +97,8 @@ class CorruptingStore(MemoryStore):
     """Keeps only the first half of the bytes for the first ``CORRUPT_TIMES`` writes (a
     remote that acknowledged a broken upload), then stores them whole."""
 
+    schema = Schema(MemoryStore.schema, [Setting("CORRUPT_TIMES", 1, "Writes cut in half.")])
+
     def __init__(self, config: Any = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         self.corrupt_left: int = self.config.setting("CORRUPT_TIMES", 1)
@@ -99,6 +115,8 @@ class CorruptingStore(MemoryStore):
 
 class BlockingStore(MemoryStore):
     """Holds every write until the test sets the ``GATE`` event (a remote that is frozen)."""
+
+    schema = Schema(MemoryStore.schema, [Setting("GATE", None, "The event writes wait for.")])
 
     def __init__(self, config: Any = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
@@ -123,6 +141,14 @@ class LinkedMemoryStore(MemoryStore):
         return f"https://cdn.example.com/{key}" if self.exists(key) else None
 
 
+#: The settings of the gated stores (:class:`GatedStore`, :class:`GatedS3Store`).
+GATE_SETTINGS = [
+    Setting("HOLD", None, "A file: while it exists, writes may freeze."),
+    Setting("BLOCKED", None, "A file touched when a write freezes."),
+    Setting("OPEN_WRITES", None, "Files present before writes freeze."),
+]
+
+
 class GatedStore(LocalStore):
     """A local folder as the remote, that freezes mid-upload once ``OPEN_WRITES`` files exist.
 
@@ -131,6 +157,8 @@ class GatedStore(LocalStore):
     forever: the process is frozen in the middle of a transfer, ready to be killed. The
     state is on disk, so this works across processes (RQ workers).
     """
+
+    schema = Schema(LocalStore.schema, GATE_SETTINGS)
 
     def __init__(self, config: Any = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
@@ -159,6 +187,8 @@ class GatedS3Store(S3Store):
     write that starts when there are that many already freezes as it reads the file, before
     anything is stored. Either touches ``BLOCKED`` first; settings as for :class:`GatedStore`.
     """
+
+    schema = Schema(S3Store.schema, GATE_SETTINGS)
 
     def __init__(self, config: Any = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)

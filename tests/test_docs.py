@@ -30,7 +30,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 import flask_store
-from flask_store.config import COMMON_DEFAULTS
+from flask_store.config import APP_SETTINGS, COMMON_DEFAULTS, Schema
 from flask_store.stores import SHORT_NAMES, load_provider
 from flask_store.stores.s3 import S3Store
 from flask_store.stores.s3_config import S3_DEFAULTS
@@ -161,7 +161,7 @@ def test_python_samples_are_all_run() -> None:
 # -- the configuration reference --------------------------------------------------------------
 
 _READS_KEY = re.compile(
-    r"\.(?:setting|required|typed|choice|optional_number|error|label)\(\s*\"([A-Z][A-Z0-9_]*)\""
+    r"\.(?:setting|required|typed|choice|optional_number|error|label|value|checked)\(\s*\"([A-Z][A-Z0-9_]*)\""
 )
 _PREFIXED_KEY = re.compile(r"\"STORE_([A-Z][A-Z0-9_]*)\"")
 _HELPER_READS_KEY = re.compile(r"\b(?:config|cfg),\s*\"(?!STORE_)([A-Z][A-Z0-9_]*)\"")
@@ -193,23 +193,29 @@ _TABLE_ROW = re.compile(
 UNCHECKED = object()
 
 
-def documented_defaults(page: Path) -> dict[str, object]:
-    """``{key: default}`` from the Key / Type / Default / Meaning tables of ``page``.
+def documented_rows(page: Path) -> list[tuple[str, object]]:
+    """``(key, default)`` of each row of the Key / Type / Default / Meaning tables of ``page``
+    (a key may have a row in several tables: another store kind, another default).
 
     A default written as one literal (````"auto"````, ````8388608```` (8 MiB)) is that Python
     value, several literals are a list, "required" is ``None``; anything else is unchecked.
     """
-    found: dict[str, object] = {}
+    found: list[tuple[str, object]] = []
     for key, cell in _TABLE_ROW.findall(page.read_text(encoding="utf-8")):
         if " ".join(cell.split()) == "required":
-            found[key] = None
+            found.append((key, None))
             continue
         try:
             values = [ast.literal_eval(literal) for literal in re.findall(r"``(.+?)``", cell)]
         except (ValueError, SyntaxError):
             values = []
-        found[key] = values[0] if len(values) == 1 else values or UNCHECKED
+        found.append((key, values[0] if len(values) == 1 else values or UNCHECKED))
     return found
+
+
+def documented_defaults(page: Path) -> dict[str, object]:
+    """``{key: default}`` of :func:`documented_rows` (the last row of a key wins)."""
+    return dict(documented_rows(page))
 
 
 def code_defaults(provider: str | None = None) -> dict[str, list[object]]:
@@ -249,6 +255,53 @@ def test_documented_defaults_are_the_code_defaults(name: str, provider: str | No
         checked += 1
     # Enough rows were read that a table the pattern no longer matches cannot pass unseen.
     assert checked >= {"configuration": 40, "s3": 18, "s3-gevent": 2}[name]
+
+
+#: Every schema a user can meet: each store kind's and the app's own keys.
+SCHEMAS: list[Schema] = [APP_SETTINGS, *(load_provider(name).schema for name in SHORT_NAMES)]
+
+
+def schema_defaults() -> dict[str, list[object]]:
+    """``{STORE_key: [default of each schema that has it]}`` over :data:`SCHEMAS`."""
+    found: dict[str, list[object]] = {}
+    for schema in SCHEMAS:
+        for name, setting in schema.items():
+            found.setdefault(f"STORE_{name}", []).append(as_documented(setting.default))
+    return found
+
+
+def test_configuration_reference_is_the_schemas() -> None:
+    """Every setting of every schema has a row in configuration.rst giving its default (each
+    default a store kind gives it), and every row is a setting of some schema."""
+    rows = documented_rows(DOCS / "configuration.rst")
+    code = schema_defaults()
+    # Keys of an inner store's settings (``STORE_STAGING_FSYNC``) may be documented too.
+    family = {
+        f"STORE_{prefix}{name}": [as_documented(setting.default)]
+        for schema in SCHEMAS
+        for prefix, inner in schema.families.items()
+        for name, setting in inner.items()
+    }
+    undocumented = set(code) - {key for key, _ in rows}
+    assert not undocumented, f"configuration.rst has no row for {sorted(undocumented)}"
+    unknown = {key for key, _ in rows} - set(code) - set(family)
+    assert not unknown, f"configuration.rst documents keys no schema has: {sorted(unknown)}"
+    typed = {key: [(value, type(value)) for value in values] for key, values in code.items()}
+    for key, values in family.items():
+        typed.setdefault(key, [(value, type(value)) for value in values])
+    for key, default in rows:
+        if default is UNCHECKED:  # prose: what an unset (None) value means
+            assert None in code.get(key, family.get(key, [])), f"{key}: {default}"
+        else:
+            assert (default, type(default)) in typed[key], (
+                f"configuration.rst gives {key} the default {default!r}; the schemas: {typed[key]}"
+            )
+    for key, values in code.items():
+        shown = [default for row_key, default in rows if row_key == key]
+        for value in values:
+            assert (value, type(value)) in [(d, type(d)) for d in shown] or (
+                value is None and UNCHECKED in shown
+            ), f"configuration.rst never gives {key} the default {value!r} (it shows {shown})"
 
 
 def test_s3_page_documents_every_s3_setting() -> None:

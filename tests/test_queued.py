@@ -649,7 +649,7 @@ def test_rq_settings_must_be_picklable(tmp_path: Path) -> None:
     with pytest.raises(NotConfiguredError, match="pickled"):
         make_store(
             tmp_path,
-            {"PROVIDER": "memory", "LOCK": threading.Lock()},
+            {"PROVIDER": "memory", "PATH": threading.Lock()},  # a MemoryStore ignores PATH
             transfer_executor="rq",
             rq_redis_url="redis://127.0.0.1:1/0",
         )

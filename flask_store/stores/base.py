@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Protocol
 from urllib.parse import quote
 
-from ..config import StoreConfig
+from ..config import COMMON_SETTINGS, Schema, Setting, StoreConfig
 from ..exceptions import (
     FileChangedError,
     FileExistsInStoreError,
@@ -34,7 +33,6 @@ from ..exceptions import (
 from ..file_wrapper import FileWrapper
 from ..meta import FileInfo, FileMeta, guess_content_type, measure, recorded_md5
 from ..naming import (
-    ON_CONFLICT_CHOICES,
     OnConflict,
     candidate_keys,
     clean_key,
@@ -43,7 +41,6 @@ from ..naming import (
     room_for_name,
     secure_filename,
 )
-from ..read_cache import ReadThroughCache
 from ..sources import CHUNK_SIZE, Upload, open_upload
 from ..values import (
     JSON_CONTENT_TYPE,
@@ -62,6 +59,7 @@ __all__ = [
     "BaseStore",
     "FileInfo",
     "FileMeta",
+    "ReadSource",
     "first_free_key",
     "guess_content_type",
     "md5_of",
@@ -111,6 +109,30 @@ def md5_of(store: BaseStore, key: str) -> str:
         return measure(stream)[1]
 
 
+def given_config(
+    config: StoreConfig | Mapping[str, Any] | None, settings: Mapping[str, Any]
+) -> StoreConfig:
+    """The settings a store is built with, as one :class:`~flask_store.config.StoreConfig`
+    (not yet checked): ``config`` with the keyword ``settings`` over it."""
+    if isinstance(config, StoreConfig):
+        if not settings:
+            return config
+        overrides = {key.upper(): value for key, value in settings.items()}
+        return dataclasses.replace(config, values={**config.values, **overrides})
+    return StoreConfig.from_kwargs({**(config or {}), **settings})
+
+
+class ReadSource(Protocol):
+    """What the serving route reads a store's files through: the store itself, or a cache
+    in front of it (:attr:`BaseStore.read_cache`)."""
+
+    def info(self, key: str) -> FileInfo:
+        """The metadata of the file stored as ``key``."""
+
+    def open_with_info(self, key: str) -> tuple[BinaryIO, FileInfo]:
+        """Open ``key``, with metadata describing that same content."""
+
+
 class BaseStore(ABC):
     """A place to keep files: the interface every Flask-Store backend offers.
 
@@ -124,8 +146,12 @@ class BaseStore(ABC):
     :raises NotConfiguredError: when a setting is missing or wrong.
     """
 
-    #: Provider-specific config defaults (unprefixed), applied by ``init_app``.
-    defaults: ClassVar[Mapping[str, Any]] = {}
+    #: The settings this store kind reads: each one's default, check and doc. They are
+    #: checked, and unknown keys refused, when a store is built. A store of your own extends
+    #: its parent's: ``schema = Schema(MemoryStore.schema, [Setting("MY_KEY", 1, "doc")])``.
+    schema: ClassVar[Schema] = COMMON_SETTINGS
+    #: ``{name: default}`` of :attr:`schema`, read-only (derived for every subclass).
+    defaults: ClassVar[Mapping[str, Any]] = COMMON_SETTINGS.defaults
     #: Whether the serving route redirects to :meth:`direct_url` instead of streaming.
     serve_by_redirect: bool = False
     #: Whether the URLs the serving route redirects to grant access by themselves
@@ -135,6 +161,21 @@ class BaseStore(ABC):
     #: covers (``avatars`` when a store serves at ``/flaskstore/avatars``): set by the app's
     #: registry. Their files get URLs of their own (:meth:`url_path`).
     covered_folders: tuple[str, ...] = ()
+    #: What the serving route reads files through when ``CACHE_TTL`` is set: a
+    #: :class:`~flask_store.read_cache.ReadThroughCache` the app's registry attaches
+    #: (:func:`~flask_store.read_cache.attach_read_cache`). A store built directly has none.
+    read_cache: ReadSource | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "defaults" in cls.__dict__ and "schema" not in cls.__dict__:
+            # A store written for 0.1 declared its own settings as ``defaults``.
+            declared = [
+                Setting(name, default, f"Declared in {cls.__name__}.defaults.")
+                for name, default in cls.defaults.items()
+            ]
+            cls.schema = Schema(cls.schema, declared)
+        cls.defaults = cls.schema.defaults
 
     def __init__(
         self,
@@ -143,44 +184,20 @@ class BaseStore(ABC):
         destination: str | None = None,
         **settings: Any,
     ) -> None:
-        if not isinstance(config, StoreConfig):
-            values = {k.upper(): v for k, v in (config or {}).items()}
-            values.update({k.upper(): v for k, v in settings.items()})
-            config = StoreConfig(values={**self.defaults, **values})
-        elif settings:
-            overrides = {k.upper(): v for k, v in settings.items()}
-            config = dataclasses.replace(config, values={**config.values, **overrides})
+        # The one place a store's settings are merged with its defaults and checked.
+        config = self.schema.apply(given_config(config, settings), type(self).__name__)
         self.config = config
         self.name: str = config.name
-        self.url_prefix: str = config.url_prefix()
-        self.domain: str | None = config.setting("DOMAIN") or None
-        self.serve: bool = config.typed("SERVE", bool, True)
-        self.on_conflict: OnConflict = config.choice("ON_CONFLICT", ON_CONFLICT_CHOICES, "rename")
-        self.cache_max_age: int | None = config.optional_number("CACHE_MAX_AGE")
-        self.inline_active_content: bool = config.typed("INLINE_ACTIVE_CONTENT", bool, False)
+        self.url_prefix: str = config.value("URL_PREFIX")
+        self.domain: str | None = config.value("DOMAIN") or None
+        self.serve: bool = config.value("SERVE")
+        self.on_conflict: OnConflict = config.value("ON_CONFLICT")
+        self.cache_max_age: int | None = config.value("CACHE_MAX_AGE")
+        self.inline_active_content: bool = config.value("INLINE_ACTIVE_CONTENT")
         #: Whether script and style types (JavaScript, CSS, XSLT) are served as
         #: ``text/plain``, so an upload cannot be included as a script or stylesheet.
-        self.scripts_as_text: bool = config.typed("SERVE_SCRIPTS_AS_TEXT", bool, True)
+        self.scripts_as_text: bool = config.value("SERVE_SCRIPTS_AS_TEXT")
         self.destination: str | None = join_key(destination) if destination else None
-        self.read_cache = self._make_read_cache(config)
-
-    def _make_read_cache(self, config: StoreConfig) -> ReadThroughCache | None:
-        """The read-through cache the serving route uses when ``CACHE_TTL`` is set."""
-        ttl = config.optional_number("CACHE_TTL")
-        if not ttl:
-            return None
-        folder = config.setting("CACHE_PATH")
-        if folder is not None and not isinstance(folder, (str, os.PathLike)):
-            raise config.error("CACHE_PATH", f"must be a folder path, not {folder!r}.")
-        if folder and os.path.isabs(folder):
-            return ReadThroughCache(self, os.fspath(folder), ttl)
-        if config.instance_path is None:
-            raise config.error(
-                "CACHE_PATH", "must be an absolute folder path with CACHE_TTL outside a Flask app."
-            )
-        # Relative paths live in the instance folder, as a relative STORE_PATH does.
-        relative = os.fspath(folder) if folder else os.path.join("store-cache", config.name)
-        return ReadThroughCache(self, os.path.join(config.instance_path, relative), ttl)
 
     # -- what each backend implements -------------------------------------------------------
 

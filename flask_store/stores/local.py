@@ -24,12 +24,12 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any, BinaryIO, ClassVar, TypeVar
 
 from .. import unnamed_files
-from ..config import StoreConfig
+from ..config import COMMON_SETTINGS, Schema, Setting, StoreConfig, folder_path, of_type
 from ..exceptions import (
     FileNotFoundInStoreError,
     InvalidKeyError,
@@ -43,7 +43,7 @@ from ..sources import spool_of
 from ..spooling import TEMP_PREFIX
 from .base import BaseStore, first_free_key
 
-__all__ = ["META_XATTR", "LocalStore"]
+__all__ = ["LOCAL_SETTINGS", "META_XATTR", "LocalStore"]
 
 META_XATTR = "user.flask_store"
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
@@ -54,14 +54,28 @@ _NO_XATTRS = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.EPERM, errno
 T = TypeVar("T")
 
 
+#: The settings of a :class:`LocalStore`: the common ones, ``PATH`` a folder, and its own.
+LOCAL_SETTINGS = Schema(
+    COMMON_SETTINGS,
+    [
+        Setting("PATH", None, "The store's folder (relative: in the instance one).", folder_path),
+        Setting("FSYNC", False, "Flush each file to disk before it is visible.", of_type(bool)),
+        Setting(
+            "SPOOL_UPLOADS",
+            True,
+            "Let Werkzeug write large uploads into the store's folder (moved, not copied).",
+            of_type(bool),
+        ),
+    ],
+)
+
+
 def resolve_root(config: StoreConfig) -> str:
     """The store's folder: ``PATH`` if absolute, else relative to the instance folder.
 
     Unset, it is ``<instance_path>/uploads``: never the process's working directory.
     """
-    path = config.setting("PATH")
-    if path is not None and not isinstance(path, (str, os.PathLike)):
-        raise config.error("PATH", f"must be a folder path, not {path!r}.")
+    path: str | os.PathLike[str] | None = config.value("PATH")
     if path and os.path.isabs(path):
         return os.fspath(path)
     if config.instance_path is None:
@@ -79,7 +93,7 @@ class LocalStore(BaseStore):
     :mod:`flask_store.spooling`).
     """
 
-    defaults: ClassVar[Mapping[str, Any]] = {"FSYNC": False, "SPOOL_UPLOADS": True}
+    schema: ClassVar[Schema] = LOCAL_SETTINGS
     #: Age after which a hidden temporary file counts as left over by a killed process.
     #: An upload still arriving keeps its spool file's modification time fresh.
     STALE_TEMP_SECONDS: ClassVar[float] = 24 * 3600
@@ -98,9 +112,9 @@ class LocalStore(BaseStore):
         #: Permissions of new files: what ``open()`` would give them under the process umask
         #: (``mkstemp`` alone would make them private to the owner).
         self.file_mode = 0o666 & ~_current_umask()
-        self.fsync: bool = self.config.typed("FSYNC", bool, False)
+        self.fsync: bool = self.config.value("FSYNC")
         #: Whether the app spools large uploads into :attr:`root` so saves move, not copy.
-        self.spool_uploads: bool = self.config.typed("SPOOL_UPLOADS", bool, True)
+        self.spool_uploads: bool = self.config.value("SPOOL_UPLOADS")
         #: Whether saves write an unnamed file (``O_TMPFILE``) and name it when complete,
         #: rather than writing a hidden temporary file and linking it (probed once).
         self.unnamed_writes: bool = unnamed_files.supported(self.root)

@@ -30,9 +30,21 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import Any, BinaryIO, ClassVar, Literal
 
-from ..config import StoreConfig
+from ..config import (
+    COMMON_SETTINGS,
+    Schema,
+    Setting,
+    SettingValueError,
+    StoreConfig,
+    all_of,
+    folder_path,
+    holds,
+    of_type,
+    one_of,
+)
 from ..exceptions import (
     FileExistsInStoreError,
     FileNotFoundInStoreError,
@@ -48,7 +60,15 @@ from ..transfer.signals import file_saved, file_transferred, transfer_failed
 from . import load_provider
 from .base import BaseStore, md5_of
 
-__all__ = ["QUEUED_DEFAULTS", "Outcome", "QueuedStore", "Role", "retry_delay"]
+__all__ = [
+    "QUEUED_DEFAULTS",
+    "QUEUED_SETTINGS",
+    "TRANSFER_SETTINGS",
+    "Outcome",
+    "QueuedStore",
+    "Role",
+    "retry_delay",
+]
 
 log = logging.getLogger("flask_store.transfer")
 
@@ -57,22 +77,118 @@ Role = Literal["local", "remote"]
 #: file was deleted before its transfer ran.
 Outcome = Literal["pending", "done", "failed", "gone"]
 
-#: Settings of a queued store, without the ``STORE_`` prefix, and their defaults.
-QUEUED_DEFAULTS: Mapping[str, Any] = {
-    "QUEUED_LOCAL": {"PROVIDER": "local"},
-    "QUEUED_REMOTE": None,
-    "TRANSFER_EXECUTOR": "thread",
-    "TRANSFER_WORKERS": 4,
-    "TRANSFER_RETRIES": 5,
-    "TRANSFER_RETRY_DELAY": 2.0,
-    "TRANSFER_DELAYED": False,
-    "TRANSFER_DELETE_LOCAL": False,
-    "TRANSFER_RECORDS_PATH": None,
-    "RQ_REDIS_URL": None,
-    "RQ_QUEUE": "flask_store",
-    "RQ_JOB_TIMEOUT": 3600,
-    "RQ_APP": None,
-}
+def _inner_settings(value: Any) -> Any:
+    if not isinstance(value, Mapping):
+        raise SettingValueError(f"must be a dict of settings with a PROVIDER, not {value!r}.")
+    return value
+
+
+def _is_seconds(value: Any) -> bool:
+    return not isinstance(value, bool) and value >= 0
+
+
+#: Settings of a queued store's transfers (``TRANSFER_*``, ``RQ_*``), shared with
+#: :class:`~flask_store.stores.s3_gevent.S3GeventStore`.
+TRANSFER_SETTINGS = Schema(
+    [
+        Setting(
+            "TRANSFER_EXECUTOR",
+            "thread",
+            "What runs the transfers: thread, gevent or rq.",
+            one_of(EXECUTOR_CHOICES),
+        ),
+        Setting(
+            "TRANSFER_WORKERS",
+            4,
+            "Transfers running at once in this process.",
+            all_of(of_type(int), holds(lambda n: n >= 1, "must be at least 1, not {value}.")),
+        ),
+        Setting(
+            "TRANSFER_RETRIES",
+            5,
+            "Retries after a failed transfer.",
+            all_of(of_type(int), holds(lambda n: n >= 0, "must be 0 or more, not {value}.")),
+        ),
+        Setting(
+            "TRANSFER_RETRY_DELAY",
+            2.0,
+            "Seconds before the first retry, doubling after each.",
+            all_of(
+                of_type((int, float)),
+                holds(_is_seconds, "must be seconds (0 or more), not {value!r}."),
+            ),
+        ),
+        Setting(
+            "TRANSFER_DELAYED", False, "Transfer only when transfer() is called.", of_type(bool)
+        ),
+        Setting(
+            "TRANSFER_DELETE_LOCAL",
+            False,
+            "Remove the local copy once the remote one is verified.",
+            of_type(bool),
+        ),
+        Setting("TRANSFER_RECORDS_PATH", None, "The folder of the transfer records.", folder_path),
+        Setting(
+            "TRANSFER_RECORDS_KEEP",
+            7 * 24 * 3600,
+            "Seconds a done transfer record is kept before flask store prune may remove it.",
+            all_of(
+                of_type((int, float)),
+                holds(_is_seconds, "must be seconds (0 or more), not {value!r}."),
+            ),
+        ),
+        Setting(
+            "RQ_REDIS_URL",
+            None,
+            "The Redis URL of the rq executor.",
+            holds(
+                lambda url: isinstance(url, str) and "://" in url,
+                "must be a URL like 'redis://host:6379/0', not {value!r}.",
+            ),
+        ),
+        Setting("RQ_QUEUE", "flask_store", "The RQ queue transfers go on.", of_type(str)),
+        Setting("RQ_JOB_TIMEOUT", 3600, "Seconds an RQ transfer job may run.", of_type(int)),
+        Setting(
+            "RQ_APP",
+            None,
+            "The app's import path, for RQ workers to load.",
+            holds(
+                lambda path: isinstance(path, str) and bool(path.strip()),
+                "must be the app's import path, like 'myapp:create_app()', not {value!r}.",
+            ),
+        ),
+    ]
+)
+
+#: The settings of a :class:`QueuedStore`: the common ones, its two inner stores' and its
+#: transfers' (:data:`TRANSFER_SETTINGS`).
+QUEUED_SETTINGS = Schema(
+    COMMON_SETTINGS,
+    [
+        Setting(
+            "QUEUED_LOCAL",
+            MappingProxyType({"PROVIDER": "local"}),
+            "The local store's settings, with its PROVIDER.",
+            _inner_settings,
+        ),
+        Setting(
+            "QUEUED_REMOTE",
+            None,
+            "The remote store's settings, with its PROVIDER (required).",
+            _inner_settings,
+        ),
+    ],
+    TRANSFER_SETTINGS,
+)
+
+#: A queued store's own settings and their defaults, read-only (from :data:`QUEUED_SETTINGS`).
+QUEUED_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {
+        name: default
+        for name, default in QUEUED_SETTINGS.defaults.items()
+        if name not in COMMON_SETTINGS
+    }
+)
 
 
 def retry_delay(base: float, attempt: int) -> float:
@@ -125,30 +241,21 @@ class QueuedStore(BaseStore):
     .. versionadded:: 0.1
     """
 
-    defaults: ClassVar[Mapping[str, Any]] = QUEUED_DEFAULTS
+    schema: ClassVar[Schema] = QUEUED_SETTINGS
     serve_by_redirect = False
 
     def __init__(self, config: Any = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
-        cfg, default = self.config, self.defaults
-        retries = cfg.typed("TRANSFER_RETRIES", int, default["TRANSFER_RETRIES"])
-        if retries < 0:
-            raise cfg.error("TRANSFER_RETRIES", f"must be 0 or more, not {retries}.")
-        delay = cfg.typed("TRANSFER_RETRY_DELAY", (int, float), default["TRANSFER_RETRY_DELAY"])
-        if isinstance(delay, bool) or delay < 0:
-            raise cfg.error("TRANSFER_RETRY_DELAY", f"must be seconds (0 or more), not {delay!r}.")
-        self.retries: int = retries
-        self.retry_delay: float = float(delay)
-        self.delayed: bool = cfg.typed("TRANSFER_DELAYED", bool, default["TRANSFER_DELAYED"])
-        self.delete_local: bool = cfg.typed(
-            "TRANSFER_DELETE_LOCAL", bool, default["TRANSFER_DELETE_LOCAL"]
-        )
+        cfg = self.config
+        self.retries: int = cfg.value("TRANSFER_RETRIES")
+        self.retry_delay: float = float(cfg.value("TRANSFER_RETRY_DELAY"))
+        self.delayed: bool = cfg.value("TRANSFER_DELAYED")
+        self.delete_local: bool = cfg.value("TRANSFER_DELETE_LOCAL")
         # Everything that can be checked without touching the disk comes first, so a bad
         # setting leaves no folder behind.
         self.remote: BaseStore = self._build_inner(self.inner_config("remote"))
         self.private_redirects = self.remote.private_redirects  # it redirects to the remote
-        kind = cfg.choice("TRANSFER_EXECUTOR", EXECUTOR_CHOICES, default["TRANSFER_EXECUTOR"])
-        self.executor: Executor = make_executor(kind, self)
+        self.executor: Executor = make_executor(cfg.value("TRANSFER_EXECUTOR"), self)
         self.local: BaseStore = self._build_inner(self.inner_config("local"))
         self.records = RecordBook(self._records_path())
         self._starting: threading.Thread | None = None
@@ -163,14 +270,10 @@ class QueuedStore(BaseStore):
         (:class:`~flask_store.stores.s3_gevent.S3GeventStore`).
         """
         setting = "QUEUED_LOCAL" if role == "local" else "QUEUED_REMOTE"
-        values = self.config.values.get(setting, QUEUED_DEFAULTS[setting])
+        values: Mapping[str, Any] | None = self.config.value(setting)
         if values is None:
             raise self.config.error(
                 setting, "is required: a dict of the remote store's settings with its PROVIDER."
-            )
-        if not isinstance(values, Mapping):
-            raise self.config.error(
-                setting, f"must be a dict of settings with a PROVIDER, not {values!r}."
             )
         label = self.config.label(setting)
         return StoreConfig(
@@ -183,18 +286,16 @@ class QueuedStore(BaseStore):
 
     @staticmethod
     def _build_inner(config: StoreConfig) -> BaseStore:
-        """Build one inner store from ``config``, with its provider's defaults."""
+        """Build one inner store from ``config`` (its schema fills in its defaults)."""
         provider = config.values.get("PROVIDER", "local")
         cls = load_provider(provider, setting=config.label("PROVIDER"))
         if issubclass(cls, QueuedStore):
             raise config.error("PROVIDER", "cannot be a queued store itself.")
-        return cls(dataclasses.replace(config, values={**cls.defaults, **config.values}))
+        return cls(config)
 
     def _records_path(self) -> str:
         """``TRANSFER_RECORDS_PATH``, or a hidden folder beside the local files."""
-        path = self.config.setting("TRANSFER_RECORDS_PATH")
-        if path is not None and not isinstance(path, (str, os.PathLike)):
-            raise self.config.error("TRANSFER_RECORDS_PATH", f"must be a folder, not {path!r}.")
+        path: str | os.PathLike[str] | None = self.config.value("TRANSFER_RECORDS_PATH")
         if path and os.path.isabs(path):
             folder = os.fspath(path)
         elif path and self.config.instance_path:

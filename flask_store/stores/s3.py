@@ -25,6 +25,7 @@ from botocore.exceptions import ClientError
 from s3transfer.manager import TransferConfig
 from werkzeug.http import parse_options_header
 
+from ..config import Schema
 from ..exceptions import (
     FileChangedError,
     FileNotFoundInStoreError,
@@ -51,7 +52,7 @@ from .s3_client import (
     s3_errors,
     where,
 )
-from .s3_config import MAX_URL_EXPIRES, S3_DEFAULTS, S3Settings, read_s3_settings
+from .s3_config import MAX_URL_EXPIRES, S3_STORE_SETTINGS, S3Settings, read_s3_settings
 from .s3_probes import PROBE_MARK, facts_about, probe_conditional_writes
 from .s3_uploads import (
     Confirmation,
@@ -94,7 +95,7 @@ class S3Store(BaseStore):
     :raises NotConfiguredError: when a setting is missing or wrong.
     """
 
-    defaults: ClassVar[Mapping[str, Any]] = S3_DEFAULTS
+    schema: ClassVar[Schema] = S3_STORE_SETTINGS
 
     def __init__(self, config: Any = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)

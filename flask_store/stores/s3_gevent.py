@@ -10,19 +10,36 @@ reconciler finishes whatever a dead process left. The provider path
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any, ClassVar
 
 from boto3.s3.transfer import TransferConfig
 
-from ..config import StoreConfig
-from .queued import QUEUED_DEFAULTS, QueuedStore, Role
+from ..config import Schema, Setting, StoreConfig, folder_path
+from .local import LOCAL_SETTINGS
+from .queued import QUEUED_SETTINGS, QueuedStore, Role
 from .s3 import S3Store
-from .s3_config import S3_DEFAULTS
+from .s3_config import S3_STORE_SETTINGS
 
 #: Settings of the staging folder: ``STORE_STAGING_PATH`` is the local store's ``PATH``.
 STAGING_PREFIX = "STAGING_"
+
+#: The settings of an :class:`S3GeventStore`: S3's (``PATH`` is the key prefix in the
+#: bucket), a queued store's transfer settings with two defaults of its own, and its staging
+#: folder's: ``STAGING_PATH``, and every ``STAGING_<KEY>`` as the staging local store's
+#: ``<KEY>`` (checked by that store).
+S3_GEVENT_SETTINGS = Schema(
+    QUEUED_SETTINGS.without("QUEUED_"),
+    S3_STORE_SETTINGS,
+    [
+        Setting(
+            "STAGING_PATH",
+            None,
+            "The folder files wait in until S3 has them (relative: in the instance folder).",
+            folder_path,
+        )
+    ],
+    families={STAGING_PREFIX: LOCAL_SETTINGS},
+).with_defaults(TRANSFER_EXECUTOR="gevent", TRANSFER_DELETE_LOCAL=True)
 #: Setting prefixes of the queued store itself, kept from the S3 store behind it.
 _OUTER_ONLY_PREFIXES = (STAGING_PREFIX, "QUEUED_", "TRANSFER_", "RQ_", "CACHE_")
 
@@ -86,15 +103,7 @@ class S3GeventStore(QueuedStore):
         Flask-Store's provider uploaded from a greenlet alone.
     """
 
-    defaults: ClassVar[Mapping[str, Any]] = MappingProxyType(
-        {
-            **{k: v for k, v in QUEUED_DEFAULTS.items() if not k.startswith("QUEUED_")},
-            **S3_DEFAULTS,
-            "STAGING_PATH": None,
-            "TRANSFER_EXECUTOR": "gevent",
-            "TRANSFER_DELETE_LOCAL": True,
-        }
-    )
+    schema: ClassVar[Schema] = S3_GEVENT_SETTINGS
 
     def __init__(self, config: Any = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
@@ -137,4 +146,4 @@ class S3GeventStore(QueuedStore):
         )
 
 
-__all__ = ["NonThreadedS3Store", "S3GeventStore"]
+__all__ = ["S3_GEVENT_SETTINGS", "NonThreadedS3Store", "S3GeventStore"]

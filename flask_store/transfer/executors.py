@@ -73,9 +73,7 @@ def make_executor(kind: str, store: QueuedStore) -> Executor:
 
     :raises NotConfiguredError: when the executor's settings or packages are missing.
     """
-    workers = store.config.typed("TRANSFER_WORKERS", int, store.defaults["TRANSFER_WORKERS"])
-    if workers < 1:
-        raise store.config.error("TRANSFER_WORKERS", f"must be at least 1, not {workers}.")
+    workers: int = store.config.value("TRANSFER_WORKERS")
     if kind == "gevent":
         return GeventExecutor(store.transfer_now, workers, store.config)
     if kind == "rq":
@@ -214,12 +212,8 @@ class RQExecutor:
             raise config.error(
                 "TRANSFER_EXECUTOR", f"is 'rq', but {missing_dependency(exc) or exc}"
             ) from exc
-        url = config.required("RQ_REDIS_URL")
-        if not isinstance(url, str) or "://" not in url:
-            raise config.error(
-                "RQ_REDIS_URL", f"must be a URL like 'redis://host:6379/0', not {url!r}."
-            )
-        queue_name = config.typed("RQ_QUEUE", str, store.defaults["RQ_QUEUE"])
+        url: str = config.required("RQ_REDIS_URL")
+        queue_name: str = config.value("RQ_QUEUE")
         self._spec = job_spec(store)
         try:
             pickle.dumps(self._spec)
@@ -229,7 +223,7 @@ class RQExecutor:
                 f"is 'rq', which sends the store's settings to the worker, but they cannot be "
                 f"pickled ({exc}); use plain values (strings, numbers, dicts).",
             ) from exc
-        self._timeout = config.typed("RQ_JOB_TIMEOUT", int, store.defaults["RQ_JOB_TIMEOUT"])
+        self._timeout: int = config.value("RQ_JOB_TIMEOUT")
         # Redis.from_url does not connect: nothing is contacted until the first job.
         self._queue = rq.Queue(queue_name, connection=Redis.from_url(url))
         self._store = store
@@ -263,17 +257,12 @@ class RQExecutor:
 
 def job_spec(store: QueuedStore) -> dict[str, Any]:
     """What an RQ job says about ``store``: the app and store name when ``STORE_RQ_APP`` is
-    set, else :func:`store_spec`. Never a credential.
-
-    :raises NotConfiguredError: when ``STORE_RQ_APP`` is not an import path.
+    set, else :func:`store_spec`. Never a credential. (The store's schema checked
+    ``STORE_RQ_APP`` when the store was built.)
     """
-    app_path = store.config.setting("RQ_APP")
+    app_path: str | None = store.config.value("RQ_APP")
     if app_path is None:
         return store_spec(store)
-    if not isinstance(app_path, str) or not app_path.strip():
-        raise store.config.error(
-            "RQ_APP", f"must be the app's import path, like 'myapp:create_app()', not {app_path!r}."
-        )
     return {"app": app_path, "store": store.config.name}
 
 
