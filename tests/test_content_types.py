@@ -41,8 +41,8 @@ from flask_store.headers import (
 from flask_store.stores.base import BaseStore
 from flask_store.stores.local import META_XATTR, LocalStore
 from flask_store.stores.memory import MemoryStore
-from flask_store.stores.s3 import S3Store
 from flask_store.stores.queued import QueuedStore
+from flask_store.stores.s3 import S3Store
 from tests.moto_server import ACCESS_KEY, REGION, SECRET_KEY, create_bucket
 from tests.stores import everything_stored
 
