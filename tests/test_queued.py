@@ -24,6 +24,7 @@ from flask_store.exceptions import (
     NotConfiguredError,
     TransferConflictError,
 )
+from flask_store.stores.memory import MemoryStore
 from flask_store.stores.queued import QueuedStore, retry_delay
 from flask_store.transfer.records import RecordBook, TransferRecord
 from flask_store.transfer.signals import file_saved, file_transferred, transfer_failed
@@ -737,3 +738,32 @@ def test_a_local_side_without_a_folder_keeps_its_records_in_the_instance_folder(
 
     with pytest.raises(NotConfiguredError, match="TRANSFER_RECORDS_PATH"):
         QueuedStore(queued_local={"PROVIDER": "memory"}, queued_remote={"PROVIDER": "memory"})
+
+
+class TransferringDuringDelete(MemoryStore):
+    """A local side whose conditional delete lets the queued transfer finish first: the
+    record moves from pending to done between QueuedStore.delete's read and its check."""
+
+    queued: QueuedStore | None = None
+
+    def delete(self, key: str, *, if_etag: str | None = None) -> bool:
+        if self.queued is not None and if_etag is not None:
+            queued, self.queued = self.queued, None  # once: the first, racing delete
+            assert queued.transfer_now(key) == "done"
+        return super().delete(key, if_etag=if_etag)
+
+
+def test_a_conditional_delete_racing_the_transfer_leaves_no_copy(tmp_path: Path) -> None:
+    store = QueuedStore(
+        queued_local={"PROVIDER": f"{__name__}.TransferringDuringDelete"},
+        queued_remote={"PROVIDER": "memory"},
+        transfer_records_path=str(tmp_path / "records"),
+        transfer_delayed=True,
+    )
+    assert isinstance(store.local, TransferringDuringDelete)
+    store.local.queued = store
+    store.put("race.txt", b"x")
+    pending = store.info("race.txt")
+    assert store.delete("race.txt", if_etag=pending.etag)
+    assert "race.txt" not in store.remote and "race.txt" not in store
+    assert store.records.get("race.txt") is None

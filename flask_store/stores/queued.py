@@ -706,7 +706,7 @@ class QueuedStore(BaseStore):
         record = self.records.get(key)
         if not self._holder(key, record).delete(key, if_etag=if_etag):
             return False
-        if self.records.get(key) == record:  # else a newer save owns the key now
+        if _same_file(self.records.get(key), record):  # else a newer save owns the key now
             self.records.forget(key)
             # The local copy of this record only: a newer save's file may be there already.
             self.local.delete(key, if_etag=record.local_etag if record else None)
@@ -743,6 +743,14 @@ def _pending(info: FileInfo, meta: FileMeta, *, overwrite: bool, queued: bool) -
         queued=queued,
         local_etag=info.etag,
     )
+
+
+def _same_file(current: TransferRecord | None, read: TransferRecord | None) -> bool:
+    """Whether the record of a key now (``current``) is of the save read earlier: its
+    transfer may have finished meanwhile, which changes the record but not the file."""
+    if current is None or read is None:
+        return current is read
+    return current.same_file(read)
 
 
 def _describes(record: TransferRecord, local: FileInfo) -> bool:

@@ -150,6 +150,11 @@ class TransferRecord:
         """Whether ``other`` is this very record: same save of the key, same version."""
         return (self.key, self.created, self.version) == (other.key, other.created, other.version)
 
+    def same_file(self, other: TransferRecord) -> bool:
+        """Whether ``other`` records the same save of the key, whatever state its transfer
+        has reached since (a newer save of the key is another file)."""
+        return (self.key, self.created) == (other.key, other.created)
+
     def moved(self, state: TransferState, **changes: Any) -> TransferRecord:
         """This record in ``state``, with ``changes`` applied and its version bumped."""
         return replace(self, state=state, version=self.version + 1, updated=_now(), **changes)
