@@ -8,4 +8,4 @@ from .extension import Store
 from .file_wrapper import FileWrapper
 
 __all__ = ["FileWrapper", "Store", "exceptions"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
