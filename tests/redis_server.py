@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -46,13 +47,12 @@ def _wait_until_ready(url: str, server: subprocess.Popen[bytes], log: Path) -> N
             client.close()
 
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The URL of a fresh redis-server, running for the test module's duration."""
+@contextmanager
+def running_redis(folder: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A fresh redis-server keeping its files in ``folder``: its URL and its process."""
     program = shutil.which("redis-server")
     if program is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    folder = tmp_path_factory.mktemp("redis")
     log = folder / "redis.log"
     port = free_port()
     # fmt: off
@@ -65,7 +65,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = f"redis://127.0.0.1:{port}/0"
     try:
         _wait_until_ready(url, server, log)
-        yield url
+        yield url, server
     finally:
         server.terminate()
         try:
@@ -73,3 +73,10 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a fresh redis-server, running for the test module's duration."""
+    with running_redis(tmp_path_factory.mktemp("redis")) as (url, _server):
+        yield url

@@ -149,6 +149,15 @@ TRANSFER_SETTINGS = Schema(
         Setting("RQ_QUEUE", "flask_store", "The RQ queue transfers go on.", of_type(str)),
         Setting("RQ_JOB_TIMEOUT", 3600, "Seconds an RQ transfer job may run.", of_type(int)),
         Setting(
+            "RQ_ENQUEUE_TIMEOUT",
+            2.0,
+            "Seconds a save waits for Redis to take its job; past it the reconciler queues it.",
+            all_of(
+                of_type((int, float)),
+                holds(lambda t: t > 0, "must be seconds (more than 0), not {value!r}."),
+            ),
+        ),
+        Setting(
             "RQ_APP",
             None,
             "The app's import path, for RQ workers to load.",
@@ -339,8 +348,24 @@ class QueuedStore(BaseStore):
                 raise
         file_saved.send(self, key=info.key, info=info)
         if not self.delayed:
-            self.executor.submit(info.key)
+            self._hand_over(info.key)
         return info
+
+    def _hand_over(self, key: str) -> None:
+        """Give ``key``'s transfer to the executor, never failing the save that wrote it.
+
+        The file and its pending record are on disk already: a broker that is down or
+        frozen (an RQ executor's Redis) only delays the transfer, which the reconciler
+        queues again. Raising here would make the client retry and orphan this copy.
+        """
+        try:
+            self.executor.submit(key)
+        except Exception:
+            log.warning(
+                "Could not queue the transfer of %r; it stays pending for the reconciler.",
+                key,
+                exc_info=True,
+            )
 
     def _unreserved(self, keys: Iterator[str]) -> Iterator[str]:
         """The candidate keys without those a record reserves (files already moved away).

@@ -208,6 +208,8 @@ class RQExecutor:
         try:
             import rq
             from redis import Redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
         except ImportError as exc:
             raise config.error(
                 "TRANSFER_EXECUTOR", f"is 'rq', but {missing_dependency(exc) or exc}"
@@ -224,8 +226,18 @@ class RQExecutor:
                 f"pickled ({exc}); use plain values (strings, numbers, dicts).",
             ) from exc
         self._timeout: int = config.value("RQ_JOB_TIMEOUT")
-        # Redis.from_url does not connect: nothing is contacted until the first job.
-        self._queue = rq.Queue(queue_name, connection=Redis.from_url(url))
+        # Redis.from_url does not connect: nothing is contacted until the first job. A save
+        # hands its job over within RQ_ENQUEUE_TIMEOUT, once (no retries): a frozen or
+        # unreachable broker delays the transfer, never the response (QueuedStore logs it
+        # and the reconciler queues the job again).
+        enqueue_timeout = float(config.value("RQ_ENQUEUE_TIMEOUT"))
+        connection = Redis.from_url(
+            url,
+            socket_connect_timeout=enqueue_timeout,
+            socket_timeout=enqueue_timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._queue = rq.Queue(queue_name, connection=connection)
         self._store = store
         self._submitted: set[str] = set()
         self._lock = threading.Lock()
