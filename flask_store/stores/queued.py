@@ -77,6 +77,7 @@ Role = Literal["local", "remote"]
 #: file was deleted before its transfer ran.
 Outcome = Literal["pending", "done", "failed", "gone"]
 
+
 def _inner_settings(value: Any) -> Any:
     if not isinstance(value, Mapping):
         raise SettingValueError(f"must be a dict of settings with a PROVIDER, not {value!r}.")

@@ -306,8 +306,10 @@ class S3Store(BaseStore):
         :raises UnsupportedByServerError: always.
         """
         head = self._head(key)
-        if head is not None and _unquote(head["ETag"]) == etag and self._delete_version(
-            key, head["ETag"]
+        if (
+            head is not None
+            and _unquote(head["ETag"]) == etag
+            and self._delete_version(key, head["ETag"])
         ):
             fate = "it was deleted"
         else:
