@@ -217,14 +217,17 @@ def test_real_flask_process(tmp_path: Path) -> None:
     assert sorted(p.name for p in left.parent.iterdir()) == ["hello.txt"]
 
 
-def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
-    """On a terminal sync draws a progress bar instead of a line per file."""
-    write_copy_app(tmp_path, files=5)
+def shown_on_a_terminal(
+    flask_args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> str:
+    """What ``flask *flask_args`` writes to a terminal (a pseudo-terminal as its stdout);
+    the command must succeed."""
     terminal, child_side = pty.openpty()
     flask = str(Path(sys.executable).with_name("flask"))
     process = subprocess.Popen(
-        [flask, "--app", "cliapp", "store", "sync", "default", "copy"],
-        cwd=tmp_path,
+        [flask, *flask_args],
+        cwd=cwd,
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=child_side,
         stderr=subprocess.PIPE,
@@ -240,8 +243,14 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
             break
         shown += chunk
     os.close(terminal)
-    assert process.wait(timeout=60) == 0
-    text = shown.decode()
+    assert process.wait(timeout=timeout) == 0
+    return shown.decode()
+
+
+def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    """On a terminal sync draws a progress bar instead of a line per file."""
+    write_copy_app(tmp_path, files=5)
+    text = shown_on_a_terminal(["--app", "cliapp", "store", "sync", "default", "copy"], tmp_path)
     assert "Syncing" in text and "100%" in text
     assert "copied hello.txt" not in text
     assert text.rstrip().endswith("copied 5, skipped 0, failed 0")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import pty
 import re
 import shutil
 import signal
@@ -63,6 +62,7 @@ from tests.moto_server import (
     s3_client,
 )
 from tests.redis_server import free_port
+from tests.test_cli import shown_on_a_terminal
 
 __all__ = ["moto_server"]  # the fixture
 
@@ -694,29 +694,9 @@ def test_transfer_pending_draws_a_bar_on_a_terminal(tmp_path: Path) -> None:
         for n in ("one", "two", "three")
     )
     subprocess.run([sys.executable, "-c", saving], cwd=tmp_path, env=env, check=True, timeout=120)
-    terminal, child_side = pty.openpty()
-    flask = str(Path(sys.executable).with_name("flask"))
-    process = subprocess.Popen(
-        [flask, "--app", "queuedapp", "store", "transfer", "--pending"],
-        cwd=tmp_path,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=child_side,
-        stderr=subprocess.PIPE,
+    text = shown_on_a_terminal(
+        ["--app", "queuedapp", "store", "transfer", "--pending"], tmp_path, env=env
     )
-    os.close(child_side)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(terminal, 4096)
-        except OSError:  # EIO: the process closed the terminal
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(terminal)
-    assert process.wait(timeout=120) == 0
-    text = shown.decode()
     assert "Transferring" in text and "100%" in text
     assert "transferred one.txt" not in text
     assert text.rstrip().endswith("transferred 3, failed 0")
