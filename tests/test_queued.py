@@ -767,3 +767,31 @@ def test_a_conditional_delete_racing_the_transfer_leaves_no_copy(tmp_path: Path)
     assert store.delete("race.txt", if_etag=pending.etag)
     assert "race.txt" not in store.remote and "race.txt" not in store
     assert store.records.get("race.txt") is None
+
+
+class SavedAgainDuringDelete(MemoryStore):
+    """A local side on which, right after a conditional delete, another process's save
+    lands a new file of the key (its record not written yet)."""
+
+    def delete(self, key: str, *, if_etag: str | None = None) -> bool:
+        deleted = super().delete(key, if_etag=if_etag)
+        if deleted and if_etag is not None:
+            self.put(key, b"newer save")
+        return deleted
+
+
+def test_a_conditional_delete_never_removes_a_newer_local_save(tmp_path: Path) -> None:
+    """Only the copy whose ETag was given goes: the local side is not deleted a second
+    time, unconditionally, when the key has no record (a save between its file and its
+    record would lose its file)."""
+    store = QueuedStore(
+        queued_local={"PROVIDER": f"{__name__}.SavedAgainDuringDelete"},
+        queued_remote={"PROVIDER": "memory"},
+        transfer_records_path=str(tmp_path / "records"),
+        transfer_delayed=True,
+    )
+    store.local.put("other-means.txt", b"old")  # no record: put there by other means
+    old = store.info("other-means.txt").etag
+    assert store.delete("other-means.txt", if_etag=old) is True
+    with store.local.open("other-means.txt") as newer:
+        assert newer.read() == b"newer save"

@@ -730,13 +730,17 @@ class QueuedStore(BaseStore):
             on_remote = self.remote.delete(key)
             return had_record or on_local or on_remote
         record = self.records.get(key)
-        if not self._holder(key, record).delete(key, if_etag=if_etag):
+        holder = self._holder(key, record)
+        if not holder.delete(key, if_etag=if_etag):
             return False
         if _same_file(self.records.get(key), record):  # else a newer save owns the key now
             self.records.forget(key)
-            # The local copy of this record only: a newer save's file may be there already.
-            self.local.delete(key, if_etag=record.local_etag if record else None)
-            self.remote.delete(key)
+            # The holder's copy is gone already. The local copy of this record only: a
+            # newer save's file may be there already (and without a record, none is ours).
+            if holder is not self.local and record is not None:
+                self.local.delete(key, if_etag=record.local_etag)
+            if holder is not self.remote:
+                self.remote.delete(key)
         return True
 
     def keys(self, prefix: str = "") -> Iterator[str]:
