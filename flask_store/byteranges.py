@@ -21,6 +21,7 @@ import io
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import pairwise
 from typing import BinaryIO
 
@@ -101,8 +102,12 @@ class MultipartByteranges:
         """The answer's ``Content-Type``."""
         return f"multipart/byteranges; boundary={self.boundary}"
 
-    def heads(self) -> list[bytes]:
-        """What comes before each part's bytes: its delimiter and header fields."""
+    @cached_property
+    def heads(self) -> tuple[bytes, ...]:
+        """What comes before each part's bytes: its delimiter and header fields.
+
+        Built once: :attr:`length` sums them and :class:`MultipartBody` sends them.
+        """
         heads = []
         for number, (start, stop) in enumerate(self.spans):
             lines = [f"--{self.boundary}"]
@@ -111,7 +116,7 @@ class MultipartByteranges:
             lines.append(f"Content-Range: bytes {start}-{stop - 1}/{self.size}")
             # The CRLF that ends the previous part's bytes belongs to this delimiter.
             heads.append(("\r\n" if number else "") + "\r\n".join(lines) + "\r\n\r\n")
-        return [head.encode("latin-1") for head in heads]
+        return tuple(head.encode("latin-1") for head in heads)
 
     @property
     def tail(self) -> bytes:
@@ -122,7 +127,7 @@ class MultipartByteranges:
     def length(self) -> int:
         """The body's length in bytes."""
         data = sum(stop - start for start, stop in self.spans)
-        return sum(map(len, self.heads())) + data + len(self.tail)
+        return sum(map(len, self.heads)) + data + len(self.tail)
 
     def body(self, stream: BinaryIO, block: int) -> MultipartBody:
         """The body, read from ``stream``, which stands at the first span's start."""
@@ -148,7 +153,7 @@ class MultipartBody:
 
     def __iter__(self) -> Iterator[bytes]:
         position = self._frame.spans[0][0]
-        for head, (start, stop) in zip(self._frame.heads(), self._frame.spans, strict=True):
+        for head, (start, stop) in zip(self._frame.heads, self._frame.spans, strict=True):
             _skip(self._stream, start - position)
             yield head
             yield from _read_exactly(self._stream, stop - start, self._block)
