@@ -284,9 +284,13 @@ def content_disposition(disposition: str, filename: str) -> str:
     return value
 
 
+@lru_cache(maxsize=512)
 def file_disposition(content_type: str, filename: str, *, inline_active_content: bool) -> str:
     """The ``Content-Disposition`` a stored file is served with: ``inline`` for a type on
     the allow-list (:func:`is_inline_safe`), ``attachment`` for every other type unless
-    ``inline_active_content`` (``STORE_INLINE_ACTIVE_CONTENT``) says to trust uploaders."""
+    ``inline_active_content`` (``STORE_INLINE_ACTIVE_CONTENT``) says to trust uploaders.
+
+    Cached like the content type: every request for a file asks again, and the ASCII
+    fallback (Unicode decomposition, a regex) is the same each time."""
     inline = inline_active_content or is_inline_safe(content_type)
     return content_disposition("inline" if inline else "attachment", filename)
