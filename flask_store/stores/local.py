@@ -303,11 +303,24 @@ class LocalStore(BaseStore):
     # -- reading ----------------------------------------------------------------------------
 
     def open(self, key: str) -> BinaryIO:
-        """Open the regular file stored as ``key``.
+        return self._open_regular(key)[0]
+
+    def open_with_info(self, key: str) -> tuple[BinaryIO, FileInfo]:
+        stream, found = self._open_regular(key)
+        try:
+            info = _info_from_stat(clean_key(key), found, _get_meta(stream.fileno(), key))
+        except BaseException:
+            stream.close()
+            raise
+        return stream, info
+
+    def _open_regular(self, key: str) -> tuple[BinaryIO, os.stat_result]:
+        """Open the regular file stored as ``key``; return it with its ``fstat``.
 
         Opened without blocking and checked: a FIFO under the key would otherwise hold
         the worker until something writes to it; a FIFO, socket, device, folder or
-        symlink loop is no file of the store.
+        symlink loop is no file of the store. The check's ``fstat`` is returned so that
+        :meth:`open_with_info` (every serve) needs no second one.
         """
         path = self.path(key)
         try:
@@ -316,23 +329,14 @@ class LocalStore(BaseStore):
             raise _read_error(exc, key) from exc
         try:
             fd = stream.fileno()
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            found = os.fstat(fd)
+            if not stat.S_ISREG(found.st_mode):
                 raise FileNotFoundInStoreError(f"No file is stored as {key!r}.")
             os.set_blocking(fd, True)
         except BaseException:
             stream.close()
             raise
-        return stream
-
-    def open_with_info(self, key: str) -> tuple[BinaryIO, FileInfo]:
-        stream = self.open(key)
-        try:
-            fd = stream.fileno()
-            info = _info_from_stat(clean_key(key), os.fstat(fd), _get_meta(fd, key))
-        except BaseException:
-            stream.close()
-            raise
-        return stream, info
+        return stream, found
 
     def info(self, key: str) -> FileInfo:
         path = self.path(key)
