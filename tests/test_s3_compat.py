@@ -74,8 +74,7 @@ def on_moto(endpoint: str, *, bucket: str | None = None, **settings: Any) -> S3S
         s3_endpoint_url=endpoint,
         s3_access_key=MOTO_KEY,
         s3_secret_key=MOTO_SECRET,
-        path=PREFIX,
-        **settings,
+        **{"path": PREFIX, **settings},
     )
 
 
@@ -211,6 +210,31 @@ def test_probe_finds_conditional_writes_where_they_work(moto_server: str) -> Non
             ("PUT", 200),
         ]
     assert len(list(store.keys())) == 2
+
+
+def test_the_bucket_is_asked_about_once_per_process(moto_server: str) -> None:
+    # A HEAD's bare 404 is the same for a missing file and a missing bucket: the first one
+    # asks about the bucket, later ones (from any store on that bucket) do not.
+    bucket = create_bucket(moto_server)
+    with CountingProxy(moto_server) as proxy:
+        store = on_moto(proxy.url, bucket=bucket)
+        first = requests_during(proxy, lambda: store.exists("a.txt"))
+        assert first == [("HEAD", 404), ("HEAD", 200)]
+        assert proxy.seen[-1].key == ""  # the second HEAD is of the bucket
+        assert requests_during(proxy, lambda: store.exists("b.txt")) == [("HEAD", 404)]
+        other = on_moto(proxy.url, bucket=bucket, path="elsewhere")
+        assert requests_during(proxy, lambda: other.exists("c.txt")) == [("HEAD", 404)]
+
+
+@pytest.mark.parametrize("etag", [None, '"not hex"', '"' + "0" * 32 + '"', ""])
+def test_a_put_answered_with_a_wrong_etag_fails_loudly(moto_server: str, etag: str | None) -> None:
+    # A server whose PUT answer has no ETag, or one that is not the MD5 of the bytes sent,
+    # did not store them as sent (or cannot show it): the save is refused, not trusted.
+    with CountingProxy(moto_server) as proxy:
+        store = on_moto(proxy.url, s3_conditional_writes="trust")
+        proxy.answer_puts_with({"ETag": etag})
+        with pytest.raises(UnsupportedByServerError, match="stored other bytes"):
+            store.save(b"hello", name="a.txt")
 
 
 def test_trust_sends_conditional_writes_without_a_probe(moto_server: str) -> None:

@@ -284,7 +284,7 @@ class S3Store(BaseStore):
                 ContentLength=body.size,
                 **extra,
             )
-            etag = _unquote(response["ETag"])
+            etag = unquoted_etag(response)
             if _etag_is_md5(cast("Mapping[str, Any]", response)):
                 md5 = body.md5()
                 if etag != md5:
@@ -294,7 +294,7 @@ class S3Store(BaseStore):
         with ConditionalTransferManager(self.client, self._transfer_config) as manager:
             manager.upload(body.rewind(), self.bucket, object_key, extra_args=extra).result()
         head = self.client.head_object(Bucket=self.bucket, Key=object_key)
-        etag = _unquote(head["ETag"])
+        etag = unquoted_etag(head)
         if head["ContentLength"] != body.size:
             self._discard(key, etag, f"{head['ContentLength']} bytes, not the {body.size} sent")
         return etag, head["LastModified"]
@@ -308,7 +308,7 @@ class S3Store(BaseStore):
         head = self._head(key)
         if (
             head is not None
-            and _unquote(head["ETag"]) == etag
+            and unquoted_etag(head) == etag
             and self._delete_version(key, head["ETag"])
         ):
             fate = "it was deleted"
@@ -406,7 +406,7 @@ class S3Store(BaseStore):
                 if error_code(exc) != "InvalidRange":
                     raise
                 return super().open_range(key, start, stop, etag=etag)
-        if etag is not None and _unquote(response.get("ETag", "")) != etag:
+        if etag is not None and unquoted_etag(response) != etag:
             # Servers that ignore If-Match answer with whatever version they have.
             response["Body"].close()
             raise FileChangedError(f"The file stored as {key!r} has changed (ETag {etag!r}).")
@@ -828,7 +828,7 @@ def info_from_response(key: str, response: Mapping[str, Any]) -> FileInfo:
         ),
         filename=options.get("filename") or basename,
         last_modified=response["LastModified"],
-        etag=_content_etag(_unquote(response["ETag"]), gzipped=encoded),
+        etag=_content_etag(unquoted_etag(response), gzipped=encoded),
     )
 
 
@@ -886,10 +886,6 @@ def _is_store_key(key: str) -> bool:
         return clean_key(key) == key
     except InvalidKeyError:
         return False
-
-
-def _unquote(etag: str) -> str:
-    return etag.strip('"')
 
 
 def _content_etag(etag: str, *, gzipped: bool) -> str:

@@ -410,6 +410,8 @@ def head_object(client: S3Client, bucket: str, object_key: str) -> dict[str, Any
 
 
 def unquoted_etag(head: Mapping[str, Any]) -> str:
+    """The ETag of an S3 response without its quotes; ``""`` when the server sent none (a
+    value no MD5 or stored ETag equals, so a check against it fails rather than crashes)."""
     return str(head.get("ETag", "")).strip('"')
 
 
