@@ -137,10 +137,11 @@ class MultipartByteranges:
 class MultipartBody:
     """The bytes of a :class:`MultipartByteranges`, read from one stream of the file.
 
-    One stream for all parts: for S3 that is one ranged GET (from the first byte asked for to
-    the last) instead of one per part, each of which could find another version of the file.
-    The gaps between parts are skipped by seeking where the stream can, else read and
-    dropped, so stores whose streams cannot seek work too. Memory stays at one block.
+    One stream for all parts, from the first byte asked for to the last, so no part comes
+    from another version of the file. The gaps between parts are skipped by seeking where the
+    stream can, else read and dropped, so stores whose streams cannot seek work too (the
+    serving route hands S3 bodies over in a stream whose seek opens a new ranged GET past a
+    long gap). Memory stays at one block.
 
     A WSGI iterable: the server calls :meth:`close` when the answer is done or abandoned,
     which closes the stream, also when no byte was ever read.

@@ -58,7 +58,8 @@ def serve_file(store: BaseStore, key: str, environ: dict[str, object]) -> Respon
     HEAD, conditional and Range requests are decided from the file's metadata first, so a
     412, 304 or 416 fetches no content and a 206 fetches only its ranges
     (:meth:`~flask_store.stores.base.BaseStore.open_range` from the first byte asked for to
-    the last: one ranged GET on S3). Every answer is decided against the version whose bytes
+    the last: one ranged GET on S3, another only past a gap of more than :data:`READ_BLOCK`,
+    see :class:`_RangeReader`). Every answer is decided against the version whose bytes
     it carries: when the file is replaced between the metadata and the range, the request is
     decided again on the version then opened.
 
@@ -354,17 +355,22 @@ def _open_range_of(store: BaseStore, info: FileInfo, decided: _Decision) -> Bina
     """Open the bytes of the 206 ``decided`` from ``info``, of that same version.
 
     One stream from the first span's start to the last one's stop: with several spans the
-    gaps between them are skipped while the body is sent (on S3, one ranged GET instead of
-    one per part, and no part from another version).
+    gaps between them are skipped while the body is sent (on S3, one ranged GET for parts
+    close together, and no part from another version). A gap longer than :data:`READ_BLOCK`
+    in a stream that cannot seek is not read through: :class:`_RangeReader` opens the rest
+    anew, so ``bytes=0-0,-1`` of a large object does not fetch all of it.
 
     ``None`` when the file has been replaced since: the caller opens it whole and decides
     again on that version.
     """
     start, stop = decided.spans[0][0], decided.spans[-1][1]
     try:
-        return store.open_range(info.key, start, stop, etag=info.etag)
+        stream = store.open_range(info.key, start, stop, etag=info.etag)
     except FileChangedError:
         return None
+    if decided.multipart is None:
+        return stream
+    return cast(BinaryIO, _RangeReader(store, info, stream, start, stop))
 
 
 def _with_body(decided: _Decision, stream: BinaryIO, environ: dict[str, object]) -> Response:
@@ -404,5 +410,76 @@ class _Window(io.RawIOBase):
     def close(self) -> None:
         try:
             self._stream.close()
+        finally:
+            super().close()
+
+
+class _RangeReader(io.RawIOBase):
+    """The bytes of one version of a file from ``start`` to ``stop``, read forward only.
+
+    It can always seek forward: a stream that can seek is moved; one that cannot (an S3
+    body) reads a gap of up to :data:`READ_BLOCK` through, and for a longer gap is closed
+    and the rest opened anew at the gap's end with the same ETag
+    (:meth:`~flask_store.stores.base.BaseStore.open_range`), so no part comes from another
+    version and no byte far from every part crosses the network.
+
+    :raises FileChangedError: from a read, when the file was replaced before a reopen.
+    """
+
+    def __init__(
+        self, store: BaseStore, info: FileInfo, stream: BinaryIO, start: int, stop: int
+    ) -> None:
+        super().__init__()
+        self._store = store
+        self._info = info
+        self._stream: BinaryIO | None = stream
+        self._position = start
+        self._stop = stop
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move forward to ``offset`` (``SEEK_SET``) or by it (``SEEK_CUR``)."""
+        target = offset if whence == io.SEEK_SET else self._position + offset
+        if whence not in (io.SEEK_SET, io.SEEK_CUR) or target < self._position:
+            raise io.UnsupportedOperation("A range is read forward only.")
+        gap, self._position = target - self._position, target
+        stream = self._stream
+        if stream is None or gap == 0:
+            return target
+        if stream.seekable():
+            stream.seek(gap, io.SEEK_CUR)
+        elif gap <= READ_BLOCK:
+            skip_to(stream, gap)  # reads ``gap`` bytes: the stream cannot seek
+        else:
+            self._stream = None
+            stream.close()
+        return target
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        wanted = min(len(buffer), self._stop - self._position)
+        if wanted <= 0:
+            return 0
+        if self._stream is None:
+            info = self._info
+            self._stream = self._store.open_range(
+                info.key, self._position, self._stop, etag=info.etag
+            )
+        data = self._stream.read(wanted)
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            if self._stream is not None:
+                self._stream.close()
         finally:
             super().close()

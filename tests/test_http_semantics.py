@@ -28,6 +28,8 @@ from werkzeug.wrappers import Response
 
 from flask_store import Store
 from flask_store.byteranges import MAX_RANGES
+from flask_store.exceptions import FileChangedError
+from flask_store.serving import READ_BLOCK
 from flask_store.stores import memory
 from flask_store.stores.base import BaseStore
 from flask_store.stores.local import LocalStore
@@ -278,6 +280,53 @@ def test_multipart_on_s3_is_one_ranged_get(tmp_path: Path) -> None:
     assert [(get.get("Range"), bool(get.get("If-Match"))) for get in gets] == [
         (f"bytes=10-{SIZE - 1}", True)
     ]
+
+
+def test_multipart_on_s3_does_not_fetch_the_bytes_between_far_parts(tmp_path: Path) -> None:
+    # bytes=0-0,-1 of a large object: two bytes answered must not cost the whole object.
+    large = bytes(range(256)) * (3 * READ_BLOCK // 256)
+    with mock_aws():
+        app = s3_app(tmp_path, None, s3_serve="proxy")  # type: ignore[arg-type]
+        provider = provider_of(app)
+        provider.save(large, name="large.bin")
+        if_match = f'"{provider.info("large.bin").etag}"'
+        gets = calls_to(provider, "GetObject")
+        response = app.test_client().get(
+            "/flaskstore/large.bin", headers={"Range": "bytes=0-1,10-11,-1"}
+        )
+        assert [part.data for part in parts_by_email(response)] == [
+            large[0:2],
+            large[10:12],
+            large[-1:],
+        ]
+    # Parts close together share a GET; the far one gets its own, of the same version.
+    last = len(large) - 1
+    assert [(get.get("Range"), get.get("If-Match")) for get in gets] == [
+        (f"bytes=0-{last}", if_match),
+        (f"bytes={last}-{last}", if_match),
+    ]
+
+
+def test_multipart_breaks_off_when_the_file_is_replaced_before_a_far_part(
+    tmp_path: Path,
+) -> None:
+    # The second GET finds another version: its bytes must not be sent as the rest of the
+    # first version's answer.
+    large = bytes(range(256)) * (3 * READ_BLOCK // 256)
+    with mock_aws():
+        app = s3_app(tmp_path, None, s3_serve="proxy")  # type: ignore[arg-type]
+        provider = provider_of(app)
+        provider.save(large, name="large.bin")
+        response = app.test_client().get(
+            "/flaskstore/large.bin", headers={"Range": "bytes=0-1,-1"}, buffered=False
+        )
+        body = iter(response.response)
+        first = next(body) + next(body)  # the first part's head and bytes
+        assert first.endswith(large[0:2])
+        provider.replace("large.bin", b"x" * len(large))
+        with pytest.raises(FileChangedError):
+            b"".join(body)
+        response.close()
 
 
 def test_multipart_of_an_s3_object_stored_gzipped(tmp_path: Path) -> None:
