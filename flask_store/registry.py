@@ -237,7 +237,7 @@ def lay_out_urls(stores: Mapping[str, BaseStore]) -> None:
     for outer in serving.values():
         outer.covered_folders = tuple(
             sorted(
-                quote(inner.url_prefix[len(outer.url_prefix) + 1 :], safe="/")
+                quote(inner.url_prefix[len(outer.url_prefix) + 1 :], safe="/") + "/"
                 for inner in serving.values()
                 if inner.url_prefix.startswith(outer.url_prefix + "/")
             )

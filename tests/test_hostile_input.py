@@ -616,6 +616,10 @@ def test_a_named_store_never_shares_a_url_with_a_folder_of_the_default(tmp_path:
         elsewhere = store.Provider().put("photos/x.png", b"photo")
         urls = {f.relative_url() for f in (in_default, in_named, elsewhere)}
         assert len(urls) == 3
+        # Only the covered folder itself: a sibling whose name merely starts alike keeps
+        # its plain URL, as does a file named like the folder.
+        assert store.Provider().url_path("avatarsx/y.png") == "/flaskstore/avatarsx/y.png"
+        assert store.Provider().url_path("avatars") == "/flaskstore/avatars"
         # Existing URLs stay: the named store's, and every file of the default outside
         # the folder the named store's prefix covers.
         assert in_named.relative_url() == "/flaskstore/avatars/x.png"

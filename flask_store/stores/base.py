@@ -157,9 +157,10 @@ class BaseStore(ABC):
     #: Whether the URLs the serving route redirects to grant access by themselves
     #: (presigned): such redirects are sent ``Cache-Control: private, no-store``.
     private_redirects: bool = False
-    #: Folders of this store (URL-quoted) whose plain URLs another store's ``URL_PREFIX``
-    #: covers (``avatars`` when a store serves at ``/flaskstore/avatars``): set by the app's
-    #: registry. Their files get URLs of their own (:meth:`url_path`).
+    #: Folders of this store (URL-quoted, each ending in ``/``) whose plain URLs another
+    #: store's ``URL_PREFIX`` covers (``avatars/`` when a store serves at
+    #: ``/flaskstore/avatars``): set once by the app's registry, in the form
+    #: :meth:`url_path` tests a key against. Their files get URLs of their own.
     covered_folders: tuple[str, ...] = ()
     #: What the serving route reads files through when ``CACHE_TTL`` is set: a
     #: :class:`~flask_store.read_cache.ReadThroughCache` the app's registry attaches
@@ -479,7 +480,7 @@ class BaseStore(ABC):
         the store whose URL prefix covers that folder.
         """
         quoted = quote(key, safe="/")
-        if any(quoted.startswith(f"{folder}/") for folder in self.covered_folders):
+        if quoted.startswith(self.covered_folders):
             return f"{self.url_prefix}/{ESCAPED_KEYS_SEGMENT}/{quoted}"
         return f"{self.url_prefix}/{quoted}"
 
