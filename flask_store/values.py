@@ -15,6 +15,7 @@ Two pairs of methods instead of one ``format=`` argument: each pair has one retu
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from .exceptions import InvalidArgumentError, InvalidValueError
@@ -58,13 +59,14 @@ def encode_json(value: Any) -> bytes:
 def decode_json(key: str, data: bytes) -> Any:
     """The JSON value stored as ``key`` (``data`` being its bytes).
 
-    NaN and infinities are refused as :func:`encode_json` refuses them.
+    NaN and infinities are refused as :func:`encode_json` refuses them, whether spelled
+    ``Infinity`` or as a number too large for a float (``1e999``).
 
     :raises InvalidValueError: naming ``key`` when ``data`` is not UTF-8 JSON.
     """
     text = decode_text(key, data)
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise InvalidValueError(f"The file stored as {key!r} is not JSON: {_reason(exc)}") from None
 
@@ -99,6 +101,14 @@ def decode_text(key: str, data: bytes) -> str:
 
 def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    """The JSON number ``text`` as a float, refusing one that overflows to an infinity."""
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text[:20]} is too large for a float")
+    return number
 
 
 def _reason(exc: BaseException) -> str:

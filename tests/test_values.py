@@ -129,8 +129,28 @@ def test_a_bad_key_is_refused_before_anything_is_written(store: BaseStore, key: 
 
 @pytest.mark.parametrize(
     "data",
-    [b"{not json", b"\xff\xfe{}", b"NaN", b'{"a": Infinity}', b"", b"[" * 100_000],
-    ids=["syntax", "not-utf8", "nan", "infinity", "empty", "deep"],
+    [
+        b"{not json",
+        b"\xff\xfe{}",
+        b"NaN",
+        b'{"a": Infinity}',
+        b'{"a": [1e999]}',
+        b"-1E400",
+        b"",
+        b"[" * 100_000,
+        b"1" * 100_000,
+    ],
+    ids=[
+        "syntax",
+        "not-utf8",
+        "nan",
+        "infinity",
+        "overflow",
+        "overflow-neg",
+        "empty",
+        "deep",
+        "long-int",
+    ],
 )
 def test_a_stored_file_that_is_not_json_raises_naming_the_key(
     store: BaseStore, data: bytes
