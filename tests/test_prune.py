@@ -15,7 +15,7 @@ from flask import Flask
 import flask_store
 from flask_store.caches import JsonCache, TextCache
 from flask_store.config import StoreConfig
-from flask_store.exceptions import NotConfiguredError
+from flask_store.exceptions import NotConfiguredError, StoreUnavailableError
 from flask_store.read_cache import ReadThroughCache
 from flask_store.stores.memory import MemoryStore
 from flask_store.stores.queued import QueuedStore
@@ -161,13 +161,12 @@ def test_read_cache_prune_leaves_another_stores_entries_in_a_shared_folder(
 
 
 def _queued_app(tmp_path: Path, **config: Any) -> tuple[Flask, flask_store.Store]:
-    return _app(
-        tmp_path,
-        STORE_PROVIDER="queued",
-        STORE_QUEUED_LOCAL={"PROVIDER": "local", "PATH": str(tmp_path / "local")},
-        STORE_QUEUED_REMOTE={"PROVIDER": "memory"},
-        **config,
-    )
+    defaults: dict[str, Any] = {
+        "STORE_PROVIDER": "queued",
+        "STORE_QUEUED_LOCAL": {"PROVIDER": "local", "PATH": str(tmp_path / "local")},
+        "STORE_QUEUED_REMOTE": {"PROVIDER": "memory"},
+    }
+    return _app(tmp_path, **{**defaults, **config})
 
 
 def _queued(app: Flask, store: flask_store.Store) -> QueuedStore:
@@ -246,3 +245,41 @@ def test_records_keep_must_be_seconds(tmp_path: Path) -> None:
                 transfer_records_path=str(tmp_path / "records"),
                 transfer_records_keep=bad,
             )
+
+
+class UnreachableRemote(MemoryStore):
+    """A remote that answers until ``down`` is set, then cannot be asked anything."""
+
+    down = False
+
+    def exists(self, key: str) -> bool:
+        if type(self).down:
+            raise StoreUnavailableError("The remote store cannot be reached.")
+        return super().exists(key)
+
+
+def test_a_done_record_stays_when_the_remote_cannot_be_asked(tmp_path: Path) -> None:
+    """No answer is not "gone": the record keeps reserving the remote's name, and prune
+    exits 1 naming the key."""
+    app, store = _queued_app(
+        tmp_path,
+        STORE_TRANSFER_RECORDS_KEEP=0,
+        STORE_TRANSFER_DELETE_LOCAL=True,
+        STORE_QUEUED_REMOTE={"PROVIDER": f"{__name__}.UnreachableRemote"},
+    )
+    queued = _queued(app, store)
+    queued.save(b"one", name="a.txt")
+    assert queued.join(timeout=60)
+    assert not queued.local.exists("a.txt")
+    UnreachableRemote.down = True
+    try:
+        result = _prune(app)
+    finally:
+        UnreachableRemote.down = False
+
+    assert result.exit_code == 1, result.output
+    assert "a.txt" in result.output and "0 transfer record(s); failed 1" in result.output
+    assert queued.state("a.txt") == "done"
+    assert queued.save(b"two", name="a.txt").name != "a.txt"  # still reserved
+    assert queued.join(timeout=60)
+    assert queued.remote.read("a.txt") == b"one"
