@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import os
 import struct
-import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
-from werkzeug.serving import make_server
 
 from example_app import create_app
 from example_app.formatting import human_size
+from tests.test_first_hour import served_on_loopback
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -73,15 +72,8 @@ def live_app(tmp_path: Path) -> Iterator[str]:
         {"SECRET_KEY": "browser-test", "STORE_PATH": str(tmp_path / "uploads")},
         instance_path=str(tmp_path / "instance"),
     )
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
+    with served_on_loopback(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

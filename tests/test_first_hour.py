@@ -22,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,14 +86,37 @@ def run_without(modules: list[str], script: str) -> subprocess.CompletedProcess[
     venv without any extra is tried in tests/test_packaging.py.)
     """
     blocker = "import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in modules)
+    return run_python(blocker + script, ROOT)
+
+
+def run_python(
+    script: str, cwd: Path, *, path: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter in ``cwd``, with ``path`` as its PYTHONPATH."""
+    env = None if path is None else {**os.environ, "PYTHONPATH": str(path)}
     return subprocess.run(
-        [sys.executable, "-c", blocker + script],
-        cwd=ROOT,
+        [sys.executable, "-c", script],
+        cwd=cwd,
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+@contextmanager
+def served_on_loopback(app: Flask) -> Iterator[str]:
+    """``app`` served over HTTP on a free loopback port, in a thread; yields its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
 
 
 START_APP = """
@@ -464,15 +488,7 @@ def test_quickstart_copied_anywhere_keeps_files_in_its_instance_folder(tmp_path:
         "answer = client.post('/upload', data={'afile': (io.BytesIO(b'jpeg'), 'cat.jpg')})\n"
         "print(answer.status_code, answer.text)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=project,
-        env={**os.environ, "PYTHONPATH": str(project)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_python(script, project, path=project)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "200 http://127.0.0.1:5000/flaskstore/cat.jpg"
     assert (project / "instance" / "uploads" / "cat.jpg").read_bytes() == b"jpeg"
@@ -489,15 +505,7 @@ def test_readme_first_sample_runs_and_keeps_files_in_its_instance_folder(tmp_pat
         "    answer = client.post('/upload', data={'afile': (io.BytesIO(b'jpeg'), name)})\n"
         "    print(answer.status_code, answer.text if answer.status_code == 200 else '')\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_python(script, tmp_path, path=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:2] == [
         "200 http://127.0.0.1:5000/flaskstore/localfile.jpg",
@@ -830,14 +838,8 @@ def example_server(tmp_path: Path) -> Iterator[str]:
         {"SECRET_KEY": "test", "STORE_PROVIDER": "local", "STORE_PATH": str(tmp_path / "up")},
         instance_path=str(tmp_path / "instance"),
     )
-    server = make_server("127.0.0.1", free_port(), app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join()
+    with served_on_loopback(app) as url:
+        yield url
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl, as the README does")
