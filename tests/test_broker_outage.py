@@ -22,6 +22,7 @@ from redis import Redis
 from rq import Queue
 
 from flask_store.stores.queued import QueuedStore
+from flask_store.transfer import executors
 from tests.redis_server import running_redis
 
 #: A safety net for a save that would hang on the frozen broker; no test measures time.
@@ -94,3 +95,24 @@ def test_an_unreachable_broker_never_fails_a_save(tmp_path: Path) -> None:
     outcome = save_in_thread(store, "no-broker.txt")
     assert "error" not in outcome, outcome.get("error")
     assert store.records.get(outcome["key"]) is not None
+
+
+def test_the_rq_executor_forgets_settled_keys_without_a_join(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A web process never calls join(): the keys it remembers for join() must not grow
+    with every save, only with the transfers still unsettled."""
+    monkeypatch.setattr(executors, "SUBMITTED_TRIM", 4)
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    with running_redis(folder) as (url, _server):
+        store = rq_store(tmp_path, url)
+        executor = store.executor
+        assert isinstance(executor, executors.RQExecutor)
+        for number in range(20):
+            key = store.save(b"payload", name=f"{number}.txt").key
+            assert store.transfer_now(key) == "done"  # what a worker would do
+        unsettled = store.save(b"payload", name="waiting.txt").key
+        assert len(executor.submitted()) <= 4 + 1
+        assert unsettled in executor.submitted()
+        assert executor.join(timeout=0) is False  # waiting.txt still counts

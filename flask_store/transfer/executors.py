@@ -44,6 +44,8 @@ EXECUTOR_CHOICES = ("thread", "gevent", "rq")
 IDLE_SECONDS = 30.0
 #: How often ``join`` looks at the records of transfers running in another process.
 POLL_SECONDS = 0.05
+#: How many submitted keys an RQ executor remembers before it drops the settled ones.
+SUBMITTED_TRIM = 1024
 #: Parts of a setting's name that mark it secret: never sent to Redis in a job.
 SECRET_MARKERS = ("SECRET", "PASSWORD", "TOKEN", "ACCESS_KEY", "CREDENTIAL", "PRIVATE")
 
@@ -240,6 +242,7 @@ class RQExecutor:
         self._queue = rq.Queue(queue_name, connection=connection)
         self._store = store
         self._submitted: set[str] = set()
+        self._trim_at = SUBMITTED_TRIM
         self._lock = threading.Lock()
 
     def submit(self, key: str) -> None:
@@ -252,14 +255,27 @@ class RQExecutor:
         )
         with self._lock:
             self._submitted.add(key)
+            if len(self._submitted) > self._trim_at:
+                # A web process never joins: keep only the unsettled keys, looked at again
+                # once their number doubles (amortised, not a records read per save).
+                self._submitted = self._unsettled()
+                self._trim_at = max(SUBMITTED_TRIM, 2 * len(self._submitted))
+
+    def submitted(self) -> frozenset[str]:
+        """The keys submitted here that :meth:`join` may still wait for."""
+        with self._lock:
+            return frozenset(self._submitted)
+
+    def _unsettled(self) -> set[str]:
+        """The submitted keys whose transfer is not settled yet (called under the lock)."""
+        return {key for key in self._submitted if not self._store.is_settled(key)}
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the records of every key submitted here are settled (done or failed)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._lock:
-                waiting = {key for key in self._submitted if not self._store.is_settled(key)}
-                self._submitted = waiting
+                self._submitted = waiting = self._unsettled()
             if not waiting:
                 return True
             if deadline is not None and time.monotonic() >= deadline:
