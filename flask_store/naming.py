@@ -256,14 +256,18 @@ def with_unique_suffix(key: str) -> str:
 
     Eight random url-safe characters (48 bits) make a collision between two renames of the
     same name vanishingly unlikely, and the store's atomic create still catches one. The stem
-    is shortened if the id would push the key past :data:`MAX_KEY_BYTES`.
+    is shortened if the id would push the key past :data:`MAX_KEY_BYTES` or its name past
+    :data:`MAX_COMPONENT_BYTES`: the rename of a clean key is a clean key.
     """
     folder, _, name = key.rpartition("/")
     stem, ext = split_extension(name)
     suffix = f"_{secrets.token_urlsafe(6)}"
-    excess = len(key.encode()) + len(suffix) - MAX_KEY_BYTES
-    if excess > 0:
-        stem = stem.encode()[:-excess].decode(errors="ignore")
+    # Bytes the new name may have: the stem gives way first, then a long extension.
+    room = min(MAX_COMPONENT_BYTES, MAX_KEY_BYTES - len(key.encode()) + len(name.encode())) - len(
+        suffix
+    )
+    stem = _cut(stem, room - len(ext.encode()))
+    ext = _cut(ext, room - len(stem.encode()))
     renamed = f"{stem}{suffix}{ext}"
     return f"{folder}/{renamed}" if folder else renamed
 

@@ -91,6 +91,19 @@ def test_unique_suffix_keeps_a_long_key_within_the_limit(stem: str) -> None:
     assert re.fullmatch(rf"{'d' * 200}/.*/{stem[:-10]}[^/]*_[A-Za-z0-9_-]{{8}}\.jpg", renamed)
 
 
+@pytest.mark.parametrize(
+    "name", ["x" * 251 + ".jpg", "ф" * 125 + ".jpg", "x" * 255, "x." + "j" * 253]
+)
+def test_unique_suffix_keeps_a_long_name_within_the_component_limit(name: str) -> None:
+    # A clean key whose name already has MAX_COMPONENT_BYTES: its renames must be keys too,
+    # or ON_CONFLICT=rename refuses a key it was handed as valid.
+    key = join_key("folder", name)
+    renamed = with_unique_suffix(key)
+    assert clean_key(renamed) == renamed
+    assert len(renamed.rpartition("/")[2].encode()) <= MAX_COMPONENT_BYTES
+    assert re.fullmatch(r"folder/(x*|ф+)_[A-Za-z0-9_-]{8}(\.jpg|\.j+)?", renamed)
+
+
 def test_unicode_letters_are_kept() -> None:
     assert secure_filename("фото.jpg") == "фото.jpg"
     assert secure_filename("我的 文件.png") == "我的_文件.png"
