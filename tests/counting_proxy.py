@@ -62,7 +62,7 @@ class CountingProxy:
         self._puts_allowed: int | None = None
         self._released = threading.Event()
         self._truncate_gets = 0
-        self._put_headers: dict[str, str | None] = {}
+        self._changed_headers: dict[str, dict[str, str | None]] = {}
         self._server = ThreadingHTTPServer((HOST, 0), _Handler)
         self._server.daemon_threads = True
         self._server.proxy = self  # type: ignore[attr-defined]
@@ -125,20 +125,21 @@ class CountingProxy:
         with self._lock:
             self._truncate_gets = count
 
-    def answer_puts_with(self, headers: dict[str, str | None]) -> None:
-        """Change the answers to object PUTs, as a hostile server would: each header of
-        ``headers`` is sent with that value instead, or left out when it is ``None``."""
+    def answer_with(self, method: str, headers: dict[str, str | None]) -> None:
+        """Change the answers to object ``method`` requests, as a hostile server would: each
+        header of ``headers`` (``Content-Length`` too) is sent with that value instead, or
+        left out when it is ``None``."""
         with self._lock:
-            self._put_headers = dict(headers)
+            self._changed_headers[method] = dict(headers)
 
     # -- used by the handler ----------------------------------------------------------------
 
     def _answer_headers(
         self, method: str, key: str, headers: list[tuple[str, str]]
     ) -> list[tuple[str, str]]:
-        """The response headers to send back: those of a PUT changed by :meth:`answer_puts_with`."""
+        """The response headers to send back, changed by :meth:`answer_with`."""
         with self._lock:
-            changes = self._put_headers if method == "PUT" and key else {}
+            changes = self._changed_headers.get(method, {}) if key else {}
         lowered = {name.lower(): value for name, value in changes.items()}
         kept = [(name, value) for name, value in headers if name.lower() not in lowered]
         return kept + [(name, value) for name, value in changes.items() if value is not None]
@@ -226,11 +227,15 @@ class _Handler(BaseHTTPRequestHandler):
         data = response.read()
         self.proxy._record(Seen(self.command, bucket, key, query, response.status))
         self.send_response(response.status, response.reason)
-        for name, value in self.proxy._answer_headers(self.command, key, response.getheaders()):
-            if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
-                self.send_header(name, value)
         length = response.getheader("Content-Length") if self.command == "HEAD" else None
-        self.send_header("Content-Length", length or str(len(data)))
+        headers = [
+            (name, value)
+            for name, value in response.getheaders()
+            if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length"
+        ]
+        headers.append(("Content-Length", length or str(len(data))))
+        for name, value in self.proxy._answer_headers(self.command, key, headers):
+            self.send_header(name, value)
         self.end_headers()
         if self.command == "HEAD":
             return

@@ -25,6 +25,7 @@ from flask_store.exceptions import (
     FileChangedError,
     FileExistsInStoreError,
     NotConfiguredError,
+    StoreUnavailableError,
     UnsupportedByServerError,
 )
 from flask_store.stores.queued import QueuedStore
@@ -232,7 +233,7 @@ def test_a_put_answered_with_a_wrong_etag_fails_loudly(moto_server: str, etag: s
     # did not store them as sent (or cannot show it): the save is refused, not trusted.
     with CountingProxy(moto_server) as proxy:
         store = on_moto(proxy.url, s3_conditional_writes="trust")
-        proxy.answer_puts_with({"ETag": etag})
+        proxy.answer_with("PUT", {"ETag": etag})
         with pytest.raises(UnsupportedByServerError, match="stored other bytes"):
             store.save(b"hello", name="a.txt")
 
@@ -389,6 +390,42 @@ def test_virtual_addressing_with_a_host_name_is_kept() -> None:
         s3_addressing_style="virtual",
     )
     assert store.settings.addressing_style == "virtual"
+
+
+@pytest.mark.parametrize("length", ["0", str(6 * MIB - 1), str(6 * MIB + 1)])
+def test_a_multipart_upload_whose_size_is_wrong_fails_loudly(moto_server: str, length: str) -> None:
+    # After a multipart upload the object's size is checked; a HEAD whose Content-Length
+    # lies about it (or a server that lost a part) fails the save.
+    with CountingProxy(moto_server) as proxy:
+        store = on_moto(proxy.url, s3_conditional_writes="trust", s3_multipart_threshold=5 * MIB)
+        proxy.answer_with("HEAD", {"Content-Length": length})
+        with pytest.raises(UnsupportedByServerError, match=f"{length} bytes, not the {6 * MIB}"):
+            store.save(io.BytesIO(b"x" * 6 * MIB), name="big.bin")
+
+
+@pytest.mark.parametrize(
+    "value", ["text/html\r\n X-Evil: 1", "text/html\r\n\tcharset=utf-8", "text/html, text/plain"]
+)
+def test_hostile_content_type_metadata_reads_as_octet_stream(moto_server: str, value: str) -> None:
+    # Metadata is the server's word: a folded (CR/LF) or doubled type is not taken as the
+    # file's, nor passed on to a response.
+    with CountingProxy(moto_server) as proxy:
+        store = on_moto(proxy.url, s3_conditional_writes="trust")
+        store.save(b"<p>hi</p>", name="a.html", content_type="text/html")
+        proxy.answer_with("HEAD", {"x-amz-meta-file-content-type": value})
+        assert store.info("a.html").content_type == "application/octet-stream"
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1e3", "5_0", "5\r\n 6"])
+def test_a_hostile_uncompressed_size_is_refused(moto_server: str, value: str) -> None:
+    # The size of a gzip-encoded file is read from its metadata: one that is not a plain
+    # number is the server's error, told as such, not a ValueError or a negative size.
+    with CountingProxy(moto_server) as proxy:
+        store = on_moto(proxy.url, s3_conditional_writes="trust")
+        store.save(b"a { color: red }", name="a.css")  # CSS is stored gzip-encoded
+        proxy.answer_with("HEAD", {"x-amz-meta-uncompressed-size": value})
+        with pytest.raises(StoreUnavailableError, match="uncompressed-size"):
+            store.info("a.css")
 
 
 # -- a missing bucket -------------------------------------------------------------------------

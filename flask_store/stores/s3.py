@@ -31,6 +31,7 @@ from ..exceptions import (
     FileNotFoundInStoreError,
     InvalidArgumentError,
     InvalidKeyError,
+    StoreUnavailableError,
     UnsupportedByServerError,
     UploadRejectedError,
 )
@@ -65,6 +66,7 @@ from .s3_uploads import (
     copy_body,
     copy_object,
     head_object,
+    is_decimal,
     post_form,
     unquoted_etag,
     upload_secret,
@@ -815,7 +817,13 @@ def info_from_response(key: str, response: Mapping[str, Any]) -> FileInfo:
     encoded = response.get("ContentEncoding") == "gzip"
     if encoded:
         # Readers get the bytes that were saved; S3 holds them compressed.
-        size = int(metadata.get(ORIGINAL_SIZE_META, size))
+        recorded = metadata.get(ORIGINAL_SIZE_META, str(size))
+        if not is_decimal(recorded):
+            raise StoreUnavailableError(
+                f"The object of {key!r} is gzip-encoded and its {ORIGINAL_SIZE_META} metadata "
+                f"is not a size in bytes: {recorded!r}."
+            )
+        size = int(recorded)
     basename = key.rpartition("/")[2]
     _, options = parse_options_header(response.get("ContentDisposition"))
     return FileInfo(

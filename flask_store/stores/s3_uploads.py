@@ -56,6 +56,7 @@ __all__ = [
     "copy_body",
     "copy_object",
     "head_object",
+    "is_decimal",
     "post_form",
     "unix_time",
     "unquoted_etag",
@@ -256,7 +257,7 @@ class UploadSigner:
         signature is there and right; ``None`` otherwise."""
         metadata = head.get("Metadata", {})
         max_size, expires = metadata.get(MAX_SIZE_META, ""), metadata.get(EXPIRES_META, "")
-        if not (_is_number(max_size) and _is_number(expires)):
+        if not (is_decimal(max_size) and is_decimal(expires)):
             return None
         ticket = UploadTicket(
             object_key=object_key,
@@ -415,7 +416,7 @@ def unquoted_etag(head: Mapping[str, Any]) -> str:
     return str(head.get("ETag", "")).strip('"')
 
 
-def _is_number(value: object) -> bool:
+def is_decimal(value: object) -> bool:
     """Whether ``value`` is a plain decimal number (no sign, space or ``_``)."""
     return isinstance(value, str) and value.isascii() and value.isdigit()
 
