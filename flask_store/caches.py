@@ -37,7 +37,7 @@ from .file_wrapper import FileWrapper
 from .headers import media_type
 from .meta import FileInfo
 from .stores.base import BaseStore
-from .values import JSON_CONTENT_TYPE, decode_json, decode_text
+from .values import JSON_CONTENT_TYPE, decode_json, decode_text, encode_json
 
 __all__ = [
     "ENTRY_MARK",
@@ -112,20 +112,27 @@ class JsonCache(_StoreCache):
     def dump(self, key: str, value: Any, timeout: float | None = None) -> FileWrapper:
         """Store ``value`` under ``key`` for ``timeout`` seconds (default: the cache's).
 
-        :raises InvalidArgumentError: for a value JSON cannot hold or a bad timeout;
+        :raises InvalidArgumentError: for a value JSON cannot hold, one whose entry would be
+            larger than :data:`MAX_ENTRY_BYTES` (never loaded nor pruned), or a bad timeout;
             nothing is written.
         """
         seconds = self.timeout if timeout is None else check_timeout(timeout)
-        entry = {ENTRY_MARK: 1, "expires": self.clock() + seconds, "value": value}
-        return self.store.dump(key, entry)
+        data = encode_json({ENTRY_MARK: 1, "expires": self.clock() + seconds, "value": value})
+        if len(data) > MAX_ENTRY_BYTES:
+            raise InvalidArgumentError(
+                f"The value is too large for a cache entry ({len(data)} bytes as JSON; "
+                f"at most {MAX_ENTRY_BYTES})."
+            )
+        return self.store.put(key, data, content_type=JSON_CONTENT_TYPE, overwrite=True)
 
     def load(self, key: str) -> Any:
         """The value stored under ``key``, or ``None`` when there is none or it expired
         (an expired entry is deleted).
 
-        :raises InvalidValueError: naming the key when its file is not a cache entry.
+        :raises InvalidValueError: naming the key when its file is not a cache entry (one
+            larger than :data:`MAX_ENTRY_BYTES` is not read whole).
         """
-        found = _read(self.store, key)
+        found = _read(self.store, key, MAX_ENTRY_BYTES)
         if found is None:
             return None
         data, info = found
@@ -210,14 +217,24 @@ def expired_text_entry(store: BaseStore, key: str, max_age: float, now: float) -
     return store.delete(info.key, if_etag=info.etag)
 
 
-def _read(store: BaseStore, key: str) -> tuple[bytes, FileInfo] | None:
-    """The bytes of ``key`` and the metadata of that same version, or ``None`` if missing."""
+def _read(store: BaseStore, key: str, limit: int | None = None) -> tuple[bytes, FileInfo] | None:
+    """The bytes of ``key`` and the metadata of that same version, or ``None`` if missing.
+
+    :param limit: the most bytes a cache entry has (``None``: no limit).
+    :raises InvalidValueError: for a file larger than ``limit`` (no more than ``limit + 1``
+        bytes of it are read).
+    """
     try:
         stream, info = store.open_with_info(key)
     except FileNotFoundInStoreError:
         return None
     with stream:
-        return stream.read(), info
+        if limit is None:
+            return stream.read(), info
+        data = stream.read(limit + 1)
+    if info.size > limit or len(data) > limit:
+        raise _not_an_entry(info.key)
+    return data, info
 
 
 def _entry(key: str, data: bytes) -> tuple[float, Any]:
@@ -234,10 +251,14 @@ def _entry(key: str, data: bytes) -> tuple[float, Any]:
         or isinstance(expires, bool)
         or not isinstance(expires, (int, float))
     ):
-        raise InvalidValueError(
-            f"The file stored as {key!r} is not a JsonCache entry; load() it from the store."
-        )
+        raise _not_an_entry(key)
     return float(expires), document["value"]
+
+
+def _not_an_entry(key: str) -> InvalidValueError:
+    return InvalidValueError(
+        f"The file stored as {key!r} is not a JsonCache entry; load() it from the store."
+    )
 
 
 def _age(info: FileInfo, now: float) -> float:

@@ -17,6 +17,7 @@ import pytest
 from flask import Flask
 
 import flask_store
+from flask_store import caches
 from flask_store.caches import JsonCache, TextCache, expired_json_entry
 from flask_store.exceptions import (
     InvalidArgumentError,
@@ -25,6 +26,7 @@ from flask_store.exceptions import (
     StoreError,
 )
 from flask_store.stores.base import BaseStore
+from flask_store.stores.memory import MemoryStore
 from flask_store.stores.queued import QueuedStore
 from flask_store.stores.s3 import S3Store
 from tests.stores import everything_stored
@@ -360,3 +362,19 @@ def test_an_expired_entry_saved_again_meanwhile_is_not_deleted(store: BaseStore)
     assert expired_json_entry(store, "race", clock.now) is False
     assert expired_json_entry(store, "race", clock.now + 60) is True
     assert "race" not in store
+
+
+def test_json_cache_entries_are_bounded_both_ways(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What prune would never read (over MAX_ENTRY_BYTES) is no entry to load() either, and
+    dump() refuses to write one: a hostile huge file is not read into memory, and no entry
+    outlives its expiry because prune skipped it."""
+    monkeypatch.setattr(caches, "MAX_ENTRY_BYTES", 64)
+    store = MemoryStore()
+    cache = JsonCache(store, timeout=60)
+    with pytest.raises(InvalidArgumentError, match="too large"):
+        cache.dump("big", "x" * 64)
+    assert "big" not in store
+    store.dump("huge", {caches.ENTRY_MARK: 1, "expires": 9e99, "value": "x" * 64})
+    with pytest.raises(InvalidValueError, match="'huge' is not a JsonCache entry"):
+        cache.load("huge")
+    assert store.load("huge")["value"] == "x" * 64  # left as it is
