@@ -179,6 +179,11 @@ class Schema(Mapping[str, Setting]):
         merged.update(families or {})
         self._settings = settings
         self.families: Mapping[str, Schema] = MappingProxyType(merged)
+        #: ``{name: default}`` of every setting, read-only; built once (a schema never
+        #: changes), not on every read.
+        self.defaults: Mapping[str, Any] = MappingProxyType(
+            {name: setting.default for name, setting in settings.items()}
+        )
 
     def __getitem__(self, name: str) -> Setting:
         return self._settings[name]
@@ -191,11 +196,6 @@ class Schema(Mapping[str, Setting]):
 
     def __repr__(self) -> str:
         return f"Schema({', '.join(self._settings)})"
-
-    @property
-    def defaults(self) -> Mapping[str, Any]:
-        """``{name: default}`` of every setting, read-only."""
-        return MappingProxyType({name: setting.default for name, setting in self.items()})
 
     def with_defaults(self, **defaults: Any) -> Schema:
         """This schema with other defaults for some of its settings.
@@ -370,7 +370,7 @@ class StoreConfig:
 
     def url_prefix(self) -> str:
         """``URL_PREFIX`` checked: starts with ``/``, no trailing ``/``, not the site root."""
-        prefix: str = self.checked("URL_PREFIX", _url_prefix, "/flaskstore")
+        prefix: str = self.checked("URL_PREFIX", _url_prefix, COMMON_DEFAULTS["URL_PREFIX"])
         return prefix
 
 

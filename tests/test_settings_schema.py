@@ -17,7 +17,7 @@ import pytest
 from flask import Flask
 
 from flask_store import Store
-from flask_store.config import APP_SETTINGS, COMMON_SETTINGS, Schema, Setting
+from flask_store.config import APP_SETTINGS, COMMON_SETTINGS, Schema, Setting, StoreConfig
 from flask_store.exceptions import NotConfiguredError
 from flask_store.read_cache import ReadThroughCache, attach_read_cache
 from flask_store.stores import SHORT_NAMES, load_provider
@@ -385,3 +385,16 @@ def test_the_app_attaches_the_cache_and_shows_every_default(tmp_path: Path) -> N
     assert app.config["STORE_DEFAULT"] == "default"
     # Mapping defaults are the app's own dicts, as if it had set them.
     assert type(app.config["STORE_S3_OBJECT_PARAMS"]) is dict
+
+
+@pytest.mark.parametrize("given", [None, "/files/", "/a/b"])
+def test_the_old_url_prefix_reader_agrees_with_the_schema(given: str | None) -> None:
+    # StoreConfig.url_prefix() is kept for stores of your own: same default, same check.
+    config = StoreConfig(values={"URL_PREFIX": given})
+    assert config.url_prefix() == COMMON_SETTINGS["URL_PREFIX"].read(given)
+
+
+@pytest.mark.parametrize("given", ["files", 3, ["/x"]])
+def test_the_old_url_prefix_reader_refuses_what_the_schema_refuses(given: Any) -> None:
+    with pytest.raises(NotConfiguredError, match="STORE_URL_PREFIX"):
+        StoreConfig(values={"URL_PREFIX": given}).url_prefix()
