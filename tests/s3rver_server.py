@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.moto_server import stop_process
 from tests.redis_server import free_port
 
 if TYPE_CHECKING:
@@ -137,12 +138,7 @@ class S3rver:
 
     def stop(self) -> None:
         """Stop the server and remove its data."""
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
