@@ -228,13 +228,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.proxy._record(Seen(self.command, bucket, key, query, response.status))
         self.send_response(response.status, response.reason)
         length = response.getheader("Content-Length") if self.command == "HEAD" else None
-        headers = [
+        answer = [
             (name, value)
             for name, value in response.getheaders()
             if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length"
         ]
-        headers.append(("Content-Length", length or str(len(data))))
-        for name, value in self.proxy._answer_headers(self.command, key, headers):
+        answer.append(("Content-Length", length or str(len(data))))
+        for name, value in self.proxy._answer_headers(self.command, key, answer):
             self.send_header(name, value)
         self.end_headers()
         if self.command == "HEAD":
