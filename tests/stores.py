@@ -7,9 +7,12 @@ parametrises over all of them.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -205,3 +208,21 @@ STORE_KINDS: dict[str, StoreKind] = {
 _external = external_kind()
 if _external is not None:
     STORE_KINDS[_external.name] = _external
+
+
+def run_python(
+    script: str, *args: str | Path, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the Python code ``script`` in a child process (``sys.argv[1:]`` = ``args``).
+
+    For the faults only a real process meets: a lowered resource limit, a SIGKILL mid-save.
+    Its output is text; it may run a minute at most.
+    """
+    return subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

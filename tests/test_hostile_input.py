@@ -47,6 +47,7 @@ from flask_store.naming import MAX_COMPONENT_BYTES, MAX_KEY_BYTES, clean_key, se
 from flask_store.stores.local import LocalStore
 from flask_store.stores.queued import QueuedStore
 from flask_store.transfer.records import RecordBook
+from tests.stores import run_python
 
 #: Seconds a request may take before the test calls it blocked: only a safety net so a
 #: regression fails instead of hanging CI, never a measurement.
@@ -229,13 +230,7 @@ FD_EXHAUSTED = textwrap.dedent(
 def test_an_os_error_while_saving_names_the_key_not_the_path(tmp_path: Path, mode: str) -> None:
     """EMFILE, for real: the open file limit lowered in a child process."""
     root = tmp_path / "store"
-    child = subprocess.run(
-        [sys.executable, "-c", FD_EXHAUSTED, str(root), mode],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    child = run_python(FD_EXHAUSTED, root, mode)
     assert child.returncode == 0, child.stderr
     kind, message = child.stdout.splitlines()[:2]
     assert kind.endswith(" True True")  # a StoreError that is still an OSError
@@ -279,14 +274,7 @@ UNDER_FILE_SIZE_LIMIT = (
 
 def run_full(script: str, root: Path, *, limit: int) -> subprocess.CompletedProcess[str]:
     """Run ``script`` (argv[1] = ``root``) in a child that cannot write files over ``limit``."""
-    return subprocess.run(
-        [sys.executable, "-c", UNDER_FILE_SIZE_LIMIT, str(root), str(limit)],
-        input=script,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_python(UNDER_FILE_SIZE_LIMIT, root, str(limit), stdin=script)
 
 
 def run_on_tiny_tmpfs(script: str, root: Path) -> subprocess.CompletedProcess[str]:

@@ -21,7 +21,7 @@ import pytest
 
 from flask_store.exceptions import FileExistsInStoreError, InvalidKeyError
 from flask_store.stores.local import LocalStore
-from tests.stores import everything_stored
+from tests.stores import everything_stored, run_python
 
 BOTH_WRITES = pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed", "named-temp"])
 
@@ -151,12 +151,7 @@ KILLED_MID_WRITE = textwrap.dedent(
 @pytest.mark.parametrize("mode", ["unnamed", "named"])
 def test_a_process_killed_mid_save_leaves_no_file_under_a_key(tmp_path: Path, mode: str) -> None:
     root = tmp_path / "store"
-    child = subprocess.run(
-        [sys.executable, "-c", KILLED_MID_WRITE, str(root), mode],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    child = run_python(KILLED_MID_WRITE, root, mode)
     assert child.returncode == -9, child.stderr
     left = [p.name for p in root.rglob("*") if p.is_file()]
     if mode == "unnamed":
