@@ -20,7 +20,6 @@ import pytest
 import requests
 from flask import Flask
 from hypothesis import example, given, settings
-from hypothesis import strategies as st
 from moto import mock_aws
 
 from flask_store import Store
@@ -38,6 +37,7 @@ from flask_store.stores.s3_config import MIB
 from flask_store.stores.s3_uploads import DirectUpload
 from tests.moto_server import bucket_contents, create_bucket, shared_moto_server
 from tests.queued_remotes import s3_settings
+from tests.test_s3 import filenames
 
 PREFIX = "media/uploads"
 SECRET = "a long random secret only the server knows"
@@ -430,15 +430,6 @@ def test_content_types_are_normalised_and_active_ones_are_attachments(store: S3S
 def test_presigned_upload_limits_are_checked(store: S3Store, max_size: Any) -> None:
     with pytest.raises(InvalidArgumentError, match="max_size"):
         store.presigned_upload("a.png", max_size=max_size)
-
-
-filenames = st.lists(
-    st.one_of(
-        st.sampled_from(["..", ".", "/", "\\", "\x00", "%2e", "~", " ", "\r\n", "x-amz-acl"]),
-        st.characters(),
-    ),
-    max_size=20,
-).map("".join)
 
 
 def test_hostile_filenames_stay_under_store_path() -> None:

@@ -862,7 +862,9 @@ def test_network_error_mid_multipart_aborts_the_upload(moto_server: str) -> None
 # Any text, with the pieces that try to leave a folder over-represented.
 filenames = st.lists(
     st.one_of(
-        st.sampled_from(["/", "\\", "..", ".", "\x00", "~", ":", "%2e", "C:", " "]),
+        st.sampled_from(
+            ["/", "\\", "..", ".", "\x00", "~", ":", "%2e", "C:", " ", "\r\n", "x-amz-acl"]
+        ),
         st.characters(),
     ),
     max_size=20,
