@@ -273,9 +273,9 @@ def test_s3_clear_sends_at_most_1000_keys_per_delete_objects_request() -> None:
 
 
 def _settle(store: BaseStore) -> None:
-    """Let a queued store's transfers finish first. A conditional delete racing its own
-    transfer can leave the remote copy behind (QueuedStore.delete compares the whole record,
-    which the transfer moves to done): reported, not this module's to fix."""
+    """Let a queued store's transfers finish first: a delete while a transfer is uploading
+    leaves the remote copy visible until that transfer finishes and removes it, which would
+    make the "gone" assertions here depend on the scheduler."""
     if isinstance(store, QueuedStore):
         assert store.join(timeout=60)
 
