@@ -153,8 +153,13 @@ class LocalStore(BaseStore):
 
         :raises InvalidKeyError: when the key, or a symlink on its way, leads outside.
         """
-        parts = clean_key(key).split("/")
-        return self._contained(key, parts, len(parts))
+        return self._located(key)[1]
+
+    def _located(self, key: str) -> tuple[str, str]:
+        """``key`` checked (:func:`~flask_store.naming.clean_key`, once) and its :meth:`path`."""
+        clean = clean_key(key)
+        parts = clean.split("/")
+        return clean, self._contained(key, parts, len(parts))
 
     def _new_path(self, key: str) -> str:
         """The absolute path where a new file is named ``key``, its folders checked.
@@ -306,23 +311,24 @@ class LocalStore(BaseStore):
         return self._open_regular(key)[0]
 
     def open_with_info(self, key: str) -> tuple[BinaryIO, FileInfo]:
-        stream, found = self._open_regular(key)
+        stream, found, clean = self._open_regular(key)
         try:
-            info = _info_from_stat(clean_key(key), found, _get_meta(stream.fileno(), key))
+            info = _info_from_stat(clean, found, _get_meta(stream.fileno(), key))
         except BaseException:
             stream.close()
             raise
         return stream, info
 
-    def _open_regular(self, key: str) -> tuple[BinaryIO, os.stat_result]:
-        """Open the regular file stored as ``key``; return it with its ``fstat``.
+    def _open_regular(self, key: str) -> tuple[BinaryIO, os.stat_result, str]:
+        """Open the regular file stored as ``key``; return it with its ``fstat`` and the
+        checked key.
 
         Opened without blocking and checked: a FIFO under the key would otherwise hold
         the worker until something writes to it; a FIFO, socket, device, folder or
         symlink loop is no file of the store. The check's ``fstat`` is returned so that
         :meth:`open_with_info` (every serve) needs no second one.
         """
-        path = self.path(key)
+        clean, path = self._located(key)
         try:
             stream = open(path, "rb", opener=_open_nonblocking)  # noqa: SIM115 - returned
         except OSError as exc:
@@ -336,17 +342,17 @@ class LocalStore(BaseStore):
         except BaseException:
             stream.close()
             raise
-        return stream, found
+        return stream, found, clean
 
     def info(self, key: str) -> FileInfo:
-        path = self.path(key)
+        clean, path = self._located(key)
         try:
             found = os.stat(path)
         except OSError as exc:
             raise _read_error(exc, key) from exc
         if not stat.S_ISREG(found.st_mode):
             raise FileNotFoundInStoreError(f"No file is stored as {key!r}.")
-        return _info_from_stat(clean_key(key), found, _get_meta(path, key))
+        return _info_from_stat(clean, found, _get_meta(path, key))
 
     def exists(self, key: str) -> bool:
         try:
