@@ -33,13 +33,6 @@ def test_unknown_name_is_still_an_attribute_error() -> None:
         cli.no_such_thing  # noqa: B018
 
 
-def test_jobs_queued_by_an_older_version_still_resolve() -> None:
-    """RQ jobs already in Redis name the job function at its old home."""
-    executors = importlib.import_module("flask_store.transfer.executors")
-    jobs = importlib.import_module("flask_store.transfer.jobs")
-    assert executors.run_rq_transfer is jobs.run_rq_transfer
-
-
 def test_the_original_gevent_provider_path_still_resolves() -> None:
     s3 = importlib.import_module("flask_store.stores.s3")
     s3_gevent = importlib.import_module("flask_store.stores.s3_gevent")

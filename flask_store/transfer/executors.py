@@ -374,13 +374,6 @@ def loading_for_job() -> Iterator[None]:
 RQ_JOB = "flask_store.transfer.jobs.run_rq_transfer"
 
 
-def __getattr__(name: str) -> Any:
-    # Jobs queued by 0.1 name flask_store.transfer.executors.run_rq_transfer.
-    if name in {"run_rq_transfer", "store_of_app"}:
-        return getattr(importlib.import_module("flask_store.transfer.jobs"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "EXECUTOR_CHOICES",
     "RQ_JOB",
