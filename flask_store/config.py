@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from .exceptions import NotConfiguredError
+from .content_checks import parse_allowed_types
+from .exceptions import InvalidArgumentError, NotConfiguredError
 from .naming import ON_CONFLICT_CHOICES
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "SettingValueError",
     "StoreConfig",
     "all_of",
+    "allowed_types_check",
     "folder_path",
     "holds",
     "of_type",
@@ -108,10 +110,26 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def allowed_types_check(value: Any) -> tuple[str, ...]:
+    """``ALLOWED_TYPES`` checked: a list of media type patterns, as a tuple."""
+    try:
+        return parse_allowed_types(value)
+    except InvalidArgumentError as exc:
+        raise SettingValueError(str(exc)) from None
+
+
+def _is_positive(value: Any) -> bool:
+    return _is_count(value) and value > 0
+
+
 #: Seconds or another non-negative whole number; ``None`` leaves the setting unset.
 optional_count = holds(
     lambda value: value is None or _is_count(value),
     "must be a non-negative integer or None, not {value!r}.",
+)
+#: A whole number above zero (a size limit, a lifetime in seconds).
+_positive_count = holds(
+    lambda value: _is_count(value) and value > 0, "must be a positive integer, not {value!r}."
 )
 #: A folder on the local file system: a ``str`` or ``os.PathLike``.
 folder_path = holds(
@@ -407,6 +425,30 @@ COMMON_SETTINGS = Schema(
             optional_count,
         ),
         Setting("CACHE_PATH", None, "The folder of that read-through cache.", folder_path),
+        Setting(
+            "ALLOWED_TYPES",
+            None,
+            "Types save() accepts, detected from the bytes: ['image/*', 'application/pdf'].",
+            allowed_types_check,
+        ),
+        Setting(
+            "MAX_SIZE",
+            None,
+            "Largest file save() accepts, in bytes (checked while streaming).",
+            optional_count,
+        ),
+        Setting(
+            "IMAGE_MAX_PIXELS",
+            50_000_000,
+            "Most pixels an image may declare; more is refused before decoding.",
+            holds(_is_positive, "must be a positive integer, not {value!r}."),
+        ),
+        Setting(
+            "IMAGE_STRIP_METADATA",
+            True,
+            "Remove EXIF (GPS...), XMP and IPTC metadata from saved original images.",
+            of_type(bool),
+        ),
     ]
 )
 
@@ -425,6 +467,48 @@ APP_SETTINGS = Schema(
             True,
             "Answer Flask-Store's errors with 4xx/5xx instead of 500.",
             of_type(bool),
+        ),
+        Setting(
+            "CELERY_TASK",
+            "flask_store.transfer.celery.Transfer",
+            "The Celery transfer task: Transfer or a subclass, by import path.",
+            of_type(str),
+        ),
+        Setting(
+            "TUS_URL_PREFIX",
+            None,
+            "Where the resumable (tus) upload endpoint answers; unset: no endpoint.",
+            _url_prefix,
+        ),
+        Setting(
+            "TUS_STORE",
+            None,
+            "The store tus uploads are saved to (default: the default).",
+            of_type(str),
+        ),
+        Setting(
+            "TUS_MAX_SIZE",
+            1024**3,
+            "The largest tus upload in bytes (Tus-Max-Size), enforced on every PATCH.",
+            _positive_count,
+        ),
+        Setting(
+            "TUS_EXPIRES",
+            24 * 3600,
+            "Seconds an unfinished tus upload is kept after its last PATCH.",
+            _positive_count,
+        ),
+        Setting(
+            "TUS_ALLOW_ANONYMOUS",
+            False,
+            "Let anyone create tus uploads when no authorisation hook is set.",
+            of_type(bool),
+        ),
+        Setting(
+            "TUS_PATH",
+            None,
+            "Folder for the state of tus uploads into stores without a local folder.",
+            folder_path,
         ),
     ]
 )

@@ -17,13 +17,16 @@ __all__ = [
     "FileNotFoundInStoreError",
     "FileTooLargeError",
     "FileTypeRejectedError",
+    "ImageTooLargeError",
     "InvalidArgumentError",
     "InvalidFileError",
     "InvalidFilenameError",
+    "InvalidImageError",
     "InvalidKeyError",
     "InvalidValueError",
     "NotConfiguredError",
     "ProviderImportError",
+    "ResumableUploadError",
     "StorageFullError",
     "StoreAccessDeniedError",
     "StoreError",
@@ -170,6 +173,24 @@ class FileTypeRejectedError(UploadRejectedError):
     """
 
 
+class InvalidImageError(FileTypeRejectedError):
+    """A file given as an image is not one: decided from its bytes (never its name or the
+    client's type), it is not a JPEG, PNG, GIF or WebP that decodes whole, or it also holds
+    markup or an archive (a polyglot). Nothing of it is kept; the message names the file.
+
+    .. versionadded:: 0.2
+    """
+
+
+class ImageTooLargeError(FileTooLargeError, InvalidImageError):
+    """An image declares more pixels than ``STORE_IMAGE_MAX_PIXELS`` (a decompression bomb:
+    a small file that would decode to gigabytes). Refused from its header, before decoding;
+    answered ``413`` by the error handlers.
+
+    .. versionadded:: 0.2
+    """
+
+
 class InvalidArgumentError(StoreError, ValueError):
     """An argument to a store method is out of range (a URL lifetime, an upload size limit)."""
 
@@ -182,3 +203,22 @@ class InvalidValueError(StoreError, ValueError):
 
     .. versionadded:: 0.2
     """
+
+
+class ResumableUploadError(StoreError):
+    """A resumable (tus) upload request was refused; :attr:`status` is the HTTP answer.
+
+    Raised by :mod:`flask_store.tus` for a request that breaks the tus protocol or its
+    limits: a wrong ``Upload-Offset`` (409), a body that is not
+    ``application/offset+octet-stream`` (415), an upload over its length or
+    ``STORE_TUS_MAX_SIZE`` (413), a checksum mismatch (460), an upload that is unknown (404),
+    expired or terminated (410), or busy with another request (423). Nothing of a refused
+    request's body is kept.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        #: The HTTP status the tus server answers with.
+        self.status = status

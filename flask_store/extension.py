@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
-from flask import Flask, request
+from typing import Any
+
+from flask import Flask, current_app, request
+from werkzeug.utils import import_string
 from werkzeug.wrappers import Response
 
 from .cli import store_cli
 from .errors import register_error_handlers
+from .exceptions import NotConfiguredError
 from .file_wrapper import FileWrapper
-from .registry import DEFAULT_NAME, EXTENSION_KEY, StoreRegistry, build_registry, get_registry
+from .optional import missing_dependency
+from .registry import (
+    DEFAULT_NAME,
+    EXTENSION_KEY,
+    PREFIX,
+    StoreRegistry,
+    build_registry,
+    get_registry,
+)
 from .serving import serve_file
 from .spooling import enable_spooling
 from .stores.base import ESCAPED_KEYS_SEGMENT, BaseStore
 from .stores.local import LocalStore
+from .tus import TusHooks
+from .tus.server import Authorizer, CompletionHook
+from .tus_views import mount_tus
 
 __all__ = ["SERVE_ENDPOINT", "Store"]
 
@@ -37,6 +52,9 @@ class Store:
     """
 
     def __init__(self, app: Flask | None = None) -> None:
+        #: The resumable-upload hooks (:meth:`authorize_upload`, :meth:`on_upload_complete`).
+        self.tus_hooks = TusHooks()
+        self.app = app
         if app is not None:
             self.init_app(app)
 
@@ -59,6 +77,64 @@ class Store:
         spool_folder = _spool_folder(registry)
         if spool_folder is not None:
             enable_spooling(app, spool_folder)
+        mount_tus(app, registry, self.tus_hooks)  # STORE_TUS_URL_PREFIX: off unless set
+
+    def authorize_upload(self, hook: Authorizer) -> Authorizer:
+        """Register the hook deciding who may create a resumable (tus) upload.
+
+        ``hook(metadata, length)`` runs inside the creating request (``flask.request``,
+        ``current_user`` are there) and returns ``True`` to allow it; anything else answers
+        ``403``. Without a hook, creation is refused unless ``STORE_TUS_ALLOW_ANONYMOUS``.
+        Use it as a decorator; see docs/resumable.rst.
+
+        .. versionadded:: 0.2
+        """
+        self.tus_hooks.authorize = hook
+        return hook
+
+    def on_upload_complete(self, hook: CompletionHook) -> CompletionHook:
+        """Register a hook called with the saved :class:`FileWrapper` of each finished
+        resumable upload, and its :class:`~flask_store.tus.UploadState`.
+
+        Returning ``False`` or raising :class:`~flask_store.exceptions.UploadRejectedError`
+        rejects the file: it is deleted and the client's last PATCH is refused.
+
+        .. versionadded:: 0.2
+        """
+        self.tus_hooks.on_complete.append(hook)
+        return hook
+
+    def init_celery(self, celery_app: Any, app: Flask | None = None) -> list[str]:
+        """Run the transfers of ``STORE_TRANSFER_EXECUTOR = "celery"`` stores on ``celery_app``.
+
+        Registers the task ``flask_store.transfer`` (the class ``STORE_CELERY_TASK`` names,
+        :class:`~flask_store.transfer.celery.Transfer` by default) on ``celery_app`` for the
+        app (``app``, the one given to ``Store(app)``, or the current one), and makes those
+        stores send their transfers through it. Call it in the module both the web app and
+        ``celery -A module worker`` import, after ``Store(app)`` / ``init_app``.
+
+        :returns: the names of the stores whose transfers now go through Celery.
+        :raises NotConfiguredError: when celery is not installed, or ``STORE_CELERY_TASK``
+            does not name a subclass of ``Transfer``.
+        """
+        app = app or self.app or current_app._get_current_object()  # type: ignore[attr-defined]
+        setting = f"{PREFIX}CELERY_TASK"
+        path = app.config[setting]
+        try:
+            task_class = import_string(path)
+        except ImportError as exc:
+            missing = missing_dependency(exc)
+            raise NotConfiguredError(
+                f"{setting} = {path!r} cannot be imported: {missing or exc}"
+            ) from exc
+        register = getattr(task_class, "register_for", None)
+        if not callable(register):
+            raise NotConfiguredError(
+                f"{setting} = {path!r} must name flask_store.transfer.celery.Transfer or a "
+                "subclass of it."
+            )
+        stores: list[str] = register(app, celery_app)
+        return stores
 
     @staticmethod
     def registry(app: Flask | None = None) -> StoreRegistry:

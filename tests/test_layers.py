@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "optional": 1,
     "byteranges": 1,
     "values": 1,
+    "content_checks": 1,
     # 2. the store contract and its backends
     "stores": 2,
     "file_wrapper": 2,
@@ -51,6 +52,7 @@ LAYERS: dict[str, int] = {
     "prune": 3,
     "sqla": 3,
     "tus": 3,
+    "images": 3,
     # 4. the Flask-facing top
     "registry": 4,
     "serving": 4,
@@ -59,12 +61,15 @@ LAYERS: dict[str, int] = {
     "cli": 4,
     "transfer.cli": 4,
     "transfer.jobs": 4,
+    "transfer.celery": 4,
     "extension": 4,
+    "wtf": 4,
+    "tus_views": 4,
 }
 
 #: Third-party packages a function may import lazily: optional extras that must not be
 #: imported when the feature is unused.
-LAZY_THIRD_PARTY = {"gevent", "rq", "redis", "celery", "PIL", "sqlalchemy", "myapp"}
+LAZY_THIRD_PARTY = {"gevent", "rq", "redis", "celery", "PIL", "sqlalchemy", "myapp", "puremagic", "wtforms"}
 
 
 @dataclass(frozen=True)

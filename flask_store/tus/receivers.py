@@ -1,0 +1,178 @@
+"""Where a tus upload's bytes wait until the last one arrives: one receiver per store kind.
+
+A :class:`Receiver` keeps an upload's data between requests; an :class:`Appender` adds one
+PATCH's bytes to it, then either :meth:`~Appender.commit`\\ s them (the upload's offset moves
+on) or :meth:`~Appender.roll_back`\\ s them (a checksum mismatch, a body over the limit):
+bytes are never counted before they are kept, and never kept when refused.
+
+- :class:`FileReceiver`: a partial file on local disk, beside the upload's state (a local
+  store's hidden ``.tus`` folder; a queued store's local folder). Used for every store
+  without a receiver of its own: the bytes arrive here and the finished file is saved.
+- :class:`~flask_store.tus.s3.S3Receiver` (for :class:`~flask_store.stores.s3.S3Store`): an
+  S3 multipart upload. It lives in its own module, imported only for an S3 store, so the
+  package works without boto3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import importlib
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from ..files import as_store_error, remove_quietly
+from ..stores.base import BaseStore
+from .state import UploadFolder, UploadState
+
+__all__ = ["RECEIVERS", "Appender", "FileReceiver", "Receiver", "receiver_class_for"]
+
+#: Receivers of store classes that have their own, by dotted class path:
+#: ``"module.Class"`` of the store -> ``"module.Class"`` of the receiver. A subclass of a
+#: listed store gets the same receiver. Imported when first needed.
+RECEIVERS = {
+    "flask_store.stores.s3.S3Store": "flask_store.tus.s3.S3Receiver",
+}
+
+
+class Appender(ABC):
+    """Adds one request's bytes to an upload; see the module's description."""
+
+    #: Bytes written by this appender so far (committed or not).
+    written: int = 0
+
+    @abstractmethod
+    def write(self, data: bytes) -> None:
+        """Add ``data`` after the bytes written so far."""
+
+    @abstractmethod
+    def commit(self) -> None:
+        """Keep every byte written; the state's offset (and receiver data) now count them."""
+
+    @abstractmethod
+    def roll_back(self) -> None:
+        """Forget every byte written by this appender; the upload is as it was."""
+
+    def close(self) -> None:
+        """Release what the appender holds open."""
+        return
+
+
+class Receiver(ABC):
+    """Keeps tus uploads' data between requests, for one store.
+
+    :param store: the store the finished files are saved to.
+    :param folder: the working folder of the uploads' state (and data files, if local).
+    :param max_size: the largest upload (``STORE_TUS_MAX_SIZE``), for receivers that size
+        their pieces by it.
+    """
+
+    def __init__(self, store: BaseStore, folder: UploadFolder, max_size: int) -> None:
+        self.store = store
+        self.folder = folder
+        self.max_size = max_size
+
+    @abstractmethod
+    def create(self, state: UploadState) -> None:
+        """Make room for a new upload (an empty file, a multipart upload)."""
+
+    @abstractmethod
+    def appender(self, state: UploadState, *, rollback: bool) -> Appender:
+        """An appender adding bytes at ``state.offset``; bytes past it, written by a request
+        that died before committing, are dropped first.
+
+        :param rollback: whether :meth:`Appender.roll_back` must be possible (a checksum to
+            check); otherwise a receiver may send data on as it arrives.
+        """
+
+    @abstractmethod
+    def assembled(self, state: UploadState) -> contextlib.AbstractContextManager[BinaryIO]:
+        """The complete upload as a stream, for the store's ``save()``."""
+
+    @abstractmethod
+    def remove(self, state: UploadState) -> None:
+        """Delete everything the upload holds (files, a multipart upload). Safe to repeat."""
+
+
+class FileReceiver(Receiver):
+    """An upload's bytes in a partial file ``<id>.part`` in the working folder.
+
+    Nothing but the one request holding the upload's lock writes to it, and only at the
+    committed offset: what a request wrote before dying uncommitted is cut off first. The
+    partial file is in a hidden folder, so it is never a file of the store.
+    """
+
+    def create(self, state: UploadState) -> None:
+        path = self._path(state)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        except OSError as exc:
+            raise as_store_error(exc, "create the upload") from exc
+
+    def appender(self, state: UploadState, *, rollback: bool) -> Appender:
+        return _FileAppender(self._path(state), state, self.folder.fsync)
+
+    @contextlib.contextmanager
+    def assembled(self, state: UploadState) -> Iterator[BinaryIO]:
+        with open(self._path(state), "rb") as stream:
+            yield stream
+
+    def remove(self, state: UploadState) -> None:
+        remove_quietly(self._path(state))
+
+    def _path(self, state: UploadState) -> str:
+        return self.folder.file(state.id, ".part")
+
+
+class _FileAppender(Appender):
+    def __init__(self, path: str, state: UploadState, fsync: bool) -> None:
+        self.state = state
+        self.fsync = fsync
+        try:
+            self.fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except FileNotFoundError as exc:
+            raise as_store_error(
+                OSError(errno.EIO, "the partial file is missing"), "resume the upload"
+            ) from exc
+        try:
+            os.ftruncate(self.fd, state.offset)
+            os.lseek(self.fd, state.offset, os.SEEK_SET)
+        except OSError as exc:
+            os.close(self.fd)
+            raise as_store_error(exc, "resume the upload") from exc
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.fd, view) :]
+        except OSError as exc:
+            raise as_store_error(exc, "receive the upload") from exc
+        self.written += len(data)
+
+    def commit(self) -> None:
+        if self.fsync:
+            os.fsync(self.fd)
+        self.state.offset += self.written
+        self.written = 0
+
+    def roll_back(self) -> None:
+        os.ftruncate(self.fd, self.state.offset)
+        self.written = 0
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def receiver_class_for(store: BaseStore) -> type[Receiver]:
+    """The receiver for ``store``: its class's entry in :data:`RECEIVERS`, else
+    :class:`FileReceiver`."""
+    for cls in type(store).__mro__:
+        target = RECEIVERS.get(f"{cls.__module__}.{cls.__qualname__}")
+        if target is not None:
+            module, _, name = target.rpartition(".")
+            found: type[Receiver] = getattr(importlib.import_module(module), name)
+            return found
+    return FileReceiver

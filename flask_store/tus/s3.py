@@ -1,0 +1,246 @@
+"""The tus receiver of an S3 store: each upload is an S3 multipart upload.
+
+S3 takes parts of at least 5 MiB (all but the last), while tus clients send PATCHes of any
+size (tuspy: 1 MiB by default; a browser: often the whole file). So a PATCH's bytes go to a
+small spool file on local disk, ``<id>.<n>.tail`` (``n``: the parts sent so far), and every
+time it holds a full part, that part is sent and the rest starts the next spool file. Local
+disk holds less than one part per upload (plus, for a PATCH with a checksum, that PATCH
+until it is checked), memory one part at most, whatever the file's size.
+
+The order of steps keeps a crash harmless: a part is sent, then the rest is written to the
+next spool file, then the state naming both is saved, then the old spool file is deleted.
+Until the state is saved, the old spool file and offset stand, and a part sent again under
+the same number replaces the first one.
+
+The assembled object waits under ``STORE_PATH/.tus-uploads/<id>``, a hidden key no store
+key, listing or serving route reaches, until the store's ``save()`` has made it a file;
+it is then deleted. Terminating or expiring an upload aborts its multipart upload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any, BinaryIO, cast
+
+from botocore.exceptions import ClientError
+
+from ..files import as_store_error, remove_quietly
+from ..stores.base import BaseStore
+from ..stores.s3 import S3Store
+from ..stores.s3_client import NOT_FOUND_CODES, error_code, s3_errors
+from .receivers import Appender, Receiver
+from .state import UploadFolder, UploadState
+
+__all__ = ["MAX_PARTS", "MIN_PART_SIZE", "STAGING_FOLDER", "S3Receiver", "part_size_for"]
+
+MIB = 1024 * 1024
+#: S3 refuses parts smaller than this, except the last one.
+MIN_PART_SIZE = 5 * MIB
+#: S3 allows at most this many parts in one multipart upload.
+MAX_PARTS = 10_000
+#: The hidden folder (below ``STORE_PATH``) holding assembled uploads until they are saved.
+STAGING_FOLDER = ".tus-uploads"
+
+
+def part_size_for(size: int) -> int:
+    """The part size for an upload of at most ``size`` bytes: 5 MiB, or more (whole MiB)
+    when 10,000 parts of 5 MiB would not hold it."""
+    needed = -(-size // MAX_PARTS)
+    return max(MIN_PART_SIZE, -(-needed // MIB) * MIB)
+
+
+class S3Receiver(Receiver):
+    """Uploads into an :class:`~flask_store.stores.s3.S3Store` as multipart uploads."""
+
+    def __init__(self, store: BaseStore, folder: UploadFolder, max_size: int) -> None:
+        if not isinstance(store, S3Store):
+            raise TypeError(f"S3Receiver needs an S3Store, not {type(store).__name__}.")
+        super().__init__(store, folder, max_size)
+        self.s3: S3Store = store
+
+    def staging_key(self, state: UploadState) -> str:
+        """The object key the upload is assembled under (hidden: never a store key)."""
+        prefix = self.s3.settings.prefix
+        return f"{prefix}/{STAGING_FOLDER}/{state.id}" if prefix else f"{STAGING_FOLDER}/{state.id}"
+
+    def create(self, state: UploadState) -> None:
+        with s3_errors(self.s3.settings, "start the upload"):
+            started = self.s3.client.create_multipart_upload(
+                Bucket=self.s3.bucket, Key=self.staging_key(state)
+            )
+        size = self.max_size if state.length is None else state.length
+        state.receiver = {
+            "upload_id": started["UploadId"],
+            "part_size": part_size_for(size),
+            "etags": [],
+            "assembled": False,
+        }
+        spool_path = self.spool_path(state, 0)
+        try:
+            os.close(os.open(spool_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        except OSError as exc:
+            self.remove(state)
+            raise as_store_error(exc, "create the upload") from exc
+
+    def spool_path(self, state: UploadState, parts: int) -> str:
+        """The spool file holding the bytes after the first ``parts`` parts."""
+        return self.folder.file(state.id, f".{parts}.tail")
+
+    def appender(self, state: UploadState, *, rollback: bool) -> Appender:
+        return _PartAppender(self, state, eager=not rollback)
+
+    def send_part(self, state: UploadState, number: int, data: bytes) -> str:
+        """Send ``data`` as part ``number`` of the upload; its ETag."""
+        with s3_errors(self.s3.settings, "send a part of the upload"):
+            sent = self.s3.client.upload_part(
+                Bucket=self.s3.bucket,
+                Key=self.staging_key(state),
+                UploadId=state.receiver["upload_id"],
+                PartNumber=number,
+                Body=data,
+            )
+        return sent["ETag"]
+
+    @contextlib.contextmanager
+    def assembled(self, state: UploadState) -> Iterator[BinaryIO]:
+        """Send the spooled rest as the last part, complete the multipart upload, and read
+        the object it made."""
+        receiver = state.receiver
+        if not receiver.get("assembled"):
+            etags: list[str] = list(receiver["etags"])
+            spool_path = self.spool_path(state, len(etags))
+            rest = state.offset - len(etags) * receiver["part_size"]
+            if rest or not etags:
+                with open(spool_path, "rb") as spool:
+                    etags.append(self.send_part(state, len(etags) + 1, spool.read(rest)))
+            parts: list[Any] = [
+                {"ETag": etag, "PartNumber": number} for number, etag in enumerate(etags, 1)
+            ]
+            with s3_errors(self.s3.settings, "complete the upload"):
+                self.s3.client.complete_multipart_upload(
+                    Bucket=self.s3.bucket,
+                    Key=self.staging_key(state),
+                    UploadId=receiver["upload_id"],
+                    MultipartUpload={"Parts": parts},
+                )
+            receiver["assembled"] = True
+            self.folder.save(state)
+            remove_quietly(spool_path)
+        with s3_errors(self.s3.settings, "read the upload"):
+            body = self.s3.client.get_object(Bucket=self.s3.bucket, Key=self.staging_key(state))
+        stream = cast(BinaryIO, body["Body"])
+        try:
+            yield stream
+        finally:
+            stream.close()
+
+    def remove(self, state: UploadState) -> None:
+        """Abort the multipart upload (or delete the assembled object) and the spool files."""
+        receiver = state.receiver
+        with s3_errors(self.s3.settings, "remove the upload"):
+            if receiver.get("assembled"):
+                self.s3.client.delete_object(Bucket=self.s3.bucket, Key=self.staging_key(state))
+            elif receiver.get("upload_id"):
+                try:
+                    self.s3.client.abort_multipart_upload(
+                        Bucket=self.s3.bucket,
+                        Key=self.staging_key(state),
+                        UploadId=receiver["upload_id"],
+                    )
+                except ClientError as exc:
+                    if error_code(exc) not in {"NoSuchUpload", *NOT_FOUND_CODES}:
+                        raise
+        for parts in range(len(receiver.get("etags", ())) + 2):
+            remove_quietly(self.spool_path(state, parts))
+
+
+class _PartAppender(Appender):
+    """Adds bytes to the spool file, sending each part it fills.
+
+    :param eager: send full parts as they fill (nothing can be rolled back then); otherwise
+        only on :meth:`commit`.
+    """
+
+    def __init__(self, receiver: S3Receiver, state: UploadState, eager: bool) -> None:
+        self.receiver = receiver
+        self.state = state
+        self.eager = eager
+        self.part_size: int = state.receiver["part_size"]
+        self.kept = state.offset - self._sent_bytes()
+        self.fd = self._open(len(state.receiver["etags"]), truncate_to=self.kept)
+        self.size = self.kept
+
+    def _sent_bytes(self) -> int:
+        return len(self.state.receiver["etags"]) * self.part_size
+
+    def _open(self, parts: int, truncate_to: int) -> int:
+        path = self.receiver.spool_path(self.state, parts)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise as_store_error(exc, "resume the upload") from exc
+        try:
+            os.ftruncate(fd, truncate_to)
+            os.lseek(fd, truncate_to, os.SEEK_SET)
+        except OSError as exc:
+            os.close(fd)
+            raise as_store_error(exc, "resume the upload") from exc
+        return fd
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.fd, view) :]
+        except OSError as exc:
+            raise as_store_error(exc, "receive the upload") from exc
+        self.size += len(data)
+        self.written += len(data)
+        if self.eager and self.size >= self.part_size:
+            self._send_full_parts()
+
+    def _send_full_parts(self) -> None:
+        """Send every full part in the spool file and move the rest to the next one; the
+        state (offset included) is saved once they are sent."""
+        etags: list[str] = self.state.receiver["etags"]
+        old_parts = len(etags)
+        position = 0
+        while self.size - position >= self.part_size:
+            data = os.pread(self.fd, self.part_size, position)
+            etags.append(self.receiver.send_part(self.state, len(etags) + 1, data))
+            position += self.part_size
+        if position == 0:
+            return
+        rest = os.pread(self.fd, self.size - position, position)
+        new_fd = self._open(len(etags), truncate_to=0)
+        try:
+            view = memoryview(rest)
+            while view:
+                view = view[os.write(new_fd, view) :]
+        except BaseException:
+            os.close(new_fd)
+            raise
+        os.close(self.fd)
+        self.fd = new_fd
+        self.size = self.kept = len(rest)
+        self.state.offset = self._sent_bytes() + self.size
+        self.written = 0
+        self.receiver.folder.save(self.state)
+        remove_quietly(self.receiver.spool_path(self.state, old_parts))
+
+    def commit(self) -> None:
+        self._send_full_parts()
+        self.state.offset = self._sent_bytes() + self.size
+        self.kept = self.size
+        self.written = 0
+
+    def roll_back(self) -> None:
+        os.ftruncate(self.fd, self.kept)
+        os.lseek(self.fd, self.kept, os.SEEK_SET)
+        self.size = self.kept
+        self.written = 0
+
+    def close(self) -> None:
+        os.close(self.fd)

@@ -1,0 +1,173 @@
+"""What the server remembers of each tus upload, on disk, so every worker process sees it.
+
+An upload is a few files in a working folder, all named by its unguessable id:
+
+- ``<id>.json``: its :class:`UploadState` (length, offset, metadata, expiry...), replaced
+  atomically on every change, so the offset a HEAD reads is always one that was committed;
+- ``<id>.lock``: held with ``flock`` by the one request writing to the upload; a second
+  writer is refused at once (423), never queued;
+- the data files of its receiver (:mod:`flask_store.tus.receivers`).
+
+The folder is hidden from the store (``.tus`` inside a local store's folder), so nothing in
+it is ever a key, listed or served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..exceptions import ResumableUploadError
+from ..files import as_store_error, atomic_write, remove_quietly
+
+__all__ = ["UPLOAD_ID", "UploadFolder", "UploadState", "new_upload_id"]
+
+#: An upload id: 32 URL-safe characters from 192 random bits; nothing else names an upload.
+UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{32}")
+_STATE = ".json"
+_LOCK = ".lock"
+
+
+def new_upload_id() -> str:
+    """A fresh unguessable upload id (:data:`UPLOAD_ID`)."""
+    return secrets.token_urlsafe(24)
+
+
+@dataclass
+class UploadState:
+    """One upload as the server remembers it.
+
+    :param id: its id, the last segment of its URL.
+    :param store: the name of the store it will be saved to.
+    :param length: its size, ``None`` while deferred (``Upload-Defer-Length``).
+    :param offset: how many of its bytes are received and committed.
+    :param metadata: its ``Upload-Metadata``, decoded.
+    :param expires: Unix time after which it is gone (refreshed by each PATCH).
+    :param file: once complete, the saved file's path (``"<store>/<key>"``).
+    :param receiver: what the receiver keeps (an S3 multipart upload's id and parts).
+    """
+
+    id: str
+    store: str
+    length: int | None
+    offset: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)
+    expires: float = 0.0
+    file: str | None = None
+    url: str | None = None
+    receiver: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every byte arrived and the file was saved."""
+        return self.file is not None
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> UploadState:
+        """The state written by :meth:`to_json`.
+
+        :raises ValueError: when ``data`` is not such a state.
+        """
+        values = json.loads(data)
+        if not isinstance(values, dict):
+            raise ValueError("not an upload state")
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+class UploadFolder:
+    """The working folder holding every upload's state, lock and data files.
+
+    :param path: the folder (created when missing).
+    :param fsync: flush each state change to disk before it counts.
+    """
+
+    def __init__(self, path: str, fsync: bool = False) -> None:
+        os.makedirs(path, exist_ok=True)
+        self.path = path
+        self.fsync = fsync
+
+    def file(self, upload_id: str, suffix: str) -> str:
+        """The path of one of the upload's files (``suffix`` such as ``".part"``).
+
+        :raises ResumableUploadError: 404 when ``upload_id`` is not an id this server makes,
+            before any file is looked at.
+        """
+        if not UPLOAD_ID.fullmatch(upload_id):
+            raise ResumableUploadError("No such upload.", 404)
+        return os.path.join(self.path, upload_id + suffix)
+
+    def load(self, upload_id: str) -> UploadState:
+        """The upload's state.
+
+        :raises ResumableUploadError: 404 when there is no such upload.
+        """
+        path = self.file(upload_id, _STATE)
+        try:
+            with open(path, "rb") as stream:
+                return UploadState.from_json(stream.read())
+        except FileNotFoundError:
+            raise ResumableUploadError("No such upload.", 404) from None
+        except (OSError, ValueError, TypeError) as exc:
+            raise ResumableUploadError("The upload's state cannot be read.", 410) from exc
+
+    def save(self, state: UploadState) -> None:
+        """Replace the upload's state at once: a reader sees the old one or the new one."""
+        try:
+            atomic_write(
+                self.file(state.id, _STATE),
+                [state.to_json()],
+                temp_prefix=".tmp-",
+                fsync=self.fsync,
+            )
+        except OSError as exc:
+            raise as_store_error(exc, "record the upload") from exc
+
+    def exists(self, upload_id: str) -> bool:
+        return os.path.exists(self.file(upload_id, _STATE))
+
+    def forget(self, upload_id: str) -> None:
+        """Remove the upload's state and lock file (its data files are the receiver's)."""
+        remove_quietly(self.file(upload_id, _STATE))
+        remove_quietly(self.file(upload_id, _LOCK))
+
+    def ids(self) -> Iterator[str]:
+        """The id of every upload with a state file."""
+        with os.scandir(self.path) as entries:
+            names = [entry.name for entry in entries]
+        for name in sorted(names):
+            stem, dot, suffix = name.partition(".")
+            if dot and "." + suffix == _STATE and UPLOAD_ID.fullmatch(stem):
+                yield stem
+
+    @contextlib.contextmanager
+    def locked(self, upload_id: str) -> Iterator[None]:
+        """Hold the upload's lock for the block: one writer per upload, across processes.
+
+        :raises ResumableUploadError: 423 at once when another request holds it, 404 when
+            there is no such upload.
+        """
+        if not self.exists(upload_id):
+            raise ResumableUploadError("No such upload.", 404)
+        fd = os.open(self.file(upload_id, _LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ResumableUploadError(
+                    "Another request is writing to this upload; retry when it ends.", 423
+                ) from None
+            yield
+        finally:
+            os.close(fd)  # releases the lock
