@@ -74,6 +74,7 @@ def serving(name: str, folder: str, log: Path) -> Iterator[Server]:
         "gunicorn",
         "--workers=1",
         "--worker-class=sync",
+        "--no-control-socket",
         f"--bind=127.0.0.1:{port}",
         "--timeout=900",
         "--log-level=warning",
@@ -84,7 +85,7 @@ def serving(name: str, folder: str, log: Path) -> Iterator[Server]:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
     server = Server(name, port, process)
     try:
-        _wait_until_up(server, log)
+        wait_until_up(server, log)
         yield server
     finally:
         _stop(process)
@@ -124,7 +125,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def _wait_until_up(server: Server, log: Path) -> None:
+def wait_until_up(server: Server, log: Path) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
         if server.process.poll() is not None:

@@ -10,23 +10,38 @@ If-Unmodified-Since, honours a weak If-Range and refuses (416) ranges it should 
 This module also decides what a file store must: which files a browser may render inline,
 how long a redirect may be cached, and how to answer for a key that does not exist or would
 leave the store (404 either way, so probing reveals nothing).
+
+An answer is made as an :class:`Answer` (status, header list, body), which the Flask view
+turns into a ``Response`` (:func:`serve_file`) and the fast path (:mod:`flask_store.fast_path`)
+hands to the WSGI server as it is: both send the same bytes, decided by the same functions.
+The header values of one version of a file (ETag, Last-Modified, Content-Type,
+Content-Disposition, Cache-Control) are built once, as a :class:`VersionHeaders`, and cached.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import BinaryIO, cast
+from functools import lru_cache
+from typing import Any, BinaryIO, cast
 
-from werkzeug.datastructures import ContentRange
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import NotFound, RequestedRangeNotSatisfiable
-from werkzeug.http import parse_date, parse_etags, parse_range_header, unquote_etag
+from werkzeug.http import (
+    http_date,
+    parse_date,
+    parse_etags,
+    parse_range_header,
+    quote_etag,
+    unquote_etag,
+)
 from werkzeug.sansio.http import is_resource_modified
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Response
-from werkzeug.wsgi import wrap_file
+from werkzeug.wsgi import FileWrapper
 
 from .byteranges import MultipartByteranges, Span, spans_to_serve
 from .exceptions import FileChangedError, FileNotFoundInStoreError, InvalidKeyError
@@ -40,16 +55,69 @@ from .headers import media_type as media_type
 from .meta import FileInfo
 from .stores.base import BaseStore, skip_to
 
-__all__ = ["serve_file"]
+__all__ = [
+    "READ_BLOCK",
+    "SEQUENTIAL_FROM",
+    "Answer",
+    "VersionHeaders",
+    "answer",
+    "answer_for_version",
+    "serve_file",
+    "status_line",
+    "version_headers",
+]
 
 #: Bytes read per step where the WSGI server offers no ``wsgi.file_wrapper`` with sendfile
 #: (the test client, ``flask run``): with Werkzeug's 8 KiB default, sending a large file is
 #: mostly loop overhead. Memory per response stays this small.
 READ_BLOCK = 64 * 1024
 
+#: Files from this size on are read with ``posix_fadvise(SEQUENTIAL)``: the kernel then
+#: reads ahead further. Below it the extra system call costs more than it saves.
+SEQUENTIAL_FROM = 1024 * 1024
+
+#: A WSGI header list.
+HeaderList = list[tuple[str, str]]
+
+
+@dataclass
+class Answer:
+    """A response as a WSGI server takes it: status, header list and body.
+
+    :param status: the HTTP status code.
+    :param headers: the header fields, final (nothing is added or dropped on the way).
+    :param body: the body's chunks; the server closes it when done (a file wrapper closes
+        the file).
+    """
+
+    status: int
+    headers: HeaderList
+    body: Iterable[bytes] = ()
+
+
+def status_line(status: int) -> str:
+    """The WSGI status line Werkzeug sends for ``status`` (``"304 NOT MODIFIED"``)."""
+    return _STATUS_LINES.get(status) or Response(status=status).status
+
+
+_STATUS_LINES = {code: Response(status=code).status for code in (200, 206, 304, 412)}
+
 
 def serve_file(store: BaseStore, key: str, environ: dict[str, object]) -> Response:
-    """The response for ``GET``/``HEAD`` of ``key`` in ``store``.
+    """The response for ``GET``/``HEAD`` of ``key`` in ``store``: :func:`answer` as a
+    Werkzeug ``Response`` (what the Flask view returns).
+
+    :raises NotFound: for a missing file or a key that is not acceptable.
+    :raises RequestedRangeNotSatisfiable: when no byte range asked for lies in the file.
+    """
+    made = answer(store, key, environ)
+    response = Response(made.body, status=made.status, direct_passthrough=True)
+    response.headers = Headers(made.headers)
+    return response
+
+
+def answer(store: BaseStore, key: str, environ: dict[str, Any]) -> Answer:
+    """The answer to ``GET``/``HEAD`` of ``key`` in ``store``.
 
     Stores with a direct URL (public or presigned S3) answer with a redirect; the others
     stream the file with ETag, Last-Modified, 412, 304, Range (206, multipart/byteranges for
@@ -69,7 +137,7 @@ def serve_file(store: BaseStore, key: str, environ: dict[str, object]) -> Respon
     try:
         direct = store.redirect_url_for_serving(key)
         if direct is not None:
-            return _redirect(store, direct)
+            return _as_answer(_redirect(store, direct), environ)
         # Remote stores with STORE_CACHE_TTL read through a local copy.
         source = store.read_cache or store
         # The answer decided from metadata alone, and the version it was decided on.
@@ -78,7 +146,7 @@ def serve_file(store: BaseStore, key: str, environ: dict[str, object]) -> Respon
             info = source.info(key)
             decided = _decide(store, info, environ)
             if _is_head(environ) or not decided.has_body:
-                return decided.response  # HEAD, 304, 412: headers only
+                return decided.without_body()  # HEAD, 304, 412: headers only
             if decided.spans and store.read_cache is None:
                 ranged = _open_range_of(store, info, decided)
                 if ranged is not None:
@@ -99,11 +167,39 @@ def serve_file(store: BaseStore, key: str, environ: dict[str, object]) -> Respon
         raise
     if not decided.has_body:
         stream.close()
-        return decided.response
+        return decided.without_body()
     return _with_body(decided, stream, environ)
 
 
-def _is_head(environ: dict[str, object]) -> bool:
+def answer_for_version(
+    version: VersionHeaders, stream: BinaryIO | None, environ: dict[str, Any]
+) -> Answer | None:
+    """The answer for a local file whose headers are ``version`` and whose bytes (when not
+    opened yet: ``None``) are ``stream``, open at its start; the fast path's answer.
+
+    ``None`` when the answer needs the file's bytes and ``stream`` is ``None``: the caller
+    opens it and asks again. ``stream`` is closed when the answer carries no body.
+
+    :raises RequestedRangeNotSatisfiable: when no byte range asked for lies in the file.
+    """
+    try:
+        decided = _decide_on(version, environ, datetime.now(timezone.utc))
+        if _is_head(environ) or not decided.has_body:
+            if stream is not None:
+                stream.close()
+            return decided.without_body()
+        if stream is None:
+            return None
+        if decided.spans:
+            stream.seek(decided.spans[0][0])
+    except BaseException:
+        if stream is not None:
+            stream.close()
+        raise
+    return _with_body(decided, stream, environ)
+
+
+def _is_head(environ: dict[str, Any]) -> bool:
     return environ.get("REQUEST_METHOD") == "HEAD"
 
 
@@ -116,11 +212,11 @@ _CONDITIONAL_HEADERS = (
 )
 
 
-def _is_conditional(environ: dict[str, object]) -> bool:
+def _is_conditional(environ: dict[str, Any]) -> bool:
     return any(name in environ for name in _CONDITIONAL_HEADERS)
 
 
-def _header(environ: dict[str, object], name: str) -> str | None:
+def _header(environ: dict[str, Any], name: str) -> str | None:
     value = environ.get(name)
     return value if isinstance(value, str) else None
 
@@ -136,8 +232,96 @@ def _redirect(store: BaseStore, location: str) -> Response:
         response.cache_control.private = True
         response.cache_control.no_store = True
     else:
-        _set_caching(response, store)
+        response.headers["Cache-Control"] = _cache_control(store.cache_max_age)
     return response
+
+
+def _as_answer(response: Response, environ: dict[str, Any]) -> Answer:
+    """A Werkzeug response (a redirect) as an :class:`Answer`."""
+    body, _, headers = response.get_wsgi_response(environ)
+    return Answer(response.status_code, headers, body)
+
+
+# -- the header values of one version of a file ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class VersionHeaders:
+    """The header fields of one version of a file, built once (:func:`version_headers`).
+
+    :param info: the version, its Last-Modified no later than when this was built
+        (:func:`_as_sent`).
+    :param etag: the quoted ETag.
+    :param full: the fields of a 200, in the order sent.
+    :param not_modified: the fields of a 304: the validator and the caching rules.
+    :param cacheable: whether this may answer later requests too: not when Last-Modified
+        was moved back to the moment it was built.
+    """
+
+    info: FileInfo
+    etag: str
+    full: tuple[tuple[str, str], ...]
+    not_modified: tuple[tuple[str, str], ...]
+    cacheable: bool
+
+
+def version_headers(store: BaseStore, info: FileInfo, now: datetime) -> VersionHeaders:
+    """The header fields of the version ``info`` describes, as ``store`` sends it.
+
+    Cached per version and store settings: a file served again and again is sent with the
+    same strings, built once.
+    """
+    if info.last_modified > now:
+        return _built_headers(_as_sent(info, now), *_settings(store), cacheable=False)
+    return _cached_headers(info, *_settings(store))
+
+
+def _settings(store: BaseStore) -> tuple[bool, bool, int | None]:
+    """The settings of ``store`` that shape its answers' headers."""
+    return store.scripts_as_text, store.inline_active_content, store.cache_max_age
+
+
+@lru_cache(maxsize=4096)
+def _cached_headers(
+    info: FileInfo, scripts_as_text: bool, inline_active_content: bool, max_age: int | None
+) -> VersionHeaders:
+    return _built_headers(info, scripts_as_text, inline_active_content, max_age, cacheable=True)
+
+
+def _built_headers(
+    info: FileInfo,
+    scripts_as_text: bool,
+    inline_active_content: bool,
+    max_age: int | None,
+    *,
+    cacheable: bool,
+) -> VersionHeaders:
+    etag = quote_etag(info.etag)
+    caching = ("Cache-Control", _cache_control(max_age))
+    # The stored type is parsed again here: it may come from a store this library did not
+    # write. Scripts go out as text, text as UTF-8 (see flask_store.headers).
+    full = (
+        ("Content-Type", served_content_type(info.content_type, scripts_as_text=scripts_as_text)),
+        ("Content-Length", str(info.size)),
+        ("Last-Modified", http_date(info.last_modified)),
+        ("ETag", etag),
+        ("Accept-Ranges", "bytes"),
+        ("X-Content-Type-Options", "nosniff"),
+        (
+            "Content-Disposition",
+            file_disposition(
+                info.content_type, info.filename, inline_active_content=inline_active_content
+            ),
+        ),
+        caching,
+    )
+    # Without the content headers: a 304 drops them anyway (RFC 9110 §15.4.5).
+    return VersionHeaders(info, etag, full, (("ETag", etag), caching), cacheable)
+
+
+def _cache_control(max_age: int | None) -> str:
+    """``Cache-Control`` of a served file or of a redirect to a public URL."""
+    return f"public, max-age={max_age}" if max_age else "no-cache"
 
 
 # -- the decisions of RFC 9110 §13.2.2 ------------------------------------------------------
@@ -147,53 +331,72 @@ def _redirect(store: BaseStore, location: str) -> Response:
 class _Decision:
     """What :func:`_decide` settled for one version of a file.
 
-    :param response: the answer without its body.
+    :param status: 200, 206, 304 or 412.
+    :param headers: the answer's header fields.
     :param spans: the bytes of the file a 206 carries, ascending; empty for a 200 (the
         whole file) and for answers without content.
     :param multipart: the frame of a 206 for two or more spans.
+    :param text: the body of an answer that is not the file (412).
     """
 
-    response: Response
+    status: int
+    headers: HeaderList
     spans: tuple[Span, ...] = ()
     multipart: MultipartByteranges | None = None
+    text: bytes = b""
 
     @property
     def has_body(self) -> bool:
         """Whether the file's bytes follow (200, 206), not just headers (304, 412)."""
-        return self.response.status_code in (200, 206)
+        return self.status in (200, 206)
+
+    def without_body(self) -> Answer:
+        """The answer when no byte of the file is sent (HEAD, 304, 412)."""
+        return Answer(self.status, self.headers, [self.text] if self.text else ())
 
 
-def _decide(store: BaseStore, info: FileInfo, environ: dict[str, object]) -> _Decision:
+def _decide(store: BaseStore, info: FileInfo, environ: dict[str, Any]) -> _Decision:
     """The answer for the file ``info`` describes, without its body: 412, 304, 206 or 200.
-
-    Decided on the Last-Modified the answer may carry (:func:`_as_sent`).
 
     :raises RequestedRangeNotSatisfiable: when no byte range asked for lies in the file.
     """
     now = datetime.now(timezone.utc)
-    info = _as_sent(info, now)
+    return _decide_on(version_headers(store, info, now), environ, now)
+
+
+def _decide_on(version: VersionHeaders, environ: dict[str, Any], now: datetime) -> _Decision:
+    """:func:`_decide` for a version whose header fields are built already.
+
+    Decided on the Last-Modified the answer carries (:func:`_as_sent`).
+    """
+    info = version.info
     if _precondition_fails(environ, info):
-        return _Decision(_precondition_failed())
-    if not _is_modified(environ, info):
-        return _Decision(_not_modified(store, info))
-    response = _file_headers(store, info)
+        return _PRECONDITION_FAILED
+    if not _is_modified(environ, version):
+        return _Decision(304, list(version.not_modified))
     spans = _requested_spans(environ, info, now)
     if spans is None:
-        return _Decision(response)
-    response.status_code = 206
+        return _Decision(200, list(version.full))
     multipart = None
     if len(spans) > 1:
-        multipart = MultipartByteranges(spans, info.size, response.headers.get("Content-Type"))
-    if "HTTP_IF_RANGE" in environ:
-        _drop_what_if_range_knows(response)
+        multipart = MultipartByteranges(spans, info.size, version.full[0][1])
+    drop = _KNOWN_TO_IF_RANGE if "HTTP_IF_RANGE" in environ else ()
+    headers = [(name, value) for name, value in version.full if name not in drop]
     if multipart is None:
         start, stop = spans[0]
-        response.content_range = ContentRange("bytes", start, stop, info.size)
-        response.content_length = stop - start
+        headers = _replaced(headers, "Content-Length", str(stop - start))
+        headers.append(("Content-Range", f"bytes {start}-{stop - 1}/{info.size}"))
     else:
-        response.headers["Content-Type"] = multipart.content_type
-        response.content_length = multipart.length
-    return _Decision(response, spans, multipart)
+        headers = _replaced(headers, "Content-Length", str(multipart.length))
+        headers = _replaced(headers, "Content-Type", multipart.content_type)
+        if "HTTP_IF_RANGE" in environ:
+            headers.append(("Content-Type", multipart.content_type))
+    return _Decision(206, headers, spans, multipart)
+
+
+def _replaced(headers: HeaderList, name: str, value: str) -> HeaderList:
+    """``headers`` with the field ``name`` (where present) set to ``value``."""
+    return [(field, value if field == name else old) for field, old in headers]
 
 
 def _as_sent(info: FileInfo, now: datetime) -> FileInfo:
@@ -208,7 +411,7 @@ def _as_sent(info: FileInfo, now: datetime) -> FileInfo:
     return dataclasses.replace(info, last_modified=now)
 
 
-def _precondition_fails(environ: dict[str, object], info: FileInfo) -> bool:
+def _precondition_fails(environ: dict[str, Any], info: FileInfo) -> bool:
     """Steps 1 and 2: If-Match (strong comparison, ``*`` for any file), else
     If-Unmodified-Since (an unparsable date is ignored)."""
     if_match = _header(environ, "HTTP_IF_MATCH")
@@ -218,22 +421,26 @@ def _precondition_fails(environ: dict[str, object], info: FileInfo) -> bool:
     return since is not None and _whole_seconds(info.last_modified) > since
 
 
-def _is_modified(environ: dict[str, object], info: FileInfo) -> bool:
+def _is_modified(environ: dict[str, Any], version: VersionHeaders) -> bool:
     """Steps 3 and 4: If-None-Match (weak comparison), else If-Modified-Since.
 
     Werkzeug's check is given these two headers only: it also reads If-Match (step 1,
-    decided already) and would turn a passed If-Match into "not modified".
+    decided already) and would turn a passed If-Match into "not modified". A client sending
+    back the very ETag it was given (the usual revalidation) is answered without parsing.
     """
+    if_none_match = _header(environ, "HTTP_IF_NONE_MATCH")
+    if if_none_match == version.etag:
+        return False
     return is_resource_modified(
-        http_if_none_match=_header(environ, "HTTP_IF_NONE_MATCH"),
+        http_if_none_match=if_none_match,
         http_if_modified_since=_header(environ, "HTTP_IF_MODIFIED_SINCE"),
-        etag=info.etag,
-        last_modified=info.last_modified,
+        etag=version.info.etag,
+        last_modified=version.info.last_modified,
     )
 
 
 def _requested_spans(
-    environ: dict[str, object], info: FileInfo, now: datetime
+    environ: dict[str, Any], info: FileInfo, now: datetime
 ) -> tuple[Span, ...] | None:
     """Step 5: the spans of the file to send with 206, or ``None`` for the whole file.
 
@@ -245,7 +452,7 @@ def _requested_spans(
 
     :raises RequestedRangeNotSatisfiable: when no byte range asked for lies in the file.
     """
-    if environ.get("REQUEST_METHOD") != "GET":
+    if "HTTP_RANGE" not in environ or environ.get("REQUEST_METHOD") != "GET":
         return None
     requested = parse_range_header(_header(environ, "HTTP_RANGE"))
     if (
@@ -282,53 +489,22 @@ def _whole_seconds(moment: datetime) -> datetime:
     return moment.replace(microsecond=0)
 
 
-# -- building the responses -----------------------------------------------------------------
+# -- building the answers -------------------------------------------------------------------
 
-
-def _file_headers(store: BaseStore, info: FileInfo) -> Response:
-    """A 200 with the file's headers and no body yet."""
-    response = Response()
-    # The stored type is parsed again here: it may come from a store this library did not
-    # write. Scripts go out as text, text as UTF-8 (see flask_store.headers).
-    response.headers["Content-Type"] = served_content_type(
-        info.content_type, scripts_as_text=store.scripts_as_text
-    )
-    response.content_length = info.size
-    response.last_modified = info.last_modified
-    response.set_etag(info.etag)
-    response.accept_ranges = "bytes"
-    headers = response.headers
-    headers["X-Content-Type-Options"] = "nosniff"
-    headers["Content-Disposition"] = file_disposition(
-        info.content_type, info.filename, inline_active_content=store.inline_active_content
-    )
-    _set_caching(response, store)
-    return response
-
-
-def _not_modified(store: BaseStore, info: FileInfo) -> Response:
-    """The 304 for an unchanged file: its validator and caching rules.
-
-    Without the content headers a 304 drops anyway (RFC 9110 §15.4.5).
-    """
-    response = Response(status=304)
-    response.set_etag(info.etag)
-    _set_caching(response, store)
-    return response
-
-
-def _precondition_failed() -> Response:
-    """The 412 for a failed If-Match or If-Unmodified-Since: a short plain-text reason.
-
-    A body (with its length) rather than none: clients and proxies that show an error show
-    this, and an empty 412 reads like a broken answer to conformance checkers.
-    """
-    return Response(
-        "Precondition Failed: the file is not the version the request's conditions name.\n",
-        status=412,
-        mimetype="text/plain",
-    )
-
+_PRECONDITION_TEXT = (
+    b"Precondition Failed: the file is not the version the request's conditions name.\n"
+)
+#: The 412 for a failed If-Match or If-Unmodified-Since: a short plain-text reason.
+#: A body (with its length) rather than none: clients and proxies that show an error show
+#: this, and an empty 412 reads like a broken answer to conformance checkers.
+_PRECONDITION_FAILED = _Decision(
+    412,
+    [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(_PRECONDITION_TEXT))),
+    ],
+    text=_PRECONDITION_TEXT,
+)
 
 #: Representation metadata a 206 answering If-Range leaves out (RFC 9110 §15.3.7): the
 #: client already holds it from the response it resumes. What the RFC requires stays (ETag,
@@ -336,19 +512,6 @@ def _precondition_failed() -> Response:
 #: X-Content-Type-Options: they are not representation metadata but what keeps a browser from
 #: running the bytes as a page.
 _KNOWN_TO_IF_RANGE = ("Content-Type", "Content-Encoding", "Content-Language", "Last-Modified")
-
-
-def _drop_what_if_range_knows(response: Response) -> None:
-    for name in _KNOWN_TO_IF_RANGE:
-        del response.headers[name]
-
-
-def _set_caching(response: Response, store: BaseStore) -> None:
-    if store.cache_max_age:
-        response.cache_control.public = True
-        response.cache_control.max_age = store.cache_max_age
-    else:
-        response.cache_control.no_cache = True
 
 
 def _open_range_of(store: BaseStore, info: FileInfo, decided: _Decision) -> BinaryIO | None:
@@ -373,35 +536,52 @@ def _open_range_of(store: BaseStore, info: FileInfo, decided: _Decision) -> Bina
     return cast(BinaryIO, _RangeReader(store, info, stream, start, stop))
 
 
-def _with_body(decided: _Decision, stream: BinaryIO, environ: dict[str, object]) -> Response:
-    """The response streaming ``stream``: all of it for a 200, its spans for a 206.
+def _with_body(decided: _Decision, stream: BinaryIO, environ: dict[str, Any]) -> Answer:
+    """The answer streaming ``stream``: all of it for a 200, its spans for a 206.
 
-    ``stream`` stands at the first span's start.
+    ``stream`` stands at the first span's start. A whole file or a single range goes to the
+    server's ``wsgi.file_wrapper``: gunicorn then sends it with ``sendfile`` from the file's
+    position, for the answer's ``Content-Length`` (a range's window keeps the file's
+    descriptor for that).
     """
-    response = decided.response
     if decided.multipart is not None:
-        response.response = decided.multipart.body(stream, READ_BLOCK)
-    else:
-        if decided.spans:
-            start, stop = decided.spans[0]
-            stream = cast(BinaryIO, _Window(stream, stop - start))
-        response.response = wrap_file(environ, stream, READ_BLOCK)
-    response.direct_passthrough = True
-    return response
+        return Answer(decided.status, decided.headers, decided.multipart.body(stream, READ_BLOCK))
+    if decided.spans:
+        start, stop = decided.spans[0]
+        stream = cast(BinaryIO, _Window(stream, stop - start))
+    wrapper = environ.get("wsgi.file_wrapper", FileWrapper)
+    return Answer(decided.status, decided.headers, wrapper(stream, READ_BLOCK))
 
 
 class _Window(io.RawIOBase):
-    """The next ``length`` bytes of ``stream``; closing the window closes the stream."""
+    """The next ``length`` bytes of ``stream``; closing the window closes the stream.
+
+    Until the first read it offers the file's descriptor (:meth:`fileno`), so a server with
+    ``sendfile`` (gunicorn) sends the range from the file's position for the answer's
+    ``Content-Length``, without a byte passing through Python.
+    """
 
     def __init__(self, stream: BinaryIO, length: int) -> None:
         super().__init__()
         self._stream = stream
         self._left = length
+        self._read_from = False
 
     def readable(self) -> bool:
         return True
 
+    def fileno(self) -> int:
+        """The descriptor of a local file that stands at the window's start.
+
+        :raises io.UnsupportedOperation: once bytes were read (a buffered reader may then
+            have read ahead of the descriptor's position), or for a stream without one.
+        """
+        if self._read_from:
+            raise io.UnsupportedOperation("The window was read from; its file moved on.")
+        return self._stream.fileno()
+
     def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        self._read_from = True
         data = self._stream.read(min(len(buffer), self._left)) if self._left > 0 else b""
         buffer[: len(data)] = data
         self._left -= len(data)

@@ -1,0 +1,147 @@
+"""``python -m benchmarks.profile_serving``: where a served request spends its time.
+
+Runs one contender under gunicorn (one sync worker, ``--no-control-socket``) with every
+call of the worker's ``handle`` (accept to close: parse, WSGI app, send) profiled by
+``cProfile``, sends ``--requests`` GETs of a stored 1 KiB file, then as many conditional
+GETs answered 304, and prints the top functions of each by their own time and by their
+cumulative time. BENCHMARKS.md quotes the result ("Where the time goes").
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .payloads import KIB, MIB, Multipart, random_bytes
+from .server import Server, download, free_port, post_upload, wait_until_up
+
+#: The gunicorn config the worker runs with: ``handle`` profiled, stats dumped on exit.
+HOOKS = '''
+import cProfile, os
+
+def post_fork(server, worker):
+    profile = cProfile.Profile()
+    handle = worker.handle
+
+    def profiled(*args):
+        if os.path.exists(os.environ["PROFILE_SWITCH"]):
+            return profile.runcall(handle, *args)
+        return handle(*args)
+
+    worker.handle = profiled
+    worker._flask_store_profile = profile
+
+def worker_exit(server, worker):
+    worker._flask_store_profile.dump_stats(os.environ["PROFILE_OUT"])
+'''
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_serving")
+    parser.add_argument("--contender", default="store_local", help="store_local (default)")
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--top", type=int, default=18)
+    return parser.parse_args(argv)
+
+
+def start(name: str, folder: str, workdir: Path, env: dict[str, str]) -> Server:
+    port = free_port()
+    root = Path(__file__).resolve().parent.parent
+    (workdir / "hooks.py").write_text(HOOKS)
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--workers=1",
+        "--worker-class=sync",
+        "--no-control-socket",
+        f"--bind=127.0.0.1:{port}",
+        f"--config={workdir / 'hooks.py'}",
+        f"--chdir={root}",
+        f"benchmarks.contenders:wsgi_app({name!r}, {folder!r})",
+    ]
+    log = workdir / "gunicorn.log"
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}
+        )
+    server = Server(name, port, process)
+    wait_until_up(server, log)
+    return server
+
+
+def profile_of(
+    server: Server, switch: Path, out: Path, url: str, headers: dict[str, str], n: int
+) -> pstats.Stats:
+    """Profile ``n`` GETs of ``url``; ``out`` is written when the worker exits."""
+    status, size = (304, 0) if headers else (200, KIB)
+    switch.touch()
+    start = time.perf_counter()
+    for _ in range(n):
+        download(server, url, size, headers=headers, status=status)
+    elapsed = time.perf_counter() - start
+    switch.unlink()
+    print(f"{n} requests, {elapsed / n * 1e6:.0f} µs each from the client", file=sys.stderr)
+    server.process.terminate()
+    server.process.wait(timeout=30)
+    return pstats.Stats(str(out))
+
+
+def report(title: str, stats: pstats.Stats, top: int, n: int) -> str:
+    """The top functions by own time and by cumulative time, per request."""
+    lines = [f"## {title}", ""]
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    total = sum(entry[2] for entry in raw.values())
+    lines.append(f"profiled time per request: {total / n * 1e6:.0f} µs")
+    for order, column in (("tottime", 2), ("cumtime", 3)):
+        lines += ["", f"| {order} µs/request | calls/request | function |", "|---|---|---|"]
+        ranked = sorted(raw.items(), key=lambda item: item[1][column], reverse=True)[:top]
+        for (filename, line, function), entry in ranked:
+            where = _short(filename)
+            lines.append(
+                f"| {entry[column] / n * 1e6:.1f} | {entry[1] / n:.1f} | "
+                f"`{where}:{line}({function})` |"
+            )
+    return "\n".join(lines)
+
+
+def _short(filename: str) -> str:
+    for marker in ("site-packages/", "/work/main/", "lib/python3"):
+        if marker in filename:
+            return filename.split(marker, 1)[1]
+    return filename
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="flask-store-profile-") as tmp:
+        workdir = Path(tmp)
+        folder = workdir / "files"
+        folder.mkdir()
+        sections = []
+        for title, conditional in (("1 KiB GET", False), ("304 revalidation", True)):
+            switch, out = workdir / f"on-{conditional}", workdir / f"out-{conditional}"
+            env = {"PROFILE_SWITCH": str(switch), "PROFILE_OUT": str(out)}
+            server = start(args.contender, str(folder), workdir, env)
+            block = random_bytes(MIB)
+            url = post_upload(server, Multipart.for_file("small.bin", KIB), block)
+            etag = download(server, url, KIB)
+            headers = {"If-None-Match": etag or ""} if conditional else {}
+            for _ in range(200):  # warm up, unprofiled
+                download(server, url, 0 if conditional else KIB, headers=headers,
+                         status=304 if conditional else 200)
+            stats = profile_of(server, switch, out, url, headers, args.requests)
+            sections.append(report(f"{args.contender}: {title}", stats, args.top, args.requests))
+    print("\n\n".join(sections))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
