@@ -28,6 +28,8 @@ EXTRA_OF_MODULE: Mapping[str, str] = {
     "greenlet": "gevent",
     "rq": "rq",
     "redis": "rq",
+    "PIL": "images",
+    "puremagic": "checks",
     # Extras still to come, one line each once setup.cfg has them:
     # "celery": "celery", "sqlalchemy": "sqlalchemy", "PIL": "pillow",
 }

@@ -16,7 +16,7 @@ from typing import IO, Any, BinaryIO, cast
 
 from werkzeug.datastructures import FileStorage
 
-from .exceptions import EmptyFileError, InvalidFileError, UploadReadError
+from .exceptions import EmptyFileError, InvalidFileError, StoreError, UploadReadError
 from .headers import parse_content_type
 from .spooling import SpoolFile
 
@@ -83,6 +83,8 @@ def read_checked(stream: BinaryIO, size: int) -> bytes:
     """
     try:
         chunk = stream.read(size)
+    except StoreError:
+        raise  # a check of the stream (content_checks.LimitedStream) has said why already
     except (OSError, ValueError) as exc:
         raise UploadReadError(f"Reading the upload failed part-way: {exc}") from exc
     if not chunk:

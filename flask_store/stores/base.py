@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Protocol
 from urllib.parse import quote
 
 from ..config import COMMON_SETTINGS, Schema, Setting, StoreConfig
+from ..content_checks import ContentRules, apply_rules
 from ..exceptions import (
     FileChangedError,
     FileExistsInStoreError,
@@ -256,7 +257,13 @@ class BaseStore(ABC):
     # -- the public API built on the contract -----------------------------------------------
 
     def save(
-        self, file: Any, name: str | None = None, content_type: str | None = None
+        self,
+        file: Any,
+        name: str | None = None,
+        content_type: str | None = None,
+        *,
+        allowed_types: Iterable[str] | None = None,
+        max_size: int | None = None,
     ) -> FileWrapper:
         """Store ``file`` and return a :class:`~flask_store.FileWrapper` for it.
 
@@ -275,10 +282,22 @@ class BaseStore(ABC):
         :raises InvalidArgumentError: for a ``content_type`` that is not one well-formed
             media type (a list such as ``"text/plain, text/html"``, CR/LF, control
             characters, an empty value); nothing is stored.
+        :param allowed_types: media types the file may have, detected from its first bytes
+            (``["image/*", "application/pdf"]``); default: ``STORE_ALLOWED_TYPES``. See
+            :mod:`flask_store.content_checks`.
+        :param max_size: the most bytes the file may have, enforced while it is copied;
+            default: ``STORE_MAX_SIZE``.
+        :raises FileTypeRejectedError: when its bytes (or its name) are of a type not
+            allowed; nothing is stored.
+        :raises FileTooLargeError: at the first byte over ``max_size``; nothing is stored.
         :raises FileExistsInStoreError: when the name is taken and ``ON_CONFLICT`` is ``error``.
         :raises UploadReadError: when reading ``file`` fails part-way.
         :raises StorageFullError: when the store has no room left.
+
+        .. versionchanged:: 0.2
+            ``allowed_types`` and ``max_size``.
         """
+        rules = self._rules(allowed_types, max_size)
         with open_upload(file, name, content_type) as upload:
             if not upload.filename:
                 raise InvalidFilenameError(
@@ -288,7 +307,8 @@ class BaseStore(ABC):
             safe_name = secure_filename(upload.filename, room_for_name(self.destination))
             key = join_key(self.destination, safe_name)
             keys = candidate_keys(key, self.on_conflict)
-            return self._store(upload, keys, safe_name, overwrite=self.on_conflict == "overwrite")
+            overwrite = self.on_conflict == "overwrite"
+            return self._store(upload, keys, safe_name, overwrite=overwrite, rules=rules)
 
     def put(
         self,
@@ -298,6 +318,8 @@ class BaseStore(ABC):
         filename: str | None = None,
         content_type: str | None = None,
         overwrite: bool = False,
+        allowed_types: Iterable[str] | None = None,
+        max_size: int | None = None,
     ) -> FileWrapper:
         """Store ``file`` under exactly ``key`` (copies between stores, restores, sync).
 
@@ -308,12 +330,20 @@ class BaseStore(ABC):
 
         :param filename: the original filename to record (default: the key's last part).
         :param overwrite: replace a file already stored as ``key`` instead of refusing.
+        :param allowed_types: as :meth:`save`'s; unlike it, ``put()`` reads no
+            ``STORE_ALLOWED_TYPES`` or ``STORE_MAX_SIZE``: it stores the app's own data
+            (values, copies), not uploads.
+        :param max_size: as :meth:`save`'s.
         :raises FileExistsInStoreError: when ``key`` is taken and ``overwrite`` is false.
+
+        .. versionchanged:: 0.2
+            ``allowed_types`` and ``max_size``.
         """
+        rules = ContentRules.of(allowed_types, max_size)
         key = join_key(key)
         basename = key.rpartition("/")[2]
         with open_upload(file, filename or basename, content_type) as upload:
-            return self._store(upload, iter([key]), basename, overwrite=overwrite)
+            return self._store(upload, iter([key]), basename, overwrite=overwrite, rules=rules)
 
     def replace(
         self, key: str, file: Any, name: str | None = None, content_type: str | None = None
@@ -322,21 +352,49 @@ class BaseStore(ABC):
 
         :param name: the new original filename to record (default: the new file's own).
         :raises FileNotFoundInStoreError: when nothing is stored as ``key``.
+        :raises UploadRejectedError: as :meth:`save` does, by ``STORE_ALLOWED_TYPES`` and
+            ``STORE_MAX_SIZE``; the stored file is left as it was.
         """
+        rules = self._rules(None, None)
         key = join_key(key)
         if not self.exists(key):
             raise FileNotFoundInStoreError(f"No file is stored as {key!r}; nothing to replace.")
         with open_upload(file, name, content_type) as upload:
-            return self._store(upload, iter([key]), key.rpartition("/")[2], overwrite=True)
+            type_name = key.rpartition("/")[2]
+            return self._store(upload, iter([key]), type_name, overwrite=True, rules=rules)
+
+    def _rules(self, allowed_types: Iterable[str] | None, max_size: int | None) -> ContentRules:
+        """The content checks of an upload: the arguments given, else the store's settings.
+
+        :raises InvalidArgumentError: for an argument that is not a list of types or a size.
+        """
+        if allowed_types is None:
+            allowed_types = self.config.value("ALLOWED_TYPES")
+        if max_size is None:
+            max_size = self.config.value("MAX_SIZE")
+        return ContentRules.of(allowed_types, max_size)
 
     def _store(
-        self, upload: Upload, keys: Iterator[str], type_name: str, *, overwrite: bool
+        self,
+        upload: Upload,
+        keys: Iterator[str],
+        type_name: str,
+        *,
+        overwrite: bool,
+        rules: ContentRules,
     ) -> FileWrapper:
-        """Write ``upload`` under the first free key; ``type_name`` guesses its content type."""
+        """Write ``upload`` under the first free key; ``type_name`` guesses its content type.
+
+        ``rules`` are checked first: a type, or a known size, is refused before anything is
+        written; an unknown size is counted while the store reads the upload, and the store
+        removes its partial file when the count goes over.
+        """
         meta = FileMeta(
             filename=recorded_filename(upload.filename or type_name),
             content_type=upload.content_type or guess_content_type(type_name),
         )
+        if rules:
+            upload = apply_rules(upload, meta.content_type, rules, meta.filename)
         info = self._write_upload(upload, keys, meta, overwrite=overwrite)
         return FileWrapper(self, info.key, info=info)
 

@@ -1,0 +1,699 @@
+"""Images: check that a file is a real image, save it with its thumbnails, delete them all.
+
+An image is judged by its bytes, never by its name or the type a client declares:
+:func:`check_image` opens it with Pillow, refuses a decompression bomb from its header (before
+anything is decoded), runs Pillow's ``verify()``, decodes it whole (at 1/8 scale for a JPEG,
+so memory stays small) to catch a truncated file, and refuses a polyglot: a file that is an
+image *and* something else, markup (HTML, SVG, script, PHP) or an archive (ZIP, RAR, 7z, PDF)
+that another program would open.
+
+:func:`save_image` stores the checked original (with its EXIF, GPS, XMP and IPTC metadata
+removed when asked, losslessly: no pixel is re-encoded) and its thumbnails, all or nothing.
+Thumbnails are made once, at save time, from one decode of the original: aspect ratio kept,
+EXIF orientation applied, no metadata kept. A big JPEG is decoded at a reduced scale
+(Pillow's ``draft()``), so thumbnailing a 50-megapixel photo needs a few megabytes, not
+150 (see ``benchmarks/images_bench.py``).
+
+**Keys.** The original is saved like any upload (``save()``: its name made safe, renamed on a
+collision), under a name whose extension matches its real format (``cat.png`` holding a
+JPEG is saved as ``cat.jpg``). Each thumbnail is a sibling: the original's key with the
+thumbnail's name before the extension, ``photos/cat.jpg`` -> ``photos/cat.small.jpg``
+(a GIF's thumbnails are PNGs: ``anim.gif`` -> ``anim.small.png``). Should such a key be
+taken, the thumbnail gets a unique suffix as any renamed upload does, so always keep the
+keys :func:`save_image` returns rather than rebuilding them.
+
+Pillow is imported when a function here is first called: ``pip install
+Flask-Store-NG[images]``.
+
+.. versionadded:: 0.2
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import mmap
+import re
+import struct
+import tempfile
+import warnings
+import zlib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
+
+from .exceptions import (
+    ImageTooLargeError,
+    InvalidArgumentError,
+    InvalidImageError,
+    StoreError,
+)
+from .file_wrapper import FileWrapper
+from .meta import FileMeta
+from .naming import candidate_keys, recorded_filename, split_extension
+from .sources import CHUNK_SIZE, open_upload, read_checked
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from .stores.base import BaseStore
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_FORMATS",
+    "ImageFacts",
+    "SavedImage",
+    "check_image",
+    "delete_image",
+    "save_image",
+    "strip_image_metadata",
+    "thumbnail_key",
+]
+
+log = logging.getLogger(__name__)
+
+#: The formats accepted, by Pillow's name, with the content type each is stored with: the
+#: formats every browser shows. Others (TIFF, BMP, PSD, ICO...) are refused.
+IMAGE_FORMATS: Mapping[str, str] = MappingProxyType(
+    {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
+)
+#: The extension a saved original is given, by format.
+_EXTENSIONS: Mapping[str, str] = MappingProxyType(
+    {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp"}
+)
+#: Extensions a client may have used for each format, kept as given.
+_KNOWN_EXTENSIONS: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        "JPEG": frozenset({".jpg", ".jpeg", ".jpe", ".jfif"}),
+        "PNG": frozenset({".png"}),
+        "GIF": frozenset({".gif"}),
+        "WEBP": frozenset({".webp"}),
+    }
+)
+#: The format a thumbnail of each format is written in (a GIF's first frame becomes a PNG).
+_THUMBNAIL_FORMATS: Mapping[str, str] = MappingProxyType(
+    {"JPEG": "JPEG", "PNG": "PNG", "GIF": "PNG", "WEBP": "WEBP"}
+)
+#: Encoder options of each thumbnail format.
+_SAVE_OPTIONS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
+    {
+        "JPEG": {"quality": 85, "optimize": True},
+        "PNG": {"optimize": True},
+        "WEBP": {"quality": 80, "method": 4},
+    }
+)
+
+#: The default of ``STORE_IMAGE_MAX_PIXELS``: 50 megapixels, a large phone or camera photo.
+#: Decoded as RGBA that is 200 MB; an image declaring more is refused before decoding.
+DEFAULT_MAX_PIXELS = 50_000_000
+#: Largest thumbnail side accepted.
+MAX_THUMBNAIL_SIDE = 10_000
+#: A thumbnail's name: it becomes part of a key.
+_THUMBNAIL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
+#: The EXIF tag holding the orientation (1 to 8).
+_ORIENTATION = 0x0112
+
+# -- polyglots: what an image must not also be -------------------------------------------------
+
+#: Markup a browser or a server would run, anywhere in the file (case-insensitive). Each needs
+#: a following delimiter, so random compressed bytes match it with a chance of about 1e-14
+#: per position: a false alarm in a 50 MB photo is about 1 in a million.
+_MARKUP = re.compile(
+    rb"<(?:script|html|svg|iframe|object|embed|body)[\s/>]|<!doctype\s+html|<\?php[\s=]"
+    rb"|javascript:",
+    re.IGNORECASE,
+)
+#: Archive signatures that their readers find anywhere in a file (RAR and 7z scan for them).
+_ARCHIVES = re.compile(rb"Rar!\x1a\x07|7z\xbc\xaf\x27\x1c")
+#: ZIP readers look for the end-of-central-directory record in the last 64 KiB + 22 bytes.
+_ZIP_END = b"PK\x05\x06"
+_ZIP_TAIL = 65_536 + 22
+#: PDF readers find the ``%PDF-`` header within the first 1024 bytes.
+_PDF_HEAD = 1024
+#: Bytes kept between scanned chunks, so a match across two chunks is still found.
+_OVERLAP = 32
+#: How each format ends; bytes after that end are something else.
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What :func:`check_image` learnt from an image's bytes.
+
+    :param width: width in pixels as displayed (after the EXIF orientation).
+    :param height: height in pixels as displayed.
+    :param format: Pillow's name of the format: ``"JPEG"``, ``"PNG"``, ``"GIF"``, ``"WEBP"``.
+    :param content_type: the type the format is stored with: ``"image/jpeg"``...
+    :param orientation: the EXIF orientation (1 to 8; 1 when there is none).
+    """
+
+    width: int
+    height: int
+    format: str
+    content_type: str
+    orientation: int = 1
+
+
+@dataclass(frozen=True)
+class SavedImage:
+    """What :func:`save_image` stored.
+
+    :param original: the image as saved (without its metadata if it was stripped).
+    :param thumbnails: each thumbnail by the name it was asked for.
+    :param facts: what the check learnt about the original.
+    """
+
+    original: FileWrapper
+    thumbnails: Mapping[str, FileWrapper] = field(default_factory=dict)
+    facts: ImageFacts | None = None
+
+    @property
+    def files(self) -> list[FileWrapper]:
+        """The original then every thumbnail: every file the image is made of."""
+        return [self.original, *self.thumbnails.values()]
+
+
+# -- checking ------------------------------------------------------------------------------
+
+
+def check_image(stream: BinaryIO, *, filename: str, max_pixels: int) -> ImageFacts:
+    """Check that ``stream`` holds one real image of a format in :data:`IMAGE_FORMATS`.
+
+    Decided from the bytes alone. The stream must be seekable (a file, ``BytesIO``, a
+    Werkzeug upload's stream); it is read from its current position to its end and left
+    where it was.
+
+    :param filename: the client's name of the file, for messages only.
+    :param max_pixels: the most pixels (width times height) an image may declare.
+    :raises ImageTooLargeError: when the header declares more than ``max_pixels`` pixels;
+        nothing has been decoded.
+    :raises InvalidImageError: naming the file, when it is not an image (text, SVG, a PDF),
+        a format not accepted, truncated or corrupt, or also holds markup or an archive.
+    """
+    _check_max_pixels(max_pixels)
+    start = stream.tell()
+    try:
+        facts = _checked_facts(stream, start, filename, max_pixels)
+        stream.seek(start)
+        _check_single_content(stream, start, facts.format, filename)
+        return facts
+    finally:
+        stream.seek(start)
+
+
+def _check_max_pixels(max_pixels: int) -> None:
+    if not isinstance(max_pixels, int) or isinstance(max_pixels, bool) or max_pixels < 1:
+        raise InvalidArgumentError(f"max_pixels must be a positive integer, not {max_pixels!r}.")
+
+
+def _checked_facts(stream: BinaryIO, start: int, filename: str, max_pixels: int) -> ImageFacts:
+    """Open, size-check, ``verify()`` and decode the image; what it is."""
+    with _opened(stream, filename, max_pixels) as image:
+        image.verify()  # structure and checksums; the image is unusable afterwards
+    stream.seek(start)
+    with _opened(stream, filename, max_pixels) as image:
+        image_format = str(image.format)
+        orientation = _orientation_of(image)
+        width, height = image.size
+        if image_format == "JPEG":
+            # Decode every scan at 1/8 scale: a truncated JPEG still fails, in 1/64 the memory.
+            image.draft(image.mode, (max(1, width // 8), max(1, height // 8)))
+        _decode(image, filename)
+    if orientation in (5, 6, 7, 8):  # turned a quarter: displayed the other way round
+        width, height = height, width
+    return ImageFacts(width, height, image_format, IMAGE_FORMATS[image_format], orientation)
+
+
+@contextmanager
+def _opened(stream: BinaryIO, filename: str, max_pixels: int) -> Iterator[Image.Image]:
+    """The image in ``stream``, opened (header read, nothing decoded) and size-checked.
+
+    Every error Pillow raises for bytes that are no image becomes :class:`InvalidImageError`.
+    """
+    from PIL import Image  # lazily: Pillow is the optional ``images`` extra
+
+    try:
+        with warnings.catch_warnings():
+            # Pillow's own bomb limit warns before it refuses; a warning is a refusal here.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(stream, formats=list(IMAGE_FORMATS))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(
+            f"{filename!r} is not accepted: it declares more pixels than Pillow's limit "
+            f"(PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}); {exc}"
+        ) from None
+    except Exception as exc:
+        raise _not_an_image(filename, "it is not a JPEG, PNG, GIF or WebP image") from exc
+    with image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageTooLargeError(
+                f"{filename!r} is not accepted: it declares {width}x{height} pixels, more than "
+                f"the {max_pixels} allowed (STORE_IMAGE_MAX_PIXELS). Nothing was decoded."
+            )
+        if width < 1 or height < 1:
+            raise _not_an_image(filename, "it has no pixels")
+        yield image
+
+
+def _decode(image: Image.Image, filename: str) -> None:
+    """Decode ``image`` whole; a truncated or corrupt file fails here."""
+    try:
+        image.load()
+    except (Exception, zlib.error) as exc:
+        raise _not_an_image(filename, "it is truncated or corrupt") from exc
+
+
+def _orientation_of(image: Image.Image) -> int:
+    """The image's EXIF orientation, 1 when it has none or a nonsense one."""
+    try:
+        value = image.getexif().get(_ORIENTATION, 1)
+    except Exception:  # unreadable EXIF: the pixels are what they are
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _not_an_image(filename: str, why: str) -> InvalidImageError:
+    return InvalidImageError(f"{filename!r} is not a valid image: {why}.")
+
+
+def _check_single_content(stream: BinaryIO, start: int, image_format: str, filename: str) -> None:
+    """Refuse a polyglot: bytes after the image's end, markup anywhere, an archive inside.
+
+    :raises InvalidImageError: naming what was found.
+    """
+    size = stream.seek(0, io.SEEK_END) - start
+    tail_start = start + max(0, size - _ZIP_TAIL)
+    stream.seek(tail_start)
+    tail = stream.read()
+    if not _ends_as(image_format, tail, size, stream, start):
+        raise _not_an_image(filename, "other data follows the end of the image")
+    if _ZIP_END in tail:
+        raise _not_an_image(filename, "it also holds a ZIP archive")
+    stream.seek(start)
+    head = stream.read(_PDF_HEAD)
+    if b"%PDF-" in head:
+        raise _not_an_image(filename, "it also holds a PDF document")
+    stream.seek(start)
+    for pattern, what in ((_MARKUP, "HTML, SVG or script markup"), (_ARCHIVES, "an archive")):
+        if _found(stream, start, pattern):
+            raise _not_an_image(filename, f"it also holds {what}")
+
+
+def _ends_as(image_format: str, tail: bytes, size: int, stream: BinaryIO, start: int) -> bool:
+    """Whether the file ends where an image of ``image_format`` ends (``tail``: its end)."""
+    if image_format == "JPEG":
+        # Some cameras pad a JPEG with zeros; a phone's MPF images follow the first one and
+        # end with their own EOI, so the file still ends with one.
+        return tail.rstrip(b"\x00").endswith(b"\xff\xd9")
+    if image_format == "PNG":
+        return tail.endswith(_PNG_END)
+    if image_format == "GIF":
+        return tail.endswith(b"\x3b")
+    stream.seek(start + 4)  # WEBP: a RIFF file says its own length
+    (riff_size,) = struct.unpack("<I", stream.read(4))
+    return bool(riff_size + 8 + (riff_size & 1) == size)
+
+
+def _found(stream: BinaryIO, start: int, pattern: re.Pattern[bytes]) -> bool:
+    """Whether ``pattern`` matches anywhere from ``start`` on, read in chunks."""
+    stream.seek(start)
+    carry = b""
+    while chunk := stream.read(CHUNK_SIZE):
+        window = carry + chunk
+        if pattern.search(window):
+            return True
+        carry = window[-_OVERLAP:]
+    return False
+
+
+# -- metadata stripping (lossless) -------------------------------------------------------------
+
+
+def _orientation_exif(orientation: int) -> bytes:
+    """A minimal EXIF block (``Exif\\0\\0`` and TIFF) holding only ``orientation``."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[_ORIENTATION] = orientation
+    data = exif.tobytes()
+    return data if data.startswith(b"Exif\x00\x00") else b"Exif\x00\x00" + data
+
+
+def strip_image_metadata(source: BinaryIO, target: BinaryIO, facts: ImageFacts) -> None:
+    """Copy the image in ``source`` (a real file, checked) to ``target`` without metadata.
+
+    Lossless: segments and chunks are copied, never decoded. Removed: EXIF (camera, GPS,
+    time), XMP, IPTC, comments and text chunks, and whatever follows a JPEG's first image
+    (a phone's extra MPF images). Kept: the pixels, ICC colour profiles, and the EXIF
+    orientation as the only EXIF tag, so the image is displayed the right way up. GIFs
+    carry no EXIF and are copied as they are.
+    """
+    source.seek(0)
+    if facts.format == "GIF":
+        _copy(source, target)
+        return
+    keep = _orientation_exif(facts.orientation) if facts.orientation != 1 else None
+    with mmap.mmap(source.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        if facts.format == "JPEG":
+            _strip_jpeg(data, target, keep)
+        elif facts.format == "PNG":
+            _strip_png(data, target, keep)
+        else:
+            _strip_webp(data, target, keep)
+
+
+def _copy(source: BinaryIO, target: BinaryIO) -> None:
+    while chunk := source.read(CHUNK_SIZE):
+        target.write(chunk)
+
+
+#: JPEG markers followed by no length: SOI, EOI, RST0-7, TEM.
+_STANDALONE = frozenset({0xD8, 0xD9, 0x01, *range(0xD0, 0xD8)})
+#: The next marker inside entropy-coded data: 0xFF not followed by a stuffed 0 or a restart.
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def _strip_jpeg(data: mmap.mmap, target: BinaryIO, keep: bytes | None) -> None:
+    """Copy a JPEG's segments but APP1-APP13, APP15 (EXIF, XMP, MPF, IPTC...), COM and
+    APP2 other than ICC profiles; stop at the first EOI."""
+    target.write(b"\xff\xd8")
+    if keep is not None:
+        target.write(b"\xff\xe1" + struct.pack(">H", len(keep) + 2) + keep)
+    pos = 2
+    while pos < len(data) - 1:
+        if data[pos] != 0xFF:  # entropy-coded data: copy up to the next marker
+            found = _NEXT_MARKER.search(data, pos)
+            end = found.start() if found else len(data)
+            target.write(data[pos:end])
+            pos = end
+            continue
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:
+            target.write(b"\xff\xd9")
+            return
+        if marker in _STANDALONE:
+            target.write(data[pos : pos + 2])
+            pos += 2
+            continue
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        end = pos + 2 + length
+        if _keeps_segment(marker, data[pos + 4 : pos + 4 + 12]):
+            target.write(data[pos:end])
+        pos = end
+        if marker == 0xDA:  # a scan's header: its entropy-coded data follows
+            found = _NEXT_MARKER.search(data, pos)
+            stop = found.start() if found else len(data)
+            target.write(data[pos:stop])
+            pos = stop
+    target.write(b"\xff\xd9")
+
+
+def _keeps_segment(marker: int, start: bytes) -> bool:
+    """Whether a JPEG segment is kept: all but metadata (APPn, COM); ICC and Adobe stay."""
+    if marker == 0xE2:
+        return start.startswith(b"ICC_PROFILE\x00")
+    if marker == 0xEE or marker == 0xE0:  # Adobe colour transform, JFIF
+        return True
+    return not (0xE1 <= marker <= 0xEF or marker == 0xFE)
+
+
+#: PNG chunks dropped: EXIF, text (often XMP or software notes), the modification time.
+_PNG_METADATA = frozenset({b"eXIf", b"tEXt", b"zTXt", b"iTXt", b"tIME"})
+
+
+def _strip_png(data: mmap.mmap, target: BinaryIO, keep: bytes | None) -> None:
+    """Copy a PNG's chunks but metadata; a kept orientation goes in a fresh ``eXIf``."""
+    target.write(data[:8])
+    pos = 8
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = bytes(data[pos + 4 : pos + 8])
+        end = pos + 12 + length
+        if kind == b"IDAT" and keep is not None:
+            body = keep.removeprefix(b"Exif\x00\x00")
+            crc = zlib.crc32(b"eXIf" + body)
+            target.write(struct.pack(">I", len(body)) + b"eXIf" + body + struct.pack(">I", crc))
+            keep = None
+        if kind not in _PNG_METADATA:
+            target.write(data[pos:end])
+        pos = end
+        if kind == b"IEND":
+            return
+
+
+def _strip_webp(data: mmap.mmap, target: BinaryIO, keep: bytes | None) -> None:
+    """Copy a WebP's RIFF chunks but ``EXIF`` and ``XMP``, fixing the flags and the length."""
+    chunks: list[bytes | memoryview] = []
+    pos = 12
+    while pos + 8 <= len(data):
+        kind = bytes(data[pos : pos + 4])
+        (length,) = struct.unpack("<I", data[pos + 4 : pos + 8])
+        end = pos + 8 + length + (length & 1)
+        if kind == b"VP8X":
+            flags = data[pos + 8] & ~0x0C  # no EXIF (0x08) nor XMP (0x04) any more
+            if keep is not None:
+                flags |= 0x08
+            chunks.append(data[pos : pos + 8] + bytes([flags]) + data[pos + 9 : end])
+        elif kind not in (b"EXIF", b"XMP "):
+            chunks.append(memoryview(data)[pos:end])
+        pos = end
+    if keep is not None and any(bytes(chunk[:4]) == b"VP8X" for chunk in chunks):
+        body = keep.removeprefix(b"Exif\x00\x00")
+        chunks.append(b"EXIF" + struct.pack("<I", len(body)) + body + b"\x00" * (len(body) & 1))
+    size = 4 + sum(len(chunk) for chunk in chunks)
+    target.write(b"RIFF" + struct.pack("<I", size) + b"WEBP")
+    for chunk in chunks:
+        target.write(chunk)
+
+
+# -- thumbnails ------------------------------------------------------------------------------
+
+
+def checked_thumbnail_sizes(
+    thumbnails: Mapping[str, tuple[int, int]],
+) -> dict[str, tuple[int, int]]:
+    """``thumbnails`` checked: names usable in a key, two positive whole sides each.
+
+    :raises InvalidArgumentError: naming the first bad entry.
+    """
+    checked: dict[str, tuple[int, int]] = {}
+    for name, size in thumbnails.items():
+        if not isinstance(name, str) or not _THUMBNAIL_NAME.fullmatch(name):
+            raise InvalidArgumentError(
+                f"A thumbnail's name must be 1 to 40 letters, digits, '_' or '-' (starting "
+                f"with a letter or digit), not {name!r}."
+            )
+        if (
+            not isinstance(size, (tuple, list))
+            or len(size) != 2
+            or not all(
+                isinstance(side, int)
+                and not isinstance(side, bool)
+                and 0 < side <= MAX_THUMBNAIL_SIDE
+                for side in size
+            )
+        ):
+            raise InvalidArgumentError(
+                f"The size of thumbnail {name!r} must be (width, height), each a whole number "
+                f"from 1 to {MAX_THUMBNAIL_SIDE}, not {size!r}."
+            )
+        checked[name] = (int(size[0]), int(size[1]))
+    return checked
+
+
+def make_thumbnails(
+    stream: BinaryIO, sizes: Mapping[str, tuple[int, int]], *, filename: str, max_pixels: int
+) -> dict[str, tuple[Image.Image, str]]:
+    """Each thumbnail of the image in ``stream`` and the format to write it in.
+
+    The image is decoded once, at the smallest JPEG scale still as large as the largest
+    thumbnail, turned by its EXIF orientation, and each thumbnail is fitted into its box
+    (aspect ratio kept; an image smaller than a box is not enlarged). No metadata is kept.
+    """
+    from PIL import ImageOps
+
+    if not sizes:
+        return {}
+    start = stream.tell()
+    with _opened(stream, filename, max_pixels) as image:
+        image_format = str(image.format)
+        side = max(max(size) for size in sizes.values())
+        if image_format == "JPEG":
+            # Either way round: the box is compared before the orientation is applied.
+            image.draft("RGB" if image.mode == "CMYK" else image.mode, (side, side))
+        _decode(image, filename)
+        upright = ImageOps.exif_transpose(image)
+    stream.seek(start)
+    upright = _thumbnail_mode(upright)
+    out_format = _THUMBNAIL_FORMATS[image_format]
+    thumbnails = {}
+    for name, box in sizes.items():
+        thumbnail = upright.copy()
+        thumbnail.thumbnail(box)
+        thumbnail.info = {}  # no EXIF, XMP, comments or text
+        thumbnails[name] = (thumbnail, out_format)
+    return thumbnails
+
+
+def _thumbnail_mode(image: Image.Image) -> Image.Image:
+    """``image`` in a mode that scales smoothly and saves in every thumbnail format."""
+    if image.mode in ("RGB", "RGBA", "L", "LA"):
+        return image
+    has_alpha = "transparency" in image.info or image.mode in ("PA", "RGBa", "La")
+    return image.convert("RGBA" if has_alpha else "RGB")
+
+
+def encode_thumbnail(image: Image.Image, out_format: str, target: BinaryIO) -> None:
+    """Write ``image`` to ``target`` as ``out_format``, with no metadata."""
+    if out_format == "JPEG" and image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    image.save(target, out_format, **_SAVE_OPTIONS[out_format])
+
+
+def thumbnail_key(original_key: str, name: str, image_format: str) -> str:
+    """The key a thumbnail is first tried under: ``a/cat.jpg`` -> ``a/cat.small.jpg``.
+
+    ``image_format`` is the original's format (a GIF's thumbnails are PNGs).
+    """
+    stem, _ = split_extension(original_key)
+    return f"{stem}.{name}{_EXTENSIONS[_THUMBNAIL_FORMATS[image_format]]}"
+
+
+# -- saving and deleting --------------------------------------------------------------------
+
+
+def save_image(
+    store: BaseStore,
+    source: Any,
+    *,
+    filename: str | None = None,
+    thumbnails: Mapping[str, tuple[int, int]] = MappingProxyType({}),
+    strip_metadata: bool | None = None,
+    max_pixels: int | None = None,
+) -> SavedImage:
+    """Check ``source``, save it and its thumbnails in ``store``: all of them or nothing.
+
+    :param source: what ``save()`` accepts: a Werkzeug ``FileStorage``, a binary file
+        object, ``bytes`` or a path.
+    :param filename: the name to save it under, instead of the source's own.
+    :param thumbnails: ``{name: (width, height)}``: each thumbnail fits in its box.
+    :param strip_metadata: remove EXIF (GPS...), XMP, IPTC and comments from the saved
+        original (thumbnails never have any); default: the store's
+        ``STORE_IMAGE_STRIP_METADATA``.
+    :param max_pixels: the most pixels the image may declare; default: the store's
+        ``STORE_IMAGE_MAX_PIXELS``.
+    :raises InvalidImageError: when the bytes are not one real image (see
+        :func:`check_image`); nothing is stored.
+    :raises ImageTooLargeError: for a decompression bomb; nothing is stored.
+    :raises InvalidArgumentError: for a bad thumbnail name or size.
+    :raises StoreError: as ``save()`` does (a store's own checks and limits, a full disk...);
+        whatever was saved is deleted again.
+    """
+    sizes = checked_thumbnail_sizes(thumbnails)
+    if max_pixels is None:
+        max_pixels = int(store.config.value("IMAGE_MAX_PIXELS"))
+    _check_max_pixels(max_pixels)
+    if strip_metadata is None:
+        strip_metadata = bool(store.config.value("IMAGE_STRIP_METADATA"))
+    with open_upload(source, filename) as upload, tempfile.TemporaryFile() as spooled:
+        name = upload.filename or "image"
+        _spool(upload.stream, spooled)
+        facts = check_image(cast(BinaryIO, spooled), filename=name, max_pixels=max_pixels)
+        made = make_thumbnails(cast(BinaryIO, spooled), sizes, filename=name, max_pixels=max_pixels)
+        with tempfile.TemporaryFile() as stripped:
+            original = cast(BinaryIO, spooled)
+            if strip_metadata:
+                strip_image_metadata(original, cast(BinaryIO, stripped), facts)
+                original = cast(BinaryIO, stripped)
+            original.seek(0)
+            return _save_all(store, original, _named_for(name, facts), facts, made)
+
+
+def _spool(stream: BinaryIO, target: Any) -> None:
+    """Copy an upload into the temporary file ``target`` and rewind it."""
+    while chunk := read_checked(stream, CHUNK_SIZE):
+        target.write(chunk)
+    target.flush()
+    target.seek(0)
+
+
+def _named_for(name: str, facts: ImageFacts) -> str:
+    """``name`` with an extension of the image's real format (``cat.png`` of a JPEG ->
+    ``cat.jpg``), so the key never says another type than the bytes."""
+    stem, ext = split_extension(name)
+    if ext.lower() in _KNOWN_EXTENSIONS[facts.format]:
+        return name
+    return f"{stem or 'image'}{_EXTENSIONS[facts.format]}"
+
+
+def _save_all(
+    store: BaseStore,
+    original: BinaryIO,
+    name: str,
+    facts: ImageFacts,
+    thumbnails: Mapping[str, tuple[Image.Image, str]],
+) -> SavedImage:
+    """Save the original and each thumbnail; on any failure delete what was saved."""
+    saved: list[FileWrapper] = []
+    try:
+        first = store.save(original, name=name, content_type=facts.content_type)
+        saved.append(first)
+        made: dict[str, FileWrapper] = {}
+        for thumb_name, (image, out_format) in thumbnails.items():
+            made[thumb_name] = _save_thumbnail(store, first, thumb_name, image, out_format, facts)
+            saved.append(made[thumb_name])
+    except BaseException:
+        _delete_quietly(store, [wrapper.key for wrapper in saved])
+        raise
+    return SavedImage(first, MappingProxyType(made), facts)
+
+
+def _save_thumbnail(
+    store: BaseStore,
+    original: FileWrapper,
+    name: str,
+    image: Image.Image,
+    out_format: str,
+    facts: ImageFacts,
+) -> FileWrapper:
+    """Encode one thumbnail and write it beside ``original`` (renamed if its key is taken)."""
+    with tempfile.SpooledTemporaryFile(max_size=CHUNK_SIZE) as encoded:
+        encode_thumbnail(image, out_format, cast(BinaryIO, encoded))
+        encoded.seek(0)
+        key = thumbnail_key(original.key, name, facts.format)
+        stem = split_extension(original.filename)[0]
+        meta = FileMeta(
+            filename=recorded_filename(f"{stem}.{name}{_EXTENSIONS[out_format]}"),
+            content_type=IMAGE_FORMATS[out_format],
+        )
+        chunks = iter(lambda: encoded.read(CHUNK_SIZE), b"")
+        info = store.write(chunks, candidate_keys(key, "rename"), meta)
+    return FileWrapper(store, info.key, info=info)
+
+
+def _delete_quietly(store: BaseStore, keys: list[str]) -> None:
+    """Delete ``keys``, logging (not raising) a failure: an error is on its way already."""
+    for key in keys:
+        try:
+            store.delete(key)
+        except (StoreError, OSError):
+            log.exception("Could not delete %r of an image whose save failed", key)
+
+
+def delete_image(store: BaseStore, key: str, thumbnail_keys: Mapping[str, str] | Any) -> int:
+    """Delete an image saved by :func:`save_image` and its thumbnails; safe to repeat.
+
+    Thumbnails go first, so a failure part-way never leaves thumbnails of a deleted image.
+
+    :param key: the original's key.
+    :param thumbnail_keys: the thumbnails' keys: ``{name: key}`` or any iterable of keys.
+    :returns: how many files were deleted.
+    """
+    keys = list(thumbnail_keys.values() if isinstance(thumbnail_keys, Mapping) else thumbnail_keys)
+    return sum(1 for each in [*keys, key] if store.delete(each))
