@@ -141,7 +141,7 @@ def _collection() -> Response:
         return _answer(server.options())
     check_version(request.headers.get("Tus-Resumable"))
     body = _body() if request.headers.get("Content-Type") else None
-    return _answer(server.create(request.headers, body, _location))
+    return _answer(server.create(_headers(), body, _location))
 
 
 def _upload(upload_id: str) -> Response:
@@ -157,10 +157,16 @@ def _upload(upload_id: str) -> Response:
     check_version(request.headers.get("Tus-Resumable"))
     handlers: dict[str, Callable[[], TusResponse]] = {
         "HEAD": lambda: server.head(upload_id),
-        "PATCH": lambda: server.patch(upload_id, request.headers, _body()),
+        "PATCH": lambda: server.patch(upload_id, _headers(), _body()),
         "DELETE": lambda: server.delete(upload_id),
     }
     return _answer(handlers[method]())
+
+
+def _headers() -> dict[str, str]:
+    """The request's headers by their canonical names (``Upload-Offset``), as the WSGI
+    environ spells them whatever case the client used."""
+    return dict(request.headers.items())
 
 
 def _body() -> BinaryIO:
