@@ -39,6 +39,7 @@ __all__ = [
     "StoreConfig",
     "all_of",
     "allowed_types_check",
+    "app_setting",
     "folder_path",
     "holds",
     "of_type",
@@ -510,5 +511,26 @@ APP_SETTINGS = Schema(
             "Folder for the state of tus uploads into stores without a local folder.",
             folder_path,
         ),
+        Setting(
+            "SERVE_FAST",
+            "auto",
+            "Answer file URLs before Flask's routing: 'auto' (when no app hook would run), "
+            "True (always) or False.",
+            holds(
+                lambda value: value is True or value is False or value == "auto",
+                "must be True, False or 'auto', not {value!r}.",
+            ),
+        ),
     ]
 )
+
+
+def app_setting(config: Mapping[str, Any], name: str) -> Any:
+    """The app setting ``STORE_<name>`` of ``config`` (an ``app.config``), checked.
+
+    :raises NotConfiguredError: naming the key when its value is refused.
+    """
+    try:
+        return APP_SETTINGS[name].read(config.get(f"STORE_{name}"))
+    except SettingValueError as exc:
+        raise NotConfiguredError(f"STORE_{name} {exc}") from None

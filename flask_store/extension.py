@@ -11,6 +11,7 @@ from werkzeug.wrappers import Response
 from .cli import store_cli
 from .errors import register_error_handlers
 from .exceptions import NotConfiguredError
+from .fast_path import install as install_fast_path
 from .file_wrapper import FileWrapper
 from .optional import missing_dependency
 from .registry import (
@@ -67,9 +68,11 @@ class Store:
         registry = build_registry(app)
         register_error_handlers(app)  # STORE_HANDLE_ERRORS: 400/413/415/507/503, not 500
         app.extensions[EXTENSION_KEY] = registry
+        endpoints: list[str] = []
         for name, store in registry.stores.items():
             if store.serve:
-                _add_serving_routes(app, name, store)
+                endpoints += _add_serving_routes(app, name, store)
+        install_fast_path(app, registry, endpoints)  # STORE_SERVE_FAST: before Flask's routing
         if "store" not in app.cli.commands:
             app.cli.add_command(store_cli)
         for store in registry.stores.values():
@@ -186,10 +189,10 @@ def _spool_folder(registry: StoreRegistry) -> str | None:
     return None
 
 
-def _add_serving_routes(app: Flask, name: str, store: BaseStore) -> None:
+def _add_serving_routes(app: Flask, name: str, store: BaseStore) -> list[str]:
     """Route ``URL_PREFIX/<key>`` to the store, and ``URL_PREFIX/.files/<key>`` too when
     other stores' URL prefixes cover some of its folders (see
-    :func:`~flask_store.registry.lay_out_urls`)."""
+    :func:`~flask_store.registry.lay_out_urls`); the endpoints added."""
     endpoint = SERVE_ENDPOINT if name == DEFAULT_NAME else f"{SERVE_ENDPOINT}_{name}"
     rules = [(f"{store.url_prefix}/<path:key>", endpoint)]
     if store.covered_folders:
@@ -204,6 +207,7 @@ def _add_serving_routes(app: Flask, name: str, store: BaseStore) -> None:
             methods=["GET", "HEAD"],
             defaults={"store_name": name},
         )
+    return [rule_endpoint for _, rule_endpoint in rules]
 
 
 def _serve_view(store_name: str, key: str) -> Response:

@@ -152,6 +152,21 @@ class FileWrapper:
         self._info = None
         return self.store.delete(self.key)
 
+    def transfer(self) -> None:
+        """Queue this file's transfer to the remote store of its queued store, through the
+        store's executor (what ``STORE_TRANSFER_DELAYED`` waits for); returns at once.
+
+        :raises UnsupportedOperationError: when its store does not transfer files.
+        """
+        self.store.transfer(self.key)
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until this file's transfer is settled, at most ``timeout`` seconds; its
+        state then (``done``, ``failed``, or ``pending`` when the time ran out or the
+        transfer was never asked for). ``done`` at once on a store that keeps its files."""
+        self._info = None  # served from elsewhere once transferred
+        return self.store.wait(self.key, timeout)
+
     def to_dict(self) -> dict[str, Any]:
         """A small JSON-able description to keep in a database.
 

@@ -30,8 +30,8 @@ EXTRA_OF_MODULE: Mapping[str, str] = {
     "redis": "rq",
     "PIL": "images",
     "puremagic": "checks",
-    # Extras still to come, one line each once setup.cfg has them:
-    # "celery": "celery", "sqlalchemy": "sqlalchemy", "PIL": "pillow",
+    "celery": "celery",
+    "kombu": "celery",
 }
 
 

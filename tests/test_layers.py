@@ -51,6 +51,7 @@ LAYERS: dict[str, int] = {
     "caches": 3,
     "prune": 3,
     "sqla": 3,
+    "sqla_deletes": 3,
     "tus": 3,
     "images": 3,
     # 4. the Flask-facing top

@@ -622,7 +622,7 @@ def test_serving_redirects_once_transferred_to_a_remote_with_direct_urls(
         ({"STORE_QUEUED_REMOTE": {"PROVIDER": "nope.Store"}}, "STORE_QUEUED_REMOTE['PROVIDER']"),
         ({"STORE_QUEUED_LOCAL": {"PATH": 3}}, "STORE_QUEUED_LOCAL['PATH']"),
         ({"STORE_QUEUED_REMOTE": {"PROVIDER": "queued"}}, "STORE_QUEUED_REMOTE['PROVIDER']"),
-        ({"STORE_TRANSFER_EXECUTOR": "celery"}, "STORE_TRANSFER_EXECUTOR"),
+        ({"STORE_TRANSFER_EXECUTOR": "dramatiq"}, "STORE_TRANSFER_EXECUTOR"),
         ({"STORE_TRANSFER_RETRIES": -1}, "STORE_TRANSFER_RETRIES"),
         ({"STORE_TRANSFER_RETRY_DELAY": "soon"}, "STORE_TRANSFER_RETRY_DELAY"),
         ({"STORE_TRANSFER_WORKERS": 0}, "STORE_TRANSFER_WORKERS"),

@@ -263,7 +263,15 @@ def test_an_rq_worker_loads_the_app_named_by_the_job(
     store.save(b"report", name="r.pdf")
 
     [job] = Queue("s3-app", connection=Redis.from_url(redis_url)).get_jobs()
-    assert job.args == ({"app": "tests.test_queued_s3:create_app()", "store": "default"}, "r.pdf")
+    record = store.records.get("r.pdf")
+    assert record is not None
+    spec, *job_of = job.args
+    assert spec == {
+        "app": "tests.test_queued_s3:create_app()",
+        "store": "default",
+        "records": store.records.root,
+    }
+    assert job_of == ["r.pdf", record.created, 0]  # the record version the job is for
     assert APP_SECRET.encode() not in b"".join(redis_contents(redis_url))
 
     # The worker has no AWS credentials in its environment: the app's config brings them.

@@ -562,6 +562,21 @@ class BaseStore(ABC):
         """
         return
 
+    def transfer(self, key: str) -> None:
+        """Queue the move of ``key`` to a remote store: only queued stores move files.
+
+        :raises UnsupportedOperationError: always, here (this store keeps its files).
+        """
+        raise UnsupportedOperationError(
+            f"The store {self.name!r} keeps its files where it saved them; only a queued "
+            f"store transfers them (asked to transfer {key!r})."
+        )
+
+    def wait(self, key: str, timeout: float | None = None) -> str:
+        """Block until ``key`` is where it is going; its transfer state. ``done`` at once
+        here: this store saved it where it stays. Queued stores wait for the transfer."""
+        return "done"
+
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.exists(key)
 

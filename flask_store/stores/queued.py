@@ -13,9 +13,13 @@ file it sends is still the one its record describes: when a file is saved again 
 (``ON_CONFLICT = "overwrite"``, ``replace()``), the newer version is sent next, and the local
 copy is only removed if it is the very file that reached the remote. When the remote already
 holds the same bytes (an earlier attempt that died after uploading) that counts as done.
-Failures are retried with exponential back-off; a transfer out of retries is recorded
-``failed``, keeps its local copy, and is run again by the next reconciler pass (at start-up,
-or ``flask store transfer --pending``).
+Failures are retried with exponential back-off, each retry a job of its own that the executor
+runs once the delay has passed (no worker waits meanwhile); a transfer out of retries is
+recorded ``failed``, keeps its local copy, and is run again by the start-up reconciler pass
+or ``flask store transfer --pending``. Work lost with a killed process is found by the
+periodic reconciler (every ``TRANSFER_RECONCILE_INTERVAL`` seconds, in one process of the
+deployment at a time), which queues records pending for longer than
+``TRANSFER_RECONCILE_GRACE`` whose job is neither queued nor running.
 
 Reads follow the record: pending or failed files are read and served from the local copy,
 transferred ones from the remote (a redirect when the remote has direct URLs). The app's URL
@@ -27,9 +31,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import random
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any, BinaryIO, ClassVar, Literal
 
@@ -49,13 +55,22 @@ from ..exceptions import (
     FileExistsInStoreError,
     FileNotFoundInStoreError,
     InvalidKeyError,
+    NotConfiguredError,
     TransferConflictError,
     TransferVerificationError,
 )
 from ..meta import FileInfo, FileMeta, measure, recorded_md5
 from ..naming import clean_key
-from ..transfer.executors import EXECUTOR_CHOICES, Executor, in_rq_worker, make_executor
-from ..transfer.records import Intent, RecordBook, TransferRecord
+from ..transfer.executors import (
+    EXECUTOR_CHOICES,
+    Executor,
+    Outcome,
+    RetryLater,
+    Step,
+    in_rq_worker,
+    make_executor,
+)
+from ..transfer.records import Intent, RecordBook, TransferJob, TransferRecord
 from ..transfer.signals import file_saved, file_transferred, transfer_failed
 from . import load_provider
 from .base import BaseStore, md5_of
@@ -73,9 +88,12 @@ __all__ = [
 log = logging.getLogger("flask_store.transfer")
 
 Role = Literal["local", "remote"]
-#: What :meth:`QueuedStore.transfer_now` reports: the record's state, or ``gone`` when the
-#: file was deleted before its transfer ran.
-Outcome = Literal["pending", "done", "failed", "gone"]
+#: How often :meth:`QueuedStore.wait` reads the record of the file it waits for.
+WAIT_POLL_SECONDS = 0.05
+#: Seconds after which files in the records' ``tmp/`` count as left by a killed write.
+DEBRIS_SECONDS = 60.0
+#: The lease the periodic reconciler takes in the records folder (one process at a time).
+RECONCILE_LEASE = "reconcile"
 
 
 def _inner_settings(value: Any) -> Any:
@@ -95,7 +113,7 @@ TRANSFER_SETTINGS = Schema(
         Setting(
             "TRANSFER_EXECUTOR",
             "thread",
-            "What runs the transfers: thread, gevent or rq.",
+            "What runs the transfers: thread, gevent, rq or celery.",
             one_of(EXECUTOR_CHOICES),
         ),
         Setting(
@@ -138,6 +156,25 @@ TRANSFER_SETTINGS = Schema(
                 holds(_is_seconds, "must be seconds (0 or more), not {value!r}."),
             ),
         ),
+        Setting(
+            "TRANSFER_RECONCILE_INTERVAL",
+            60.0,
+            "Seconds between periodic reconciler passes in the deployment; 0 turns them off.",
+            all_of(
+                of_type((int, float)),
+                holds(_is_seconds, "must be seconds (0 or more), not {value!r}."),
+            ),
+        ),
+        Setting(
+            "TRANSFER_RECONCILE_GRACE",
+            300.0,
+            "Seconds a record stays pending before the periodic reconciler queues it again.",
+            all_of(
+                of_type((int, float)),
+                holds(_is_seconds, "must be seconds (0 or more), not {value!r}."),
+            ),
+        ),
+        Setting("CELERY_QUEUE", "flask_store", "The Celery queue transfers go on.", of_type(str)),
         Setting(
             "RQ_REDIS_URL",
             None,
@@ -268,7 +305,10 @@ class QueuedStore(BaseStore):
         self.executor: Executor = make_executor(cfg.value("TRANSFER_EXECUTOR"), self)
         self.local: BaseStore = self._build_inner(self.inner_config("local"))
         self.records = RecordBook(self._records_path())
+        self.reconcile_interval = float(cfg.value("TRANSFER_RECONCILE_INTERVAL"))
+        self.reconcile_grace = float(cfg.value("TRANSFER_RECONCILE_GRACE"))
         self._starting: threading.Thread | None = None
+        self._started = threading.Event()  # the start-up pass is over
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -343,24 +383,30 @@ class QueuedStore(BaseStore):
             candidates = keys if overwrite else self._unreserved(keys)
             info = self.local.write(chunks, intent.noting(candidates), meta, overwrite=overwrite)
             try:
-                self.records.create(_pending(info, meta, overwrite=overwrite, queued=queued))
+                record = self.records.create(
+                    _pending(info, meta, overwrite=overwrite, queued=queued)
+                )
             except BaseException:
                 self.local.delete(info.key)  # no file without its record
                 raise
         file_saved.send(self, key=info.key, info=info)
         if not self.delayed:
-            self._hand_over(info.key)
+            self._hand_over(TransferJob.of(record))
         return info
 
-    def _hand_over(self, key: str) -> None:
-        """Give ``key``'s transfer to the executor, never failing the save that wrote it.
+    def _hand_over(self, job: TransferJob) -> None:
+        """Give ``job`` to the executor, never failing the save that wrote its file.
 
         The file and its pending record are on disk already: a broker that is down or
         frozen (an RQ executor's Redis) only delays the transfer, which the reconciler
-        queues again. Raising here would make the client retry and orphan this copy.
+        queues again. Raising here would make the client retry and orphan this copy. A
+        setup mistake (:class:`NotConfiguredError`) is raised all the same: it must show.
         """
+        key = job.key
         try:
-            self.executor.submit(key)
+            self.executor.submit(job)
+        except NotConfiguredError:
+            raise
         except Exception:
             log.warning(
                 "Could not queue the transfer of %r; it stays pending for the reconciler.",
@@ -393,11 +439,50 @@ class QueuedStore(BaseStore):
     def transfer(self, key: str) -> None:
         """Queue the transfer of ``key`` (what ``delayed`` mode waits for); returns at once.
 
+        Nothing is queued when it is done, or when its job is queued or running already.
+
         :raises FileNotFoundInStoreError: when the store has no record of ``key``.
         """
         record = self.reopen(key)
         if record.state != "done":
-            self.executor.submit(record.key)
+            self._queue_unless_live(record)
+
+    def _queue_unless_live(self, record: TransferRecord) -> bool:
+        """Submit the job of ``record`` unless it runs now or its executor holds it."""
+        job = TransferJob.of(record)
+        if self.records.is_transferring(record.key) or self.executor.is_live(job):
+            return False
+        self.executor.submit(job)
+        return True
+
+    def wait(self, key: str, timeout: float | None = None) -> str:
+        """Block until the transfer of ``key`` is settled (or ``timeout`` seconds passed);
+        its state then: ``done``, ``failed``, or ``pending`` on timeout (or in ``delayed``
+        mode, until someone calls :meth:`transfer`).
+
+        Works whichever process runs the transfer: it reads the record.
+
+        :raises FileNotFoundInStoreError: when the store has no record of ``key``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            record = self._record(key)
+            if record.settled or not record.queued:
+                return record.state
+            if deadline is not None and time.monotonic() >= deadline:
+                return record.state
+            time.sleep(WAIT_POLL_SECONDS)
+
+    def delete_local_copy(self, key: str) -> bool:
+        """Remove the local copy of a transferred file (the remote one serves it now).
+
+        Only the very file that was transferred: a newer save of the key is kept.
+        ``False`` when the transfer is not done, or the local copy is gone already.
+        """
+        record = self.records.get(clean_key(key))
+        if record is None or record.state != "done":
+            return False
+        return self.local.delete(record.key, if_etag=record.local_etag)
 
     def reopen(self, key: str) -> TransferRecord:
         """Make ``key``'s transfer runnable again: a failed or delayed one becomes pending
@@ -414,7 +499,8 @@ class QueuedStore(BaseStore):
         return record
 
     def transfer_now(self, key: str) -> Outcome:
-        """Run the transfer of ``key`` here and now, with retries: what executors call.
+        """Run the transfer of ``key`` here and now, retries included (the command line's
+        way; executors run one attempt at a time with :meth:`run_job`).
 
         Waits while another transfer of ``key`` runs (in this process or another one that
         shares the records folder), so the last version saved is always the last one sent.
@@ -423,6 +509,31 @@ class QueuedStore(BaseStore):
 
         :returns: ``done``, ``failed``, ``pending`` (a newer version waits for an explicit
             transfer in ``delayed`` mode), or ``gone`` when the file was deleted meanwhile.
+        """
+        while True:
+            step = self.transfer_step(key)
+            if not isinstance(step, RetryLater):
+                return step
+            time.sleep(step.seconds)
+
+    def run_job(self, job: TransferJob) -> Step:
+        """Run ``job`` once: what every executor calls, in whatever process it runs.
+
+        A job whose record version has been handled (settled, retried, saved again or
+        deleted meanwhile: a duplicate, or a job that waited in a queue) returns
+        ``skipped`` after reading one small record file. Otherwise one attempt runs; a
+        failure that is to be retried comes back as :class:`RetryLater` for the executor to
+        schedule, instead of a worker sleeping through the back-off.
+        """
+        if not job.runs(self.records.get(job.key)):
+            return "skipped"
+        return self.transfer_step(job.key)
+
+    def transfer_step(self, key: str) -> Step:
+        """Send the current version of ``key`` once, under its transfer lock.
+
+        :returns: the outcome as :meth:`transfer_now` does, or :class:`RetryLater` after a
+            failed attempt that has retries left (its record counts the attempt).
         """
         key = clean_key(key)
         with self.records.transferring(key):
@@ -435,13 +546,14 @@ class QueuedStore(BaseStore):
                 if record.state == "done" or newer_unasked:
                     return record.state  # a newer save in delayed mode waits for transfer()
                 asked = record.created
-                outcome = self._attempt(record)
-                if outcome is not None:
-                    return outcome
+                step = self._attempt(record)
+                if step is not None:
+                    return step
 
-    def _attempt(self, record: TransferRecord) -> Outcome | None:
-        """Send ``record``'s file once; ``None`` when the transfer must look again (a retry
-        after the back-off, or the record changed meanwhile), else the final outcome."""
+    def _attempt(self, record: TransferRecord) -> Step | None:
+        """Send ``record``'s file once; ``None`` when the transfer must look again (the
+        record changed meanwhile), :class:`RetryLater` when it failed with retries left,
+        else the final outcome."""
         try:
             sent = self._copy_to_remote(record)
         except _SupersededError:
@@ -453,17 +565,13 @@ class QueuedStore(BaseStore):
             if attempts > self.retries:
                 return self._give_up(record, exc, attempts)
             retried = record.moved("pending", attempts=attempts, error=str(exc))
-            if self.records.update(record, retried):
-                delay = retry_delay(self.retry_delay, attempts)
-                log.warning(
-                    "Transfer of %r failed (%s); retry %d in %.1fs.",
-                    record.key,
-                    exc,
-                    attempts,
-                    delay,
-                )
-                time.sleep(delay)
-            return None
+            if not self.records.update(record, retried):
+                return None
+            delay = retry_delay(self.retry_delay, attempts)
+            log.warning(
+                "Transfer of %r failed (%s); retry %d in %.1fs.", record.key, exc, attempts, delay
+            )
+            return RetryLater(TransferJob.of(retried), delay)
         return self._finish(record, sent)
 
     def _open_local(self, record: TransferRecord) -> tuple[BinaryIO, FileInfo]:
@@ -582,26 +690,57 @@ class QueuedStore(BaseStore):
         transfer_failed.send(self, key=record.key, error=error, attempts=attempts)
         return "failed"
 
-    def reconcile(self, include_delayed: bool = False) -> list[str]:
-        """Queue every pending or failed transfer again; the keys queued, oldest first.
+    def reconcile(
+        self,
+        include_delayed: bool = False,
+        *,
+        older_than: float = 0.0,
+        retry_failed: bool = True,
+    ) -> list[str]:
+        """Queue the unfinished transfers whose job is neither queued nor running; the keys
+        queued, oldest first.
 
-        A record that cannot be read, or a key whose transfer cannot be queued, is logged
-        and skipped: the others are queued all the same.
+        Files left without a record by a killed save are adopted first, and debris that
+        killed writes left in the records folder is removed. A record that cannot be read,
+        or a key whose transfer cannot be queued, is logged and skipped: the others are
+        queued all the same.
 
         :param include_delayed: also queue files of ``delayed`` mode that nobody asked to
             transfer yet (the start-up pass leaves them alone).
+        :param older_than: only records unchanged for this many seconds (the periodic pass:
+            a younger one is still in its first hands).
+        :param retry_failed: also give failed transfers a fresh count of retries (the
+            start-up pass and the command line do; the periodic pass leaves them to people).
         """
+        self.records.sweep_debris(older_than=max(older_than, DEBRIS_SECONDS))
         self.adopt_abandoned()
+        cutoff = time.time() - older_than
         queued = []
         for record in self.records.unsettled():
-            if record.queued or include_delayed:
-                try:
-                    self.transfer(record.key)
-                except Exception:  # one key's trouble must not stop the others
-                    log.exception("Could not queue the transfer of %r; skipped.", record.key)
+            if not (record.queued or include_delayed) or _changed_after(record, cutoff):
+                continue
+            if record.state == "failed" and not retry_failed:
+                continue
+            try:
+                reopened = self.reopen(record.key)
+                if reopened.state == "done" or not self._queue_unless_live(reopened):
                     continue
-                queued.append(record.key)
+            except Exception:  # one key's trouble must not stop the others
+                log.exception("Could not queue the transfer of %r; skipped.", record.key)
+                continue
+            queued.append(record.key)
         return queued
+
+    def reconcile_if_due(self) -> list[str] | None:
+        """One periodic reconciler pass, if it is this process's turn; ``None`` if not.
+
+        Every process asks every ``TRANSFER_RECONCILE_INTERVAL`` seconds; a lease in the
+        records folder lets one of them run the pass, at most once per interval.
+        """
+        with self.records.lease(RECONCILE_LEASE, every=self.reconcile_interval) as mine:
+            if not mine:
+                return None
+            return self.reconcile(older_than=self.reconcile_grace, retry_failed=False)
 
     def adopt_abandoned(self) -> list[str]:
         """Give a pending record to each file whose save was killed before writing one.
@@ -636,25 +775,38 @@ class QueuedStore(BaseStore):
         return True
 
     def start(self) -> None:
-        """Re-drive unfinished transfers in the background (called by ``init_app``).
+        """Re-drive unfinished transfers in the background, then keep reconciling every
+        ``TRANSFER_RECONCILE_INTERVAL`` seconds (called by ``init_app``).
 
         Not in an RQ worker that loads the app for a job: the app's own processes do that.
         """
         if in_rq_worker():
             return
         self._starting = threading.Thread(
-            target=self._reconcile_logged, name="flask-store-reconcile", daemon=True
+            target=self._reconcile_forever, name="flask-store-reconcile", daemon=True
         )
         self._starting.start()
 
-    def _reconcile_logged(self) -> None:
+    def _reconcile_forever(self) -> None:
+        """The background reconciler: the start-up pass, then the periodic ones."""
+        self._reconcile_logged("at start-up", self.reconcile)
+        self._started.set()
+        if not self.reconcile_interval:
+            return
+        while True:
+            # Jitter spreads the processes of a deployment that started together.
+            time.sleep(self.reconcile_interval * random.uniform(0.5, 1.0))
+            self._reconcile_logged("periodically", self.reconcile_if_due)
+
+    @staticmethod
+    def _reconcile_logged(when: str, reconcile: Callable[[], list[str] | None]) -> None:
         try:
-            keys = self.reconcile()
+            keys = reconcile()
         except Exception:
-            log.exception("Re-queueing unfinished transfers at start-up failed.")
+            log.exception("Re-queueing unfinished transfers %s failed.", when)
         else:
             if keys:
-                log.info("Re-queued %d unfinished transfer(s) at start-up.", len(keys))
+                log.info("Re-queued %d unfinished transfer(s) %s.", len(keys), when)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the transfers queued by this process; ``False`` if ``timeout`` ran out.
@@ -663,7 +815,7 @@ class QueuedStore(BaseStore):
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         if self._starting is not None:
-            self._starting.join(timeout)
+            self._started.wait(timeout)
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         return self.executor.join(left)
 
@@ -759,6 +911,14 @@ class QueuedStore(BaseStore):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}: {self.local!r} -> {self.remote!r}>"
+
+
+def _changed_after(record: TransferRecord, cutoff: float) -> bool:
+    """Whether ``record`` was last changed after the time ``cutoff`` (a Unix time)."""
+    try:
+        return datetime.fromisoformat(record.updated).timestamp() > cutoff
+    except ValueError:
+        return False  # no time recorded (an older version's record): old enough
 
 
 def _pending(info: FileInfo, meta: FileMeta, *, overwrite: bool, queued: bool) -> TransferRecord:

@@ -41,7 +41,7 @@ S3_GEVENT_SETTINGS = Schema(
     families={STAGING_PREFIX: LOCAL_SETTINGS},
 ).with_defaults(TRANSFER_EXECUTOR="gevent", TRANSFER_DELETE_LOCAL=True)
 #: Setting prefixes of the queued store itself, kept from the S3 store behind it.
-_OUTER_ONLY_PREFIXES = (STAGING_PREFIX, "QUEUED_", "TRANSFER_", "RQ_", "CACHE_")
+_OUTER_ONLY_PREFIXES = (STAGING_PREFIX, "QUEUED_", "TRANSFER_", "RQ_", "CELERY_", "CACHE_")
 
 
 class NonThreadedS3Store(S3Store):

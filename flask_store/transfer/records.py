@@ -54,7 +54,7 @@ from ..headers import normalise_content_type
 from ..key_locks import KeyLocks
 from ..naming import clean_key
 
-__all__ = ["Intent", "RecordBook", "TransferRecord", "TransferState"]
+__all__ = ["Intent", "RecordBook", "TransferJob", "TransferRecord", "TransferState"]
 
 TransferState = Literal["pending", "failed", "done"]
 _STATES: tuple[TransferState, ...] = ("pending", "failed", "done")
@@ -158,6 +158,46 @@ class TransferRecord:
     def moved(self, state: TransferState, **changes: Any) -> TransferRecord:
         """This record in ``state``, with ``changes`` applied and its version bumped."""
         return replace(self, state=state, version=self.version + 1, updated=_now(), **changes)
+
+
+@dataclass(frozen=True)
+class TransferJob:
+    """One attempt's worth of work for an executor: a key at one version of its record.
+
+    A record's ``created`` names the save and ``attempts`` the try, so the job of a given
+    record version has one :attr:`id`, whoever queues it: a save, a retry, or a reconciler
+    running in another process. Executors with a shared queue (RQ, Celery) use it as the job
+    id to queue each version once, and a job that runs late checks :meth:`runs` before doing
+    anything: one whose version has been handled exits at once.
+    """
+
+    key: str
+    created: str
+    attempts: int
+
+    @classmethod
+    def of(cls, record: TransferRecord) -> TransferJob:
+        """The job that transfers ``record``'s version of its file."""
+        return cls(record.key, record.created, record.attempts)
+
+    def id(self, namespace: str) -> str:
+        """A job id, stable for this version of the record, unique per ``namespace`` (the
+        store's name): short, and made of characters every queue accepts."""
+        digest = hashlib.sha256(
+            "\0".join((namespace, self.key, self.created, str(self.attempts))).encode()
+        ).hexdigest()
+        return f"flask-store-{digest[:40]}"
+
+    def runs(self, record: TransferRecord | None) -> bool:
+        """Whether this job still has work: ``record`` (the key's record now) is the pending,
+        queued version it was made for. Otherwise it was settled, deleted, saved again (that
+        save has its own job) or retried (the retry has its own job)."""
+        return (
+            record is not None
+            and record.state == "pending"
+            and record.queued
+            and (record.created, record.attempts) == (self.created, self.attempts)
+        )
 
 
 class RecordBook:
@@ -308,6 +348,19 @@ class RecordBook:
                     os.unlink(self._lock_path(key))
                 os.close(fd)
 
+    def is_transferring(self, key: str) -> bool:
+        """Whether a transfer of ``key`` runs now, in any process sharing the folder (its
+        lock is held; a process that died holds none)."""
+        try:
+            fd = os.open(self._lock_path(key), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            # Taken at once: nobody holds it (closing drops it again).
+            return not _try_flock(fd)
+        finally:
+            os.close(fd)
+
     def _lock_path(self, key: str) -> str:
         return os.path.join(self.root, _LOCKS, _file_name(key).replace(".json", ".lock"))
 
@@ -393,6 +446,65 @@ class RecordBook:
                     os.unlink(path)
             finally:
                 os.close(fd)
+
+    # -- periodic work shared by every process ------------------------------------------------
+
+    @contextlib.contextmanager
+    def lease(self, name: str, every: float) -> Iterator[bool]:
+        """Take the lease ``name`` for one periodic pass if one is due; yields whether it was.
+
+        Every process of a deployment (web workers, transfer workers, on one host or sharing
+        the folder over a network file system) may ask as often as it likes: the pass runs in
+        one process at a time (an ``flock`` of ``locks/<name>.lease``, which the kernel drops
+        when its holder dies), and at most once per ``every`` seconds across all of them (the
+        start of the last pass is written in the lease file).
+        """
+        path = os.path.join(self.root, _LOCKS, f"{name}.lease")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            if not _try_flock(fd):
+                yield False
+                return
+            now = time.time()
+            last = _read_float(fd)
+            if last is not None and 0 <= now - last < every:
+                yield False
+                return
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, repr(now).encode(), 0)
+            yield True
+        finally:
+            os.close(fd)  # drops the flock
+
+    def sweep_debris(self, older_than: float) -> int:
+        """Remove what processes killed mid-write left in ``tmp/``; how many files went.
+
+        Half-written records and intents that were never handed over (a save killed in its
+        first instant) are only ever read by their writer, so once their writer is gone they
+        are debris. A file is left alone while it is younger than ``older_than`` seconds (its
+        writer may be alive and slow) or ``flock``-ed (a live save's intent).
+        """
+        folder = os.path.join(self.root, _TMP)
+        cutoff = time.time() - older_than
+        removed = 0
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError:
+                continue  # gone meanwhile, or not ours to open
+            try:
+                if os.fstat(fd).st_mtime > cutoff or not _try_flock(fd):
+                    continue
+                os.unlink(path)
+                removed += 1
+            except FileNotFoundError:
+                continue
+            finally:
+                os.close(fd)
+        if removed:
+            log.warning("Removed %d file(s) left in the records by killed writes.", removed)
+        return removed
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -482,6 +594,14 @@ class Intent:
 
 def _log_waiting(key: str) -> None:
     log.info("Transfer of %r waits for another transfer of it.", key)
+
+
+def _read_float(fd: int) -> float | None:
+    """The number written at the start of the open file ``fd``, or ``None``."""
+    try:
+        return float(os.pread(fd, 64, 0).decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def _try_flock(fd: int) -> bool:
