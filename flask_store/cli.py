@@ -29,7 +29,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import caches, prune, sync
+from . import caches, prune, sqla_deletes, sync
 from .console import echo_error, progress, report_plain
 from .exceptions import (
     FileExistsInStoreError,
@@ -45,7 +45,7 @@ from .registry import StoreRegistry, get_registry
 from .stores.base import BaseStore
 from .stores.local import LocalStore
 from .stores.queued import QueuedStore
-from .transfer.cli import transfer_command
+from .transfer.cli import transfer_command, worker_command
 
 __all__ = ["store_cli"]
 
@@ -273,12 +273,15 @@ def clean_temp_files(store: str | None, older_than: float) -> None:
     The app also does this in the background when it starts.
     """
     target = _store(store)
-    if not isinstance(target, LocalStore):
-        raise UsageProblem(f"{target.name}: only stores on local disk keep temporary files.")
+    if not isinstance(target, (LocalStore, QueuedStore)):
+        raise UsageProblem(
+            f"{target.name}: only stores on local disk (and queued stores' local side and "
+            "records) keep temporary files."
+        )
     removed = target.remove_stale_temp_files(older_than)
     for path in removed:
         click.echo(f"removed {path}")
-    click.echo(f"removed {len(removed)} temporary file(s) from {target.root}")
+    click.echo(f"removed {len(removed)} temporary file(s) from the store {target.name!r}")
 
 
 @store_cli.command("cp")
@@ -461,6 +464,7 @@ def prune_store(
         removed.cached = target.read_cache.prune()
     if isinstance(target, QueuedStore):
         removed.records = _prune_records(target, now)
+    removed.deletes = _retry_owed_deletes(target)
     click.echo(removed.line())
     if removed.failed:
         sys.exit(1)
@@ -473,15 +477,18 @@ class PruneSummary:
     values: tuple[int, int] = (0, 0)
     cached: int = 0
     records: tuple[int, int] = (0, 0)
+    #: Deletes the store owed (:mod:`flask_store.sqla_deletes`): ``(done, failed)``.
+    deletes: tuple[int, int] = (0, 0)
 
     @property
     def failed(self) -> int:
-        return self.values[1] + self.records[1]
+        return self.values[1] + self.records[1] + self.deletes[1]
 
     def line(self) -> str:
+        owed = f", {self.deletes[0]} owed delete(s)" if any(self.deletes) else ""
         return (
             f"removed {self.values[0]} cache value(s), {self.cached} read-cache entries, "
-            f"{self.records[0]} transfer record(s); failed {self.failed}"
+            f"{self.records[0]} transfer record(s){owed}; failed {self.failed}"
         )
 
 
@@ -529,6 +536,17 @@ def _prune_records(target: QueuedStore, now: float) -> tuple[int, int]:
             failed += 1
             echo_error(target.name, record.key, exc)
     return removed, failed
+
+
+def _retry_owed_deletes(target: BaseStore) -> tuple[int, int]:
+    """Retry the deletes ``target`` owes after commits and rollbacks of rows that held its
+    files (:mod:`flask_store.sqla_deletes`): ``(done, failed)``."""
+    done, failed = sqla_deletes.retry_owed_deletes(target)
+    for key in done:
+        report_plain(f"deleted {target.name}/{key} (owed)")
+    for key, problem in failed:
+        echo_error(target.name, key, problem)
+    return len(done), len(failed)
 
 
 # -- helpers of the commands ----------------------------------------------------------------
@@ -602,6 +620,7 @@ class FileWorkers:
 
 
 store_cli.add_command(transfer_command)  # flask store transfer --pending
+store_cli.add_command(worker_command)  # flask store worker
 
 
 #: Names that moved to :mod:`flask_store.sync` in 0.2; importing them from here still works.

@@ -1,0 +1,635 @@
+"""Files on database rows: SQLAlchemy column types that follow the transaction.
+
+.. code-block:: python
+
+    from flask_store.sqla import StoredFile, StoredImage
+
+    class Doc(db.Model):
+        id = db.Column(db.Integer, primary_key=True)
+        file = db.Column(StoredFile())                      # the default store
+        scan = db.Column(StoredFile(store="archive"))       # a named store
+        photo = db.Column(StoredImage(thumbnails={"small": (64, 64)}))
+
+Assign a Werkzeug ``FileStorage``, a binary file object, ``bytes`` or a
+:class:`~flask_store.FileWrapper`; read back a :class:`~flask_store.FileWrapper` (an
+:class:`ImageFile`, with its thumbnails, for :class:`StoredImage`) or ``None``. The column
+holds a small JSON document (store, key, filename, type, size, ETag, thumbnails) in a TEXT
+column, so a row is read without asking the store anything.
+
+**The transaction decides.** A file is saved when the session flushes (``flush()``, a query's
+autoflush, or ``commit()``); until then the attribute holds an :class:`UnsavedFile`. Files
+saved in a transaction that rolls back (``rollback()``, a failed commit, a session closed
+without committing) are deleted; a savepoint (``begin_nested()``) that rolls back deletes
+only the files saved inside it. A file the row no longer holds (replaced, set to ``None``,
+or its row deleted) is deleted only **after the commit succeeded**: a failed commit leaves it
+in place. Those deletes never raise into the app; a failure is logged and owed
+(:mod:`flask_store.sqla_deletes`), and ``flask store prune`` retries it.
+
+The rules run on SQLAlchemy's session and mapper events, registered when this module is
+imported; they work the same with Flask-SQLAlchemy and with a plain SQLAlchemy 2 session.
+
+Stores are found by name in the current Flask app (``STORE_STORES``, aliases), or given as
+a store object for code without an app: ``StoredFile(store=MemoryStore())``.
+
+.. versionadded:: 0.2
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import logging
+import os
+import weakref
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from flask import current_app, has_app_context
+from sqlalchemy import Select, event, inspect
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.orm import Mapper, Session, SessionTransaction, UOWTransaction, object_session
+from sqlalchemy.types import Text, TypeDecorator
+from werkzeug.datastructures import FileStorage
+
+from .exceptions import InvalidFileError, InvalidValueError, NotConfiguredError
+from .file_wrapper import FileWrapper
+from .images import save_image
+from .meta import FileInfo
+from .sqla_deletes import delete_or_owe
+from .stores.base import BaseStore
+
+__all__ = [
+    "ImageFile",
+    "StoredFile",
+    "StoredImage",
+    "UnsavedFile",
+    "delete_files_after_commit",
+]
+
+log = logging.getLogger("flask_store")
+
+#: Where an app keeps its stores: ``app.extensions["store"]``, set by ``Store.init_app``
+#: (``flask_store.registry.EXTENSION_KEY``; the registry is a layer above this module, so
+#: the name is repeated here, and a test keeps the two equal).
+APP_STORES_KEY = "store"
+#: Where a session keeps the files its transactions owe (``session.info[LEDGER_KEY]``).
+LEDGER_KEY = "flask_store.files"
+
+
+class StoreLookup(Protocol):
+    """What ``app.extensions["store"]`` offers: a store by name or alias."""
+
+    def resolve(self, name: str | None = None) -> BaseStore:
+        """The store called ``name`` (``None``: the default one)."""
+
+
+def app_store(name: str | None) -> BaseStore:
+    """The store called ``name`` (``None``: the default) in the current Flask app.
+
+    :raises NotConfiguredError: outside an app context, or when Flask-Store is not set up.
+    :raises StoreNotFoundError: when no store or alias has that name.
+    """
+    if not has_app_context():
+        raise NotConfiguredError(
+            f"The store {name or 'default'!r} of a StoredFile column is looked up in the "
+            "current Flask app, and there is none: work inside 'with app.app_context():', "
+            "or give the column a store object (StoredFile(store=MemoryStore()))."
+        )
+    stores: StoreLookup | None = current_app.extensions.get(APP_STORES_KEY)
+    if stores is None:
+        raise NotConfiguredError(
+            "Flask-Store is not set up on this app; call Store(app) or store.init_app(app) "
+            "before using StoredFile columns."
+        )
+    return stores.resolve(name)
+
+
+# -- what the attribute holds before the flush ---------------------------------------------
+
+
+class UnsavedFile:
+    """A file assigned to a column and not saved yet: it is saved at the next flush.
+
+    Reading the attribute before the flush gives this object; after it, the saved
+    :class:`~flask_store.FileWrapper`. Call ``session.flush()`` to save now.
+
+    :param source: the ``FileStorage``, binary file object or bytes assigned.
+    :param filename: the name to save it under (default: the source's own).
+    """
+
+    __slots__ = ("filename", "source")
+
+    def __init__(self, source: Any, filename: str | None = None) -> None:
+        self.source = source
+        #: The name the file will be saved under, or ``None`` to use the source's own.
+        self.filename = filename
+
+    def __repr__(self) -> str:
+        return f"<UnsavedFile {self.filename or type(self.source).__name__!r}>"
+
+
+def accepted(value: Any) -> FileWrapper | UnsavedFile | None:
+    """What the attribute holds once ``value`` is assigned to a stored-file column.
+
+    :raises InvalidFileError: for anything but a ``FileStorage``, a binary file object,
+        ``bytes`` (or a ``bytearray``/``memoryview``), a FileWrapper, an
+        :class:`UnsavedFile` or ``None``. A ``str`` is refused too: it would be read as a
+        path on the server, and a form value must never choose which server file is stored.
+    """
+    if value is None or isinstance(value, (FileWrapper, UnsavedFile)):
+        return value
+    if isinstance(value, FileStorage):
+        return UnsavedFile(value, value.filename or None)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return UnsavedFile(bytes(value))
+    if isinstance(value, (str, os.PathLike)):
+        raise InvalidFileError(
+            "A StoredFile column takes the file itself, not a path or a string: assign "
+            "request.files[...], bytes, or a file opened with open(path, 'rb')."
+        )
+    if isinstance(value, io.TextIOBase):
+        raise InvalidFileError(
+            "A StoredFile column needs a binary file; open it with 'rb', not 'r'."
+        )
+    if callable(getattr(value, "read", None)):
+        own_name = getattr(value, "name", None)
+        return UnsavedFile(value, os.path.basename(own_name) if isinstance(own_name, str) else None)
+    raise InvalidFileError(
+        f"A StoredFile column cannot store a {type(value).__name__}; assign a FileStorage, "
+        "a binary file object, bytes, a FileWrapper or None."
+    )
+
+
+# -- what is read back -----------------------------------------------------------------------
+
+
+class ImageFile(FileWrapper):
+    """A :class:`~flask_store.FileWrapper` for an image with its thumbnails.
+
+    ``doc.photo.thumbnails["small"]`` is the thumbnail's own FileWrapper (served, listed and
+    deleted like any file).
+    """
+
+    __slots__ = ("thumbnails",)
+
+    def __init__(
+        self,
+        store: BaseStore,
+        key: str,
+        *,
+        info: FileInfo | None = None,
+        thumbnails: Mapping[str, FileWrapper] = MappingProxyType({}),
+    ) -> None:
+        super().__init__(store, key, info=info)
+        #: Each thumbnail by the name the column gives it.
+        self.thumbnails: Mapping[str, FileWrapper] = MappingProxyType(dict(thumbnails))
+
+
+def files_of(value: object) -> list[FileWrapper]:
+    """Every stored file a column value stands for: the file, then any thumbnails."""
+    if not isinstance(value, FileWrapper):
+        return []
+    if isinstance(value, ImageFile):
+        return [value, *value.thumbnails.values()]
+    return [value]
+
+
+def _describe(wrapper: FileWrapper) -> dict[str, Any]:
+    """One file's part of the column's JSON document (asks the store only when the
+    wrapper does not know its metadata yet)."""
+    info = wrapper.info
+    return {
+        "store": wrapper.store.name,
+        "key": wrapper.key,
+        "filename": info.filename,
+        "content_type": info.content_type,
+        "size": info.size,
+        "etag": info.etag,
+        "modified": info.last_modified.isoformat(),
+    }
+
+
+def to_document(wrapper: FileWrapper) -> str:
+    """The JSON text a column stores for ``wrapper``."""
+    document = _describe(wrapper)
+    if isinstance(wrapper, ImageFile):
+        document["thumbnails"] = {
+            name: _describe(thumbnail) for name, thumbnail in wrapper.thumbnails.items()
+        }
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class _Described:
+    """One file as a column's document describes it."""
+
+    store: str
+    info: FileInfo
+
+
+def _described(part: object) -> _Described:
+    """Check one file's part of a document; :class:`InvalidValueError` when it is not one."""
+    if not isinstance(part, Mapping):
+        raise InvalidValueError("A StoredFile column holds a document that is not an object.")
+    try:
+        text = {name: part[name] for name in ("store", "key", "filename", "content_type", "etag")}
+        size, modified = part["size"], part["modified"]
+        if not all(isinstance(value, str) for value in text.values()):
+            raise TypeError("names must be strings")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise TypeError("size must be a count of bytes")
+        info = FileInfo(
+            key=text["key"],
+            size=size,
+            content_type=text["content_type"],
+            filename=text["filename"],
+            last_modified=datetime.fromisoformat(str(modified)),
+            etag=text["etag"],
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidValueError(f"A StoredFile column holds a malformed document: {exc}") from None
+    return _Described(text["store"], info)
+
+
+# -- the column types ------------------------------------------------------------------------
+
+
+class StoredFile(TypeDecorator[FileWrapper]):
+    """A column holding one stored file, saved and deleted with the transaction.
+
+    :param store: the store new files are saved in: a name of the app's stores or aliases
+        (looked up in the current app when a file is saved or a row is read), a store
+        object, or ``None`` for the app's default store. Files already saved are found in
+        the store their row names, so changing this later keeps old rows readable.
+
+    The store never overwrites an older file with a new one here, whatever its
+    ``ON_CONFLICT``: the old file must survive until the commit, so a clash is renamed
+    (``ON_CONFLICT = "error"`` still refuses).
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def __init__(self, store: str | BaseStore | None = None) -> None:
+        super().__init__()
+        if not (store is None or isinstance(store, (str, BaseStore))):
+            raise NotConfiguredError(
+                "StoredFile(store=...) takes a store's name or a store, "
+                f"not {type(store).__name__}."
+            )
+        self._store = store
+
+    @property
+    def store(self) -> str | BaseStore | None:
+        """The store new files go to, as given."""
+        return self._store
+
+    def column_store(self) -> BaseStore:
+        """The store the column names: its store object, or the app's store of that name."""
+        return self._store if isinstance(self._store, BaseStore) else app_store(self._store)
+
+    def target_store(self) -> BaseStore:
+        """The store a new file is saved in, set never to overwrite (see the class doc)."""
+        store = self.column_store()
+        if store.on_conflict != "overwrite":
+            return store
+        renaming = copy.copy(store)
+        renaming.on_conflict = "rename"
+        return renaming
+
+    def store_named(self, name: str) -> BaseStore:
+        """The store a row's document names: the column's own store object when it has that
+        name, else the app's store of that name."""
+        if isinstance(self._store, BaseStore) and self._store.name == name:
+            return self._store
+        return app_store(name)
+
+    def save(self, unsaved: UnsavedFile) -> FileWrapper:
+        """Save ``unsaved`` in :meth:`target_store`; what the flush runs."""
+        return self.target_store().save(unsaved.source, name=unsaved.filename)
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, FileWrapper):
+            return to_document(value)
+        raise InvalidFileError(
+            "A StoredFile column saves files when the ORM session flushes; an insert() or "
+            "update() statement takes a FileWrapper (save the file first) or None."
+        )
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> FileWrapper | None:
+        if value is None:
+            return None
+        text = str(value)
+        if not text.lstrip().startswith("{"):
+            # A bare key, as Flask-Store 0.0.x's FlaskStoreType stored: the default store's
+            # (or this column's) file, its metadata fetched when first used.
+            return self.column_store().file(text)
+        return self.from_document(self._parsed(text))
+
+    @staticmethod
+    def _parsed(text: str) -> Mapping[str, Any]:
+        try:
+            document = json.loads(text)
+        except ValueError:
+            raise InvalidValueError("A StoredFile column holds text that is not JSON.") from None
+        if not isinstance(document, Mapping):
+            raise InvalidValueError("A StoredFile column holds JSON that is not an object.")
+        return document
+
+    def from_document(self, document: Mapping[str, Any]) -> FileWrapper:
+        """The FileWrapper a row's document describes, without asking the store."""
+        described = _described(document)
+        store = self.store_named(described.store)
+        return FileWrapper(store, described.info.key, info=described.info)
+
+    def __repr__(self) -> str:
+        # What Alembic writes into a migration: a call with literals only.
+        return f"{type(self).__name__}({self._repr_arguments()})"
+
+    def _repr_arguments(self) -> str:
+        if self._store is None:
+            return ""
+        name = self._store.name if isinstance(self._store, BaseStore) else self._store
+        return f"store={name!r}"
+
+
+class StoredImage(StoredFile):
+    """A column holding an image and its thumbnails (:mod:`flask_store.images`).
+
+    Only real images are accepted, judged from their bytes when the session flushes
+    (:class:`~flask_store.exceptions.InvalidImageError`, nothing stored). Reading gives an
+    :class:`ImageFile`; its thumbnails are deleted with it.
+
+    :param thumbnails: ``{name: (width, height)}``: each thumbnail fits in its box, made
+        once, when the image is saved.
+    :param strip_metadata: remove EXIF (GPS...) and other metadata from the saved original
+        (default: the store's ``STORE_IMAGE_STRIP_METADATA``; thumbnails never keep any).
+    :param max_pixels: the most pixels an image may declare (default: the store's
+        ``STORE_IMAGE_MAX_PIXELS``).
+    """
+
+    def __init__(
+        self,
+        store: str | BaseStore | None = None,
+        thumbnails: Mapping[str, tuple[int, int]] | None = None,
+        *,
+        strip_metadata: bool | None = None,
+        max_pixels: int | None = None,
+    ) -> None:
+        super().__init__(store)
+        self._thumbnails: dict[str, tuple[int, int]] = {
+            str(name): (int(size[0]), int(size[1])) for name, size in (thumbnails or {}).items()
+        }
+        self._strip_metadata = strip_metadata
+        self._max_pixels = max_pixels
+
+    @property
+    def thumbnails(self) -> Mapping[str, tuple[int, int]]:
+        """The thumbnails made of each image, ``{name: (width, height)}``."""
+        return MappingProxyType(self._thumbnails)
+
+    def save(self, unsaved: UnsavedFile) -> FileWrapper:
+        saved = save_image(
+            self.target_store(),
+            unsaved.source,
+            filename=unsaved.filename,
+            thumbnails=self._thumbnails,
+            strip_metadata=self._strip_metadata,
+            max_pixels=self._max_pixels,
+        )
+        original = saved.original
+        return ImageFile(
+            original.store, original.key, info=original.info, thumbnails=saved.thumbnails
+        )
+
+    def from_document(self, document: Mapping[str, Any]) -> FileWrapper:
+        described = _described(document)
+        store = self.store_named(described.store)
+        parts = document.get("thumbnails") or {}
+        if not isinstance(parts, Mapping):
+            raise InvalidValueError("A StoredImage column holds thumbnails that are not an object.")
+        thumbnails: dict[str, FileWrapper] = {}
+        for name, part in parts.items():
+            thumbnail = _described(part)
+            thumbnails[str(name)] = FileWrapper(
+                self.store_named(thumbnail.store), thumbnail.info.key, info=thumbnail.info
+            )
+        return ImageFile(store, described.info.key, info=described.info, thumbnails=thumbnails)
+
+    def _repr_arguments(self) -> str:
+        arguments = [super()._repr_arguments()]
+        if self._thumbnails:
+            arguments.append(f"thumbnails={self._thumbnails!r}")
+        if self._strip_metadata is not None:
+            arguments.append(f"strip_metadata={self._strip_metadata!r}")
+        if self._max_pixels is not None:
+            arguments.append(f"max_pixels={self._max_pixels!r}")
+        return ", ".join(argument for argument in arguments if argument)
+
+
+# -- which attributes of a mapped class hold files ---------------------------------------------
+
+_stored_columns: weakref.WeakKeyDictionary[Mapper[Any], dict[str, StoredFile]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def stored_attributes(mapper: Mapper[Any]) -> dict[str, StoredFile]:
+    """``{attribute name: column type}`` of ``mapper``'s stored-file columns."""
+    found = _stored_columns.get(mapper)
+    if found is None:
+        found = {
+            prop.key: prop.columns[0].type
+            for prop in mapper.column_attrs
+            if len(prop.columns) == 1 and isinstance(prop.columns[0].type, StoredFile)
+        }
+        _stored_columns[mapper] = found
+    return found
+
+
+@event.listens_for(Mapper, "mapper_configured")
+def _instrument(mapper: Mapper[Any], class_: type) -> None:
+    """Check every value assigned to a stored-file attribute when it is assigned, and make
+    the attribute load the value it replaces (so a replaced file is known at flush)."""
+    for key in stored_attributes(mapper):
+        event.listen(
+            getattr(class_, key), "set", _on_set, retval=True, active_history=True, raw=False
+        )
+
+
+def _on_set(target: object, value: Any, oldvalue: Any, initiator: object) -> Any:
+    return accepted(value)
+
+
+# -- the transaction rules ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Owed:
+    """A file a transaction has a say over.
+
+    ``saved``: saved in ``origin``, deleted if ``origin`` rolls back. Otherwise the row no
+    longer holds it: deleted once the outermost transaction commits, forgotten if
+    ``origin`` rolls back.
+    """
+
+    file: FileWrapper
+    origin: SessionTransaction
+    saved: bool
+
+
+def _ledger(session: Session) -> list[_Owed]:
+    ledger: list[_Owed] = session.info.setdefault(LEDGER_KEY, [])
+    return ledger
+
+
+def _current_transaction(session: Session) -> SessionTransaction:
+    """The transaction the session's changes now belong to: the innermost savepoint, else
+    the outermost transaction (begun now if the session has none yet)."""
+    return session.get_nested_transaction() or session.get_transaction() or session.begin()
+
+
+def _within(transaction: SessionTransaction | None, outer: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is outer:
+            return True
+        transaction = transaction.parent
+    return False
+
+
+def _owe_removal(session: Session, files: Iterable[FileWrapper]) -> None:
+    origin = _current_transaction(session)
+    _ledger(session).extend(_Owed(file, origin, saved=False) for file in files)
+
+
+@event.listens_for(Session, "before_flush")
+def _before_flush(session: Session, context: UOWTransaction, instances: object) -> None:
+    """Save the files assigned since the last flush, and note the files rows let go of."""
+    for target in [*session.new, *session.dirty]:
+        state = inspect(target)
+        for key, column in stored_attributes(state.mapper).items():
+            value = state.dict.get(key)
+            if isinstance(value, UnsavedFile):
+                saved = column.save(value)
+                origin = _current_transaction(session)
+                _ledger(session).extend(_Owed(file, origin, saved=True) for file in files_of(saved))
+                setattr(target, key, saved)
+            if state.key is None:  # a new row lets go of nothing
+                continue
+            history = state.attrs[key].history
+            kept = set(files_of(history.added[0] if history.added else None))
+            _owe_removal(
+                session,
+                [
+                    file
+                    for old in history.deleted or ()
+                    for file in files_of(old)
+                    if file not in kept
+                ],
+            )
+
+
+@event.listens_for(Mapper, "before_delete")
+def _before_delete(mapper: Mapper[Any], connection: Connection, target: object) -> None:
+    """A deleted row (``session.delete()``, a cascade, an orphan) lets go of its files."""
+    keys = stored_attributes(mapper)
+    session = object_session(target)
+    if not keys or session is None:
+        return
+    _owe_removal(session, [file for key in keys for file in files_of(getattr(target, key))])
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    """The outermost transaction committed: delete what its rows let go of."""
+    if session.in_nested_transaction():
+        return  # a savepoint was released; its files now follow the enclosing transaction
+    ledger = session.info.pop(LEDGER_KEY, [])
+    _delete_quietly(
+        [owed.file for owed in ledger if not owed.saved], "let go of by a committed row"
+    )
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _after_soft_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
+    """A transaction or savepoint rolled back: delete the files saved inside it.
+
+    A flush that failed rolls back its own inner transaction, which rolls back the savepoint
+    or transaction around it in the database at once: that one can never commit now, so its
+    files go now, even if the app never calls ``rollback()``.
+    """
+    _undo(session, _boundary(previous_transaction))
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    """The outermost transaction ended without a commit (``close()``): as a rollback."""
+    if transaction.parent is None:
+        _undo(session, transaction)
+
+
+def _boundary(transaction: SessionTransaction) -> SessionTransaction:
+    """The savepoint or outermost transaction that a rollback of ``transaction`` rolls back
+    in the database (a flush's inner transaction rolls back the one around it)."""
+    while transaction.parent is not None and not transaction.nested:
+        transaction = transaction.parent
+    return transaction
+
+
+def _undo(session: Session, transaction: SessionTransaction) -> None:
+    ledger = session.info.get(LEDGER_KEY)
+    if not ledger:
+        return
+    undone = [owed for owed in ledger if _within(owed.origin, transaction)]
+    ledger[:] = [owed for owed in ledger if not _within(owed.origin, transaction)]
+    _delete_quietly(
+        [owed.file for owed in undone if owed.saved], "saved in a rolled back transaction"
+    )
+
+
+def _delete_quietly(files: Iterable[FileWrapper], why: str) -> None:
+    """Delete each file once, never raising: a failure is logged and owed."""
+    for file in dict.fromkeys(files):
+        delete_or_owe(file.store, file.key, _etag_of(file), why)
+
+
+def _etag_of(file: FileWrapper) -> str | None:
+    """The version to delete: known from the row's document (a bare key of an older row
+    asks the store); ``None``, any version, when the store cannot say."""
+    try:
+        return file.etag
+    except Exception:  # an undescribable file is still deleted
+        return None
+
+
+# -- bulk deletes ------------------------------------------------------------------------------
+
+
+def delete_files_after_commit(session: Session, statement: Select[Any]) -> int:
+    """Delete the files of the rows ``statement`` selects once the transaction commits.
+
+    ``session.execute(delete(Doc).where(...))`` deletes rows without loading them, so no
+    event sees their files. Call this first with the same condition, then run the bulk
+    delete, then commit::
+
+        delete_files_after_commit(session, select(Doc).where(Doc.owner_id == 7))
+        session.execute(delete(Doc).where(Doc.owner_id == 7))
+        session.commit()
+
+    A rollback keeps the files, as for any row.
+
+    :returns: how many files will be deleted.
+    """
+    files: list[FileWrapper] = []
+    for target in session.scalars(statement):
+        state = inspect(target)
+        for key in stored_attributes(state.mapper):
+            files.extend(files_of(getattr(target, key)))
+    _owe_removal(session, files)
+    return len(files)

@@ -1,0 +1,620 @@
+"""StoredFile columns follow the transaction, on real SQLite and a real PostgreSQL server.
+
+Every rule of flask_store.sqla is tried against both databases: a file saved for a
+transaction that rolls back is deleted, a file a row lets go of is deleted only after the
+commit succeeded, a failed commit keeps the old file, savepoints roll back only their own
+files, and deletes that fail after a commit are owed and retried by ``flask store prune``.
+The stores are local folders, so "gone" and "kept" are checked on disk.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from werkzeug.datastructures import FileStorage
+
+from flask_store import FileWrapper, Store
+from flask_store.exceptions import (
+    InvalidFileError,
+    NotConfiguredError,
+    StoreUnavailableError,
+)
+from flask_store.registry import EXTENSION_KEY, get_registry
+from flask_store.sqla import (
+    APP_STORES_KEY,
+    StoredFile,
+    UnsavedFile,
+    delete_files_after_commit,
+)
+from flask_store.sqla_deletes import journal_for
+from flask_store.stores.base import BaseStore
+from flask_store.stores.local import LocalStore
+from flask_store.stores.memory import MemoryStore
+from tests.postgres_server import postgres_url
+
+__all__ = ["postgres_url"]  # the fixture, imported for the PostgreSQL runs
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Doc(Base):
+    __tablename__ = "docs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(sa.String(100), unique=True)
+    file: Mapped[Any] = mapped_column(StoredFile(), nullable=True)
+    scan: Mapped[Any] = mapped_column(StoredFile(store="archive"), nullable=True)
+    pages: Mapped[list[Page]] = relationship(cascade="all, delete-orphan")
+
+
+class Page(Base):
+    """A child row: deleted with its doc by the ORM cascade, or as an orphan."""
+
+    __tablename__ = "pages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    doc_id: Mapped[int] = mapped_column(sa.ForeignKey("docs.id"))
+    image: Mapped[Any] = mapped_column(StoredFile(), nullable=True)
+
+
+class Link(Base):
+    """A row whose foreign key is checked at COMMIT: the way to make a commit fail."""
+
+    __tablename__ = "links"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    doc_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("docs.id", deferrable=True, initially="DEFERRED")
+    )
+
+
+class OutageStore(LocalStore):
+    """A local store whose deletes fail while ``failing`` is set: a store outage."""
+
+    failing = False
+
+    def delete(self, key: str, *, if_etag: str | None = None) -> bool:
+        if self.failing:
+            raise StoreUnavailableError("the store is down (test outage)")
+        return super().delete(key, if_etag=if_etag)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
+    """An empty database with the test tables, on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        made = sa.create_engine(f"sqlite:///{tmp_path / 'test.db'}")
+        sa.event.listen(made, "connect", _sqlite_foreign_keys)
+    else:
+        url = request.getfixturevalue("postgres_url")
+        made = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    Base.metadata.drop_all(made)
+    Base.metadata.create_all(made)
+    try:
+        yield made
+    finally:
+        Base.metadata.drop_all(made)
+        made.dispose()
+
+
+def _sqlite_foreign_keys(connection: Any, record: object) -> None:
+    connection.execute("PRAGMA foreign_keys=ON")
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Flask]:
+    """An app whose default store is a local folder (deletes can be made to fail) and whose
+    ``archive`` store is another folder."""
+    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config.update(
+        STORE_PROVIDER=f"{__name__}.OutageStore",
+        STORE_PATH=str(tmp_path / "files"),
+        STORE_STORES={"archive": {"PROVIDER": "local", "PATH": str(tmp_path / "archive")}},
+    )
+    Store(app)
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture
+def session(engine: sa.Engine, app: Flask) -> Iterator[Session]:
+    with Session(engine) as made:
+        yield made
+
+
+def store_of(app: Flask, name: str | None = None) -> BaseStore:
+    return get_registry(app).resolve(name)
+
+
+def kept(app: Flask, name: str | None = None) -> list[str]:
+    """The keys the store holds (hidden working folders are not keys)."""
+    return sorted(store_of(app, name).keys())
+
+
+def upload(data: bytes, filename: str, content_type: str = "") -> FileStorage:
+    return FileStorage(io.BytesIO(data), filename=filename, content_type=content_type)
+
+
+def committed_doc(session: Session, title: str = "a", data: bytes = b"first") -> Doc:
+    doc = Doc(title=title, file=upload(data, f"{title}.txt"))
+    session.add(doc)
+    session.commit()
+    return doc
+
+
+# -- saving and reading ----------------------------------------------------------------------
+
+
+def test_saved_at_flush_and_read_back_from_the_row_alone(app: Flask, session: Session) -> None:
+    doc = Doc(title="report", file=upload(b"%PDF-1.7 report", "Q3 report.pdf"))
+    assert isinstance(doc.file, UnsavedFile)  # nothing is stored before the flush
+    assert kept(app) == []
+    session.add(doc)
+    session.flush()
+    assert isinstance(doc.file, FileWrapper)
+    key = doc.file.key
+    session.commit()
+    session.close()
+
+    store_of(app).delete(key)  # the row is read without asking the store anything
+    with Session(session.get_bind()) as later:
+        again = later.scalars(sa.select(Doc)).one()
+        assert isinstance(again.file, FileWrapper)
+        assert (again.file.key, again.file.filename) == (key, "Q3 report.pdf")
+        assert again.file.content_type == "application/pdf"
+        assert again.file.size == len(b"%PDF-1.7 report")
+        assert again.file.relative_url() == f"/flaskstore/{key}"
+        assert again.scan is None
+
+
+def test_document_is_small_json_naming_store_and_key(app: Flask, session: Session) -> None:
+    doc = Doc(title="a", scan=UnsavedFile(b"scanned bytes", "scan.tiff"))
+    session.add(doc)
+    session.commit()
+    raw = session.execute(sa.text("SELECT scan FROM docs")).scalar_one()
+    document = json.loads(raw)
+    assert document["store"] == "archive"
+    assert document["filename"] == "scan.tiff"
+    assert document["size"] == len(b"scanned bytes")
+    assert set(document) == {"store", "key", "filename", "content_type", "size", "etag", "modified"}
+    assert kept(app, "archive") == [document["key"]]
+    assert kept(app) == []
+
+
+def test_every_kind_of_source_is_saved(app: Flask, session: Session, tmp_path: Path) -> None:
+    on_disk = tmp_path / "notes.txt"
+    on_disk.write_bytes(b"from disk")
+    existing = store_of(app).save(b"already stored", name="existing.txt")
+    with open(on_disk, "rb") as opened:
+        docs = [
+            Doc(title="storage", file=upload(b"form", "form.txt")),
+            Doc(title="bytes", file=b"raw bytes"),
+            Doc(title="memoryview", file=memoryview(b"view")),
+            Doc(title="opened", file=opened),
+            Doc(title="wrapper", file=existing),
+        ]
+        docs[1].file = UnsavedFile(b"raw bytes", "raw.bin")
+        docs[2].file = UnsavedFile(memoryview(b"view"), "view.bin")
+        session.add_all(docs)
+        session.commit()
+    assert [doc.file.read() for doc in docs] == [
+        b"form",
+        b"raw bytes",
+        b"view",
+        b"from disk",
+        b"already stored",
+    ]
+    assert docs[3].file.filename == "notes.txt"
+    assert docs[4].file == existing
+
+
+def test_bytes_without_a_name_are_refused_at_flush_and_nothing_is_left(
+    app: Flask, session: Session
+) -> None:
+    session.add(Doc(title="a", file=b"no name"))
+    with pytest.raises(InvalidFileError):
+        session.flush()
+    session.rollback()
+    assert kept(app) == []
+
+
+# -- hostile input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        "/etc/passwd",  # a str is a path on the server: never read one from a form value
+        Path("/etc/passwd"),
+        42,
+        {"filename": "x"},
+        io.StringIO("text, not bytes"),
+        object(),
+    ],
+    ids=["str-path", "pathlike", "int", "dict", "text-stream", "object"],
+)
+def test_assigning_junk_raises_at_once_and_changes_nothing(
+    app: Flask, session: Session, junk: object
+) -> None:
+    doc = committed_doc(session)
+    before = doc.file
+    with pytest.raises(InvalidFileError):
+        doc.file = junk
+    assert doc.file == before
+    session.commit()
+    assert kept(app) == [before.key]
+
+
+@pytest.mark.parametrize(
+    "filename",
+    [
+        "../../../etc/passwd",
+        "..\\..\\windows\\system32\\evil.dll",
+        "/absolute/path.txt",
+        "a\r\nContent-Type: text/html.txt",
+        "nul\x00byte.txt",
+        ".htaccess",
+        "x" * 1000 + ".txt",
+        "фото отпуск.jpg",
+    ],
+)
+def test_hostile_filenames_stay_inside_the_store(
+    app: Flask, session: Session, tmp_path: Path, filename: str
+) -> None:
+    doc = Doc(title="a", file=upload(b"payload", filename))
+    session.add(doc)
+    session.commit()
+    root = (tmp_path / "files").resolve()
+    on_disk = Path(doc.file.absolute_path()).resolve()
+    assert on_disk.is_relative_to(root)
+    assert on_disk.read_bytes() == b"payload"
+    assert "/" not in doc.file.key and "\\" not in doc.file.key and "\x00" not in doc.file.key
+    assert not doc.file.key.startswith(".")
+    assert kept(app) == [doc.file.key]
+    assert not (tmp_path / "etc").exists()
+
+
+def test_a_core_insert_cannot_smuggle_bytes_past_the_flush(app: Flask, session: Session) -> None:
+    with pytest.raises(sa.exc.StatementError) as raised:
+        session.execute(sa.insert(Doc).values(title="a", file=b"bytes"))
+    assert isinstance(raised.value.orig, InvalidFileError)
+    session.rollback()
+    assert kept(app) == []
+
+
+# -- rollback leaks nothing ----------------------------------------------------------------------
+
+
+def test_rollback_deletes_every_file_saved_in_the_transaction(app: Flask, session: Session) -> None:
+    doc = committed_doc(session)
+    original = doc.file.key
+    doc.file = upload(b"second", "second.txt")
+    session.add(Doc(title="b", file=upload(b"new row", "b.txt"), scan=upload(b"s", "s.txt")))
+    session.flush()
+    assert len(kept(app)) == 3 and len(kept(app, "archive")) == 1
+    session.rollback()
+    assert kept(app) == [original]
+    assert kept(app, "archive") == []
+    assert doc.file.key == original
+
+
+def test_closing_the_session_without_commit_is_a_rollback(app: Flask, engine: sa.Engine) -> None:
+    with Session(engine) as session:
+        session.add(Doc(title="a", file=upload(b"x", "x.txt")))
+        session.flush()
+        assert len(kept(app)) == 1
+    assert kept(app) == []
+
+
+def test_a_failed_flush_deletes_what_it_saved_even_without_rollback(
+    app: Flask, session: Session
+) -> None:
+    committed_doc(session, "taken")
+    session.add(Doc(title="taken", file=upload(b"dup", "dup.txt")))  # unique title: refused
+    with pytest.raises(sa.exc.IntegrityError):
+        session.flush()
+    assert len(kept(app)) == 1  # the duplicate's file is gone already
+    session.rollback()
+    assert len(kept(app)) == 1
+
+
+# -- deletes wait for the commit -----------------------------------------------------------------
+
+
+def test_replaced_file_is_deleted_only_after_commit(app: Flask, session: Session) -> None:
+    doc = committed_doc(session)
+    old = doc.file.key
+    doc.file = upload(b"second", "second.txt")
+    session.flush()
+    new = doc.file.key
+    assert kept(app) == sorted([old, new])  # flushed, not committed: the old file stays
+    session.commit()
+    assert kept(app) == [new]
+
+
+@pytest.mark.parametrize("how", ["set-to-none", "session-delete", "orphan", "cascade"])
+def test_let_go_files_are_deleted_after_commit(app: Flask, session: Session, how: str) -> None:
+    doc = committed_doc(session)
+    doc.pages.append(Page(image=upload(b"page", "page.png")))
+    session.commit()
+    page_key = doc.pages[0].image.key
+    file_key = doc.file.key
+    session.expire_all()  # nothing is loaded: the events must load what they need
+    target = session.scalars(sa.select(Doc)).one()
+    if how == "set-to-none":
+        target.file = None
+        expected = [page_key]
+    elif how == "session-delete":
+        session.delete(target.pages[0])
+        expected = [file_key]
+    elif how == "orphan":
+        target.pages.clear()
+        expected = [file_key]
+    else:
+        session.delete(target)
+        expected = []
+    session.flush()
+    assert kept(app) == sorted([file_key, page_key])
+    session.commit()
+    assert kept(app) == expected
+
+
+def test_reassigning_the_same_file_deletes_nothing(app: Flask, session: Session) -> None:
+    doc = committed_doc(session)
+    doc.file = store_of(app).file(doc.file.key)
+    session.commit()
+    assert kept(app) == [doc.file.key]
+
+
+def test_failed_commit_keeps_the_old_file_constraint_at_commit(
+    app: Flask, session: Session
+) -> None:
+    doc = committed_doc(session)
+    old = doc.file.key
+    doc.file = upload(b"second", "second.txt")
+    session.add(Link(doc_id=987654))  # the deferred foreign key fails at COMMIT
+    with pytest.raises(sa.exc.IntegrityError):
+        session.commit()
+    session.rollback()
+    assert kept(app) == [old]
+    assert doc.file.key == old
+    assert doc.file.read() == b"first"
+
+
+def test_failed_commit_keeps_the_old_file_before_commit_raises(
+    app: Flask, session: Session
+) -> None:
+    doc = committed_doc(session)
+    old = doc.file.key
+
+    def refuse(failing: Session) -> None:
+        raise RuntimeError("refused by a before_commit hook")
+
+    doc.file = None
+    session.flush()  # the row lets go of the file in the database already
+    sa.event.listen(session, "before_commit", refuse)
+    with pytest.raises(RuntimeError):
+        session.commit()
+    sa.event.remove(session, "before_commit", refuse)
+    assert kept(app) == [old]
+    session.rollback()
+    assert kept(app) == [old]
+    assert session.scalars(sa.select(Doc)).one().file.key == old
+
+
+# -- savepoints -----------------------------------------------------------------------------------
+
+
+def test_savepoint_rollback_deletes_only_its_own_files(app: Flask, session: Session) -> None:
+    doc = committed_doc(session)
+    first = doc.file.key
+    outer = Doc(title="outer", file=upload(b"outer", "outer.txt"))
+    session.add(outer)
+    session.flush()
+    outer_key = outer.file.key
+    savepoint = session.begin_nested()
+    doc.file = upload(b"inner", "inner.txt")
+    session.add(Doc(title="inner", file=upload(b"inner row", "inner-row.txt")))
+    session.flush()
+    assert len(kept(app)) == 4
+    savepoint.rollback()
+    assert kept(app) == sorted([first, outer_key])  # the savepoint's two files are gone
+    session.commit()
+    assert kept(app) == sorted([first, outer_key])  # and the first file was not let go of
+    assert doc.file.key == first
+
+
+def test_released_savepoint_files_follow_the_outer_transaction(
+    app: Flask, session: Session
+) -> None:
+    doc = committed_doc(session)
+    first = doc.file.key
+    with session.begin_nested():
+        doc.file = upload(b"inner", "inner.txt")
+    session.flush()
+    assert len(kept(app)) == 2
+    session.rollback()
+    assert kept(app) == [first]
+
+
+def test_savepoint_that_replaces_then_commits(app: Flask, session: Session) -> None:
+    doc = committed_doc(session)
+    with session.begin_nested():
+        doc.file = upload(b"inner", "inner.txt")
+    session.commit()
+    assert kept(app) == [doc.file.key]
+    assert doc.file.read() == b"inner"
+
+
+# -- deletes that fail after the commit ----------------------------------------------------------
+
+
+def test_delete_failing_after_commit_is_logged_owed_and_pruned(
+    app: Flask, session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    doc = committed_doc(session)
+    old = doc.file.key
+    store = store_of(app)
+    assert isinstance(store, OutageStore)
+    doc.file = upload(b"second", "second.txt")
+    store.failing = True
+    with caplog.at_level(logging.ERROR, logger="flask_store"):
+        session.commit()  # does not raise
+    assert f"Could not delete default/{old}" in caplog.text
+    assert "flask store prune" in caplog.text
+    assert sorted(kept(app)) == sorted([old, doc.file.key])
+    journal = journal_for(store)
+    assert journal is not None
+    assert [owed.key for owed in journal.entries()] == [old]
+
+    result = app.test_cli_runner().invoke(args=["store", "prune"])
+    assert result.exit_code == 1, result.output  # still down: the entry stays
+    assert [owed.key for owed in journal.entries()] == [old]
+
+    store.failing = False
+    result = app.test_cli_runner().invoke(args=["store", "prune"])
+    assert result.exit_code == 0, result.output
+    assert "1 owed delete(s)" in result.output
+    assert kept(app) == [doc.file.key]
+    assert list(journal.entries()) == []
+
+
+def test_owed_delete_never_takes_a_newer_file_saved_under_the_key(
+    app: Flask, session: Session
+) -> None:
+    doc = committed_doc(session)
+    old = doc.file.key
+    store = store_of(app)
+    assert isinstance(store, OutageStore)
+    doc.file = None
+    store.failing = True
+    session.commit()
+    store.failing = False
+    store.put(old, b"a newer file under the same key", overwrite=True)
+    result = app.test_cli_runner().invoke(args=["store", "prune"])
+    assert result.exit_code == 0, result.output
+    assert store.read(old) == b"a newer file under the same key"
+    journal = journal_for(store)
+    assert journal is not None and list(journal.entries()) == []
+
+
+def test_rollback_delete_failing_is_owed_too(app: Flask, session: Session) -> None:
+    store = store_of(app)
+    assert isinstance(store, OutageStore)
+    session.add(Doc(title="a", file=upload(b"x", "x.txt")))
+    session.flush()
+    store.failing = True
+    session.rollback()  # does not raise
+    store.failing = False
+    journal = journal_for(store)
+    assert journal is not None and len(list(journal.entries())) == 1
+    assert app.test_cli_runner().invoke(args=["store", "prune"]).exit_code == 0
+    assert kept(app) == []
+
+
+# -- bulk deletes ----------------------------------------------------------------------------------
+
+
+def test_bulk_delete_with_the_helper_deletes_files_after_commit(
+    app: Flask, session: Session
+) -> None:
+    for title in ("a", "b", "keep"):
+        committed_doc(session, title)
+    condition = Doc.title.in_(["a", "b"])
+    assert delete_files_after_commit(session, sa.select(Doc).where(condition)) == 2
+    session.execute(sa.delete(Doc).where(condition))
+    assert len(kept(app)) == 3
+    session.commit()
+    assert [key.partition("_")[0].partition(".")[0] for key in kept(app)] == ["keep"]
+
+
+def test_bulk_delete_helper_then_rollback_keeps_the_files(app: Flask, session: Session) -> None:
+    committed_doc(session)
+    delete_files_after_commit(session, sa.select(Doc))
+    session.execute(sa.delete(Doc))
+    session.rollback()
+    assert len(kept(app)) == 1
+
+
+# -- finding the stores ----------------------------------------------------------------------------
+
+
+def test_the_column_finds_the_apps_stores_where_the_registry_keeps_them() -> None:
+    assert APP_STORES_KEY == EXTENSION_KEY
+
+
+def test_a_store_name_outside_an_app_says_what_to_do(engine: sa.Engine) -> None:
+    with Session(engine) as session:
+        session.add(Doc(title="a", file=upload(b"x", "x.txt")))
+        with pytest.raises(NotConfiguredError, match="app_context"):
+            session.flush()
+
+
+def test_a_store_object_works_without_flask(tmp_path: Path) -> None:
+    memory = MemoryStore()
+
+    class Plain(DeclarativeBase):
+        pass
+
+    class Note(Plain):
+        __tablename__ = "notes"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        body: Mapped[Any] = mapped_column(StoredFile(store=memory), nullable=True)
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'plain.db'}")
+    Plain.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add(Note(body=upload(b"plain", "plain.txt")))
+        session.commit()
+    with Session(engine) as session:
+        note = session.scalars(sa.select(Note)).one()
+        assert note.body.read() == b"plain"
+        note.body = None
+        session.commit()
+    assert list(memory.keys()) == []
+    engine.dispose()
+
+
+def test_rows_of_flask_store_0_0_hold_a_bare_key(app: Flask, session: Session) -> None:
+    store_of(app).put("legacy/old.png", b"\x89PNG old")
+    session.execute(
+        sa.text("INSERT INTO docs (id, title, file) VALUES (1, 'old', 'legacy/old.png')")
+    )
+    doc = session.scalars(sa.select(Doc)).one()
+    assert doc.file.key == "legacy/old.png"
+    assert doc.file.read() == b"\x89PNG old"
+    doc.file = upload(b"new", "new.txt")
+    session.commit()
+    assert kept(app) == [doc.file.key]
+
+
+def test_overwriting_store_never_overwrites_a_rows_old_file(app: Flask, session: Session) -> None:
+    store = store_of(app)
+    store.on_conflict = "overwrite"
+    doc = committed_doc(session, "a", b"first")
+    first = doc.file.key
+    doc.file = upload(b"second", "a.txt")  # the same name as the first
+    session.flush()
+    assert doc.file.key != first  # renamed: the old file must outlive a failed commit
+    assert store.read(first) == b"first"
+    session.rollback()
+    assert session.scalars(sa.select(Doc)).one().file.read() == b"first"
+
+
+def test_owed_deletes_are_kept_in_the_instance_folder(app: Flask) -> None:
+    journal = journal_for(store_of(app))
+    assert journal is not None
+    assert Path(journal.folder).is_relative_to(Path(app.instance_path))
+    assert os.path.basename(journal.folder) == "default"
