@@ -31,13 +31,28 @@ $(S3RVER): | $(STAMP)
 		echo "==> npm is missing: the tests on s3rver will be skipped (apt-get install nodejs npm)"; \
 	fi
 
+# tus-js-client, the browser's resumable-upload client: the example app's "large file" page
+# loads it from $(VENV)/node (tests/test_tus_browser.py drives it in Chromium). Keep
+# TUS_JS_VERSION in step with the one in example_app/views.py.
+TUS_JS_VERSION := 4.3.1
+TUS_JS := $(VENV)/node/node_modules/tus-js-client/dist/tus.min.js
+
+$(TUS_JS): | $(STAMP)
+	@if command -v npm >/dev/null 2>&1; then \
+		echo "==> Installing tus-js-client $(TUS_JS_VERSION) with npm into $(VENV)/node"; \
+		npm install --prefix $(VENV)/node --no-audit --no-fund --loglevel=error \
+			tus-js-client@$(TUS_JS_VERSION); \
+	else \
+		echo "==> npm is missing: the browser tests of resumable uploads will be skipped"; \
+	fi
+
 run: $(STAMP)  ## start the example app on the local store
 	$(BIN)/flask --app example_app run --debug
 
 run-s3: $(STAMP)  ## start the example app on S3: a moto server on a free local port, no AWS
 	$(BIN)/python -m example_app.dev_s3
 
-test: $(STAMP) $(S3RVER)  ## run every test (starts moto, s3rver, redis and Chromium as needed)
+test: $(STAMP) $(S3RVER) $(TUS_JS)  ## run every test (starts moto, s3rver, redis and Chromium as needed)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

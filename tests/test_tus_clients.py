@@ -1,0 +1,350 @@
+"""Real tus clients against a real server: tuspy over HTTP, with the connection cut mid-chunk.
+
+The app runs in Werkzeug's threaded server on a loopback port; between it and tuspy sits a
+small TCP proxy that drops both connections once a given number of request bytes went
+through, in the middle of a PATCH body. tuspy then asks the offset (HEAD) and resumes. The
+S3 variant runs against the moto server over HTTP and checks the multipart upload behind
+each tus upload: completed when the file is saved, aborted on termination and expiry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flask_store import Store
+from flask_store.tus.s3 import STAGING_FOLDER
+from flask_store.tus_views import tus_server
+from tests.moto_server import (
+    ACCESS_KEY,
+    REGION,
+    SECRET_KEY,
+    bucket_contents,
+    create_bucket,
+    moto_server,
+    s3_client,
+)
+from tests.test_first_hour import served_on_loopback
+from tests.test_tus import TUS, b64, new_upload, patch
+
+__all__ = ["moto_server"]  # a fixture, imported for the tests below
+
+tusclient = pytest.importorskip("tusclient.client", reason="tuspy is in the 'test' extra")
+
+MIB = 1024 * 1024
+
+
+class CuttingProxy:
+    """A TCP proxy to ``target`` that drops the connection carrying request byte ``cut_at``.
+
+    Only the first time: later connections pass everything. :attr:`requests` collects the
+    request lines seen (``b"PATCH /files/..."``), so a test can tell the client resumed.
+    """
+
+    def __init__(self, target: tuple[str, int], cut_at: int) -> None:
+        self.target = target
+        self.cut_at = cut_at
+        self.sent = 0
+        self.cuts = 0
+        self.requests: list[bytes] = []
+        self._lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            threading.Thread(target=self._upstream, args=(client, server), daemon=True).start()
+            threading.Thread(target=self._downstream, args=(server, client), daemon=True).start()
+
+    def _upstream(self, client: socket.socket, server: socket.socket) -> None:
+        try:
+            while data := client.recv(64 * 1024):
+                for method in (b"PATCH ", b"HEAD ", b"POST ", b"DELETE "):
+                    if data.startswith(method):
+                        self.requests.append(data.split(b"\r\n", 1)[0])
+                with self._lock:
+                    before = self.sent
+                    self.sent += len(data)
+                    cut = self.cuts == 0 and before < self.cut_at <= self.sent
+                    if cut:
+                        self.cuts += 1
+                if cut:
+                    server.sendall(data[: self.cut_at - before])
+                    break
+                server.sendall(data)
+        except OSError:
+            pass
+        for sock in (client, server):
+            _close(sock)
+
+    def _downstream(self, server: socket.socket, client: socket.socket) -> None:
+        try:
+            while data := server.recv(64 * 1024):
+                client.sendall(data)
+        except OSError:
+            pass
+        for sock in (client, server):
+            _close(sock)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+@pytest.fixture
+def big_file(tmp_path: Path) -> Path:
+    path = tmp_path / "big.bin"
+    with path.open("wb") as out:
+        for _ in range(64):
+            out.write(os.urandom(MIB))
+    return path
+
+
+def sha256(path: Path | bytes) -> str:
+    if isinstance(path, bytes):
+        return hashlib.sha256(path).hexdigest()
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(MIB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def tus_app(tmp_path: Path, **config: Any) -> tuple[Flask, Store]:
+    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+    defaults = {
+        "STORE_PATH": str(tmp_path / "uploads"),
+        "STORE_TUS_URL_PREFIX": "/files",
+        "STORE_TUS_MAX_SIZE": 256 * MIB,
+    }
+    app.config.update({**defaults, **config})
+    store = Store(app)
+    store.authorize_upload(lambda metadata, length: True)
+    return app, store
+
+
+@pytest.fixture
+def cut_proxy() -> Iterator[Any]:
+    proxies: list[CuttingProxy] = []
+
+    def make(url: str, cut_at: int) -> CuttingProxy:
+        host, _, port = url.removeprefix("http://").partition(":")
+        proxy = CuttingProxy((host, int(port)), cut_at)
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        proxy.close()
+
+
+def upload_with_tuspy(url: str, path: Path, filename: str, chunk_size: int = MIB) -> None:
+    client = tusclient.TusClient(f"{url}/files/")
+    with path.open("rb") as stream:
+        uploader = client.uploader(
+            file_stream=stream,
+            chunk_size=chunk_size,
+            metadata={"filename": filename},
+            retries=20,
+            retry_delay=1,
+            upload_checksum=False,
+        )
+        uploader.upload()
+
+
+def test_tuspy_uploads_64_mib_through_a_cut_connection(
+    tmp_path: Path, big_file: Path, cut_proxy: Any
+) -> None:
+    app, store = tus_app(tmp_path)
+    saved: list[str] = []
+    store.on_upload_complete(lambda file, upload: saved.append(file.key))
+    with served_on_loopback(app) as url:
+        proxy = cut_proxy(url, cut_at=10 * MIB + MIB // 2)
+        upload_with_tuspy(proxy.url, big_file, "big.bin")
+    assert proxy.cuts == 1
+    assert saved == ["big.bin"]
+    stored = tmp_path / "uploads" / "big.bin"
+    assert sha256(stored) == sha256(big_file)
+    assert not any(name.endswith(".part") for name in os.listdir(tmp_path / "uploads" / ".tus"))
+
+
+def test_tuspy_resumes_after_the_cut(tmp_path: Path, cut_proxy: Any) -> None:
+    """The drop really lands inside a PATCH body and tuspy asks the offset again."""
+    data = os.urandom(5 * MIB)
+    source = tmp_path / "five.bin"
+    source.write_bytes(data)
+    app, _ = tus_app(tmp_path)
+    with served_on_loopback(app) as url:
+        proxy = cut_proxy(url, cut_at=2 * MIB + 1000)
+        upload_with_tuspy(proxy.url, source, "five.bin")
+    assert (tmp_path / "uploads" / "five.bin").read_bytes() == data
+    assert proxy.cuts == 1
+    methods = [line.split(b" ")[0] for line in proxy.requests]
+    # Created, three whole chunks... then the cut one, a HEAD for the offset, and the rest.
+    assert methods[0] == b"POST"
+    assert b"HEAD" in methods
+    cut_at = methods.index(b"HEAD")
+    assert methods[1:cut_at] == [b"PATCH"] * 3
+    assert methods[cut_at + 1 :] == [b"PATCH"] * (len(methods) - cut_at - 1)
+
+
+def test_tuspy_with_checksums(tmp_path: Path) -> None:
+    data = os.urandom(3 * MIB + 17)
+    source = tmp_path / "sum.bin"
+    source.write_bytes(data)
+    app, _ = tus_app(tmp_path)
+    with served_on_loopback(app) as url:
+        client = tusclient.TusClient(f"{url}/files/")
+        uploader = client.uploader(
+            file_path=str(source),
+            chunk_size=MIB,
+            metadata={"filename": "sum.bin"},
+            upload_checksum=True,
+        )
+        uploader.upload()
+    assert (tmp_path / "uploads" / "sum.bin").read_bytes() == data
+
+
+def test_queued_store_receives_locally_then_saves(tmp_path: Path) -> None:
+    app, store = tus_app(
+        tmp_path,
+        STORE_PROVIDER="queued",
+        STORE_QUEUED_LOCAL={"PROVIDER": "local", "PATH": str(tmp_path / "local")},
+        STORE_QUEUED_REMOTE={"PROVIDER": "memory"},
+    )
+    client = app.test_client()
+    url = new_upload(client, 6, "q.txt")
+    assert patch(client, url, 0, b"abc").status_code == 204
+    assert any(name.endswith(".part") for name in os.listdir(tmp_path / "local" / ".tus"))
+    assert patch(client, url, 3, b"def").status_code == 204
+    with app.app_context():
+        queued = store.Provider()
+        assert queued.read("q.txt") == b"abcdef"
+
+
+# -- S3 against the moto server -------------------------------------------------------------
+
+
+def s3_app(tmp_path: Path, endpoint: str, bucket: str, **config: Any) -> tuple[Flask, Store]:
+    return tus_app(
+        tmp_path,
+        STORE_PROVIDER="s3",
+        STORE_PATH="media",
+        STORE_S3_BUCKET=bucket,
+        STORE_S3_REGION=REGION,
+        STORE_S3_ENDPOINT_URL=endpoint,
+        STORE_S3_ACCESS_KEY=ACCESS_KEY,
+        STORE_S3_SECRET_KEY=SECRET_KEY,
+        **config,
+    )
+
+
+def test_s3_upload_is_a_multipart_upload_completed_on_the_last_patch(
+    tmp_path: Path, moto_server: str
+) -> None:
+    bucket = create_bucket(moto_server)
+    s3 = s3_client(moto_server)
+    app, _ = s3_app(tmp_path, moto_server, bucket)
+    client = app.test_client()
+    data = os.urandom(11 * MIB + 5)
+    url = new_upload(client, len(data), "video.mp4")
+    upload_id = url.rpartition("/")[2]
+    staged = f"{STAGING_FOLDER}/{upload_id}"
+    assert bucket_contents(s3, bucket, "media") == [f"{staged} (unfinished upload)"]
+    offset = 0
+    for size in (3 * MIB, 3 * MIB, 3 * MIB, 2 * MIB + 5):
+        answer = patch(client, url, offset, data[offset : offset + size])
+        assert answer.status_code == 204, answer.data
+        offset += size
+        assert answer.headers["Upload-Offset"] == str(offset)
+        if offset < len(data):
+            [upload] = s3.list_multipart_uploads(Bucket=bucket)["Uploads"]
+            parts = s3.list_parts(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+            # Parts of 5 MiB go out as soon as they fill; the rest waits on local disk.
+            assert [p["Size"] for p in parts.get("Parts", [])] == [5 * MIB] * (offset // (5 * MIB))
+    assert bucket_contents(s3, bucket, "media") == ["video.mp4"]
+    body = s3.get_object(Bucket=bucket, Key="media/video.mp4")["Body"].read()
+    assert sha256(body) == sha256(data)
+    folder = tus_server(app).folder.path
+    assert [name for name in os.listdir(folder) if name.endswith(".tail")] == []
+
+
+def test_s3_checksum_mismatch_keeps_parts_consistent(tmp_path: Path, moto_server: str) -> None:
+    bucket = create_bucket(moto_server)
+    app, _ = s3_app(tmp_path, moto_server, bucket)
+    client = app.test_client()
+    data = os.urandom(7 * MIB)
+    url = new_upload(client, len(data), "sum.bin")
+    wrong = "sha1 " + b64(hashlib.sha1(b"x").digest())
+    assert patch(client, url, 0, data[: 6 * MIB], **{"Upload-Checksum": wrong}).status_code == 460
+    assert client.head(url, headers=TUS).headers["Upload-Offset"] == "0"
+    assert patch(client, url, 0, data[: 6 * MIB]).status_code == 204
+    assert patch(client, url, 6 * MIB, data[6 * MIB :]).status_code == 204
+    s3 = s3_client(moto_server)
+    assert s3.get_object(Bucket=bucket, Key="media/sum.bin")["Body"].read() == data
+
+
+def test_s3_termination_aborts_the_multipart_upload(tmp_path: Path, moto_server: str) -> None:
+    bucket = create_bucket(moto_server)
+    s3 = s3_client(moto_server)
+    app, _ = s3_app(tmp_path, moto_server, bucket)
+    client = app.test_client()
+    url = new_upload(client, 20 * MIB, "gone.bin")
+    assert patch(client, url, 0, os.urandom(6 * MIB)).status_code == 204
+    assert len(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == 1
+    assert client.delete(url, headers=TUS).status_code == 204
+    assert bucket_contents(s3, bucket) == []
+    assert os.listdir(tus_server(app).folder.path) == []
+
+
+def test_s3_expired_upload_is_aborted_by_prune(tmp_path: Path, moto_server: str) -> None:
+    bucket = create_bucket(moto_server)
+    s3 = s3_client(moto_server)
+    app, _ = s3_app(tmp_path, moto_server, bucket)
+    client = app.test_client()
+    url = new_upload(client, 20 * MIB, "old.bin")
+    patch(client, url, 0, os.urandom(MIB))
+    server = tus_server(app)
+    later = server.clock() + 2 * 24 * 3600
+    server.clock = lambda: later
+    assert server.prune() == 1
+    assert bucket_contents(s3, bucket) == []
+    assert os.listdir(server.folder.path) == []
+
+
+def test_tuspy_to_s3_through_a_cut_connection(
+    tmp_path: Path, moto_server: str, cut_proxy: Any
+) -> None:
+    bucket = create_bucket(moto_server)
+    data = os.urandom(12 * MIB + 3)
+    source = tmp_path / "s3.bin"
+    source.write_bytes(data)
+    app, _ = s3_app(tmp_path, moto_server, bucket)
+    with served_on_loopback(app) as url:
+        proxy = cut_proxy(url, cut_at=7 * MIB + 123)
+        upload_with_tuspy(proxy.url, source, "s3.bin")
+    assert proxy.cuts == 1
+    s3 = s3_client(moto_server)
+    assert bucket_contents(s3, bucket, "media") == ["s3.bin"]
+    assert s3.get_object(Bucket=bucket, Key="media/s3.bin")["Body"].read() == data
