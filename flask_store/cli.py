@@ -45,7 +45,7 @@ from .registry import StoreRegistry, get_registry
 from .stores.base import BaseStore
 from .stores.local import LocalStore
 from .stores.queued import QueuedStore
-from .transfer.cli import transfer_command, worker_command
+from .transfer.cli import transfer_command
 
 __all__ = ["store_cli"]
 
@@ -273,15 +273,12 @@ def clean_temp_files(store: str | None, older_than: float) -> None:
     The app also does this in the background when it starts.
     """
     target = _store(store)
-    if not isinstance(target, (LocalStore, QueuedStore)):
-        raise UsageProblem(
-            f"{target.name}: only stores on local disk (and queued stores' local side and "
-            "records) keep temporary files."
-        )
+    if not isinstance(target, LocalStore):
+        raise UsageProblem(f"{target.name}: only stores on local disk keep temporary files.")
     removed = target.remove_stale_temp_files(older_than)
     for path in removed:
         click.echo(f"removed {path}")
-    click.echo(f"removed {len(removed)} temporary file(s) from the store {target.name!r}")
+    click.echo(f"removed {len(removed)} temporary file(s) from {target.root}")
 
 
 @store_cli.command("cp")
@@ -620,7 +617,6 @@ class FileWorkers:
 
 
 store_cli.add_command(transfer_command)  # flask store transfer --pending
-store_cli.add_command(worker_command)  # flask store worker
 
 
 #: Names that moved to :mod:`flask_store.sync` in 0.2; importing them from here still works.
