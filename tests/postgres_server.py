@@ -70,7 +70,9 @@ class RunAs:
             except KeyError:
                 continue
             return cls(user.pw_uid, user.pw_gid, "/")
-        pytest.fail(f"Running as root and none of the users {SERVER_USERS} exists to run PostgreSQL.")
+        pytest.fail(
+            f"Running as root and none of the users {SERVER_USERS} exists to run PostgreSQL."
+        )
 
     def run(self, command: list[str], log: Path) -> None:
         """Run ``command`` to completion as this user; fail with its output if it fails."""
