@@ -45,7 +45,8 @@ from .registry import StoreRegistry, get_registry
 from .stores.base import BaseStore
 from .stores.local import LocalStore
 from .stores.queued import QueuedStore
-from .transfer.cli import transfer_command
+from .transfer.cli import transfer_command, worker_command
+from .tus_views import prune_expired_uploads
 
 __all__ = ["store_cli"]
 
@@ -273,12 +274,15 @@ def clean_temp_files(store: str | None, older_than: float) -> None:
     The app also does this in the background when it starts.
     """
     target = _store(store)
-    if not isinstance(target, LocalStore):
-        raise UsageProblem(f"{target.name}: only stores on local disk keep temporary files.")
+    if not isinstance(target, (LocalStore, QueuedStore)):
+        raise UsageProblem(
+            f"{target.name}: only stores on local disk (and queued stores' local side and "
+            "records) keep temporary files."
+        )
     removed = target.remove_stale_temp_files(older_than)
     for path in removed:
         click.echo(f"removed {path}")
-    click.echo(f"removed {len(removed)} temporary file(s) from {target.root}")
+    click.echo(f"removed {len(removed)} temporary file(s) from the store {target.name!r}")
 
 
 @store_cli.command("cp")
@@ -449,8 +453,10 @@ def prune_store(
 
     Always: read-through cache entries older than STORE_CACHE_TTL and, for a queued store,
     done transfer records older than STORE_TRANSFER_RECORDS_KEEP whose file neither side
-    holds any more. With --values or --text-older-than, expired value-cache entries under
-    PREFIX (each file there is looked at: give the prefix your caches use).
+    holds any more; resumable (tus) uploads into STORE past STORE_TUS_EXPIRES (their
+    partial files removed, their S3 multipart uploads aborted). With --values or
+    --text-older-than, expired value-cache entries under PREFIX (each file there is looked
+    at: give the prefix your caches use).
     """
     target, start, _ = _listing(store, prefix)
     now = time.time()
@@ -462,6 +468,7 @@ def prune_store(
     if isinstance(target, QueuedStore):
         removed.records = _prune_records(target, now)
     removed.deletes = _retry_owed_deletes(target)
+    removed.uploads = prune_expired_uploads(current_app, target)
     click.echo(removed.line())
     if removed.failed:
         sys.exit(1)
@@ -476,6 +483,8 @@ class PruneSummary:
     records: tuple[int, int] = (0, 0)
     #: Deletes the store owed (:mod:`flask_store.sqla_deletes`): ``(done, failed)``.
     deletes: tuple[int, int] = (0, 0)
+    #: Expired resumable (tus) uploads removed.
+    uploads: int = 0
 
     @property
     def failed(self) -> int:
@@ -483,6 +492,7 @@ class PruneSummary:
 
     def line(self) -> str:
         owed = f", {self.deletes[0]} owed delete(s)" if any(self.deletes) else ""
+        owed += f", {self.uploads} expired upload(s)" if self.uploads else ""
         return (
             f"removed {self.values[0]} cache value(s), {self.cached} read-cache entries, "
             f"{self.records[0]} transfer record(s){owed}; failed {self.failed}"
@@ -617,6 +627,7 @@ class FileWorkers:
 
 
 store_cli.add_command(transfer_command)  # flask store transfer --pending
+store_cli.add_command(worker_command)  # flask store worker
 
 
 #: Names that moved to :mod:`flask_store.sync` in 0.2; importing them from here still works.

@@ -212,7 +212,7 @@ def test_real_flask_process(tmp_path: Path) -> None:
     assert cleaned.returncode == 0, cleaned.stderr
     assert cleaned.stdout.splitlines() == [
         f"removed {left}",
-        f"removed 1 temporary file(s) from {left.parent}",
+        "removed 1 temporary file(s) from the store 'default'",
     ]
     assert sorted(p.name for p in left.parent.iterdir()) == ["hello.txt"]
 

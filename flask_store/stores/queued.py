@@ -74,6 +74,7 @@ from ..transfer.records import Intent, RecordBook, TransferJob, TransferRecord
 from ..transfer.signals import file_saved, file_transferred, transfer_failed
 from . import load_provider
 from .base import BaseStore, md5_of
+from .local import LocalStore
 
 __all__ = [
     "QUEUED_DEFAULTS",
@@ -741,6 +742,21 @@ class QueuedStore(BaseStore):
             if not mine:
                 return None
             return self.reconcile(older_than=self.reconcile_grace, retry_failed=False)
+
+    def remove_stale_temp_files(self, older_than: float | None = None) -> list[str]:
+        """Delete what killed saves and transfers left behind, untouched for ``older_than``
+        seconds: the local store's temporary files (when it is on local disk) and the debris
+        in the records folder; files of saves killed before their record are adopted.
+
+        :returns: the paths removed.
+        """
+        removed = []
+        if isinstance(self.local, LocalStore):
+            removed += self.local.remove_stale_temp_files(older_than)
+        age = LocalStore.STALE_TEMP_SECONDS if older_than is None else older_than
+        removed += self.records.sweep_debris(older_than=age)
+        self.adopt_abandoned()
+        return removed
 
     def adopt_abandoned(self) -> list[str]:
         """Give a pending record to each file whose save was killed before writing one.

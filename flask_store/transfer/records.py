@@ -476,8 +476,8 @@ class RecordBook:
         finally:
             os.close(fd)  # drops the flock
 
-    def sweep_debris(self, older_than: float) -> int:
-        """Remove what processes killed mid-write left in ``tmp/``; how many files went.
+    def sweep_debris(self, older_than: float) -> list[str]:
+        """Remove what processes killed mid-write left in ``tmp/``; the paths removed.
 
         Half-written records and intents that were never handed over (a save killed in its
         first instant) are only ever read by their writer, so once their writer is gone they
@@ -486,7 +486,7 @@ class RecordBook:
         """
         folder = os.path.join(self.root, _TMP)
         cutoff = time.time() - older_than
-        removed = 0
+        removed = []
         for name in os.listdir(folder):
             path = os.path.join(folder, name)
             try:
@@ -497,13 +497,13 @@ class RecordBook:
                 if os.fstat(fd).st_mtime > cutoff or not _try_flock(fd):
                     continue
                 os.unlink(path)
-                removed += 1
+                removed.append(path)
             except FileNotFoundError:
                 continue
             finally:
                 os.close(fd)
         if removed:
-            log.warning("Removed %d file(s) left in the records by killed writes.", removed)
+            log.warning("Removed %d file(s) left in the records by killed writes.", len(removed))
         return removed
 
     # -- helpers ----------------------------------------------------------------------------
