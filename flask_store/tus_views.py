@@ -30,7 +30,14 @@ from .stores.queued import QueuedStore
 from .tus import TusHooks, TusResponse, TusServer, UploadFolder, receiver_class_for
 from .tus.protocol import TUS_VERSION, check_version
 
-__all__ = ["BLUEPRINT_NAME", "EXTENSION_KEY", "mount_tus", "tus_server", "upload_folder_path"]
+__all__ = [
+    "BLUEPRINT_NAME",
+    "EXTENSION_KEY",
+    "mount_tus",
+    "prune_expired_uploads",
+    "tus_server",
+    "upload_folder_path",
+]
 
 #: Where an app keeps its :class:`~flask_store.tus.TusServer`: ``app.extensions[...]``.
 EXTENSION_KEY = "store_tus"
@@ -116,6 +123,17 @@ def tus_server(app: Flask | None = None) -> TusServer:
     except KeyError:
         raise RuntimeError("This app serves no tus uploads; set STORE_TUS_URL_PREFIX.") from None
     return server
+
+
+def prune_expired_uploads(app: Flask, store: BaseStore) -> int:
+    """Remove the expired tus uploads into ``store`` (``flask store prune``); how many.
+
+    Nothing when the app serves no tus endpoint or its uploads go to another store.
+    """
+    server = app.extensions.get(EXTENSION_KEY)
+    if not isinstance(server, TusServer) or server.store.name != store.name:
+        return 0
+    return server.prune()
 
 
 def _blueprint(prefix: str) -> Blueprint:

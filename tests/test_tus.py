@@ -628,3 +628,25 @@ def test_store_without_folder_keeps_partials_in_instance(memory_app: Flask, tmp_
     assert any(name.endswith(".part") for name in os.listdir(folder))
     patch(client, url, 2, b"cde")
     assert stored(memory_app) == ["m.txt"]
+
+
+def test_flask_store_prune_removes_expired_uploads(
+    client: FlaskClient, app_store: tuple[Flask, Store], tmp_path: Path
+) -> None:
+    app = app_store[0]
+    fresh, old = new_upload(client), new_upload(client)
+    patch(client, old, 0, b"hel")
+    server = tus_server(app)
+    now = server.clock()
+    runner = app.test_cli_runner()
+    assert "expired upload" not in runner.invoke(args=["store", "prune"]).output
+    # Only the old one is past its expiry: the fresh one was touched a day later.
+    server.clock = lambda: now + 20 * 3600
+    patch(client, fresh, 0, b"h")
+    server.clock = lambda: now + 25 * 3600
+    result = runner.invoke(args=["store", "prune"])
+    assert result.exit_code == 0, result.output
+    assert "1 expired upload(s)" in result.output
+    assert head(client, old).status_code == 404
+    assert head(client, fresh).status_code == 200
+    assert [name for name in working_files(tmp_path) if old.rpartition("/")[2] in name] == []
