@@ -190,11 +190,13 @@ class ImageFile(FileWrapper):
 
 
 def files_of(value: object) -> list[FileWrapper]:
-    """Every stored file a column value stands for: the file, then any thumbnails."""
+    """Every stored file a column value stands for: any thumbnails, then the file (the
+    order they are deleted in, so a failure part-way never leaves thumbnails of a deleted
+    image, as :func:`~flask_store.images.delete_image` does)."""
     if not isinstance(value, FileWrapper):
         return []
     if isinstance(value, ImageFile):
-        return [value, *value.thumbnails.values()]
+        return [*value.thumbnails.values(), value]
     return [value]
 
 

@@ -26,13 +26,16 @@ from werkzeug.datastructures import FileStorage
 from flask_store import FileWrapper, Store
 from flask_store.exceptions import (
     InvalidFileError,
+    InvalidImageError,
     NotConfiguredError,
     StoreUnavailableError,
 )
 from flask_store.registry import EXTENSION_KEY, get_registry
 from flask_store.sqla import (
     APP_STORES_KEY,
+    ImageFile,
     StoredFile,
+    StoredImage,
     UnsavedFile,
     delete_files_after_commit,
 )
@@ -41,6 +44,7 @@ from flask_store.stores.base import BaseStore
 from flask_store.stores.local import LocalStore
 from flask_store.stores.memory import MemoryStore
 from tests.postgres_server import postgres_url
+from tests.test_browser import make_png
 
 __all__ = ["postgres_url"]  # the fixture, imported for the PostgreSQL runs
 
@@ -77,6 +81,15 @@ class Link(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     doc_id: Mapped[int] = mapped_column(
         sa.ForeignKey("docs.id", deferrable=True, initially="DEFERRED")
+    )
+
+
+class Photo(Base):
+    __tablename__ = "photos"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image: Mapped[Any] = mapped_column(
+        StoredImage(thumbnails={"small": (16, 16), "card": (40, 30)}), nullable=True
     )
 
 
@@ -618,3 +631,68 @@ def test_owed_deletes_are_kept_in_the_instance_folder(app: Flask) -> None:
     assert journal is not None
     assert Path(journal.folder).is_relative_to(Path(app.instance_path))
     assert os.path.basename(journal.folder) == "default"
+
+
+# -- images ---------------------------------------------------------------------------------
+
+
+def test_image_saved_with_thumbnails_listed_in_the_row(app: Flask, session: Session) -> None:
+    photo = Photo(image=upload(make_png(80, 60), "holiday.png"))
+    session.add(photo)
+    session.commit()
+    session.expire_all()
+    again = session.scalars(sa.select(Photo)).one()
+    assert isinstance(again.image, ImageFile)
+    assert again.image.filename == "holiday.png"
+    assert set(again.image.thumbnails) == {"small", "card"}
+    small = again.image.thumbnails["small"]
+    assert isinstance(small, FileWrapper) and small.content_type == "image/png"
+    assert small.read().startswith(b"\x89PNG")
+    assert kept(app) == sorted([again.image.key, *(t.key for t in again.image.thumbnails.values())])
+    raw = json.loads(session.execute(sa.text("SELECT image FROM photos")).scalar_one())
+    assert set(raw["thumbnails"]) == {"small", "card"}
+
+
+@pytest.mark.parametrize(
+    ("data", "filename"),
+    [
+        (b"just text, named like an image", "fake.png"),
+        (b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>', "x.svg"),
+        (make_png(40, 40)[:60], "truncated.png"),
+    ],
+    ids=["text-as-png", "svg", "truncated"],
+)
+def test_not_an_image_is_refused_at_flush_and_nothing_is_stored(
+    app: Flask, session: Session, data: bytes, filename: str
+) -> None:
+    session.add(Photo(image=upload(data, filename, "image/png")))
+    with pytest.raises(InvalidImageError, match=filename.replace(".", r"\.")):
+        session.flush()
+    assert kept(app) == []
+    session.rollback()
+    assert kept(app) == []
+
+
+def test_replaced_image_goes_with_its_thumbnails_after_commit(app: Flask, session: Session) -> None:
+    photo = Photo(image=upload(make_png(80, 60), "one.png"))
+    session.add(photo)
+    session.commit()
+    first = kept(app)
+    assert len(first) == 3
+    photo.image = upload(make_png(60, 80), "two.png")
+    session.flush()
+    assert len(kept(app)) == 6
+    session.commit()
+    second = kept(app)
+    assert len(second) == 3 and not set(first) & set(second)
+    session.delete(photo)
+    session.commit()
+    assert kept(app) == []
+
+
+def test_rolled_back_image_leaves_no_thumbnail(app: Flask, session: Session) -> None:
+    session.add(Photo(image=upload(make_png(80, 60), "one.png")))
+    session.flush()
+    assert len(kept(app)) == 3
+    session.rollback()
+    assert kept(app) == []
