@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import fcntl
 import os
-import threading
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +32,7 @@ from flask_store.meta import FileInfo, FileMeta
 from flask_store.stores.memory import MemoryStore
 from flask_store.stores.queued import QueuedStore
 from flask_store.transfer.jobs import run_rq_transfer
-from flask_store.transfer.records import RecordBook, TransferJob
+from flask_store.transfer.records import TransferJob
 from tests.redis_server import free_port, redis_url
 
 __all__ = ["redis_url"]
@@ -211,25 +212,47 @@ def test_one_periodic_pass_per_interval_across_processes(tmp_path: Path) -> None
 
 def test_a_held_lease_keeps_other_processes_out(tmp_path: Path) -> None:
     store = queued(tmp_path, transfer_reconcile_interval=0.01)
-    holding, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        # Another open file description, as another process would have.
-        with RecordBook(store.records.root).lease("reconcile", every=0) as mine:
-            assert mine
-            holding.set()
-            release.wait(SAFETY_NET)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LEASE, store.records.root],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        assert holding.wait(SAFETY_NET)
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        time.sleep(0.02)  # the pass is due: only the lease keeps this process out
         assert store.reconcile_if_due() is None
     finally:
-        release.set()
-        holder.join()
+        holder.communicate("", timeout=SAFETY_NET)  # end of input: it lets go and exits
     time.sleep(0.02)
     assert store.reconcile_if_due() == []
+
+
+def test_a_forked_child_does_not_keep_the_lease(tmp_path: Path) -> None:
+    """A worker forked during a pass (gunicorn, Celery) must not hold the lease for life."""
+    store = queued(tmp_path, transfer_reconcile_interval=0.01)
+    with store.records.lease("reconcile", every=0) as mine:
+        assert mine
+        child = os.fork()
+        if child == 0:  # the child lives on while the parent's pass ends
+            time.sleep(2)
+            os._exit(0)
+    try:
+        time.sleep(0.02)
+        assert store.reconcile_if_due() == []  # the parent's pass ended: the lease is free
+    finally:
+        os.waitpid(child, 0)
+
+
+#: A process that takes the reconciler's lease of the records folder argv[1] and holds it
+#: until its standard input ends.
+HOLD_LEASE = """
+import sys
+from flask_store.transfer.records import RecordBook
+with RecordBook(sys.argv[1]).lease("reconcile", every=0) as mine:
+    print("held" if mine else "refused", flush=True)
+    sys.stdin.read()
+"""
 
 
 def test_a_running_app_reconciles_periodically_without_anyone_asking(tmp_path: Path) -> None:
@@ -245,11 +268,11 @@ def test_a_running_app_reconciles_periodically_without_anyone_asking(tmp_path: P
     store = Store.registry(app).resolve()
     assert isinstance(store, QueuedStore)
     assert store.join(timeout=SAFETY_NET)  # the start-up pass is over
-    key = _pending_of_a_dead_process(tmp_path, "later.txt")  # after start-up
-    deadline = time.monotonic() + SAFETY_NET
-    while store.records.get(key) is not None and store.state(key) != "done":
-        assert time.monotonic() < deadline, "no periodic pass transferred the file"
-        time.sleep(0.05)
+    try:
+        key = _pending_of_a_dead_process(tmp_path, "later.txt")  # after start-up
+        assert store.wait(key, timeout=SAFETY_NET) == "done", "no periodic pass ran"
+    finally:
+        assert store.stop(timeout=SAFETY_NET)
     assert (tmp_path / "remote" / key).read_bytes() == b"payload"
 
 
@@ -290,6 +313,7 @@ def test_flask_store_clean_works_on_a_queued_store(tmp_path: Path) -> None:
     Store(app)
     store = Store.registry(app).resolve()
     assert isinstance(store, QueuedStore)
+    assert store.join(timeout=SAFETY_NET)  # the start-up pass (which sweeps too) is over
     upload = _aged(tmp_path / "local" / ".upload-left", b"half", 3600)
     debris = _aged(Path(store.records.root) / "tmp" / "3f.intent", b"", 3600)
     result = app.test_cli_runner().invoke(args=["store", "clean", "--older-than", "60"])

@@ -55,7 +55,6 @@ from ..exceptions import (
     FileExistsInStoreError,
     FileNotFoundInStoreError,
     InvalidKeyError,
-    NotConfiguredError,
     TransferConflictError,
     TransferVerificationError,
 )
@@ -91,6 +90,8 @@ log = logging.getLogger("flask_store.transfer")
 Role = Literal["local", "remote"]
 #: How often :meth:`QueuedStore.wait` reads the record of the file it waits for.
 WAIT_POLL_SECONDS = 0.05
+#: Seconds the background reconciler waits for its executor before it says so in the log.
+READY_WARNING_SECONDS = 10.0
 #: Seconds after which files in the records' ``tmp/`` count as left by a killed write.
 DEBRIS_SECONDS = 60.0
 #: The lease the periodic reconciler takes in the records folder (one process at a time).
@@ -310,6 +311,7 @@ class QueuedStore(BaseStore):
         self.reconcile_grace = float(cfg.value("TRANSFER_RECONCILE_GRACE"))
         self._starting: threading.Thread | None = None
         self._started = threading.Event()  # the start-up pass is over
+        self._stopping = threading.Event()
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -379,6 +381,7 @@ class QueuedStore(BaseStore):
         landed but before its record was written leaves enough for the reconciler to adopt
         the file (:meth:`adopt_abandoned`).
         """
+        self.executor.check_ready()  # a missing setup step fails before anything is written
         queued = not self.delayed
         with self.records.intent(overwrite=overwrite, queued=queued) as intent:
             candidates = keys if overwrite else self._unreserved(keys)
@@ -400,14 +403,11 @@ class QueuedStore(BaseStore):
 
         The file and its pending record are on disk already: a broker that is down or
         frozen (an RQ executor's Redis) only delays the transfer, which the reconciler
-        queues again. Raising here would make the client retry and orphan this copy. A
-        setup mistake (:class:`NotConfiguredError`) is raised all the same: it must show.
+        queues again. Raising here would make the client retry and orphan this copy.
         """
         key = job.key
         try:
             self.executor.submit(job)
-        except NotConfiguredError:
-            raise
         except Exception:
             log.warning(
                 "Could not queue the transfer of %r; it stays pending for the reconciler.",
@@ -805,14 +805,29 @@ class QueuedStore(BaseStore):
 
     def _reconcile_forever(self) -> None:
         """The background reconciler: the start-up pass, then the periodic ones."""
+        if not self.executor.wait_ready(READY_WARNING_SECONDS):
+            log.warning(
+                "The transfers of %r wait for their executor to be set up "
+                "(store.init_celery(celery_app) for Celery).",
+                self.name,
+            )
+            self.executor.wait_ready(None)
         self._reconcile_logged("at start-up", self.reconcile)
         self._started.set()
         if not self.reconcile_interval:
             return
-        while True:
-            # Jitter spreads the processes of a deployment that started together.
-            time.sleep(self.reconcile_interval * random.uniform(0.5, 1.0))
+        # Jitter spreads the processes of a deployment that started together.
+        while not self._stopping.wait(self.reconcile_interval * random.uniform(0.5, 1.0)):
             self._reconcile_logged("periodically", self.reconcile_if_due)
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """End the background reconciler (for tests and embedding); whether it ended within
+        ``timeout`` seconds. Transfers already queued carry on."""
+        self._stopping.set()
+        if self._starting is None:
+            return True
+        self._starting.join(timeout)
+        return not self._starting.is_alive()
 
     @staticmethod
     def _reconcile_logged(when: str, reconcile: Callable[[], list[str] | None]) -> None:

@@ -112,6 +112,14 @@ class Executor(Protocol):
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every transfer submitted here has finished; ``False`` on timeout."""
 
+    def check_ready(self) -> None:
+        """Raise :class:`NotConfiguredError` when jobs cannot be submitted yet (a setup
+        step is missing), so a save fails before it writes anything."""
+
+    def wait_ready(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` seconds (``None``: for ever) for jobs to be accepted;
+        whether they are (the background reconciler waits for ``init_celery`` this way)."""
+
 
 def make_executor(kind: str, store: QueuedStore) -> Executor:
     """The executor called ``kind`` for ``store``, checked but not yet connected to anything.
@@ -249,6 +257,12 @@ class ThreadExecutor:
     def join(self, timeout: float | None = None) -> bool:
         return self._outstanding.wait(timeout)
 
+    def check_ready(self) -> None:
+        return
+
+    def wait_ready(self, timeout: float | None) -> bool:
+        return True
+
     def _work(self) -> None:
         while True:
             try:
@@ -304,6 +318,12 @@ class GeventExecutor:
 
     def join(self, timeout: float | None = None) -> bool:
         return bool(self._group.join(timeout=timeout))
+
+    def check_ready(self) -> None:
+        return
+
+    def wait_ready(self, timeout: float | None) -> bool:
+        return True
 
     def _bounded(self, job: TransferJob) -> None:
         with self._slots:
@@ -438,6 +458,12 @@ class RQExecutor:
         """Wait until the records of every key submitted here are settled (done or failed)."""
         return self._submitted.join(timeout)
 
+    def check_ready(self) -> None:
+        return
+
+    def wait_ready(self, timeout: float | None) -> bool:
+        return True
+
 
 def rq_job_state(rq_queue: Any, job_id: str) -> str | None:
     """The RQ state (``queued``, ``started``...) of the job ``job_id``; ``None`` if unknown."""
@@ -507,6 +533,7 @@ class CeleryExecutor:
         self._store_name = store.name
         self._queue_name: str = store.config.value("CELERY_QUEUE")
         self._celery: Any = None
+        self._bound = threading.Event()
         self._outbox: queue.SimpleQueue[TransferJob] = queue.SimpleQueue()
         self._sender: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -515,19 +542,27 @@ class CeleryExecutor:
     def bind(self, celery_app: Any) -> None:
         """Send this store's transfers through ``celery_app`` (``store.init_celery``)."""
         self._celery = celery_app
+        self._bound.set()
 
-    def submit(self, job: TransferJob) -> None:
-        """Put ``job`` in the outbox; the sender thread hands it to the broker.
+    def wait_ready(self, timeout: float | None) -> bool:
+        return self._bound.wait(timeout)
 
-        :raises NotConfiguredError: when no Celery app was given (a setup mistake that must
-            show at the first save, not only in a log).
-        """
+    def check_ready(self) -> None:
+        """:raises NotConfiguredError: when no Celery app was given (a setup mistake that
+        must show at the first save, not only in a log)."""
         if self._celery is None:
             raise NotConfiguredError(
                 f"STORE_TRANSFER_EXECUTOR is 'celery' for the store {self._store_name!r}, but "
                 "no Celery app was given: call store.init_celery(celery_app) after "
                 "Store(app) or init_app(app), in the web app and in the worker's module."
             )
+
+    def submit(self, job: TransferJob) -> None:
+        """Put ``job`` in the outbox; the sender thread hands it to the broker.
+
+        :raises NotConfiguredError: when no Celery app was given (:meth:`check_ready`).
+        """
+        self.check_ready()
         self._submitted.add(job.key)
         self._outbox.put(job)
         with self._lock:

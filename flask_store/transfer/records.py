@@ -43,6 +43,7 @@ import stat
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -209,10 +210,17 @@ class RecordBook:
 
     def __init__(self, root: str) -> None:
         self.root = root
-        self._lock = threading.Lock()
-        self._key_locks = KeyLocks()
+        self._new_locks()
+        # A child forked while a thread held one of them would wait for it for ever.
+        book = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _new_locks_of(book))
         for part in (_OPEN, _DONE, _TMP, _LOCKS, _INTENTS):
             os.makedirs(os.path.join(root, part), exist_ok=True)
+
+    def _new_locks(self) -> None:
+        """This process's locks around records and transfers, none of them held."""
+        self._lock = threading.Lock()
+        self._key_locks = KeyLocks()
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -458,12 +466,20 @@ class RecordBook:
         one process at a time (an ``flock`` of ``locks/<name>.lease``, which the kernel drops
         when its holder dies), and at most once per ``every`` seconds across all of them (the
         start of the last pass is written in the lease file).
+
+        The lock is a POSIX record lock (``lockf``), not an ``flock``: a process forked
+        during a pass (a gunicorn or Celery worker) does not inherit it, so a long-lived
+        child can never keep the lease from everyone else.
         """
         path = os.path.join(self.root, _LOCKS, f"{name}.lease")
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            if not _try_flock(fd):
-                yield False
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                    raise
+                yield False  # another process runs a pass now
                 return
             now = time.time()
             last = _read_float(fd)
@@ -474,7 +490,7 @@ class RecordBook:
             os.pwrite(fd, repr(now).encode(), 0)
             yield True
         finally:
-            os.close(fd)  # drops the flock
+            os.close(fd)  # drops the lock
 
     def sweep_debris(self, older_than: float) -> list[str]:
         """Remove what processes killed mid-write left in ``tmp/``; the paths removed.
@@ -594,6 +610,13 @@ class Intent:
 
 def _log_waiting(key: str) -> None:
     log.info("Transfer of %r waits for another transfer of it.", key)
+
+
+def _new_locks_of(book: weakref.ref[RecordBook]) -> None:
+    """Give the record book behind ``book``, if it still exists, fresh locks (after a fork)."""
+    found = book()
+    if found is not None:
+        found._new_locks()
 
 
 def _read_float(fd: int) -> float | None:
