@@ -26,6 +26,10 @@ DEFAULTS: Mapping[str, Any] = {
         "zip",
     ],
     "STORE_CACHE_MAX_AGE": 3600,
+    # The "large file" page: resumable (tus) uploads of up to 2 GiB, sent in 8 MiB pieces.
+    "STORE_TUS_URL_PREFIX": "/resumable",
+    "STORE_TUS_MAX_SIZE": 2 * 1024**3,
+    "LARGE_UPLOAD_CHUNK_BYTES": 8 * 1024 * 1024,
 }
 
 

@@ -8,6 +8,9 @@ error messages, so both paths share one validation and one template.
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Mapping
 from typing import Any
 
 from flask import (
@@ -19,6 +22,8 @@ from flask import (
     redirect,
     render_template,
     request,
+    send_file,
+    session,
     url_for,
 )
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -140,3 +145,46 @@ def too_large(error: RequestEntityTooLarge) -> Any:
         return jsonify(ok=False, errors=[message]), 413
     flash(message, "error")
     return redirect(url_for(".index"))
+
+
+# -- the "large file" page: resumable uploads with tus ---------------------------------------
+
+#: Session mark set by the large-file page: only its visitors may start resumable uploads.
+LARGE_UPLOADS_MARK = "large_uploads"
+#: The browser's tus client, installed by ``make test`` / npm into the virtualenv (pinned in
+#: the Makefile: tus-js-client 4.3.1). Set ``TUS_CLIENT_SCRIPT`` to serve another copy.
+TUS_CLIENT_SCRIPT = os.path.join(
+    sys.prefix, "node", "node_modules", "tus-js-client", "dist", "tus.min.js"
+)
+
+
+def tus_client_path() -> str:
+    return str(current_app.config.get("TUS_CLIENT_SCRIPT") or TUS_CLIENT_SCRIPT)
+
+
+@bp.get("/large")
+def large() -> Any:
+    """A page that sends one large file in resumable pieces (``STORE_TUS_URL_PREFIX``)."""
+    session[LARGE_UPLOADS_MARK] = True
+    return render_template(
+        "large.html",
+        endpoint=current_app.config["STORE_TUS_URL_PREFIX"] + "/",
+        chunk_size=current_app.config.get("LARGE_UPLOAD_CHUNK_BYTES", 8 * 1024 * 1024),
+        max_bytes=current_app.config["STORE_TUS_MAX_SIZE"],
+        client_available=os.path.isfile(tus_client_path()),
+    )
+
+
+@bp.get("/vendor/tus.min.js")
+def tus_client_script() -> Response:
+    """tus-js-client, served from the virtualenv (the page needs no CDN)."""
+    path = tus_client_path()
+    if not os.path.isfile(path):
+        abort(404)
+    return send_file(path, mimetype="text/javascript", max_age=3600)
+
+
+@store.authorize_upload
+def allow_resumable_upload(metadata: Mapping[str, str], length: int | None) -> bool:
+    """Let visitors of the large-file page start uploads (a real app checks its user)."""
+    return session.get(LARGE_UPLOADS_MARK) is True
