@@ -20,8 +20,10 @@ Content-Disposition, Cache-Control) are built once, as a :class:`VersionHeaders`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -62,6 +64,7 @@ __all__ = [
     "VersionHeaders",
     "answer",
     "answer_for_version",
+    "is_conditional",
     "serve_file",
     "status_line",
     "version_headers",
@@ -142,11 +145,11 @@ def answer(store: BaseStore, key: str, environ: dict[str, Any]) -> Answer:
         source = store.read_cache or store
         # The answer decided from metadata alone, and the version it was decided on.
         early: tuple[FileInfo, _Decision] | None = None
-        if _is_head(environ) or _is_conditional(environ) or "HTTP_RANGE" in environ:
+        if _is_head(environ) or is_conditional(environ) or "HTTP_RANGE" in environ:
             info = source.info(key)
             decided = _decide(store, info, environ)
             if _is_head(environ) or not decided.has_body:
-                return decided.without_body()  # HEAD, 304, 412: headers only
+                return decided.without_body(environ)  # HEAD, 304, 412: headers only
             if decided.spans and store.read_cache is None:
                 ranged = _open_range_of(store, info, decided)
                 if ranged is not None:
@@ -167,7 +170,7 @@ def answer(store: BaseStore, key: str, environ: dict[str, Any]) -> Answer:
         raise
     if not decided.has_body:
         stream.close()
-        return decided.without_body()
+        return decided.without_body(environ)
     return _with_body(decided, stream, environ)
 
 
@@ -187,11 +190,11 @@ def answer_for_version(
         if _is_head(environ) or not decided.has_body:
             if stream is not None:
                 stream.close()
-            return decided.without_body()
+            return decided.without_body(environ)
         if stream is None:
             return None
         if decided.spans:
-            stream.seek(decided.spans[0][0])
+            skip_to(stream, decided.spans[0][0])
     except BaseException:
         if stream is not None:
             stream.close()
@@ -212,7 +215,8 @@ _CONDITIONAL_HEADERS = (
 )
 
 
-def _is_conditional(environ: dict[str, Any]) -> bool:
+def is_conditional(environ: dict[str, Any]) -> bool:
+    """Whether the request carries a precondition (its answer may be a 412 or 304)."""
     return any(name in environ for name in _CONDITIONAL_HEADERS)
 
 
@@ -337,6 +341,7 @@ class _Decision:
         whole file) and for answers without content.
     :param multipart: the frame of a 206 for two or more spans.
     :param text: the body of an answer that is not the file (412).
+    :param file_size: the size of the file whose bytes follow (200, 206).
     """
 
     status: int
@@ -344,15 +349,18 @@ class _Decision:
     spans: tuple[Span, ...] = ()
     multipart: MultipartByteranges | None = None
     text: bytes = b""
+    file_size: int = 0
 
     @property
     def has_body(self) -> bool:
         """Whether the file's bytes follow (200, 206), not just headers (304, 412)."""
         return self.status in (200, 206)
 
-    def without_body(self) -> Answer:
-        """The answer when no byte of the file is sent (HEAD, 304, 412)."""
-        return Answer(self.status, self.headers, [self.text] if self.text else ())
+    def without_body(self, environ: dict[str, Any]) -> Answer:
+        """The answer when no byte of the file is sent (HEAD, 304, 412): the 412's reason
+        only to a GET (a HEAD gets the headers alone)."""
+        text = self.text and not _is_head(environ)
+        return Answer(self.status, self.headers, [self.text] if text else ())
 
 
 def _decide(store: BaseStore, info: FileInfo, environ: dict[str, Any]) -> _Decision:
@@ -376,7 +384,7 @@ def _decide_on(version: VersionHeaders, environ: dict[str, Any], now: datetime) 
         return _Decision(304, list(version.not_modified))
     spans = _requested_spans(environ, info, now)
     if spans is None:
-        return _Decision(200, list(version.full))
+        return _Decision(200, list(version.full), file_size=info.size)
     multipart = None
     if len(spans) > 1:
         multipart = MultipartByteranges(spans, info.size, version.full[0][1])
@@ -391,7 +399,7 @@ def _decide_on(version: VersionHeaders, environ: dict[str, Any], now: datetime) 
         headers = _replaced(headers, "Content-Type", multipart.content_type)
         if "HTTP_IF_RANGE" in environ:
             headers.append(("Content-Type", multipart.content_type))
-    return _Decision(206, headers, spans, multipart)
+    return _Decision(206, headers, spans, multipart, file_size=info.size)
 
 
 def _replaced(headers: HeaderList, name: str, value: str) -> HeaderList:
@@ -544,6 +552,8 @@ def _with_body(decided: _Decision, stream: BinaryIO, environ: dict[str, Any]) ->
     position, for the answer's ``Content-Length`` (a range's window keeps the file's
     descriptor for that).
     """
+    if decided.file_size >= SEQUENTIAL_FROM:
+        _read_ahead(stream)
     if decided.multipart is not None:
         return Answer(decided.status, decided.headers, decided.multipart.body(stream, READ_BLOCK))
     if decided.spans:
@@ -551,6 +561,13 @@ def _with_body(decided: _Decision, stream: BinaryIO, environ: dict[str, Any]) ->
         stream = cast(BinaryIO, _Window(stream, stop - start))
     wrapper = environ.get("wsgi.file_wrapper", FileWrapper)
     return Answer(decided.status, decided.headers, wrapper(stream, READ_BLOCK))
+
+
+def _read_ahead(stream: BinaryIO) -> None:
+    """Tell the kernel a local file will be read from start to end (``SEQUENTIAL``: it then
+    reads ahead further); nothing for a stream that is no local file."""
+    with contextlib.suppress(OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        os.posix_fadvise(stream.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
 
 
 class _Window(io.RawIOBase):

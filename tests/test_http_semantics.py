@@ -26,7 +26,7 @@ from werkzeug.http import parse_date, parse_options_header
 from werkzeug.test import TestResponse
 from werkzeug.wrappers import Response
 
-from flask_store import Store
+from flask_store import Store, fast_path
 from flask_store.byteranges import MAX_RANGES
 from flask_store.exceptions import FileChangedError
 from flask_store.serving import READ_BLOCK
@@ -229,20 +229,34 @@ class Tracked:
     def seekable(self) -> bool:
         return False
 
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
     def close(self) -> None:
         self.closed_by_route = True
         self.stream.close()
 
 
 def track_ranged_opens(provider: BaseStore, monkeypatch: pytest.MonkeyPatch) -> list[Tracked]:
+    """Track the streams the route opens for ranges: the store's ``open_range``, or on the
+    fast path, a local file opened by ``fast_path._open_plain``."""
     opened: list[Tracked] = []
     open_range = provider.open_range
+    open_plain = fast_path._open_plain
 
     def tracked(*args: Any, **kwargs: Any) -> Any:
         opened.append(Tracked(open_range(*args, **kwargs)))
         return opened[-1]
 
+    def tracked_plain(path: str) -> Any:
+        stream = open_plain(path)
+        if stream is None:
+            return None
+        opened.append(Tracked(stream))
+        return opened[-1]
+
     monkeypatch.setattr(provider, "open_range", tracked)
+    monkeypatch.setattr(fast_path, "_open_plain", tracked_plain)
     return opened
 
 

@@ -57,6 +57,7 @@ LAYERS: dict[str, int] = {
     # 4. the Flask-facing top
     "registry": 4,
     "serving": 4,
+    "fast_path": 4,
     "errors": 4,
     "console": 4,
     "cli": 4,

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from moto import mock_aws
 from werkzeug.test import TestResponse
 
-from flask_store import Store
+from flask_store import Store, fast_path
 from flask_store.exceptions import FileChangedError
 from flask_store.stores.base import BaseStore
 from flask_store.stores.queued import QueuedStore
@@ -388,16 +388,35 @@ def test_head_with_an_ignored_range_is_the_whole_file(client: FlaskClient) -> No
 NEW_BODY = b"N" * 100
 
 
+def replaced_before(provider: BaseStore, monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    """Make the store's next call of ``method`` find ``data.bin`` replaced.
+
+    On the fast path a local file's bytes are opened by ``fast_path._open_plain`` instead:
+    the first of the two to run replaces the file, once.
+    """
+    original = getattr(provider, method)
+    open_plain = fast_path._open_plain
+
+    def replace_once() -> None:
+        monkeypatch.setattr(provider, method, original)
+        monkeypatch.setattr(fast_path, "_open_plain", open_plain)
+        provider.replace("data.bin", NEW_BODY)
+
+    def replace_then_call(*args: Any, **kwargs: Any) -> Any:
+        replace_once()
+        return original(*args, **kwargs)
+
+    def replace_then_open_plain(path: str) -> Any:
+        replace_once()
+        return open_plain(path)
+
+    monkeypatch.setattr(provider, method, replace_then_call)
+    monkeypatch.setattr(fast_path, "_open_plain", replace_then_open_plain)
+
+
 def replaced_before_the_range(provider: BaseStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the next ranged read find ``data.bin`` replaced since the route's ``info()``."""
-    open_range = provider.open_range
-
-    def replace_then_open(key: str, start: int, stop: int, *, etag: str | None = None) -> Any:
-        monkeypatch.setattr(provider, "open_range", open_range)
-        provider.replace(key, NEW_BODY)
-        return open_range(key, start, stop, etag=etag)
-
-    monkeypatch.setattr(provider, "open_range", replace_then_open)
+    replaced_before(provider, monkeypatch, "open_range")
 
 
 def test_open_range_refuses_another_version(provider: BaseStore) -> None:
@@ -445,14 +464,7 @@ def test_if_match_replaced_meanwhile_gives_412(
 
 def replaced_before_opening(provider: BaseStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the route's next open find ``data.bin`` replaced since its ``info()``."""
-    open_with_info = provider.open_with_info
-
-    def replace_then_open(key: str) -> Any:
-        monkeypatch.setattr(provider, "open_with_info", open_with_info)
-        provider.replace(key, NEW_BODY)
-        return open_with_info(key)
-
-    monkeypatch.setattr(provider, "open_with_info", replace_then_open)
+    replaced_before(provider, monkeypatch, "open_with_info")
 
 
 def test_replaced_before_opening_is_decided_on_the_new_version(
