@@ -75,12 +75,18 @@ class ContentRules:
     def of(cls, allowed_types: Any = None, max_size: Any = None) -> ContentRules:
         """Rules from unchecked values (a setting, an argument).
 
-        :raises InvalidArgumentError: for a pattern or a size that is not one.
+        :raises InvalidArgumentError: naming the argument, for a pattern or a size that is
+            not one.
         """
-        return cls(
-            None if allowed_types is None else parse_allowed_types(allowed_types),
-            None if max_size is None else parse_max_size(max_size),
-        )
+        try:
+            types = None if allowed_types is None else parse_allowed_types(allowed_types)
+        except InvalidArgumentError as exc:
+            raise InvalidArgumentError(f"allowed_types {exc}") from None
+        try:
+            size = None if max_size is None else parse_max_size(max_size)
+        except InvalidArgumentError as exc:
+            raise InvalidArgumentError(f"max_size {exc}") from None
+        return cls(types, size)
 
     def __bool__(self) -> bool:
         return self.allowed_types is not None or self.max_size is not None

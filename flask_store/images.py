@@ -182,8 +182,8 @@ def check_image(stream: BinaryIO, *, filename: str, max_pixels: int) -> ImageFac
     """Check that ``stream`` holds one real image of a format in :data:`IMAGE_FORMATS`.
 
     Decided from the bytes alone. The stream must be seekable (a file, ``BytesIO``, a
-    Werkzeug upload's stream); it is read from its current position to its end and left
-    where it was.
+    Werkzeug upload's stream); its whole content is the image (Pillow reads from the
+    start), and it is left at the position it had.
 
     :param filename: the client's name of the file, for messages only.
     :param max_pixels: the most pixels (width times height) an image may declare.
@@ -193,14 +193,13 @@ def check_image(stream: BinaryIO, *, filename: str, max_pixels: int) -> ImageFac
         a format not accepted, truncated or corrupt, or also holds markup or an archive.
     """
     _check_max_pixels(max_pixels)
-    start = stream.tell()
+    position = stream.tell()
     try:
-        facts = _checked_facts(stream, start, filename, max_pixels)
-        stream.seek(start)
-        _check_single_content(stream, start, facts.format, filename)
+        facts = _checked_facts(stream, filename, max_pixels)
+        _check_single_content(stream, facts.format, filename)
         return facts
     finally:
-        stream.seek(start)
+        stream.seek(position)
 
 
 def _check_max_pixels(max_pixels: int) -> None:
@@ -208,11 +207,13 @@ def _check_max_pixels(max_pixels: int) -> None:
         raise InvalidArgumentError(f"max_pixels must be a positive integer, not {max_pixels!r}.")
 
 
-def _checked_facts(stream: BinaryIO, start: int, filename: str, max_pixels: int) -> ImageFacts:
+def _checked_facts(stream: BinaryIO, filename: str, max_pixels: int) -> ImageFacts:
     """Open, size-check, ``verify()`` and decode the image; what it is."""
     with _opened(stream, filename, max_pixels) as image:
-        image.verify()  # structure and checksums; the image is unusable afterwards
-    stream.seek(start)
+        try:
+            image.verify()  # structure and checksums; the image is unusable afterwards
+        except Exception as exc:
+            raise _not_an_image(filename, "it is truncated or corrupt") from exc
     with _opened(stream, filename, max_pixels) as image:
         image_format = str(image.format)
         orientation = _orientation_of(image)
@@ -221,6 +222,8 @@ def _checked_facts(stream: BinaryIO, start: int, filename: str, max_pixels: int)
             # Decode every scan at 1/8 scale: a truncated JPEG still fails, in 1/64 the memory.
             image.draft(image.mode, (max(1, width // 8), max(1, height // 8)))
         _decode(image, filename)
+    if image_format == "PNG":
+        _check_png_data(stream, filename)
     if orientation in (5, 6, 7, 8):  # turned a quarter: displayed the other way round
         width, height = height, width
     return ImageFacts(width, height, image_format, IMAGE_FORMATS[image_format], orientation)
@@ -234,6 +237,7 @@ def _opened(stream: BinaryIO, filename: str, max_pixels: int) -> Iterator[Image.
     """
     from PIL import Image  # lazily: Pillow is the optional ``images`` extra
 
+    stream.seek(0)
     try:
         with warnings.catch_warnings():
             # Pillow's own bomb limit warns before it refuses; a warning is a refusal here.
@@ -266,6 +270,69 @@ def _decode(image: Image.Image, filename: str) -> None:
         raise _not_an_image(filename, "it is truncated or corrupt") from exc
 
 
+#: Samples per pixel of each PNG colour type.
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+#: Adam7 passes: first column, first row, column step, row step.
+_ADAM7 = (
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+)
+
+
+def _check_png_data(stream: BinaryIO, filename: str) -> None:
+    """Inflate a PNG's image data and count it: exactly the bytes its header promises.
+
+    Pillow's decoder quietly stops at corrupt compressed data (leaving black rows), and
+    ``verify()`` checks only each chunk's CRC, which a crafted file fixes up. The data is
+    inflated in pieces and dropped, so memory stays small.
+
+    :raises InvalidImageError: when the data is corrupt, short, or longer than promised.
+    """
+    stream.seek(8)
+    header = stream.read(25)
+    width, height, depth, colour, _, _, interlaced = struct.unpack(">IIBBBBB", header[8:21])
+    expected = _png_data_size(width, height, depth * _PNG_CHANNELS.get(colour, 4), interlaced)
+    inflater = zlib.decompressobj()
+    produced = 0
+    stream.seek(8)
+    try:
+        while True:
+            length, kind = struct.unpack(">I4s", stream.read(8))
+            if kind == b"IEND":
+                break
+            if kind != b"IDAT":
+                stream.seek(length + 4, io.SEEK_CUR)
+                continue
+            data = stream.read(length)
+            stream.seek(4, io.SEEK_CUR)
+            while data and not inflater.eof:
+                produced += len(inflater.decompress(data, CHUNK_SIZE))
+                data = inflater.unconsumed_tail
+                if produced > expected:
+                    break
+    except (struct.error, zlib.error) as exc:
+        raise _not_an_image(filename, "its image data is corrupt") from exc
+    if not inflater.eof or produced != expected or inflater.unused_data:
+        raise _not_an_image(filename, "its image data is truncated or corrupt")
+
+
+def _png_data_size(width: int, height: int, bits_per_pixel: int, interlaced: int) -> int:
+    """How many bytes a PNG's image data inflates to: each row's filter byte and pixels."""
+    passes = _ADAM7 if interlaced else ((0, 0, 1, 1),)
+    size = 0
+    for x0, y0, dx, dy in passes:
+        columns = (width - x0 + dx - 1) // dx
+        rows = (height - y0 + dy - 1) // dy
+        if columns > 0 and rows > 0:
+            size += rows * (1 + (columns * bits_per_pixel + 7) // 8)
+    return size
+
+
 def _orientation_of(image: Image.Image) -> int:
     """The image's EXIF orientation, 1 when it has none or a nonsense one."""
     try:
@@ -279,30 +346,27 @@ def _not_an_image(filename: str, why: str) -> InvalidImageError:
     return InvalidImageError(f"{filename!r} is not a valid image: {why}.")
 
 
-def _check_single_content(stream: BinaryIO, start: int, image_format: str, filename: str) -> None:
+def _check_single_content(stream: BinaryIO, image_format: str, filename: str) -> None:
     """Refuse a polyglot: bytes after the image's end, markup anywhere, an archive inside.
 
     :raises InvalidImageError: naming what was found.
     """
-    size = stream.seek(0, io.SEEK_END) - start
-    tail_start = start + max(0, size - _ZIP_TAIL)
-    stream.seek(tail_start)
+    size = stream.seek(0, io.SEEK_END)
+    stream.seek(max(0, size - _ZIP_TAIL))
     tail = stream.read()
-    if not _ends_as(image_format, tail, size, stream, start):
+    if not _ends_as(image_format, tail, size, stream):
         raise _not_an_image(filename, "other data follows the end of the image")
     if _ZIP_END in tail:
         raise _not_an_image(filename, "it also holds a ZIP archive")
-    stream.seek(start)
-    head = stream.read(_PDF_HEAD)
-    if b"%PDF-" in head:
+    stream.seek(0)
+    if b"%PDF-" in stream.read(_PDF_HEAD):
         raise _not_an_image(filename, "it also holds a PDF document")
-    stream.seek(start)
     for pattern, what in ((_MARKUP, "HTML, SVG or script markup"), (_ARCHIVES, "an archive")):
-        if _found(stream, start, pattern):
+        if _found(stream, pattern):
             raise _not_an_image(filename, f"it also holds {what}")
 
 
-def _ends_as(image_format: str, tail: bytes, size: int, stream: BinaryIO, start: int) -> bool:
+def _ends_as(image_format: str, tail: bytes, size: int, stream: BinaryIO) -> bool:
     """Whether the file ends where an image of ``image_format`` ends (``tail``: its end)."""
     if image_format == "JPEG":
         # Some cameras pad a JPEG with zeros; a phone's MPF images follow the first one and
@@ -312,14 +376,14 @@ def _ends_as(image_format: str, tail: bytes, size: int, stream: BinaryIO, start:
         return tail.endswith(_PNG_END)
     if image_format == "GIF":
         return tail.endswith(b"\x3b")
-    stream.seek(start + 4)  # WEBP: a RIFF file says its own length
+    stream.seek(4)  # WEBP: a RIFF file says its own length
     (riff_size,) = struct.unpack("<I", stream.read(4))
     return bool(riff_size + 8 + (riff_size & 1) == size)
 
 
-def _found(stream: BinaryIO, start: int, pattern: re.Pattern[bytes]) -> bool:
-    """Whether ``pattern`` matches anywhere from ``start`` on, read in chunks."""
-    stream.seek(start)
+def _found(stream: BinaryIO, pattern: re.Pattern[bytes]) -> bool:
+    """Whether ``pattern`` matches anywhere in ``stream``, read in chunks."""
+    stream.seek(0)
     carry = b""
     while chunk := stream.read(CHUNK_SIZE):
         window = carry + chunk
@@ -520,7 +584,7 @@ def make_thumbnails(
 
     if not sizes:
         return {}
-    start = stream.tell()
+    position = stream.tell()
     with _opened(stream, filename, max_pixels) as image:
         image_format = str(image.format)
         side = max(max(size) for size in sizes.values())
@@ -529,14 +593,18 @@ def make_thumbnails(
             image.draft("RGB" if image.mode == "CMYK" else image.mode, (side, side))
         _decode(image, filename)
         upright = ImageOps.exif_transpose(image)
-    stream.seek(start)
-    upright = _thumbnail_mode(upright)
+    stream.seek(position)
+    converted = _thumbnail_mode(upright)
+    # The colour profile stays (a phone's Display P3 photo would look dull without it),
+    # unless the pixels were converted out of the space it describes (CMYK to RGB).
+    profile = upright.info.get("icc_profile") if converted is upright else None
+    kept = {"icc_profile": profile} if profile else {}
     out_format = _THUMBNAIL_FORMATS[image_format]
     thumbnails = {}
     for name, box in sizes.items():
-        thumbnail = upright.copy()
+        thumbnail = converted.copy()
         thumbnail.thumbnail(box)
-        thumbnail.info = {}  # no EXIF, XMP, comments or text
+        thumbnail.info = dict(kept)  # no EXIF, XMP, comments or text
         thumbnails[name] = (thumbnail, out_format)
     return thumbnails
 
@@ -553,7 +621,11 @@ def encode_thumbnail(image: Image.Image, out_format: str, target: BinaryIO) -> N
     """Write ``image`` to ``target`` as ``out_format``, with no metadata."""
     if out_format == "JPEG" and image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
-    image.save(target, out_format, **_SAVE_OPTIONS[out_format])
+    options = dict(_SAVE_OPTIONS[out_format])
+    profile = image.info.get("icc_profile")
+    if profile:
+        options["icc_profile"] = profile
+    image.save(target, out_format, **options)
 
 
 def thumbnail_key(original_key: str, name: str, image_format: str) -> str:
