@@ -598,7 +598,7 @@ def make_thumbnails(
     # The colour profile stays (a phone's Display P3 photo would look dull without it),
     # unless the pixels were converted out of the space it describes (CMYK to RGB).
     profile = upright.info.get("icc_profile") if converted is upright else None
-    kept = {"icc_profile": profile} if profile else {}
+    kept: dict[str | tuple[int, int], Any] = {"icc_profile": profile} if profile else {}
     out_format = _THUMBNAIL_FORMATS[image_format]
     thumbnails = {}
     for name, box in sizes.items():
