@@ -52,5 +52,19 @@ class UploadForm(FlaskForm):
         return [message for messages in self.errors.values() for message in messages]
 
 
+class PhotoForm(FlaskForm):
+    """One image for the photo gallery; whether it is a real image is decided from its
+    bytes when it is saved (:class:`~flask_store.sqla.StoredImage`), not here."""
+
+    photo = FileField(
+        "Choose an image",
+        validators=[FileRequired(message="Choose an image to add."), _check_size],
+    )
+
+    def error_messages(self) -> list[str]:
+        """Every validation error as one flat list (CSRF problems included)."""
+        return [message for messages in self.errors.values() for message in messages]
+
+
 class DeleteForm(FlaskForm):
     """No fields of its own: it carries the CSRF token that guards the delete buttons."""

@@ -178,3 +178,41 @@ def test_upload_works_without_javascript(browser: Browser, live_app: str, tmp_pa
         expect(page.locator("#progress-row")).to_be_hidden()
     finally:
         context.close()
+
+
+def test_photo_gallery_on_database_rows(page: Page, live_app: str, tmp_path: Path) -> None:
+    """/photos: an image on a StoredImage row gets a thumbnail the browser can draw; a text
+    file named .png is refused; deleting the photo deletes its files."""
+    photos_folder = tmp_path / "instance" / "photos"
+    page.goto(live_app + "/photos/")
+    expect(page.get_by_text("No photos yet.")).to_be_visible()
+
+    page.get_by_label("Choose an image").set_input_files(
+        {"name": "lake.png", "mimeType": "image/png", "buffer": make_png(120, 80)}
+    )
+    page.get_by_role("button", name="Add photo").click()
+    expect(page.get_by_role("status")).to_have_text("Added “lake.png”.")
+    thumbnail = page.locator('#photo-cards img.thumb[alt="lake.png"]')
+    expect(thumbnail).to_be_visible()
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0", arg=thumbnail.element_handle()
+    )
+    natural = thumbnail.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    assert natural[0] > 0 and natural[0] <= 320 and natural[0] * 2 == natural[1] * 3  # 3:2 kept
+    assert sorted(p.name for p in photos_folder.iterdir()) == ["lake.png", "lake.small.png"]
+    thumbnail_url = live_app + attribute(thumbnail, "src")
+    assert page.request.get(thumbnail_url).status == 200
+
+    page.get_by_label("Choose an image").set_input_files(
+        {"name": "fake.png", "mimeType": "image/png", "buffer": b"not an image at all"}
+    )
+    page.get_by_role("button", name="Add photo").click()
+    expect(page.locator("#photo-errors")).to_contain_text("'fake.png' is not a valid image")
+    expect(page.locator("#photo-cards .card")).to_have_count(1)
+    assert sorted(p.name for p in photos_folder.iterdir()) == ["lake.png", "lake.small.png"]
+
+    page.get_by_role("button", name="Delete lake.png").click()
+    expect(page.get_by_role("status")).to_have_text("Deleted “lake.png”.")
+    expect(page.locator("#photo-cards .card")).to_have_count(0)
+    assert list(photos_folder.iterdir()) == []
+    assert page.request.get(thumbnail_url).status == 404
