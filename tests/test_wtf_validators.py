@@ -1,0 +1,103 @@
+"""Flask-WTF validators: the form refuses what save() would, from the bytes, before saving."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
+
+from flask_store import Store
+from flask_store.exceptions import InvalidArgumentError
+from flask_store.wtf import StoreAllowed, StoreMaxSize
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(200))
+HTML = b"<!doctype html><html><script>alert(1)</script>"
+
+
+@pytest.fixture
+def app() -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY="test",
+        WTF_CSRF_ENABLED=False,
+        STORE_PROVIDER="memory",
+        STORE_ALLOWED_TYPES=["image/*"],
+        STORE_MAX_SIZE=1000,
+        STORE_STORES={"docs": {"PROVIDER": "memory", "ALLOWED_TYPES": ["application/pdf"]}},
+    )
+    Store(app)
+    return app
+
+
+def validate(app: Flask, validators: list[Any], upload: tuple[Any, ...] | None) -> Any:
+    """Validate a form of one FileField holding ``upload`` (data, name[, type]) in ``app``."""
+
+    class Form(FlaskForm):  # type: ignore[misc]
+        file = FileField(validators=validators)
+
+    data = {"file": (io.BytesIO(upload[0]), *upload[1:])} if upload else {}
+    with app.test_request_context(method="POST", data=data):
+        form = Form()
+        ok = form.validate()
+        return ok, form.file.errors, form.file.data
+
+
+def test_a_page_named_and_typed_as_an_image_is_refused_by_the_form(app: Flask) -> None:
+    ok, errors, _ = validate(app, [StoreAllowed()], (HTML, "cat.png", "image/png"))
+    assert not ok
+    assert "cat.png" in errors[0] and "text/html" in errors[0]
+
+
+def test_a_real_image_passes_and_is_saved_whole(app: Flask) -> None:
+    class Form(FlaskForm):  # type: ignore[misc]
+        file = FileField(validators=[FileRequired(), StoreAllowed(), StoreMaxSize()])
+
+    data = {"file": (io.BytesIO(PNG), "a.png")}
+    with app.test_request_context(method="POST", data=data):
+        form = Form()
+        assert form.validate(), form.file.errors
+        saved = Store().Provider().save(form.file.data)  # the app's store, as a view would
+        assert saved.read() == PNG
+
+
+def test_too_large_is_refused_by_the_form(app: Flask) -> None:
+    ok, errors, _ = validate(app, [StoreMaxSize()], (PNG * 10, "a.png"))
+    assert not ok
+    assert "1000" in errors[0]
+    ok, errors, _ = validate(app, [StoreMaxSize(5000)], (PNG * 10, "a.png"))
+    assert ok
+
+
+def test_arguments_and_messages_override_the_settings(app: Flask) -> None:
+    pdf = b"%PDF-1.4\n%%EOF\n"
+    assert validate(app, [StoreAllowed(["application/pdf"])], (pdf, "a.pdf"))[0]
+    ok, errors, _ = validate(app, [StoreAllowed(message="Images only.")], (pdf, "a.pdf"))
+    assert (ok, errors) == (False, ["Images only."])
+    ok, errors, _ = validate(app, [StoreMaxSize(10, message="Too big.")], (PNG, "a.png"))
+    assert (ok, errors) == (False, ["Too big."])
+
+
+def test_a_named_store_gives_its_own_settings(app: Flask) -> None:
+    assert validate(app, [StoreAllowed(store="docs")], (b"%PDF-1.4\n", "a.pdf"))[0]
+    assert not validate(app, [StoreAllowed(store="docs")], (PNG, "a.png"))[0]
+
+
+def test_no_file_and_unset_settings_pass(app: Flask) -> None:
+    assert validate(app, [StoreAllowed(), StoreMaxSize()], None)[0]
+    unlimited = Flask(__name__)
+    unlimited.config.update(SECRET_KEY="t", WTF_CSRF_ENABLED=False, STORE_PROVIDER="memory")
+    Store(unlimited)
+    assert validate(unlimited, [StoreAllowed(), StoreMaxSize()], (HTML * 100, "a.html"))[0]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: StoreAllowed(["image"]), lambda: StoreAllowed([]), lambda: StoreMaxSize(-1)],
+)
+def test_bad_arguments_are_refused_when_the_form_is_written(make: Any) -> None:
+    with pytest.raises(InvalidArgumentError):
+        make()
