@@ -29,6 +29,7 @@ EXTRA_OF_MODULE: Mapping[str, str] = {
     "rq": "rq",
     "redis": "rq",
     "PIL": "images",
+    "sqlalchemy": "sqla",
     "puremagic": "checks",
     "celery": "celery",
     "kombu": "celery",
