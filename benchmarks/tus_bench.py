@@ -1,0 +1,282 @@
+"""``python -m benchmarks.tus_bench``: a 1 GiB resumable (tus) upload through gunicorn.
+
+One gunicorn sync worker runs a small app with Flask-Store's tus endpoint on a local store.
+The client streams the same bytes (a repeated random block, so it stays small) two ways:
+
+- tus: ``POST`` to create, then ``PATCH`` es of ``--chunk`` bytes, each over a fresh
+  connection as browser clients do; once more with the connection cut in the middle of one
+  ``PATCH`` and the upload resumed from ``HEAD``;
+- a plain single multipart ``POST`` of the same file to a view calling ``save()``.
+
+For each it reports the wall time, the throughput and the worker's peak resident-memory
+rise (``VmHWM`` after ``clear_refs``), and checks the stored file's size. The target is a
+rise under 32 MiB whatever the file's size. ``--append`` adds the table to BENCHMARKS.md
+(append only: ``python -m benchmarks`` owns the rest of that file). Not part of ``make test``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import Flask, request
+
+from flask_store import Store
+
+from .payloads import GIB, MIB, Multipart
+from .server import Server, free_port, peak_rss_rise, post_upload, wait_until_up
+
+ROOT = Path(__file__).resolve().parent.parent
+BLOCK = os.urandom(MIB)
+TUS = {"Tus-Resumable": "1.0.0"}
+TARGET_RISE = 32 * MIB
+
+
+def bench_app(folder: str) -> Flask:
+    """The app under test (gunicorn loads ``benchmarks.tus_bench:bench_app(folder)``)."""
+    app = Flask("tus-bench", instance_path=os.path.join(folder, "instance"))
+    app.config.update(
+        STORE_PATH=os.path.join(folder, "store"),
+        STORE_TUS_URL_PREFIX="/files",
+        STORE_TUS_ALLOW_ANONYMOUS=True,
+        STORE_TUS_MAX_SIZE=4 * GIB,
+    )
+    store = Store(app)
+
+    @app.get("/__ready__")
+    def ready() -> str:
+        return "ok"
+
+    @app.post("/upload")
+    def upload() -> str:
+        return store.Provider().save(request.files["file"]).relative_url()
+
+    return app
+
+
+@contextmanager
+def gunicorn(folder: str, log: Path) -> Iterator[Server]:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--workers=1",
+        "--worker-class=sync",
+        "--no-control-socket",
+        f"--bind=127.0.0.1:{port}",
+        "--timeout=900",
+        "--log-level=warning",
+        f"--chdir={ROOT}",
+        f"benchmarks.tus_bench:bench_app({folder!r})",
+    ]
+    with log.open("ab") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    server = Server("tus", port, process)
+    try:
+        wait_until_up(server, log)
+        yield server
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _request(
+    server: Server,
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    body: Iterator[bytes] | None = None,
+) -> http.client.HTTPResponse:
+    conn = server.connection()
+    conn.putrequest(method, url)
+    for name, value in headers.items():
+        conn.putheader(name, value)
+    conn.endheaders()
+    for piece in body or ():
+        conn.send(piece)
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response
+
+
+def _pieces(offset: int, size: int) -> Iterator[bytes]:
+    """``size`` bytes of the repeated block starting at ``offset`` of the file."""
+    view = memoryview(BLOCK)
+    while size > 0:
+        start = offset % MIB
+        piece = view[start : start + min(size, MIB - start)]
+        yield bytes(piece)
+        offset += len(piece)
+        size -= len(piece)
+
+
+def create(server: Server, size: int, name: str) -> str:
+    metadata = f"filename {base64.b64encode(name.encode()).decode()}"
+    answer = _request(
+        server, "POST", "/files/", {**TUS, "Upload-Length": str(size), "Upload-Metadata": metadata}
+    )
+    if answer.status != 201:
+        raise RuntimeError(f"creation answered {answer.status}")
+    return str(answer.getheader("Location"))
+
+
+def send_patch(server: Server, url: str, offset: int, size: int) -> int:
+    headers = {
+        **TUS,
+        "Upload-Offset": str(offset),
+        "Content-Type": "application/offset+octet-stream",
+        "Content-Length": str(size),
+    }
+    answer = _request(server, "PATCH", url, headers, _pieces(offset, size))
+    if answer.status != 204:
+        raise RuntimeError(f"PATCH at {offset} answered {answer.status}")
+    return int(answer.getheader("Upload-Offset") or -1)
+
+
+def cut_patch(server: Server, url: str, offset: int, size: int) -> None:
+    """Send half of a PATCH of ``size`` bytes, then drop the connection."""
+    conn = server.connection()
+    conn.putrequest("PATCH", url)
+    for name, value in {
+        **TUS,
+        "Upload-Offset": str(offset),
+        "Content-Type": "application/offset+octet-stream",
+        "Content-Length": str(size),
+    }.items():
+        conn.putheader(name, value)
+    conn.endheaders()
+    for piece in _pieces(offset, size // 2):
+        conn.send(piece)
+    conn.close()
+
+
+def head_offset(server: Server, url: str) -> int:
+    for _ in range(200):
+        answer = _request(server, "HEAD", url, TUS)
+        if answer.status == 200:
+            return int(answer.getheader("Upload-Offset") or -1)
+        time.sleep(0.01)
+    raise RuntimeError("HEAD never answered 200")
+
+
+def tus_upload(server: Server, size: int, chunk: int, name: str, cut: bool) -> None:
+    url = create(server, size, name)
+    offset = 0
+    cut_at = size // 2 // chunk * chunk
+    while offset < size:
+        length = min(chunk, size - offset)
+        if cut and offset == cut_at:
+            cut = False
+            cut_patch(server, url, offset, length)
+            time.sleep(0.2)  # let the worker notice the drop and commit what arrived
+            offset = head_offset(server, url)
+            continue
+        offset = send_patch(server, url, offset, length)
+
+
+@dataclass
+class Row:
+    label: str
+    seconds: float
+    rise: int
+    size: int
+
+    def line(self) -> str:
+        rate = self.size / MIB / self.seconds
+        flag = "" if self.rise < TARGET_RISE else " (over the 32 MiB target)"
+        return (
+            f"| {self.label} | {self.seconds:.2f} s | {rate:.0f} MiB/s | "
+            f"{self.rise / MIB:.1f} MiB{flag} |"
+        )
+
+
+def measure(label: str, size: int, pid: int, action: Callable[[], None], stored: Path) -> Row:
+    started = time.perf_counter()
+    rise = peak_rss_rise(pid, action)
+    seconds = time.perf_counter() - started
+    if stored.stat().st_size != size:
+        raise RuntimeError(f"{label}: stored {stored.stat().st_size} bytes, not {size}")
+    stored.unlink()
+    return Row(label, seconds, rise, size)
+
+
+def run(size: int, chunk: int, workdir: str) -> list[Row]:
+    folder = tempfile.mkdtemp(prefix="tus-bench-", dir=workdir)
+    store = Path(folder) / "store"
+    with gunicorn(folder, Path(folder) / "gunicorn.log") as server:
+        pid = server.worker_pid
+        tus_upload(server, 3 * MIB, MIB, "warm.bin", cut=False)  # imports, first files
+        post_upload(server, Multipart.for_file("warm2.bin", MIB), BLOCK)
+        return [
+            measure(
+                f"tus, {chunk // MIB} MiB PATCHes",
+                size,
+                pid,
+                lambda: tus_upload(server, size, chunk, "a.bin", cut=False),
+                store / "a.bin",
+            ),
+            measure(
+                f"tus, {chunk // MIB} MiB PATCHes, connection cut once and resumed",
+                size,
+                pid,
+                lambda: tus_upload(server, size, chunk, "b.bin", cut=True),
+                store / "b.bin",
+            ),
+            measure(
+                "plain single multipart POST, save()",
+                size,
+                pid,
+                lambda: post_upload(server, Multipart.for_file("c.bin", size), BLOCK) and None,
+                store / "c.bin",
+            ),
+        ]
+
+
+def report(rows: list[Row], size: int) -> str:
+    lines = [
+        "",
+        f"## Resumable uploads (tus), {size // MIB} MiB file through gunicorn",
+        "",
+        "One gunicorn sync worker, LocalStore, client and server on one machine "
+        "(`python -m benchmarks.tus_bench`). Peak RSS rise is the worker's, above its level "
+        "after a warm-up upload; the target is under 32 MiB. The tus upload is saved "
+        "through `save()` when its last PATCH arrives (a copy from the partial file).",
+        "",
+        "| upload | time | throughput | worker peak RSS rise |",
+        "|---|---|---|---|",
+        *[row.line() for row in rows],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.tus_bench", description=__doc__)
+    parser.add_argument("--size", type=int, default=GIB, help="bytes to upload (1 GiB)")
+    parser.add_argument("--chunk", type=int, default=8 * MIB, help="PATCH size (8 MiB)")
+    parser.add_argument("--workdir", default=None, help="where the store lives (system temp)")
+    parser.add_argument("--append", action="store_true", help="append to BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    rows = run(args.size, args.chunk, args.workdir or tempfile.gettempdir())
+    text = report(rows, args.size)
+    print(text)
+    if args.append:
+        with (ROOT / "BENCHMARKS.md").open("a", encoding="utf-8") as out:
+            out.write(text)
+    return 0 if all(row.rise < TARGET_RISE for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
