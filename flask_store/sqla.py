@@ -51,7 +51,14 @@ from typing import Any, Protocol
 from flask import current_app, has_app_context
 from sqlalchemy import Select, event, inspect
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.orm import Mapper, Session, SessionTransaction, UOWTransaction, object_session
+from sqlalchemy.orm import (
+    Mapper,
+    Session,
+    SessionTransaction,
+    UOWTransaction,
+    object_session,
+    scoped_session,
+)
 from sqlalchemy.types import Text, TypeDecorator
 from werkzeug.datastructures import FileStorage
 
@@ -613,7 +620,9 @@ def _etag_of(file: FileWrapper) -> str | None:
 # -- bulk deletes ------------------------------------------------------------------------------
 
 
-def delete_files_after_commit(session: Session, statement: Select[Any]) -> int:
+def delete_files_after_commit(
+    session: Session | scoped_session[Any], statement: Select[Any]
+) -> int:
     """Delete the files of the rows ``statement`` selects once the transaction commits.
 
     ``session.execute(delete(Doc).where(...))`` deletes rows without loading them, so no
@@ -626,12 +635,14 @@ def delete_files_after_commit(session: Session, statement: Select[Any]) -> int:
 
     A rollback keeps the files, as for any row.
 
+    :param session: a session, or a ``scoped_session`` (Flask-SQLAlchemy's ``db.session``).
     :returns: how many files will be deleted.
     """
+    own = session() if isinstance(session, scoped_session) else session
     files: list[FileWrapper] = []
-    for target in session.scalars(statement):
+    for target in own.scalars(statement):
         state = inspect(target)
         for key in stored_attributes(state.mapper):
             files.extend(files_of(getattr(target, key)))
-    _owe_removal(session, files)
+    _owe_removal(own, files)
     return len(files)
