@@ -62,10 +62,11 @@ from sqlalchemy.orm import (
 from sqlalchemy.types import Text, TypeDecorator
 from werkzeug.datastructures import FileStorage
 
-from .exceptions import InvalidFileError, InvalidValueError, NotConfiguredError
+from .exceptions import InvalidFileError, InvalidKeyError, InvalidValueError, NotConfiguredError
 from .file_wrapper import FileWrapper
 from .images import save_image
 from .meta import FileInfo
+from .naming import clean_key
 from .sqla_deletes import delete_or_owe
 from .stores.base import BaseStore
 
@@ -252,14 +253,14 @@ def _described(part: object) -> _Described:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise TypeError("size must be a count of bytes")
         info = FileInfo(
-            key=text["key"],
+            key=clean_key(text["key"]),  # a tampered row must not reach outside its store
             size=size,
             content_type=text["content_type"],
             filename=text["filename"],
             last_modified=datetime.fromisoformat(str(modified)),
             etag=text["etag"],
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:  # InvalidKeyError is a ValueError
         raise InvalidValueError(f"A StoredFile column holds a malformed document: {exc}") from None
     return _Described(text["store"], info)
 
@@ -338,7 +339,10 @@ class StoredFile(TypeDecorator[FileWrapper]):
         if not text.lstrip().startswith("{"):
             # A bare key, as Flask-Store 0.0.x's FlaskStoreType stored: the default store's
             # (or this column's) file, its metadata fetched when first used.
-            return self.column_store().file(text)
+            try:
+                return self.column_store().file(text)
+            except InvalidKeyError as exc:
+                raise InvalidValueError(f"A StoredFile column holds a bad key: {exc}") from None
         return self.from_document(self._parsed(text))
 
     @staticmethod

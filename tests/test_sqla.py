@@ -27,6 +27,7 @@ from flask_store import FileWrapper, Store
 from flask_store.exceptions import (
     InvalidFileError,
     InvalidImageError,
+    InvalidValueError,
     NotConfiguredError,
     StoreUnavailableError,
 )
@@ -297,6 +298,43 @@ def test_hostile_filenames_stay_inside_the_store(
     assert not doc.file.key.startswith(".")
     assert kept(app) == [doc.file.key]
     assert not (tmp_path / "etc").exists()
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        '{"store":"default","key":"../../etc/passwd","filename":"x","content_type":"text/plain",'
+        '"size":1,"etag":"e","modified":"2026-01-01T00:00:00+00:00"}',
+        '{"store":"default","key":"a.txt","filename":"x","content_type":"text/plain",'
+        '"size":-1,"etag":"e","modified":"2026-01-01T00:00:00+00:00"}',
+        '{"store":"default","key":"a.txt"}',
+        '{"store":5,"key":["a"]}',
+        "{not json",
+        "../../etc/passwd",
+    ],
+    ids=[
+        "key-outside-the-store",
+        "negative-size",
+        "missing-fields",
+        "wrong-types",
+        "not-json",
+        "bare-key-outside-the-store",
+    ],
+)
+def test_a_tampered_row_is_refused_when_read(session: Session, stored: str) -> None:
+    session.execute(
+        sa.text("INSERT INTO docs (id, title, file) VALUES (1, 'a', :f)"), {"f": stored}
+    )
+    with pytest.raises(InvalidValueError, match="StoredFile column holds"):
+        session.scalars(sa.select(Doc)).one()
+
+
+def test_an_empty_form_field_is_refused_at_flush(app: Flask, session: Session) -> None:
+    session.add(Doc(title="a", file=FileStorage(io.BytesIO(b""), filename="")))
+    with pytest.raises(InvalidFileError, match="no file was chosen"):
+        session.flush()
+    session.rollback()
+    assert kept(app) == []
 
 
 def test_a_core_insert_cannot_smuggle_bytes_past_the_flush(app: Flask, session: Session) -> None:
