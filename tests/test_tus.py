@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from flask_store import Store
-from flask_store.exceptions import FileTypeRejectedError, NotConfiguredError
+from flask_store.exceptions import FileTypeRejectedError, NotConfiguredError, StorageFullError
 from flask_store.file_wrapper import FileWrapper
 from flask_store.tus import UploadState
 from flask_store.tus.protocol import OFFSET_CONTENT_TYPE
@@ -650,3 +650,47 @@ def test_flask_store_prune_removes_expired_uploads(
     assert head(client, old).status_code == 404
     assert head(client, fresh).status_code == 200
     assert [name for name in working_files(tmp_path) if old.rpartition("/")[2] in name] == []
+
+
+def test_finished_upload_is_moved_into_the_store_not_copied(
+    client: FlaskClient, app_store: tuple[Flask, Store], tmp_path: Path
+) -> None:
+    """The partial file on the store's disk becomes the stored file: no second write."""
+    url = new_upload(client, 10, "moved.bin")
+    patch(client, url, 0, b"01234")
+    partial = tmp_path / "uploads" / ".tus" / (url.rpartition("/")[2] + ".part")
+    inode = partial.stat().st_ino
+    assert patch(client, url, 5, b"56789").status_code == 204
+    saved = tmp_path / "uploads" / "moved.bin"
+    assert saved.read_bytes() == b"0123456789"
+    assert saved.stat().st_ino == inode
+    assert saved.stat().st_nlink == 1
+    assert not partial.exists()
+
+
+def test_failed_save_keeps_the_partial_for_a_retry(
+    client: FlaskClient, app_store: tuple[Flask, Store], tmp_path: Path
+) -> None:
+    """A store error while saving leaves the upload whole: the last PATCH can be sent again."""
+    app, store = app_store
+    url = new_upload(client, 4, "retry.bin")
+    patch(client, url, 0, b"ab")
+    with app.app_context():
+        local = Store.registry(app).resolve()
+    failures = [StorageFullError("No space left to store 'retry.bin'.")]
+    original = type(local)._write
+
+    def full_once(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return original(self, *args, **kwargs)
+
+    type(local)._write = full_once  # type: ignore[method-assign]
+    try:
+        assert patch(client, url, 2, b"cd").status_code == 507
+        assert head(client, url).headers["Upload-Offset"] == "4"
+        assert stored(app) == []
+        assert patch(client, url, 4, b"").status_code == 204
+    finally:
+        type(local)._write = original  # type: ignore[method-assign]
+    assert (tmp_path / "uploads" / "retry.bin").read_bytes() == b"abcd"

@@ -275,9 +275,12 @@ class TusServer:
             if not state.complete:
                 self._receive(state, body, room, checksum, rollback=declared is None)
             state.expires = self.clock() + self.expires
+            # Saved before the file is: if saving it fails (a full disk, a store down), the
+            # bytes stay counted and the client's retry of the last PATCH finishes the job.
+            self.folder.save(state)
             if state.length is not None and state.offset == state.length and not state.complete:
                 self._finish(state)
-            self.folder.save(state)
+                self.folder.save(state)
         return TusResponse(204, self._progress_headers(state))
 
     def _set_deferred_length(self, state: UploadState, value: str | None) -> None:
