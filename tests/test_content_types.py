@@ -44,6 +44,7 @@ from flask_store.stores.memory import MemoryStore
 from flask_store.stores.queued import QueuedStore
 from flask_store.stores.s3 import S3Store
 from tests.moto_server import ACCESS_KEY, REGION, SECRET_KEY, create_bucket
+from tests.serving_paths import serving_path  # noqa: F401 - autouse: both paths
 from tests.stores import everything_stored
 
 KINDS = ["local", "memory", "s3"]

@@ -24,6 +24,7 @@ from flask_store import Store
 from flask_store.exceptions import InvalidArgumentError, StoreError
 from flask_store.headers import INLINE_SAFE_TYPES, media_type, parse_content_type
 from flask_store.stores.base import BaseStore
+from tests.serving_paths import serving_path  # noqa: F401 - autouse: both paths
 from tests.test_content_types import serving_app, store_unchecked
 
 FUZZ = settings(

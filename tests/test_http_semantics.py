@@ -35,6 +35,7 @@ from flask_store.stores.base import BaseStore
 from flask_store.stores.local import LocalStore
 from flask_store.stores.memory import MemoryStore
 from flask_store.stores.s3 import S3Store
+from tests.serving_paths import serving_path  # noqa: F401 - autouse: both paths
 from tests.test_s3 import PREFIX, calls_to, provider_of, s3_app
 from tests.test_serving import BODY, NEW_BODY, replaced_before_the_range
 

@@ -19,6 +19,7 @@ from flask_store import Store, fast_path
 from flask_store.exceptions import FileChangedError
 from flask_store.stores.base import BaseStore
 from flask_store.stores.queued import QueuedStore
+from tests.serving_paths import serving_path  # noqa: F401 - autouse: both paths
 
 BODY = bytes(range(256)) * 8  # 2 KiB
 
