@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import io
 import logging
-import mmap
 import re
 import struct
 import tempfile
@@ -117,16 +116,15 @@ _ORIENTATION = 0x0112
 
 # -- polyglots: what an image must not also be -------------------------------------------------
 
-#: Markup a browser or a server would run, anywhere in the file (case-insensitive). Each needs
-#: a following delimiter, so random compressed bytes match it with a chance of about 1e-14
-#: per position: a false alarm in a 50 MB photo is about 1 in a million.
+#: Markup a browser or a server would run, anywhere in the file (case-insensitive), with a
+#: byte after it that ends a tag name. Random compressed bytes hold one with a chance of
+#: about 1e-13 per position: a false alarm in a 50 MB photo is rarer than one in 100,000.
+#: Every branch starts with the literal ``<``, which the regex engine scans for at C speed.
 _MARKUP = re.compile(
-    rb"<(?:script|html|svg|iframe|object|embed|body)[\s/>]|<!doctype\s+html|<\?php[\s=]"
-    rb"|javascript:",
-    re.IGNORECASE,
+    rb"<(?:(?i:script|html|svg|iframe|object|embed|body)[\s/>]|!(?i:doctype)\s|\?(?i:php)[\s=])"
 )
 #: Archive signatures that their readers find anywhere in a file (RAR and 7z scan for them).
-_ARCHIVES = re.compile(rb"Rar!\x1a\x07|7z\xbc\xaf\x27\x1c")
+_ARCHIVES = (b"Rar!\x1a\x07", b"7z\xbc\xaf\x27\x1c")
 #: ZIP readers look for the end-of-central-directory record in the last 64 KiB + 22 bytes.
 _ZIP_END = b"PK\x05\x06"
 _ZIP_TAIL = 65_536 + 22
@@ -192,10 +190,16 @@ def check_image(stream: BinaryIO, *, filename: str, max_pixels: int) -> ImageFac
     :raises InvalidImageError: naming the file, when it is not an image (text, SVG, a PDF),
         a format not accepted, truncated or corrupt, or also holds markup or an archive.
     """
+    return _check(stream, filename, max_pixels, decode=True)
+
+
+def _check(stream: BinaryIO, filename: str, max_pixels: int, *, decode: bool) -> ImageFacts:
+    """:func:`check_image`; without ``decode`` for a caller that decodes the image next
+    (:func:`save_image` making thumbnails), whose decode fails for the same files."""
     _check_max_pixels(max_pixels)
     position = stream.tell()
     try:
-        facts = _checked_facts(stream, filename, max_pixels)
+        facts = _checked_facts(stream, filename, max_pixels, decode=decode)
         _check_single_content(stream, facts.format, filename)
         return facts
     finally:
@@ -207,7 +211,7 @@ def _check_max_pixels(max_pixels: int) -> None:
         raise InvalidArgumentError(f"max_pixels must be a positive integer, not {max_pixels!r}.")
 
 
-def _checked_facts(stream: BinaryIO, filename: str, max_pixels: int) -> ImageFacts:
+def _checked_facts(stream: BinaryIO, filename: str, max_pixels: int, *, decode: bool) -> ImageFacts:
     """Open, size-check, ``verify()`` and decode the image; what it is."""
     with _opened(stream, filename, max_pixels) as image:
         try:
@@ -218,10 +222,11 @@ def _checked_facts(stream: BinaryIO, filename: str, max_pixels: int) -> ImageFac
         image_format = str(image.format)
         orientation = _orientation_of(image)
         width, height = image.size
-        if image_format == "JPEG":
+        if decode and image_format == "JPEG":
             # Decode every scan at 1/8 scale: a truncated JPEG still fails, in 1/64 the memory.
             image.draft(image.mode, (max(1, width // 8), max(1, height // 8)))
-        _decode(image, filename)
+        if decode:
+            _decode(image, filename)
     if image_format == "PNG":
         _check_png_data(stream, filename)
     if orientation in (5, 6, 7, 8):  # turned a quarter: displayed the other way round
@@ -361,9 +366,9 @@ def _check_single_content(stream: BinaryIO, image_format: str, filename: str) ->
     stream.seek(0)
     if b"%PDF-" in stream.read(_PDF_HEAD):
         raise _not_an_image(filename, "it also holds a PDF document")
-    for pattern, what in ((_MARKUP, "HTML, SVG or script markup"), (_ARCHIVES, "an archive")):
-        if _found(stream, pattern):
-            raise _not_an_image(filename, f"it also holds {what}")
+    found = _scan(stream)
+    if found is not None:
+        raise _not_an_image(filename, f"it also holds {found}")
 
 
 def _ends_as(image_format: str, tail: bytes, size: int, stream: BinaryIO) -> bool:
@@ -381,16 +386,19 @@ def _ends_as(image_format: str, tail: bytes, size: int, stream: BinaryIO) -> boo
     return bool(riff_size + 8 + (riff_size & 1) == size)
 
 
-def _found(stream: BinaryIO, pattern: re.Pattern[bytes]) -> bool:
-    """Whether ``pattern`` matches anywhere in ``stream``, read in chunks."""
+def _scan(stream: BinaryIO) -> str | None:
+    """What of :data:`_MARKUP` or :data:`_ARCHIVES` ``stream`` holds (``None``: nothing),
+    read in chunks (each window starts with the end of the one before)."""
     stream.seek(0)
     carry = b""
     while chunk := stream.read(CHUNK_SIZE):
         window = carry + chunk
-        if pattern.search(window):
-            return True
+        if any(signature in window for signature in _ARCHIVES):
+            return "an archive (RAR or 7z)"
+        if _MARKUP.search(window):
+            return "HTML, SVG, script or PHP markup"
         carry = window[-_OVERLAP:]
-    return False
+    return None
 
 
 # -- metadata stripping (lossless) -------------------------------------------------------------
@@ -407,82 +415,106 @@ def _orientation_exif(orientation: int) -> bytes:
 
 
 def strip_image_metadata(source: BinaryIO, target: BinaryIO, facts: ImageFacts) -> None:
-    """Copy the image in ``source`` (a real file, checked) to ``target`` without metadata.
+    """Copy the image in ``source`` (checked by :func:`check_image`) to ``target`` without
+    its metadata.
 
-    Lossless: segments and chunks are copied, never decoded. Removed: EXIF (camera, GPS,
-    time), XMP, IPTC, comments and text chunks, and whatever follows a JPEG's first image
-    (a phone's extra MPF images). Kept: the pixels, ICC colour profiles, and the EXIF
-    orientation as the only EXIF tag, so the image is displayed the right way up. GIFs
-    carry no EXIF and are copied as they are.
+    Lossless: segments and chunks are copied, never decoded, in pieces (memory stays small
+    whatever the size). Removed: EXIF (camera, GPS, time), XMP, IPTC, comments and text
+    chunks, and whatever follows a JPEG's first image (a phone's extra MPF images). Kept:
+    the pixels, ICC colour profiles, and the EXIF orientation as the only EXIF tag, so the
+    image is still displayed the right way up. GIFs carry no EXIF and are copied as they are.
     """
     source.seek(0)
-    if facts.format == "GIF":
-        _copy(source, target)
-        return
     keep = _orientation_exif(facts.orientation) if facts.orientation != 1 else None
-    with mmap.mmap(source.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        if facts.format == "JPEG":
-            _strip_jpeg(data, target, keep)
-        elif facts.format == "PNG":
-            _strip_png(data, target, keep)
-        else:
-            _strip_webp(data, target, keep)
+    if facts.format == "JPEG":
+        _strip_jpeg(source, target, keep)
+    elif facts.format == "PNG":
+        _strip_png(source, target, keep)
+    elif facts.format == "WEBP":
+        _strip_webp(source, target, keep)
+    else:
+        _copy(source, target, None)
 
 
-def _copy(source: BinaryIO, target: BinaryIO) -> None:
-    while chunk := source.read(CHUNK_SIZE):
+def _copy(source: BinaryIO, target: BinaryIO, size: int | None) -> None:
+    """Copy ``size`` bytes (all that is left for ``None``) in pieces."""
+    left = size
+    while left is None or left > 0:
+        chunk = source.read(CHUNK_SIZE if left is None else min(CHUNK_SIZE, left))
+        if not chunk:
+            return
         target.write(chunk)
+        if left is not None:
+            left -= len(chunk)
 
 
-#: JPEG markers followed by no length: SOI, EOI, RST0-7, TEM.
-_STANDALONE = frozenset({0xD8, 0xD9, 0x01, *range(0xD0, 0xD8)})
+def _read_exactly(source: BinaryIO, size: int) -> bytes:
+    data = source.read(size)
+    if len(data) != size:
+        raise InvalidImageError("The image ends inside a segment.")
+    return data
+
+
+#: JPEG markers followed by no length: TEM, RST0-7, SOI.
+_STANDALONE = frozenset({0x01, 0xD8, *range(0xD0, 0xD8)})
 #: The next marker inside entropy-coded data: 0xFF not followed by a stuffed 0 or a restart.
 _NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
-def _strip_jpeg(data: mmap.mmap, target: BinaryIO, keep: bytes | None) -> None:
+def _strip_jpeg(source: BinaryIO, target: BinaryIO, keep: bytes | None) -> None:
     """Copy a JPEG's segments but APP1-APP13, APP15 (EXIF, XMP, MPF, IPTC...), COM and
     APP2 other than ICC profiles; stop at the first EOI."""
-    target.write(b"\xff\xd8")
+    target.write(_read_exactly(source, 2))  # SOI
     if keep is not None:
         target.write(b"\xff\xe1" + struct.pack(">H", len(keep) + 2) + keep)
-    pos = 2
-    while pos < len(data) - 1:
-        if data[pos] != 0xFF:  # entropy-coded data: copy up to the next marker
-            found = _NEXT_MARKER.search(data, pos)
-            end = found.start() if found else len(data)
-            target.write(data[pos:end])
-            pos = end
+    while len(two := source.read(2)) == 2:
+        if two[0] != 0xFF:  # entropy-coded data between scans' segments
+            source.seek(-2, io.SEEK_CUR)
+            _copy_entropy_coded(source, target)
             continue
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
+        marker = two[1]
+        if marker == 0xFF:  # a fill byte before a marker
+            source.seek(-1, io.SEEK_CUR)
             continue
         if marker == 0xD9:
-            target.write(b"\xff\xd9")
-            return
+            break
         if marker in _STANDALONE:
-            target.write(data[pos : pos + 2])
-            pos += 2
+            target.write(two)
             continue
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        end = pos + 2 + length
-        if _keeps_segment(marker, data[pos + 4 : pos + 4 + 12]):
-            target.write(data[pos:end])
-        pos = end
+        length = _read_exactly(source, 2)
+        body = _read_exactly(source, struct.unpack(">H", length)[0] - 2)
+        if _keeps_segment(marker, body[:12]):
+            target.write(two + length + body)
         if marker == 0xDA:  # a scan's header: its entropy-coded data follows
-            found = _NEXT_MARKER.search(data, pos)
-            stop = found.start() if found else len(data)
-            target.write(data[pos:stop])
-            pos = stop
+            _copy_entropy_coded(source, target)
     target.write(b"\xff\xd9")
 
 
+def _copy_entropy_coded(source: BinaryIO, target: BinaryIO) -> None:
+    """Copy entropy-coded data up to the next marker, leaving ``source`` at that marker."""
+    while True:
+        start = source.tell()
+        chunk = source.read(CHUNK_SIZE)
+        found = _NEXT_MARKER.search(chunk)
+        if found is not None:
+            target.write(memoryview(chunk)[: found.start()])
+            source.seek(start + found.start())
+            return
+        if len(chunk) > 1 and chunk[-1] == 0xFF:  # a marker may begin at the very end
+            target.write(memoryview(chunk)[:-1])
+            source.seek(start + len(chunk) - 1)
+            continue
+        target.write(chunk)
+        if len(chunk) < CHUNK_SIZE:
+            return
+
+
 def _keeps_segment(marker: int, start: bytes) -> bool:
-    """Whether a JPEG segment is kept: all but metadata (APPn, COM); ICC and Adobe stay."""
+    """Whether a JPEG segment is kept: all but metadata (APPn, COM); ICC, JFIF and Adobe
+    (its colour transform) stay."""
     if marker == 0xE2:
         return start.startswith(b"ICC_PROFILE\x00")
-    if marker == 0xEE or marker == 0xE0:  # Adobe colour transform, JFIF
+    if marker in (0xE0, 0xEE):
         return True
     return not (0xE1 <= marker <= 0xEF or marker == 0xFE)
 
@@ -491,49 +523,65 @@ def _keeps_segment(marker: int, start: bytes) -> bool:
 _PNG_METADATA = frozenset({b"eXIf", b"tEXt", b"zTXt", b"iTXt", b"tIME"})
 
 
-def _strip_png(data: mmap.mmap, target: BinaryIO, keep: bytes | None) -> None:
+def _strip_png(source: BinaryIO, target: BinaryIO, keep: bytes | None) -> None:
     """Copy a PNG's chunks but metadata; a kept orientation goes in a fresh ``eXIf``."""
-    target.write(data[:8])
-    pos = 8
-    while pos + 8 <= len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind = bytes(data[pos + 4 : pos + 8])
-        end = pos + 12 + length
-        if kind == b"IDAT" and keep is not None:
+    target.write(_read_exactly(source, 8))
+    while len(header := source.read(8)) == 8:
+        length, kind = struct.unpack(">I4s", header)
+        if kind == b"IDAT" and keep is not None:  # eXIf must come before the image data
             body = keep.removeprefix(b"Exif\x00\x00")
-            crc = zlib.crc32(b"eXIf" + body)
-            target.write(struct.pack(">I", len(body)) + b"eXIf" + body + struct.pack(">I", crc))
+            crc = struct.pack(">I", zlib.crc32(b"eXIf" + body))
+            target.write(struct.pack(">I", len(body)) + b"eXIf" + body + crc)
             keep = None
-        if kind not in _PNG_METADATA:
-            target.write(data[pos:end])
-        pos = end
+        if kind in _PNG_METADATA:
+            source.seek(length + 4, io.SEEK_CUR)
+            continue
+        target.write(header)
+        _copy(source, target, length + 4)
         if kind == b"IEND":
             return
 
 
-def _strip_webp(data: mmap.mmap, target: BinaryIO, keep: bytes | None) -> None:
-    """Copy a WebP's RIFF chunks but ``EXIF`` and ``XMP``, fixing the flags and the length."""
-    chunks: list[bytes | memoryview] = []
-    pos = 12
-    while pos + 8 <= len(data):
-        kind = bytes(data[pos : pos + 4])
-        (length,) = struct.unpack("<I", data[pos + 4 : pos + 8])
-        end = pos + 8 + length + (length & 1)
-        if kind == b"VP8X":
-            flags = data[pos + 8] & ~0x0C  # no EXIF (0x08) nor XMP (0x04) any more
-            if keep is not None:
-                flags |= 0x08
-            chunks.append(data[pos : pos + 8] + bytes([flags]) + data[pos + 9 : end])
-        elif kind not in (b"EXIF", b"XMP "):
-            chunks.append(memoryview(data)[pos:end])
-        pos = end
-    if keep is not None and any(bytes(chunk[:4]) == b"VP8X" for chunk in chunks):
-        body = keep.removeprefix(b"Exif\x00\x00")
-        chunks.append(b"EXIF" + struct.pack("<I", len(body)) + body + b"\x00" * (len(body) & 1))
-    size = 4 + sum(len(chunk) for chunk in chunks)
+def _strip_webp(source: BinaryIO, target: BinaryIO, keep: bytes | None) -> None:
+    """Copy a WebP's RIFF chunks but ``EXIF`` and ``XMP``, fixing the flags and the length.
+
+    A kept orientation needs the extended format (``VP8X``); a simple WebP loses it, as
+    browsers ignore it there anyway.
+    """
+    chunks = _webp_chunks(source)
+    extended = any(kind == b"VP8X" for kind, _, _ in chunks)
+    exif = keep.removeprefix(b"Exif\x00\x00") if keep is not None and extended else None
+    kept = [(kind, offset, length) for kind, offset, length in chunks if kind not in _WEBP_META]
+    size = 4 + sum(8 + length + (length & 1) for _, _, length in kept)
+    if exif is not None:
+        size += 8 + len(exif) + (len(exif) & 1)
     target.write(b"RIFF" + struct.pack("<I", size) + b"WEBP")
-    for chunk in chunks:
-        target.write(chunk)
+    for kind, offset, length in kept:
+        source.seek(offset)
+        target.write(kind + struct.pack("<I", length))
+        if kind == b"VP8X":  # flags: no XMP (0x04); EXIF (0x08) only if kept
+            flags = _read_exactly(source, 1)[0] & ~0x0C | (0x08 if exif is not None else 0)
+            target.write(bytes([flags]))
+            _copy(source, target, length - 1 + (length & 1))
+        else:
+            _copy(source, target, length + (length & 1))
+    if exif is not None:
+        target.write(b"EXIF" + struct.pack("<I", len(exif)) + exif + b"\x00" * (len(exif) & 1))
+
+
+#: WebP chunks dropped.
+_WEBP_META = frozenset({b"EXIF", b"XMP "})
+
+
+def _webp_chunks(source: BinaryIO) -> list[tuple[bytes, int, int]]:
+    """``(kind, offset of the body, length)`` of each chunk of a WebP file."""
+    chunks = []
+    source.seek(12)
+    while len(header := source.read(8)) == 8:
+        kind, length = struct.unpack("<4sI", header)
+        chunks.append((kind, source.tell(), length))
+        source.seek(length + (length & 1), io.SEEK_CUR)
+    return chunks
 
 
 # -- thumbnails ------------------------------------------------------------------------------
@@ -676,7 +724,8 @@ def save_image(
     with open_upload(source, filename) as upload, tempfile.TemporaryFile() as spooled:
         name = upload.filename or "image"
         _spool(upload.stream, spooled)
-        facts = check_image(cast(BinaryIO, spooled), filename=name, max_pixels=max_pixels)
+        # Making thumbnails decodes the image: the check need not decode it first.
+        facts = _check(cast(BinaryIO, spooled), name, max_pixels, decode=not sizes)
         made = make_thumbnails(cast(BinaryIO, spooled), sizes, filename=name, max_pixels=max_pixels)
         with tempfile.TemporaryFile() as stripped:
             original = cast(BinaryIO, spooled)

@@ -171,7 +171,14 @@ def test_a_jpeg_carrying_a_zip_is_refused() -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [b"<?php system($_GET['c']); ?>", b"<script>alert(1)</script>", b'<svg onload="x">'],
+    [
+        b"<?php system($_GET['c']); ?>",
+        b"<script>alert(1)</script>",
+        b'<svg onload="x">',
+        b"<SCRIPT\nsrc=//evil.example>",
+        b"<!DOCTYPE html>",
+        b"Rar!\x1a\x07\x00",
+    ],
 )
 def test_markup_in_a_png_text_chunk_is_refused(payload: bytes) -> None:
     data = png()
@@ -179,6 +186,14 @@ def test_markup_in_a_png_text_chunk_is_refused(payload: bytes) -> None:
     opened(polyglot)
     with pytest.raises(InvalidImageError):
         check(polyglot, "a.png")
+
+
+@pytest.mark.parametrize("offset", range(0, 70, 3))
+def test_markup_across_two_reads_is_found(monkeypatch: pytest.MonkeyPatch, offset: int) -> None:
+    monkeypatch.setattr("flask_store.images.CHUNK_SIZE", 50)
+    polyglot = gif_with_comment(b"." * offset + b"<iframe src=x>")
+    with pytest.raises(InvalidImageError, match="markup"):
+        check(polyglot, "a.gif")
 
 
 @pytest.mark.parametrize("tail", [b"<html>hi</html>", b"\x00" * 3 + b"PK", b"x"])
@@ -258,6 +273,10 @@ def test_a_corrupt_webp_or_gif_is_refused(image_format: str) -> None:
     corrupt = data[:40] + bytes(middle - 40) + data[middle:]
     with pytest.raises(InvalidImageError, match="truncated or corrupt"):
         check(corrupt)
+    store = MemoryStore()  # saving with thumbnails decodes once, for both
+    with pytest.raises(InvalidImageError, match="truncated or corrupt"):
+        save_image(store, corrupt, filename="a.img", thumbnails={"s": (10, 10)})
+    assert list(store.keys()) == []
 
 
 def test_a_png_with_a_bad_checksum_is_refused() -> None:
