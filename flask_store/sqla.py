@@ -555,7 +555,15 @@ def _before_delete(mapper: Mapper[Any], connection: Connection, target: object) 
     session = object_session(target)
     if not keys or session is None:
         return
-    _owe_removal(session, [file for key in keys for file in files_of(getattr(target, key))])
+    _owe_removal(session, [file for key in keys for file in _held_files(target, key)])
+
+
+def _held_files(target: object, key: str) -> list[FileWrapper]:
+    """Every file attribute ``key`` of ``target`` holds or held since it was loaded: its
+    committed value, and any FileWrapper assigned since (the row takes both along)."""
+    getattr(target, key)  # loads the value if it was expired
+    history = inspect(target).attrs[key].history
+    return [file for value in history.sum() for file in files_of(value)]
 
 
 @event.listens_for(Session, "after_commit")
@@ -645,8 +653,7 @@ def delete_files_after_commit(
     own = session() if isinstance(session, scoped_session) else session
     files: list[FileWrapper] = []
     for target in own.scalars(statement):
-        state = inspect(target)
-        for key in stored_attributes(state.mapper):
-            files.extend(files_of(getattr(target, key)))
+        for key in stored_attributes(inspect(target).mapper):
+            files.extend(_held_files(target, key))
     _owe_removal(own, files)
     return len(files)

@@ -422,6 +422,16 @@ def test_let_go_files_are_deleted_after_commit(app: Flask, session: Session, how
     assert kept(app) == expected
 
 
+def test_deleting_a_row_after_reassigning_it_deletes_the_committed_file(
+    app: Flask, session: Session
+) -> None:
+    doc = committed_doc(session)
+    doc.file = upload(b"second", "second.txt")  # not flushed: the row goes before it is
+    session.delete(doc)
+    session.commit()
+    assert kept(app) == []
+
+
 def test_reassigning_the_same_file_deletes_nothing(app: Flask, session: Session) -> None:
     doc = committed_doc(session)
     doc.file = store_of(app).file(doc.file.key)
