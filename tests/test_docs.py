@@ -326,6 +326,7 @@ EXERCISED_EXAMPLES = {
     "s3_compatible",
     "s3_gevent_app",
     "cli_app",
+    "celery_myapp",  # the worker's module in tests/test_celery.py
 }
 
 
