@@ -31,6 +31,7 @@ from flask_store.exceptions import (
 from flask_store.meta import FileInfo, FileMeta
 from flask_store.stores.memory import MemoryStore
 from flask_store.stores.queued import QueuedStore
+from flask_store.transfer import records
 from flask_store.transfer.jobs import run_rq_transfer
 from flask_store.transfer.records import TransferJob
 from tests.redis_server import free_port, redis_url
@@ -340,3 +341,12 @@ def test_a_store_that_keeps_its_files_has_nothing_to_transfer(tmp_path: Path) ->
     assert wrapper.wait(timeout=0) == "done"
     with pytest.raises(UnsupportedOperationError, match="only a queued store"):
         wrapper.transfer()
+
+
+def test_a_system_without_posix_locks_is_told_so_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records rely on flock and lockf; on Windows the store refuses to start, clearly."""
+    monkeypatch.setattr(records, "fcntl", None)
+    with pytest.raises(NotConfiguredError, match="POSIX file locks"):
+        queued(tmp_path)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import functools
 import hashlib
 import json
@@ -49,11 +48,16 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from ..exceptions import InvalidKeyError
+from ..exceptions import InvalidKeyError, NotConfiguredError
 from ..files import as_store_error, atomic_write
 from ..headers import normalise_content_type
 from ..key_locks import KeyLocks
 from ..naming import clean_key
+
+try:
+    import fcntl
+except ImportError:  # Windows: neither flock nor lockf
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["Intent", "RecordBook", "TransferJob", "TransferRecord", "TransferState"]
 
@@ -206,9 +210,16 @@ class RecordBook:
 
     :param root: a folder on local disk (created when missing); the worker processes of an
         RQ setup must see the same folder.
+    :raises NotConfiguredError: on a system without POSIX file locks (Windows).
     """
 
     def __init__(self, root: str) -> None:
+        if fcntl is None:
+            raise NotConfiguredError(
+                "Transfer records need POSIX file locks (flock, lockf), which this system "
+                "does not have: QueuedStore and S3GeventStore run on Linux, macOS and other "
+                "Unix systems (on Windows, under WSL)."
+            )
         self.root = root
         self._new_locks()
         # A child forked while a thread held one of them would wait for it for ever.
