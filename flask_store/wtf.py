@@ -2,19 +2,8 @@
 
 Flask-WTF's own ``FileAllowed`` looks at the client's filename and ``FileSize`` at the size;
 these look at the bytes, with the very checks ``save()`` runs
-(:mod:`flask_store.content_checks`), so the form shows an error before anything is saved:
-
-.. code-block:: python
-
-    from flask_wtf.file import FileField, FileRequired
-    from flask_store.wtf import StoreAllowed, StoreMaxSize
-
-    class Upload(FlaskForm):
-        document = FileField(validators=[
-            FileRequired(),
-            StoreAllowed(["image/*", "application/pdf"]),
-            StoreMaxSize(5_000_000),
-        ])
+(:mod:`flask_store.content_checks`), so the form shows an error before anything is saved.
+See "In forms" in the content checks guide for an example.
 
 Without arguments they read the store's settings (``STORE_ALLOWED_TYPES``,
 ``STORE_MAX_SIZE``) from the current app; ``store="avatars"`` names another store. A field
