@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from PIL import Image
 from flask import Flask
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from werkzeug.datastructures import FileStorage
@@ -45,7 +46,6 @@ from flask_store.stores.base import BaseStore
 from flask_store.stores.local import LocalStore
 from flask_store.stores.memory import MemoryStore
 from tests.postgres_server import postgres_url
-from tests.test_browser import make_png
 
 __all__ = ["postgres_url"]  # the fixture, imported for the PostgreSQL runs
 
@@ -155,6 +155,13 @@ def store_of(app: Flask, name: str | None = None) -> BaseStore:
 def kept(app: Flask, name: str | None = None) -> list[str]:
     """The keys the store holds (hidden working folders are not keys)."""
     return sorted(store_of(app, name).keys())
+
+
+def make_png(width: int, height: int) -> bytes:
+    """A real PNG of that size."""
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), "teal").save(out, "PNG")
+    return out.getvalue()
 
 
 def upload(data: bytes, filename: str, content_type: str = "") -> FileStorage:
