@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from PIL import Image
 from flask import Flask
+from PIL import Image
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from werkzeug.datastructures import FileStorage
 
