@@ -307,6 +307,11 @@ def test_a_bomb_under_pillows_limit_but_over_ours_is_refused_before_decoding() -
         check(png_bomb(8000, 8000), "big.png")
 
 
+def test_pillows_own_limit_still_refuses_when_ours_is_raised() -> None:
+    with pytest.raises(ImageTooLargeError, match="MAX_IMAGE_PIXELS"):
+        check(png_bomb(30_000, 30_000), "bomb.png", max_pixels=10**12)
+
+
 def test_the_limit_is_a_parameter() -> None:
     assert check(png(100, 50), max_pixels=5000).width == 100
     with pytest.raises(ImageTooLargeError, match="5000"):
