@@ -177,8 +177,8 @@ class FastServing:
             or app.after_request_funcs.get(None)
             or app.teardown_request_funcs.get(None)
             or app.url_value_preprocessors.get(None)
-            or request_started.receivers
-            or request_finished.receivers
+            or request_started.has_receivers_for(app)
+            or request_finished.has_receivers_for(app)
         )
 
     def _answer(self, store: BaseStore, key: str, environ: dict[str, Any]) -> Answer | None:

@@ -28,4 +28,5 @@ def serving_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
         init_app(self, app)
 
     monkeypatch.setattr(Store, "init_app", init_app_with_path)
-    return request.param
+    path: str = request.param
+    return path
