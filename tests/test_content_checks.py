@@ -38,7 +38,15 @@ from flask_store.stores.memory import MemoryStore
 from tests.stores import STORE_KINDS, everything_stored
 
 #: Store kinds whose save paths differ (S3 over HTTP too); s3rver needs node, run elsewhere.
-KINDS = ["local", "local-named-temp", "memory", "queued", "queued-memory-local", "s3-mock"]
+KINDS = [
+    "local",
+    "local-named-temp",
+    "memory",
+    "queued",
+    "queued-memory-local",
+    "s3-mock",
+    "s3-server",
+]
 
 PNG_HEAD = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + b"\x00" * 64
 PDF = b"%PDF-1.4\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n"
