@@ -11,8 +11,9 @@ that another program would open.
 removed when asked, losslessly: no pixel is re-encoded) and its thumbnails, all or nothing.
 Thumbnails are made once, at save time, from one decode of the original: aspect ratio kept,
 EXIF orientation applied, no metadata kept. A big JPEG is decoded at a reduced scale
-(Pillow's ``draft()``), so thumbnailing a 50-megapixel photo needs a few megabytes, not
-150 (see ``benchmarks/images_bench.py``).
+(Pillow's ``draft()``), so saving a 50-megapixel photo with its thumbnails raises the
+process's peak memory by about 11 MiB, where decoding it whole takes 195 MiB (see
+``benchmarks/images_bench.py``).
 
 **Keys.** The original is saved like any upload (``save()``: its name made safe, renamed on a
 collision), under a name whose extension matches its real format (``cat.png`` holding a
@@ -61,10 +62,14 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_FORMATS",
+    "MAX_THUMBNAIL_SIDE",
     "ImageFacts",
     "SavedImage",
     "check_image",
+    "checked_thumbnail_sizes",
     "delete_image",
+    "encode_thumbnail",
+    "make_thumbnails",
     "save_image",
     "strip_image_metadata",
     "thumbnail_key",
