@@ -672,7 +672,7 @@ def test_failed_save_keeps_the_partial_for_a_retry(
     client: FlaskClient, app_store: tuple[Flask, Store], tmp_path: Path
 ) -> None:
     """A store error while saving leaves the upload whole: the last PATCH can be sent again."""
-    app, store = app_store
+    app = app_store[0]
     url = new_upload(client, 4, "retry.bin")
     patch(client, url, 0, b"ab")
     with app.app_context():
@@ -694,3 +694,35 @@ def test_failed_save_keeps_the_partial_for_a_retry(
     finally:
         type(local)._write = original  # type: ignore[method-assign]
     assert (tmp_path / "uploads" / "retry.bin").read_bytes() == b"abcd"
+
+
+def test_method_override_for_proxies_that_pass_only_post(client: FlaskClient) -> None:
+    url = new_upload(client, 5)
+    override = {**TUS, "Upload-Offset": "0", "Content-Type": OFFSET_CONTENT_TYPE}
+    answer = client.post(url, headers={**override, "X-HTTP-Method-Override": "PATCH"}, data=b"ab")
+    assert answer.status_code == 204
+    assert answer.headers["Upload-Offset"] == "2"
+    for method in ("GET", "PUT", "POST", ""):
+        refused = client.post(url, headers={**TUS, "X-HTTP-Method-Override": method})
+        assert refused.status_code == 405
+    gone = client.post(url, headers={**TUS, "X-HTTP-Method-Override": "DELETE"})
+    assert gone.status_code == 204
+    assert head(client, url).status_code == 404
+
+
+def test_creation_with_upload_checks_its_checksum(client: FlaskClient, tmp_path: Path) -> None:
+    wrong = b64(hashlib.md5(b"other").digest())
+    answer = client.post(
+        f"{PREFIX}/",
+        headers={
+            **TUS,
+            "Upload-Length": "5",
+            "Content-Type": OFFSET_CONTENT_TYPE,
+            "Upload-Checksum": f"md5 {wrong}",
+        },
+        data=b"12345",
+    )
+    assert answer.status_code == 460
+    assert not (tmp_path / "uploads" / "upload").exists()
+    # The client never learnt its URL: nothing of the upload is kept.
+    assert working_files(tmp_path) == []

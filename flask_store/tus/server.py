@@ -188,7 +188,13 @@ class TusServer:
             raise
         answer = {"Location": location(state.id)}
         if has_body and body is not None:
-            answer.update(self._append(state.id, headers, body, offset=0).headers)
+            try:
+                answer.update(self._append(state.id, headers, body, offset=0).headers)
+            except ResumableUploadError:
+                # Refused, the answer carries no Location: no client can resume it.
+                with contextlib.suppress(ResumableUploadError), self.folder.locked(state.id):
+                    self._remove(self.folder.load(state.id))
+                raise
         else:
             answer.update(self._progress_headers(state))
         return TusResponse(201, answer)
