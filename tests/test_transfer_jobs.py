@@ -148,6 +148,24 @@ def test_reconcilers_never_queue_a_version_twice(tmp_path: Path, redis_url: str)
     assert job.id == TransferJob.of(record).id(web.name)
 
 
+def test_a_job_taken_by_a_worker_killed_at_once_is_queued_again(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """RQ moves a job it dequeues to an intermediate list and marks it started a moment
+    later; a worker SIGKILLed in between leaves the job "queued" although no queue holds
+    it (RQ's own clean-up looks at it ten minutes later). The reconciler must not trust
+    that status: found by tests/test_deployment.py."""
+    web = rq_store(tmp_path, redis_url, "taken")
+    jobs = Queue("taken", connection=Redis.from_url(redis_url))
+    key = web.save(b"payload", name="a.txt").key
+    taken = Queue.dequeue_any([jobs], timeout=None, connection=jobs.connection)
+    assert taken is not None and taken[0].get_status() == "queued"
+    assert jobs.count == 0
+
+    assert web.reconcile() == [key]
+    assert jobs.count == 1
+
+
 def test_a_handled_version_exits_without_loading_anything(tmp_path: Path) -> None:
     """The job of a version that was handled reads one record and returns: the app it
     names does not even exist, and is never looked for."""

@@ -441,11 +441,15 @@ class RQExecutor:
         """Whether ``job`` will still run: Redis holds it queued or deferred, scheduled and
         not long overdue (a scheduled job waits for a worker running RQ's scheduler), or
         started by a worker that is alive (it holds the key's transfer lock: a worker killed
-        mid-job leaves its job ``started`` until RQ's own clean-up, minutes later)."""
+        mid-job leaves its job ``started`` until RQ's own clean-up, minutes later). A
+        ``queued`` job counts only while the queue holds it: a worker killed between taking
+        it and marking it started leaves it ``queued`` outside any queue."""
         job_id = job.id(self._namespace)
         state = rq_job_state(self._queue, job_id)
         if state == "started":
             return self._store.records.is_transferring(job.key)
+        if state == "queued":
+            return self._queue.get_job_position(job_id) is not None
         if state == "scheduled":
             return not _overdue(self._queue, job_id)
         return state in RQ_LIVE_STATES
