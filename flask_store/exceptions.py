@@ -155,8 +155,10 @@ class UploadRejectedError(InvalidFileError):
 class FileTooLargeError(UploadRejectedError):
     """An upload is larger than the limit it was given, and nothing of it is kept.
 
-    Raised for a direct upload over its ``max_size``; an app may raise it for its own limits
-    too. The error handlers of ``STORE_HANDLE_ERRORS`` answer it ``413 Content Too Large``.
+    Raised by ``save()`` at the first byte over its ``max_size`` or ``STORE_MAX_SIZE``
+    (:mod:`flask_store.content_checks`) and for a direct upload over its ``max_size``; an
+    app may raise it for its own limits too. The error handlers of ``STORE_HANDLE_ERRORS``
+    answer it ``413 Content Too Large``.
 
     .. versionadded:: 0.2
     """
@@ -165,9 +167,10 @@ class FileTooLargeError(UploadRejectedError):
 class FileTypeRejectedError(UploadRejectedError):
     """An upload's type is not one it was allowed to have, and nothing of it is kept.
 
-    Raised for a direct upload of another type than its ``content_type``; an app may raise it
-    for its own rules too. The error handlers of ``STORE_HANDLE_ERRORS`` answer it
-    ``415 Unsupported Media Type``.
+    Raised by ``save()`` for bytes of a type its ``allowed_types`` or ``STORE_ALLOWED_TYPES``
+    does not list (:mod:`flask_store.content_checks`) and for a direct upload of another
+    type than its ``content_type``; an app may raise it for its own rules too. The error
+    handlers of ``STORE_HANDLE_ERRORS`` answer it ``415 Unsupported Media Type``.
 
     .. versionadded:: 0.2
     """
