@@ -188,6 +188,21 @@ def test_markup_in_a_png_text_chunk_is_refused(payload: bytes) -> None:
         check(polyglot, "a.png")
 
 
+def test_a_zip_signature_alone_in_an_image_is_no_zip() -> None:
+    """Four bytes that happen to spell a ZIP's end record are not enough to refuse a photo;
+    a PNG whose last chunk carries a real one is refused."""
+    data = png()
+    lookalike = data[:33] + png_chunk(b"prVt", b"PK\x05\x06" + b"\xff" * 30) + data[33:]
+    assert check(lookalike).format == "PNG"
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("evil.jar", b"x")
+    hidden = data[:-12] + png_chunk(b"prVt", archive.getvalue()) + data[-12:]
+    assert zipfile.is_zipfile(io.BytesIO(hidden))  # a ZIP reader finds it
+    with pytest.raises(InvalidImageError, match="ZIP"):
+        check(hidden)
+
+
 @pytest.mark.parametrize("offset", range(0, 70, 3))
 def test_markup_across_two_reads_is_found(monkeypatch: pytest.MonkeyPatch, offset: int) -> None:
     monkeypatch.setattr("flask_store.images.CHUNK_SIZE", 50)
