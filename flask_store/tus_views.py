@@ -91,6 +91,9 @@ def mount_tus(app: Flask, registry: StoreRegistry, hooks: TusHooks) -> TusServer
     except LookupError as exc:
         raise NotConfiguredError(f"{PREFIX}TUS_STORE: {exc}") from exc
     max_size: int = setting(app, "TUS_MAX_SIZE")
+    store_limit = store.config.values.get("MAX_SIZE")
+    if isinstance(store_limit, int) and store_limit > 0:
+        max_size = min(max_size, store_limit)  # announced, so a client learns it first
     fsync = bool(getattr(store, "fsync", False))
     try:
         folder = UploadFolder(upload_folder_path(app, store), fsync=fsync)

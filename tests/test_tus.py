@@ -726,3 +726,33 @@ def test_creation_with_upload_checks_its_checksum(client: FlaskClient, tmp_path:
     assert not (tmp_path / "uploads" / "upload").exists()
     # The client never learnt its URL: nothing of the upload is kept.
     assert working_files(tmp_path) == []
+
+
+def test_store_max_size_is_the_announced_limit(tmp_path: Path) -> None:
+    app, _ = make_app(tmp_path, STORE_MAX_SIZE=100)
+    client = app.test_client()
+    assert client.options(f"{PREFIX}/").headers["Tus-Max-Size"] == "100"
+    assert create(client, 101).status_code == 413
+    url = create(client, None, **{"Upload-Defer-Length": "1"}).headers["Location"]
+    assert patch(client, url, 0, b"x" * 101).status_code == 413
+
+
+def test_name_taken_with_on_conflict_error_is_409_and_keeps_the_old_file(tmp_path: Path) -> None:
+    app, _ = make_app(tmp_path, STORE_ON_CONFLICT="error")
+    with app.app_context():
+        Store.registry(app).resolve().save(b"old", name="dup.txt")
+    client = app.test_client()
+    url = new_upload(client, 3, "dup.txt")
+    assert patch(client, url, 0, b"new").status_code == 409
+    assert (tmp_path / "uploads" / "dup.txt").read_bytes() == b"old"
+    assert working_files(tmp_path) == []
+    assert head(client, url).status_code == 404
+
+
+def test_store_content_rules_refuse_at_completion(tmp_path: Path) -> None:
+    app, _ = make_app(tmp_path, STORE_ALLOWED_TYPES=["image/*"])
+    client = app.test_client()
+    url = new_upload(client, 5, "cat.jpg")
+    assert patch(client, url, 0, b"hello").status_code == 415
+    assert stored(app) == []
+    assert working_files(tmp_path) == []

@@ -25,6 +25,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import http_date
 
 from ..exceptions import (
+    FileExistsInStoreError,
     FileTooLargeError,
     FileTypeRejectedError,
     InvalidFileError,
@@ -348,9 +349,11 @@ class TusServer:
         try:
             with self.receiver.assembled(state) as stream:
                 file = self.store.save(stream, name=filename)
-        except InvalidFileError as exc:
+        except (InvalidFileError, FileExistsInStoreError) as exc:
+            # The store's own rules refused the file (its limits, types, a taken name): no
+            # retry can change that, so nothing of the upload is kept.
             self._remove(state)
-            raise ResumableUploadError(f"The upload cannot be saved: {exc}", 400) from exc
+            raise _rejection(exc) from exc
         try:
             for hook in self.hooks.on_complete:
                 if hook(file, state) is False:
@@ -434,9 +437,11 @@ def _too_large(state: UploadState, max_size: int) -> ResumableUploadError:
 
 
 def _rejection(exc: Exception) -> ResumableUploadError:
-    """The answer to an upload an app's hook rejected."""
+    """The answer to a finished upload the store or an app's hook refused."""
     if isinstance(exc, ResumableUploadError):
         return exc
+    if isinstance(exc, FileExistsInStoreError):
+        return ResumableUploadError(f"The upload was not saved: {exc}", 409)
     if isinstance(exc, FileTooLargeError):
         return ResumableUploadError(f"The upload was rejected: {exc}", 413)
     if isinstance(exc, FileTypeRejectedError):
