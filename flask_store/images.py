@@ -37,7 +37,7 @@ import re
 import struct
 import tempfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -120,12 +120,17 @@ _ORIENTATION = 0x0112
 
 # -- polyglots: what an image must not also be -------------------------------------------------
 
-#: Markup a browser or a server would run, anywhere in the file (case-insensitive), with a
-#: byte after it that ends a tag name. Random compressed bytes hold one with a chance of
-#: about 1e-13 per position: a false alarm in a 50 MB photo is rarer than one in 100,000.
-#: Every branch starts with the literal ``<``, which the regex engine scans for at C speed.
+#: Markup that runs wherever it appears (a server including an upload as PHP, a page that
+#: loads it as a script): searched in the whole file, pixel data included, where payloads
+#: hide too (a PNG's uncompressed deflate block survives being copied). Long enough that
+#: random compressed bytes match about once in 100,000 photos of 50 MB.
+_PAYLOAD = re.compile(rb"<(?:(?i:script|iframe|object)[\s/>]|\?(?i:php)[\s=])")
+#: Any markup: searched where an image holds no pixels (metadata, comments, text chunks),
+#: where a tag has no business being. Every branch starts with the literal ``<``, which the
+#: regex engine finds at C speed.
 _MARKUP = re.compile(
-    rb"<(?:(?i:script|html|svg|iframe|object|embed|body)[\s/>]|!(?i:doctype)\s|\?(?i:php)[\s=])"
+    rb"<(?:(?i:script|html|svg|iframe|object|embed|body|img|style|link|form)[\s/>]"
+    rb"|!(?i:doctype)\s|\?(?i:php)[\s=])"
 )
 #: Archive signatures that their readers find anywhere in a file (RAR and 7z scan for them).
 _ARCHIVES = (b"Rar!\x1a\x07", b"7z\xbc\xaf\x27\x1c")
@@ -370,9 +375,12 @@ def _check_single_content(stream: BinaryIO, image_format: str, filename: str) ->
     stream.seek(0)
     if b"%PDF-" in stream.read(_PDF_HEAD):
         raise _not_an_image(filename, "it also holds a PDF document")
-    found = _scan(stream)
-    if found is not None:
-        raise _not_an_image(filename, f"it also holds {found}")
+    if _found(stream, [(0, size)], _PAYLOAD) or _found(
+        stream, _metadata_parts(stream, image_format, size), _MARKUP
+    ):
+        raise _not_an_image(filename, "it also holds HTML, SVG, script or PHP markup")
+    if _found(stream, [(0, size)], None, _ARCHIVES):
+        raise _not_an_image(filename, "it also holds an archive (RAR or 7z)")
 
 
 def _holds_zip_end(tail: bytes, size: int) -> bool:
@@ -409,19 +417,47 @@ def _ends_as(image_format: str, tail: bytes, size: int, stream: BinaryIO) -> boo
     return bool(riff_size + 8 + (riff_size & 1) == size)
 
 
-def _scan(stream: BinaryIO) -> str | None:
-    """What of :data:`_MARKUP` or :data:`_ARCHIVES` ``stream`` holds (``None``: nothing),
-    read in chunks (each window starts with the end of the one before)."""
-    stream.seek(0)
-    carry = b""
-    while chunk := stream.read(CHUNK_SIZE):
-        window = carry + chunk
-        if any(signature in window for signature in _ARCHIVES):
-            return "an archive (RAR or 7z)"
-        if _MARKUP.search(window):
-            return "HTML, SVG, script or PHP markup"
-        carry = window[-_OVERLAP:]
-    return None
+def _found(
+    stream: BinaryIO,
+    parts: Iterable[tuple[int, int]],
+    pattern: re.Pattern[bytes] | None,
+    signatures: tuple[bytes, ...] = (),
+) -> bool:
+    """Whether ``pattern`` (if any) matches, or one of ``signatures`` is, in one of
+    ``parts`` (``(offset, length)`` of the file), each read in chunks (each window starts
+    with the end of the one before)."""
+    for offset, length in parts:
+        stream.seek(offset)
+        left, carry = length, b""
+        while left > 0 and (chunk := stream.read(min(CHUNK_SIZE, left))):
+            left -= len(chunk)
+            window = carry + chunk
+            if pattern is not None and pattern.search(window):
+                return True
+            if any(signature in window for signature in signatures):
+                return True
+            carry = window[-_OVERLAP:]
+    return False
+
+
+def _metadata_parts(stream: BinaryIO, image_format: str, size: int) -> Iterator[tuple[int, int]]:
+    """``(offset, length)`` of each part of the file that holds no pixel data: every JPEG
+    segment (not the entropy-coded data), every PNG or WebP chunk but the image data; a
+    GIF whole (its files are small, and its blocks are not worth parsing here)."""
+    if image_format == "JPEG":
+        for marker, offset, length in _jpeg_parts(stream):
+            if marker is not None and length > 2:
+                yield offset, length
+    elif image_format == "PNG":
+        for kind, offset, length in _png_chunks(stream):
+            if kind not in (b"IDAT", b"fdAT"):
+                yield offset, length
+    elif image_format == "WEBP":
+        for kind, offset, length in _webp_chunks(stream):
+            if kind not in _WEBP_PIXELS:
+                yield offset - 8, length + 8
+    else:
+        yield 0, size
 
 
 # -- metadata stripping (lossless) -------------------------------------------------------------
@@ -486,50 +522,70 @@ _NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 def _strip_jpeg(source: BinaryIO, target: BinaryIO, keep: bytes | None) -> None:
     """Copy a JPEG's segments but APP1-APP13, APP15 (EXIF, XMP, MPF, IPTC...), COM and
-    APP2 other than ICC profiles; stop at the first EOI."""
-    target.write(_read_exactly(source, 2))  # SOI
-    if keep is not None:
-        target.write(b"\xff\xe1" + struct.pack(">H", len(keep) + 2) + keep)
-    while len(two := source.read(2)) == 2:
-        if two[0] != 0xFF:  # entropy-coded data between scans' segments
-            source.seek(-2, io.SEEK_CUR)
-            _copy_entropy_coded(source, target)
+    APP2 other than ICC profiles, up to its first EOI."""
+    for marker, offset, length in _jpeg_parts(source):
+        if marker == 0xD8:
+            target.write(b"\xff\xd8")
+            if keep is not None:
+                target.write(b"\xff\xe1" + struct.pack(">H", len(keep) + 2) + keep)
+            continue
+        if marker is not None and length > 2:
+            source.seek(offset + 4)
+            if not _keeps_segment(marker, source.read(12)):
+                continue
+        source.seek(offset)
+        _copy(source, target, length)
+
+
+def _jpeg_parts(source: BinaryIO) -> Iterator[tuple[int | None, int, int]]:
+    """Each part of a JPEG up to its first EOI, as ``(marker, offset, length)``: a segment
+    (its marker and length bytes included), or entropy-coded data (marker ``None``).
+
+    Fill bytes before a marker belong to no part. The caller may move ``source`` between
+    parts.
+    """
+    yield 0xD8, 0, 2
+    position = 2
+    while True:
+        source.seek(position)
+        two = source.read(2)
+        if len(two) < 2:
+            return
+        if two[0] != 0xFF:  # entropy-coded data
+            source.seek(position)
+            length = _entropy_coded_length(source)
+            yield None, position, length
+            position += length
             continue
         marker = two[1]
-        if marker == 0xFF:  # a fill byte before a marker
-            source.seek(-1, io.SEEK_CUR)
+        if marker == 0xFF:  # a fill byte
+            position += 1
             continue
-        if marker == 0xD9:
-            break
-        if marker in _STANDALONE:
-            target.write(two)
+        if marker in _STANDALONE or marker == 0xD9:
+            yield marker, position, 2
+            if marker == 0xD9:
+                return
+            position += 2
             continue
-        length = _read_exactly(source, 2)
-        body = _read_exactly(source, struct.unpack(">H", length)[0] - 2)
-        if _keeps_segment(marker, body[:12]):
-            target.write(two + length + body)
-        if marker == 0xDA:  # a scan's header: its entropy-coded data follows
-            _copy_entropy_coded(source, target)
-    target.write(b"\xff\xd9")
+        (length,) = struct.unpack(">H", _read_exactly(source, 2))
+        yield marker, position, 2 + length
+        position += 2 + length
 
 
-def _copy_entropy_coded(source: BinaryIO, target: BinaryIO) -> None:
-    """Copy entropy-coded data up to the next marker, leaving ``source`` at that marker."""
+def _entropy_coded_length(source: BinaryIO) -> int:
+    """How many bytes of entropy-coded data start at ``source``'s position, up to the next
+    marker (or the end of the file)."""
+    start = source.tell()
     while True:
-        start = source.tell()
+        at = source.tell()
         chunk = source.read(CHUNK_SIZE)
         found = _NEXT_MARKER.search(chunk)
         if found is not None:
-            target.write(memoryview(chunk)[: found.start()])
-            source.seek(start + found.start())
-            return
+            return at + found.start() - start
         if len(chunk) > 1 and chunk[-1] == 0xFF:  # a marker may begin at the very end
-            target.write(memoryview(chunk)[:-1])
-            source.seek(start + len(chunk) - 1)
-            continue
-        target.write(chunk)
-        if len(chunk) < CHUNK_SIZE:
-            return
+            source.seek(at + len(chunk) - 1)
+        elif len(chunk) < CHUNK_SIZE:
+            return at + len(chunk) - start
 
 
 def _keeps_segment(marker: int, start: bytes) -> bool:
@@ -549,20 +605,31 @@ _PNG_METADATA = frozenset({b"eXIf", b"tEXt", b"zTXt", b"iTXt", b"tIME"})
 def _strip_png(source: BinaryIO, target: BinaryIO, keep: bytes | None) -> None:
     """Copy a PNG's chunks but metadata; a kept orientation goes in a fresh ``eXIf``."""
     target.write(_read_exactly(source, 8))
-    while len(header := source.read(8)) == 8:
-        length, kind = struct.unpack(">I4s", header)
+    for kind, offset, length in _png_chunks(source):
         if kind == b"IDAT" and keep is not None:  # eXIf must come before the image data
             body = keep.removeprefix(b"Exif\x00\x00")
             crc = struct.pack(">I", zlib.crc32(b"eXIf" + body))
             target.write(struct.pack(">I", len(body)) + b"eXIf" + body + crc)
             keep = None
-        if kind in _PNG_METADATA:
-            source.seek(length + 4, io.SEEK_CUR)
-            continue
-        target.write(header)
-        _copy(source, target, length + 4)
+        if kind not in _PNG_METADATA:
+            source.seek(offset)
+            _copy(source, target, length)
+
+
+def _png_chunks(source: BinaryIO) -> Iterator[tuple[bytes, int, int]]:
+    """``(kind, offset, length)`` of each chunk of a PNG up to IEND (header and CRC
+    included). The caller may move ``source`` between chunks."""
+    position = 8
+    while True:
+        source.seek(position)
+        header = source.read(8)
+        if len(header) < 8:
+            return
+        length, kind = struct.unpack(">I4s", header)
+        yield kind, position, length + 12
         if kind == b"IEND":
             return
+        position += length + 12
 
 
 def _strip_webp(source: BinaryIO, target: BinaryIO, keep: bytes | None) -> None:
@@ -594,6 +661,8 @@ def _strip_webp(source: BinaryIO, target: BinaryIO, keep: bytes | None) -> None:
 
 #: WebP chunks dropped.
 _WEBP_META = frozenset({b"EXIF", b"XMP "})
+#: WebP chunks holding pixel data (or frames of it).
+_WEBP_PIXELS = frozenset({b"VP8 ", b"VP8L", b"ALPH", b"ANMF"})
 
 
 def _webp_chunks(source: BinaryIO) -> list[tuple[bytes, int, int]]:

@@ -188,6 +188,34 @@ def test_markup_in_a_png_text_chunk_is_refused(payload: bytes) -> None:
         check(polyglot, "a.png")
 
 
+def test_a_tag_in_a_jpeg_comment_is_refused_but_not_the_same_bytes_in_its_pixels() -> None:
+    """A short tag such as ``<svg`` turns up by chance in about one 50 MB photo in 300, so
+    only metadata is searched for it; pixel data is searched for long payloads only."""
+    data = jpeg(300, 200)
+    in_comment = data[:2] + b"\xff\xfe\x00\x0a<svg x/>" + data[2:]
+    with pytest.raises(InvalidImageError, match="markup"):
+        check(in_comment)
+    scan = data.index(b"\xff\xda")
+    middle = scan + (len(data) - scan) // 2
+    in_pixels = data[:middle] + b"<svg " + data[middle + 5 :]
+    assert check(in_pixels).format == "JPEG"
+
+
+def test_a_script_in_png_pixels_is_refused() -> None:
+    """Stored (uncompressed) deflate blocks carry a payload through the pixel data."""
+    row = b"\x00" + b"<script src=//evil.example></script>".ljust(3 * 40, b" ")
+    header = struct.pack(">IIBBBBB", 40, 4, 8, 2, 0, 0, 0)
+    polyglot = (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(row * 4, 0))
+        + png_chunk(b"IEND", b"")
+    )
+    assert opened(polyglot).size == (40, 4)
+    with pytest.raises(InvalidImageError, match="markup"):
+        check(polyglot)
+
+
 def test_a_zip_signature_alone_in_an_image_is_no_zip() -> None:
     """Four bytes that happen to spell a ZIP's end record are not enough to refuse a photo;
     a PNG whose last chunk carries a real one is refused."""
