@@ -756,3 +756,20 @@ def test_store_content_rules_refuse_at_completion(tmp_path: Path) -> None:
     assert patch(client, url, 0, b"hello").status_code == 415
     assert stored(app) == []
     assert working_files(tmp_path) == []
+
+
+def test_prune_removes_old_leftovers_of_a_crash(
+    client: FlaskClient, app_store: tuple[Flask, Store], tmp_path: Path
+) -> None:
+    """Data files without a state (a process killed between the two) go once old."""
+    server = tus_server(app_store[0])
+    live = new_upload(client).rpartition("/")[2]
+    folder = Path(server.folder.path)
+    stray = ["A" * 32 + ".part", "B" * 32 + ".0.tail", "C" * 32 + ".lock", ".tmp-x1y2z3"]
+    for name in stray:
+        (folder / name).write_bytes(b"left over")
+        os.utime(folder / name, (0, 0))
+    (folder / ("D" * 32 + ".part")).write_bytes(b"just made")  # may be a creation under way
+    assert server.prune() == 0
+    left = sorted(os.listdir(folder))
+    assert left == sorted([f"{live}.json", f"{live}.lock", f"{live}.part", "D" * 32 + ".part"])

@@ -32,6 +32,7 @@ from ..exceptions import (
     ResumableUploadError,
 )
 from ..file_wrapper import FileWrapper
+from ..files import remove_quietly
 from ..naming import secure_filename
 from ..stores.base import BaseStore
 from .protocol import (
@@ -232,7 +233,10 @@ class TusServer:
         return TusResponse(204)
 
     def prune(self) -> int:
-        """Remove every expired upload not being written to; how many were removed."""
+        """Remove every expired upload not being written to, and files of no upload older
+        than an upload's lifetime; how many uploads were removed."""
+        for path in self.folder.leftovers(self.clock() - self.expires):
+            remove_quietly(path)
         removed = 0
         for upload_id in list(self.folder.ids()):
             with contextlib.suppress(ResumableUploadError), self.folder.locked(upload_id):

@@ -151,6 +151,23 @@ class UploadFolder:
             if dot and "." + suffix == _STATE and UPLOAD_ID.fullmatch(stem):
                 yield stem
 
+    def leftovers(self, before: float) -> list[str]:
+        """Files of no upload, last changed before ``before`` (Unix time): data and lock
+        files whose state is gone, temporary files of a state being written, left by a
+        process killed between the steps of creating or removing an upload."""
+        known = set(self.ids())
+        found = []
+        with os.scandir(self.path) as entries:
+            for entry in entries:
+                if entry.name.partition(".")[0] in known:
+                    continue
+                try:
+                    if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < before:
+                        found.append(entry.path)
+                except OSError:
+                    continue
+        return found
+
     @contextlib.contextmanager
     def locked(self, upload_id: str) -> Iterator[None]:
         """Hold the upload's lock for the block: one writer per upload, across processes.
