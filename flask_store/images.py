@@ -899,7 +899,9 @@ def _delete_quietly(store: BaseStore, keys: list[str]) -> None:
             log.exception("Could not delete %r of an image whose save failed", key)
 
 
-def delete_image(store: BaseStore, key: str, thumbnail_keys: Mapping[str, str] | Any) -> int:
+def delete_image(
+    store: BaseStore, key: str, thumbnail_keys: Mapping[str, str] | Iterable[str] = ()
+) -> int:
     """Delete an image saved by :func:`save_image` and its thumbnails; safe to repeat.
 
     Thumbnails go first, so a failure part-way never leaves thumbnails of a deleted image.
@@ -908,5 +910,5 @@ def delete_image(store: BaseStore, key: str, thumbnail_keys: Mapping[str, str] |
     :param thumbnail_keys: the thumbnails' keys: ``{name: key}`` or any iterable of keys.
     :returns: how many files were deleted.
     """
-    keys = list(thumbnail_keys.values() if isinstance(thumbnail_keys, Mapping) else thumbnail_keys)
+    keys = thumbnail_keys.values() if isinstance(thumbnail_keys, Mapping) else thumbnail_keys
     return sum(1 for each in [*keys, key] if store.delete(each))
