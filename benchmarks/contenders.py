@@ -128,18 +128,28 @@ def depot(folder: str) -> Contender:
 
 
 def flask_store_local(folder: str) -> Contender:
-    """Flask-Store with its default LocalStore (uploads spooled into the store's folder)."""
+    """Flask-Store with its default LocalStore (uploads spooled into the store's folder;
+    files served by the fast path, ``STORE_SERVE_FAST = "auto"``: this app has no hooks)."""
+    return _flask_store("store_local", "Flask-Store LocalStore", folder, "auto")
+
+
+def flask_store_view(folder: str) -> Contender:
+    """The same, with ``STORE_SERVE_FAST = False``: every file served by the Flask view."""
+    return _flask_store("store_view", "Flask-Store, Flask view", folder, False)
+
+
+def _flask_store(name: str, label: str, folder: str, serve_fast: bool | str) -> Contender:
     from flask_store import Store
 
-    app = Flask("flask_store_local")
-    app.config["STORE_PATH"] = folder
+    app = Flask(f"flask_store_{name}")
+    app.config.update(STORE_PATH=folder, STORE_SERVE_FAST=serve_fast)
     store = Store(app)
 
     def save(upload: FileStorage) -> str:
         return store.Provider().save(upload).relative_url()
 
     _upload_route(app, save)
-    return Contender("store_local", "Flask-Store LocalStore", app, folder, save)
+    return Contender(name, label, app, folder, save)
 
 
 def s3_available() -> bool:
@@ -222,6 +232,7 @@ LOCAL_FACTORIES: Mapping[str, Callable[[str], Contender]] = {
     "reuploaded": reuploaded,
     "depot": depot,
     "store_local": flask_store_local,
+    "store_view": flask_store_view,
 }
 BASELINE = "plain"
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from .contenders import clear_folder
 from .payloads import GIB, KIB, MIB, Multipart, random_bytes
@@ -138,3 +141,91 @@ def memory_scenario(
         finally:
             clear_folder(folders[name])
     return up, down
+
+
+def big_download_scenario(
+    servers: Mapping[str, Server], folders: Mapping[str, str], size: int, rounds: int
+) -> Result:
+    """Whole downloads of one stored ``size``-byte file, ``rounds`` interleaved samples.
+
+    The file is uploaded through each server first (and checked byte for byte); every
+    sample is one download, read to the end by the client.
+    """
+    multipart = Multipart.for_file("big-serve.bin", size)
+
+    def prepare(name: str) -> Sampler:
+        server = servers[name]
+        url = post_upload(server, multipart, BLOCK)
+        download(server, url, size, BLOCK)
+
+        def sample() -> float:
+            start = time.perf_counter()
+            download(server, url, size)
+            return time.perf_counter() - start
+
+        return sample
+
+    try:
+        return interleaved(
+            f"live_serve_{size}",
+            f"download through gunicorn, {size_label(size)} (one download per sample)",
+            list(servers),
+            prepare,
+            rounds,
+        )
+    finally:
+        for folder in folders.values():
+            clear_folder(folder)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One URL to load with wrk: a contender's (or nginx's) answer for a stored file."""
+
+    port: int
+    path: str
+    headers: Mapping[str, str]
+
+
+def throughput_scenario(
+    key: str, title: str, endpoints: Mapping[str, Endpoint], rounds: int, seconds: float
+) -> Result:
+    """Requests per second at :data:`CONNECTIONS` concurrent connections (wrk), interleaved.
+
+    Samples are seconds per request (1 / requests per second), so medians and ratios read
+    like the other tables; the report also shows them as requests per second.
+    """
+
+    def prepare(name: str) -> Sampler:
+        endpoint = endpoints[name]
+        return lambda: 1 / wrk(endpoint, seconds)
+
+    return interleaved(key, title, list(endpoints), prepare, rounds)
+
+
+_SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read \d+, write \d+, timeout (\d+)")
+
+#: Concurrent connections of the throughput runs (wrk ``-c``), over 2 wrk threads.
+CONNECTIONS = 16
+
+
+def wrk(endpoint: Endpoint, seconds: float) -> float:
+    """Requests per second wrk reaches against ``endpoint`` in ``seconds``.
+
+    :raises RuntimeError: when any answer was an error (wrk counts non-2xx/3xx answers and
+        socket errors), so a failing server never shows up as fast.
+    """
+    command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds:g}s"]
+    for name, value in endpoint.headers.items():
+        command += ["-H", f"{name}: {value}"]
+    command.append(f"http://127.0.0.1:{endpoint.port}{endpoint.path}")
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    if "Non-2xx or 3xx responses" in output:
+        raise RuntimeError(f"wrk saw error answers: {output.strip()[-300:]}")
+    errors = _SOCKET_ERRORS.search(output)
+    if errors and int(errors.group(1)) + int(errors.group(2)) > 0:
+        raise RuntimeError(f"wrk saw connect errors or timeouts: {errors.group(0)}")
+    found = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if found is None:
+        raise RuntimeError(f"wrk printed no rate: {output.strip()[-300:]}")
+    return float(found.group(1))

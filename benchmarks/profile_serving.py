@@ -23,7 +23,7 @@ from .payloads import KIB, MIB, Multipart, random_bytes
 from .server import Server, download, free_port, post_upload, wait_until_up
 
 #: The gunicorn config the worker runs with: ``handle`` profiled, stats dumped on exit.
-HOOKS = '''
+HOOKS = """
 import cProfile, os
 
 def post_fork(server, worker):
@@ -40,7 +40,7 @@ def post_fork(server, worker):
 
 def worker_exit(server, worker):
     worker._flask_store_profile.dump_stats(os.environ["PROFILE_OUT"])
-'''
+"""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -100,9 +100,19 @@ def report(title: str, stats: pstats.Stats, top: int, n: int) -> str:
     raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
     total = sum(entry[2] for entry in raw.values())
     lines.append(f"profiled time per request: {total / n * 1e6:.0f} µs")
-    for order, column in (("tottime", 2), ("cumtime", 3)):
+    app = [item for item in raw.items() if item[0][2] == "__call__" and "flask/app" in item[0][0]]
+    if app:
+        share = app[0][1][3] / total if total else 0
+        lines.append(f"in the WSGI app (Flask's `__call__`): {share:.0%} of that time")
+    tables = (
+        ("tottime", 2, lambda name: True),
+        ("cumtime", 3, lambda name: True),
+        ("cumtime, Flask, Werkzeug and Flask-Store only", 3, _is_app_code),
+    )
+    for order, column, wanted in tables:
         lines += ["", f"| {order} µs/request | calls/request | function |", "|---|---|---|"]
-        ranked = sorted(raw.items(), key=lambda item: item[1][column], reverse=True)[:top]
+        chosen = [item for item in raw.items() if wanted(item[0][0])]
+        ranked = sorted(chosen, key=lambda item: item[1][column], reverse=True)[:top]
         for (filename, line, function), entry in ranked:
             where = _short(filename)
             lines.append(
@@ -110,6 +120,10 @@ def report(title: str, stats: pstats.Stats, top: int, n: int) -> str:
                 f"`{where}:{line}({function})` |"
             )
     return "\n".join(lines)
+
+
+def _is_app_code(filename: str) -> bool:
+    return any(part in filename for part in ("flask_store/", "/flask/", "/werkzeug/"))
 
 
 def _short(filename: str) -> str:
@@ -135,8 +149,13 @@ def main(argv: list[str] | None = None) -> int:
             etag = download(server, url, KIB)
             headers = {"If-None-Match": etag or ""} if conditional else {}
             for _ in range(200):  # warm up, unprofiled
-                download(server, url, 0 if conditional else KIB, headers=headers,
-                         status=304 if conditional else 200)
+                download(
+                    server,
+                    url,
+                    0 if conditional else KIB,
+                    headers=headers,
+                    status=304 if conditional else 200,
+                )
             stats = profile_of(server, switch, out, url, headers, args.requests)
             sections.append(report(f"{args.contender}: {title}", stats, args.top, args.requests))
     print("\n\n".join(sections))

@@ -27,14 +27,30 @@ HOW = (
     "pieces of odd sizes, and with 8 KiB buffered writes the stored file ended up in small "
     "page-cache folios and was measurably slower to read and send afterwards.",
     "- Stores on another file system, and remote stores, get a streamed 1 MiB-chunk copy.",
-    "- Serving passes the open file to the server's `wsgi.file_wrapper` (gunicorn then uses "
-    "`sendfile`); without one it reads 64 KiB per step instead of Werkzeug's 8 KiB.",
-    "- A revalidation is answered from the file's metadata alone (one `stat` and one "
-    "extended attribute), without opening the file or building the full response.",
+    "- File URLs are answered by a WSGI dispatcher in front of Flask (`STORE_SERVE_FAST`, "
+    "on by default while the app has no request hooks): no request context, URL matching "
+    "or response object, and the same answers, decided by the same functions.",
+    "- The header fields of each version of a local file (ETag, Last-Modified, type, "
+    "disposition, caching) are built once and cached by (key, device, inode, mtime, ctime, "
+    "size): a GET costs one `open` and one `fstat`, a 304 or HEAD one `lstat`, and no "
+    "extended attribute is read for a version already seen.",
+    "- The whole file and single ranges go to the server's `wsgi.file_wrapper` with the "
+    "descriptor at the range's start (gunicorn then `sendfile`s exactly Content-Length "
+    "bytes); files from 1 MiB get `posix_fadvise(SEQUENTIAL)`; without a file wrapper it "
+    "reads 64 KiB per step instead of Werkzeug's 8 KiB.",
     "- Saving the same name again tries exactly two names (the name, then a random "
     "suffix claimed atomically with `link()`): no listing, no exists-loop.",
     "- S3: one PUT below 8 MiB, multipart above it with 8 MiB parts, at most 4 of them in "
     "memory at once, so memory is bounded whatever the file size.",
+)
+
+#: Where a served request spends its time: `python -m benchmarks.profile_serving`
+#: (cProfile of gunicorn's `handle` for 2,000 requests each), summarised by hand.
+PROFILE: tuple[str, ...] = (
+    "## Where the time of a served request goes (profile)",
+    "",
+    "_Profile not summarised yet._",
+    "",
 )
 
 LIBRARIES = ("Flask", "Werkzeug", "Flask-Reuploaded", "filedepot", "gunicorn", "boto3", "moto")
@@ -246,6 +262,26 @@ class Target:
         return f"{self.measured:.3f}x"
 
 
+def throughput_table(
+    results: Sequence[Result], names: Sequence[str], labels: Mapping[str, str]
+) -> list[str]:
+    """Requests per second (1 / the median seconds per request) of each throughput run."""
+    header = "| scenario | " + " | ".join(labels.get(n, n) for n in names) + " |"
+    lines = [header, "|" + "---|" * (len(names) + 1)]
+    for result in results:
+        cells = []
+        for name in names:
+            median = result.median(name)
+            if name in result.errors:
+                cells.append("**ERROR**")
+            elif median:
+                cells.append(f"{1 / median:,.0f}/s")
+            else:
+                cells.append("n/a")
+        lines.append(f"| {result.title} | {' | '.join(cells)} |")
+    return lines
+
+
 def target_table(targets: Sequence[Target]) -> list[str]:
     lines = ["| target | Flask-Store | verdict |", "|---|---|---|"]
     lines += [f"| {t.text} | {t.shown()} | {t.verdict()} |" for t in targets]
@@ -300,8 +336,9 @@ class Run:
 
 def document(run: Run, targets: Sequence[Target]) -> str:
     """BENCHMARKS.md: machine, targets, then every table of the run."""
-    test_client = [r for r in run.results if not r.key.startswith("live")]
+    test_client = [r for r in run.results if not r.key.startswith(("live", "rps"))]
     real_server = [r for r in run.results if r.key.startswith("live")]
+    throughput = [r for r in run.results if r.key.startswith("rps")]
     lines = [
         "# Benchmarks",
         "",
@@ -313,7 +350,7 @@ def document(run: Run, targets: Sequence[Target]) -> str:
         "",
         *run.machine,
         "",
-        "## Targets (issues 3 and 6)",
+        "## Targets (issues 3, 6 and 16)",
         "",
         *target_table(targets),
         "",
@@ -341,6 +378,20 @@ def document(run: Run, targets: Sequence[Target]) -> str:
         *timing_table(real_server, run.local_names, run.labels),
         "",
     ]
+    if throughput:
+        names = [*run.local_names, "nginx"]
+        lines += [
+            "## Requests per second at 16 connections (wrk, 2 threads; higher is better)",
+            "",
+            "Each contender under gunicorn (1 sync worker) as above; nginx (1 worker, "
+            "sendfile, no keep-alive, so every request is a new connection as with gunicorn's "
+            "sync worker) serves Flask-Store's folder as the physical reference. Medians of "
+            "the rounds, each round a 1-second wrk run per contender, interleaved.",
+            "",
+            *throughput_table(throughput, names, run.labels),
+            "",
+        ]
+    lines += PROFILE
     if run.memory and run.big_size:
         lines += [
             f"## Server memory, {run.big_size // MIB} MiB file through gunicorn",

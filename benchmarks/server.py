@@ -12,6 +12,7 @@ import contextlib
 import http.client
 import importlib.util
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -246,3 +247,57 @@ def _sampled_rise(pid: int, before: int, action: Callable[[], None]) -> int:
         done.set()
         watcher.join()
     return max(0, peak - before) * 1024
+
+
+def nginx_available() -> bool:
+    """Whether nginx and wrk (the throughput reference and client) are installed."""
+    return shutil.which("nginx") is not None and shutil.which("wrk") is not None
+
+
+#: nginx as the physical reference: one worker (as gunicorn's one), sendfile, no access log,
+#: and no keep-alive, so every request is a new connection as with gunicorn's sync worker.
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+{user}
+pid {workdir}/nginx.pid;
+error_log {workdir}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 0;
+    default_type application/octet-stream;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+    }}
+}}
+"""
+
+
+@contextmanager
+def nginx(root: str, workdir: Path) -> Iterator[int]:
+    """nginx serving the folder ``root`` as static files on a free port; yields the port."""
+    port = free_port()
+    conf = workdir / "nginx.conf"
+    user = "user root;" if os.geteuid() == 0 else ""  # workers must read the private tempdir
+    conf.write_text(NGINX_CONF.format(user=user, workdir=workdir, port=port, root=root))
+    with (workdir / "nginx.log").open("ab") as out:
+        process = subprocess.Popen(
+            ["nginx", "-c", str(conf), "-p", str(workdir), "-e", str(workdir / "nginx-error.log")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("nginx did not start; see nginx.log and nginx-error.log")
+            time.sleep(0.05)
+        yield port
+    finally:
+        _stop(process)

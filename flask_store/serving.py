@@ -60,6 +60,7 @@ from .stores.base import BaseStore, skip_to
 __all__ = [
     "READ_BLOCK",
     "SEQUENTIAL_FROM",
+    "SMALL_BODY",
     "Answer",
     "VersionHeaders",
     "answer",
@@ -74,6 +75,11 @@ __all__ = [
 #: (the test client, ``flask run``): with Werkzeug's 8 KiB default, sending a large file is
 #: mostly loop overhead. Memory per response stays this small.
 READ_BLOCK = 64 * 1024
+
+#: Bodies (a whole file or one range) of at most this many bytes are read at once and sent
+#: as one chunk: for a small file that costs less than the server's file wrapper and
+#: ``sendfile`` (an ``lseek`` before and after it). Memory per response stays this small.
+SMALL_BODY = READ_BLOCK
 
 #: Files from this size on are read with ``posix_fadvise(SEQUENTIAL)``: the kernel then
 #: reads ahead further. Below it the extra system call costs more than it saves.
@@ -547,20 +553,34 @@ def _open_range_of(store: BaseStore, info: FileInfo, decided: _Decision) -> Bina
 def _with_body(decided: _Decision, stream: BinaryIO, environ: dict[str, Any]) -> Answer:
     """The answer streaming ``stream``: all of it for a 200, its spans for a 206.
 
-    ``stream`` stands at the first span's start. A whole file or a single range goes to the
-    server's ``wsgi.file_wrapper``: gunicorn then sends it with ``sendfile`` from the file's
+    ``stream`` stands at the first span's start. A body of up to :data:`SMALL_BODY` bytes is
+    read and sent as one chunk. A larger whole file or single range goes to the server's
+    ``wsgi.file_wrapper``: gunicorn then sends it with ``sendfile`` from the file's
     position, for the answer's ``Content-Length`` (a range's window keeps the file's
     descriptor for that).
     """
-    if decided.file_size >= SEQUENTIAL_FROM:
-        _read_ahead(stream)
     if decided.multipart is not None:
         return Answer(decided.status, decided.headers, decided.multipart.body(stream, READ_BLOCK))
+    length = decided.spans[0][1] - decided.spans[0][0] if decided.spans else decided.file_size
+    if length <= SMALL_BODY:
+        with stream:
+            return Answer(decided.status, decided.headers, [_read_up_to(stream, length)])
+    if decided.file_size >= SEQUENTIAL_FROM:
+        _read_ahead(stream)
     if decided.spans:
-        start, stop = decided.spans[0]
-        stream = cast(BinaryIO, _Window(stream, stop - start))
+        stream = cast(BinaryIO, _Window(stream, length))
     wrapper = environ.get("wsgi.file_wrapper", FileWrapper)
     return Answer(decided.status, decided.headers, wrapper(stream, READ_BLOCK))
+
+
+def _read_up_to(stream: BinaryIO, length: int) -> bytes:
+    """The next ``length`` bytes of ``stream``, fewer only where it ends first (a file
+    truncated meanwhile: the client then sees a body shorter than its Content-Length, as
+    when a streamed body ends early)."""
+    data = stream.read(length)
+    while len(data) < length and (more := stream.read(length - len(data))):
+        data += more
+    return data
 
 
 def _read_ahead(stream: BinaryIO) -> None:

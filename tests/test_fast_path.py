@@ -464,10 +464,17 @@ class RecordingWrapper:
         self.filelike.close()
 
 
+LARGE = bytes(range(256)) * 1024  # 256 KiB: more than SMALL_BODY
+
+
 @pytest.mark.parametrize("fast", [False, True], ids=["flask", "fast"])
 @pytest.mark.parametrize(
     ("range_header", "start", "length"),
-    [(None, 0, len(BODY)), ("bytes=1000-1999", 1000, 1000), ("bytes=-10", len(BODY) - 10, 10)],
+    [
+        (None, 0, len(LARGE)),
+        ("bytes=1000-101999", 1000, 101000),
+        ("bytes=-70000", len(LARGE) - 70000, 70000),
+    ],
 )
 def test_whole_files_and_single_ranges_go_to_the_file_wrapper_at_their_offset(
     tmp_path: Path, fast: bool, range_header: str | None, start: int, length: int
@@ -475,17 +482,45 @@ def test_whole_files_and_single_ranges_go_to_the_file_wrapper_at_their_offset(
     """gunicorn's sendfile sends from the descriptor's position for Content-Length bytes."""
     app = make_app(tmp_path / "store", fast)
     with app.app_context():
-        app.extensions["store"].resolve().put("data.bin", BODY)
+        app.extensions["store"].resolve().put("data.bin", LARGE)
     client = app.test_client()
     client.environ_base["wsgi.file_wrapper"] = RecordingWrapper  # type: ignore[assignment]
     RecordingWrapper.handed.clear()
     headers = {"Range": range_header} if range_header else {}
     response = client.get("/flaskstore/data.bin", headers=headers)
-    assert response.data == BODY[start : start + length]
+    assert response.data == LARGE[start : start + length]
     assert response.headers["Content-Length"] == str(length)
     [(descriptor, position)] = RecordingWrapper.handed
     assert descriptor is not None
     assert position == start
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["flask", "fast"])
+def test_small_bodies_are_sent_as_one_chunk_and_the_file_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast: bool
+) -> None:
+    app = make_app(tmp_path / "store", fast)
+    with app.app_context():
+        app.extensions["store"].resolve().put("data.bin", BODY)
+    client = app.test_client()
+    client.environ_base["wsgi.file_wrapper"] = RecordingWrapper  # type: ignore[assignment]
+    RecordingWrapper.handed.clear()
+    response = client.get("/flaskstore/data.bin", headers={"Range": "bytes=100-"}, buffered=False)
+    assert list(response.response) == [BODY[100:]]
+    assert RecordingWrapper.handed == []
+    stored = str(tmp_path / "store" / "data.bin")
+    assert stored not in _open_paths()
+
+
+def _open_paths() -> list[str]:
+    """The files this process holds open."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue
+    return found
 
 
 @pytest.mark.parametrize("fast", [False, True], ids=["flask", "fast"])
