@@ -28,13 +28,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import boto3
 from flask import Flask, request
 
 from flask_store import Store
 
 from .payloads import GIB, MIB, Multipart
-from .server import Server, free_port, peak_rss_rise, post_upload, wait_until_up
+from .server import Server, free_port, moto_server, peak_rss_rise, post_upload, wait_until_up
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = os.urandom(MIB)
@@ -42,8 +44,13 @@ TUS = {"Tus-Resumable": "1.0.0"}
 TARGET_RISE = 32 * MIB
 
 
-def bench_app(folder: str) -> Flask:
-    """The app under test (gunicorn loads ``benchmarks.tus_bench:bench_app(folder)``)."""
+#: The bucket of ``--s3`` runs, on a moto server started for the run.
+BUCKET = "tus-bench"
+
+
+def bench_app(folder: str, endpoint: str | None = None) -> Flask:
+    """The app under test (gunicorn loads ``benchmarks.tus_bench:bench_app(...)``): a local
+    store in ``folder``, or an S3 store on the server at ``endpoint``."""
     app = Flask("tus-bench", instance_path=os.path.join(folder, "instance"))
     app.config.update(
         STORE_PATH=os.path.join(folder, "store"),
@@ -51,6 +58,16 @@ def bench_app(folder: str) -> Flask:
         STORE_TUS_ALLOW_ANONYMOUS=True,
         STORE_TUS_MAX_SIZE=4 * GIB,
     )
+    if endpoint is not None:
+        app.config.update(
+            STORE_PROVIDER="s3",
+            STORE_PATH="bench",
+            STORE_S3_BUCKET=BUCKET,
+            STORE_S3_REGION="us-east-1",
+            STORE_S3_ENDPOINT_URL=endpoint,
+            STORE_S3_ACCESS_KEY="bench",
+            STORE_S3_SECRET_KEY="bench",
+        )
     store = Store(app)
 
     @app.get("/__ready__")
@@ -65,7 +82,7 @@ def bench_app(folder: str) -> Flask:
 
 
 @contextmanager
-def gunicorn(folder: str, log: Path) -> Iterator[Server]:
+def gunicorn(folder: str, log: Path, endpoint: str | None) -> Iterator[Server]:
     port = free_port()
     command = [
         sys.executable,
@@ -78,7 +95,7 @@ def gunicorn(folder: str, log: Path) -> Iterator[Server]:
         "--timeout=900",
         "--log-level=warning",
         f"--chdir={ROOT}",
-        f"benchmarks.tus_bench:bench_app({folder!r})",
+        f"benchmarks.tus_bench:bench_app({folder!r}, {endpoint!r})",
     ]
     with log.open("ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
@@ -171,6 +188,16 @@ def head_offset(server: Server, url: str) -> int:
     raise RuntimeError("HEAD never answered 200")
 
 
+def tus_receive_only(server: Server, size: int, chunk: int) -> None:
+    """Every PATCH but the last, then DELETE: what receiving costs, without the final save."""
+    url = create(server, size, "a.bin")
+    offset = 0
+    while offset + chunk < size:
+        offset = send_patch(server, url, offset, chunk)
+    if _request(server, "DELETE", url, TUS).status != 204:
+        raise RuntimeError("DELETE failed")
+
+
 def tus_upload(server: Server, size: int, chunk: int, name: str, cut: bool) -> None:
     url = create(server, size, name)
     offset = 0
@@ -202,7 +229,41 @@ class Row:
         )
 
 
-def measure(label: str, size: int, pid: int, action: Callable[[], object], stored: Path) -> Row:
+class Stored:
+    """Where the uploads land: checks the stored size and removes the file between runs."""
+
+    def __init__(self, folder: str, endpoint: str | None) -> None:
+        self.path = Path(folder) / "store" / "a.bin"
+        self.client: Any = None
+        if endpoint is not None:
+            self.client = boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name="us-east-1",
+                aws_access_key_id="bench",
+                aws_secret_access_key="bench",
+            )
+            self.client.create_bucket(Bucket=BUCKET)
+
+    def stat(self) -> os.stat_result | int:
+        if self.client is None:
+            return self.path.stat()
+        return int(self.client.head_object(Bucket=BUCKET, Key="bench/a.bin")["ContentLength"])
+
+    def size(self) -> int:
+        found = self.stat()
+        return found if isinstance(found, int) else found.st_size
+
+    def unlink(self) -> None:
+        if self.client is None:
+            self.path.unlink()
+        else:
+            self.client.delete_object(Bucket=BUCKET, Key="bench/a.bin")
+
+
+def measure(
+    label: str, size: int, pid: int, action: Callable[[], object], stored: Stored | None
+) -> Row:
     started = time.perf_counter()
 
     def upload() -> None:
@@ -210,18 +271,19 @@ def measure(label: str, size: int, pid: int, action: Callable[[], object], store
 
     rise = peak_rss_rise(pid, upload)
     seconds = time.perf_counter() - started
-    if stored.stat().st_size != size:
-        raise RuntimeError(f"{label}: stored {stored.stat().st_size} bytes, not {size}")
-    stored.unlink()
+    if stored is not None:
+        if stored.size() != size:
+            raise RuntimeError(f"{label}: stored {stored.size()} bytes, not {size}")
+        stored.unlink()
     return Row(label, seconds, rise, size)
 
 
-def run(size: int, chunk: int, workdir: str, rounds: int) -> list[Row]:
+def run(size: int, chunk: int, workdir: str, rounds: int, endpoint: str | None) -> list[Row]:
     """Each upload ``rounds`` times, interleaved: the best time and the highest RSS rise
     (a shared machine's noise only ever slows a run down)."""
     folder = tempfile.mkdtemp(prefix="tus-bench-", dir=workdir)
-    store = Path(folder) / "store"
-    with gunicorn(folder, Path(folder) / "gunicorn.log") as server:
+    store = Stored(folder, endpoint)
+    with gunicorn(folder, Path(folder) / "gunicorn.log", endpoint) as server:
         pid = server.worker_pid
         tus_upload(server, 3 * MIB, MIB, "warm.bin", cut=False)  # imports, first files
         post_upload(server, Multipart.for_file("warm2.bin", MIB), BLOCK)
@@ -239,22 +301,25 @@ def run(size: int, chunk: int, workdir: str, rounds: int) -> list[Row]:
                 lambda: post_upload(server, Multipart.for_file("a.bin", size), BLOCK),
             ),
         ]
+        receive_only = f"tus, receiving only: all {chunk // MIB} MiB PATCHes but the last"
+        uploads.append((receive_only, lambda: tus_receive_only(server, size, chunk)))
         best: dict[str, Row] = {}
         for _ in range(rounds):
             for label, action in uploads:
-                row = measure(label, size, pid, action, store / "a.bin")
+                row = measure(label, size, pid, action, None if label == receive_only else store)
                 kept = best.setdefault(label, row)
                 kept.seconds = min(kept.seconds, row.seconds)
                 kept.rise = max(kept.rise, row.rise)
     return list(best.values())
 
 
-def report(rows: list[Row], size: int) -> str:
+def report(rows: list[Row], size: int, s3: bool) -> str:
+    where = "S3Store on a moto server" if s3 else "LocalStore"
     lines = [
         "",
-        f"## Resumable uploads (tus), {size // MIB} MiB file through gunicorn",
+        f"## Resumable uploads (tus), {size // MIB} MiB file through gunicorn, {where}",
         "",
-        "One gunicorn sync worker, LocalStore, client and server on one machine "
+        f"One gunicorn sync worker, {where}, client and server on one machine "
         "(`python -m benchmarks.tus_bench`), each upload run 3 times interleaved: best time, "
         "highest peak RSS rise of the worker above its level after a warm-up upload (target: "
         "under 32 MiB). The tus upload is saved through `save()` when its last PATCH "
@@ -273,11 +338,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=GIB, help="bytes to upload (1 GiB)")
     parser.add_argument("--chunk", type=int, default=8 * MIB, help="PATCH size (8 MiB)")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each upload (3)")
+    parser.add_argument("--s3", action="store_true", help="an S3 store on a moto server")
     parser.add_argument("--workdir", default=None, help="where the store lives (system temp)")
     parser.add_argument("--append", action="store_true", help="append to BENCHMARKS.md")
     args = parser.parse_args(argv)
-    rows = run(args.size, args.chunk, args.workdir or tempfile.gettempdir(), args.rounds)
-    text = report(rows, args.size)
+    workdir = args.workdir or tempfile.gettempdir()
+    if args.s3:
+        with moto_server(Path(tempfile.mkdtemp(dir=workdir))) as endpoint:
+            rows = run(args.size, args.chunk, workdir, args.rounds, endpoint)
+    else:
+        rows = run(args.size, args.chunk, workdir, args.rounds, None)
+    text = report(rows, args.size, args.s3)
     print(text)
     if args.append:
         with (ROOT / "BENCHMARKS.md").open("a", encoding="utf-8") as out:
