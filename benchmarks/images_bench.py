@@ -9,7 +9,10 @@ memory:
 - ``check_image``: the full check (``verify()``, a 1/8-scale decode, the polyglot scans);
 - ``save_image``: the check, two thumbnails (64 x 64 and 400 x 300) and the metadata
   stripped from the original, into a LocalStore;
-- a plain Pillow ``thumbnail()`` of the same file without ``draft()`` (what code that
+- ``save_image`` of the same photo saved as a progressive JPEG: libjpeg keeps every
+  coefficient of a progressive image until its last scan, whatever the scale, so this one
+  costs about 3 bytes per pixel (``STORE_IMAGE_MAX_PIXELS`` is what bounds it);
+- a plain Pillow ``thumbnail()`` of the baseline file without ``draft()`` (what code that
   decodes the whole photo first costs), as the baseline.
 
 The figures are written as a Markdown table on stdout.
@@ -35,6 +38,7 @@ exif = Image.Exif()
 exif[0x010F] = "Bench camera"
 exif.get_ifd(0x8825).update({1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)})
 image.save(PATH, "JPEG", quality=90, exif=exif)
+image.save(PROGRESSIVE, "JPEG", quality=90, exif=exif, progressive=True)
 """
 
 #: Each step: code run in a fresh interpreter with ``PATH`` (the photo) and ``FOLDER`` set.
@@ -50,6 +54,12 @@ from flask_store.stores.local import LocalStore
 store = LocalStore(path=FOLDER, image_max_pixels=60_000_000)
 save_image(store, PATH, thumbnails={"small": (64, 64), "card": (400, 300)}, strip_metadata=True)
 """,
+    "save_image of the same photo saved as a progressive JPEG": """
+from flask_store.images import save_image
+from flask_store.stores.local import LocalStore
+store = LocalStore(path=FOLDER, image_max_pixels=60_000_000)
+save_image(store, PROGRESSIVE, thumbnails={"small": (64, 64), "card": (400, 300)})
+""",
     "baseline: Pillow thumbnail() without draft()": """
 from PIL import Image
 with Image.open(PATH) as image:
@@ -61,7 +71,7 @@ with Image.open(PATH) as image:
 
 RUN = """
 import json, resource, time
-PATH, FOLDER = {path!r}, {folder!r}
+PATH, PROGRESSIVE, FOLDER = {path!r}, {progressive!r}, {folder!r}
 import PIL.Image, flask_store.images, flask_store.stores.local  # imports are not the step
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
@@ -84,8 +94,10 @@ def run_child(code: str) -> dict[str, float]:
 def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "photo.jpg")
+        progressive = os.path.join(folder, "progressive.jpg")
         make = MAKE.replace("WIDTH", str(WIDTH)).replace("HEIGHT", str(HEIGHT))
-        subprocess.run([sys.executable, "-c", f"PATH = {path!r}\n{make}"], check=True)
+        names = f"PATH, PROGRESSIVE = {path!r}, {progressive!r}\n"
+        subprocess.run([sys.executable, "-c", names + make], check=True)
         size = os.path.getsize(path)
         print(f"{WIDTH} x {HEIGHT} JPEG ({WIDTH * HEIGHT / 1e6:.1f} Mpx, {size / 2**20:.1f} MiB)")
         print()
@@ -95,7 +107,8 @@ def main() -> None:
             out = os.path.join(folder, "out")
             os.makedirs(out, exist_ok=True)
             body = textwrap.dedent(code)
-            report = run_child(RUN.format(path=path, folder=out, code=body))
+            code = RUN.format(path=path, progressive=progressive, folder=out, code=body)
+            report = run_child(code)
             rise = (report["peak_kib"] - report["before_kib"]) / 1024
             print(
                 f"| {label} | {report['seconds']:.2f} s | {report['peak_kib'] / 1024:.0f} MiB "
