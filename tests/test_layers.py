@@ -71,7 +71,17 @@ LAYERS: dict[str, int] = {
 
 #: Third-party packages a function may import lazily: optional extras that must not be
 #: imported when the feature is unused.
-LAZY_THIRD_PARTY = {"gevent", "rq", "redis", "celery", "PIL", "sqlalchemy", "myapp", "puremagic", "wtforms"}
+LAZY_THIRD_PARTY = {
+    "gevent",
+    "rq",
+    "redis",
+    "celery",
+    "PIL",
+    "sqlalchemy",
+    "myapp",
+    "puremagic",
+    "wtforms",
+}
 
 
 @dataclass(frozen=True)
