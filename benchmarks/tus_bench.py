@@ -313,17 +313,22 @@ def run(size: int, chunk: int, workdir: str, rounds: int, endpoint: str | None) 
     return list(best.values())
 
 
-def report(rows: list[Row], size: int, s3: bool) -> str:
+def report(rows: list[Row], size: int, s3: bool, rounds: int) -> str:
     where = "S3Store on a moto server" if s3 else "LocalStore"
+    finish = (
+        "reads the assembled object back and stores it with `S3Store.save()`"
+        if s3
+        else "moves the partial file into place"
+    )
     lines = [
         "",
         f"## Resumable uploads (tus), {size // MIB} MiB file through gunicorn, {where}",
         "",
         f"One gunicorn sync worker, {where}, client and server on one machine "
-        "(`python -m benchmarks.tus_bench`), each upload run 3 times interleaved: best time, "
-        "highest peak RSS rise of the worker above its level after a warm-up upload (target: "
-        "under 32 MiB). The tus upload is saved through `save()` when its last PATCH "
-        "arrives; the local store moves the partial file into place.",
+        f"(`python -m benchmarks.tus_bench`), each upload run {rounds} times interleaved: best "
+        "time, highest peak RSS rise of the worker above its level just before the upload "
+        "(target: under 32 MiB). The last PATCH saves the file through `save()`, which "
+        f"{finish}.",
         "",
         "| upload | time | throughput | worker peak RSS rise |",
         "|---|---|---|---|",
@@ -348,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = run(args.size, args.chunk, workdir, args.rounds, endpoint)
     else:
         rows = run(args.size, args.chunk, workdir, args.rounds, None)
-    text = report(rows, args.size, args.s3)
+    text = report(rows, args.size, args.s3, args.rounds)
     print(text)
     if args.append:
         with (ROOT / "BENCHMARKS.md").open("a", encoding="utf-8") as out:
