@@ -9,7 +9,9 @@ with :func:`tests.stores.everything_stored` proving that no partial or hidden fi
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,7 +35,9 @@ from flask_store.exceptions import (
     UploadRejectedError,
 )
 from flask_store.sources import CHUNK_SIZE
+from flask_store.spooling import SpoolFile
 from flask_store.stores.base import BaseStore
+from flask_store.stores.local import LocalStore
 from flask_store.stores.memory import MemoryStore
 from tests.stores import STORE_KINDS, everything_stored
 
@@ -217,6 +221,21 @@ def test_an_unseekable_upload_is_checked_and_saved_whole(make_store: Any) -> Non
     with pytest.raises(FileTypeRejectedError):
         store.save(Unseekable(HTML * 500), name="b.png", allowed_types=["image/png"])
     assert everything_stored(store) == before
+
+
+def test_checks_keep_a_spooled_upload_moved_not_copied(tmp_path: Path) -> None:
+    """The type check reads the head and rewinds: the local store still moves the spool
+    file into place (zero copy) instead of copying it."""
+    data = PNG_HEAD + os.urandom(2 * CHUNK_SIZE)
+    with SpoolFile(str(tmp_path)) as spool:
+        inode = os.fstat(spool.fileno()).st_ino
+        spool.write(data)
+        spool.seek(0)
+        store = LocalStore(path=str(tmp_path / "store"))
+        upload = FileStorage(spool, "a.png")
+        saved = store.save(upload, allowed_types=["image/png"], max_size=len(data))
+    assert Path(saved.absolute_path()).read_bytes() == data
+    assert os.stat(saved.absolute_path()).st_ino == inode
 
 
 def test_a_real_file_under_a_name_of_another_allowed_type_is_refused() -> None:

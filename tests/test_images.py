@@ -201,19 +201,27 @@ def test_a_tag_in_a_jpeg_comment_is_refused_but_not_the_same_bytes_in_its_pixels
     assert check(in_pixels).format == "JPEG"
 
 
-def test_a_script_in_png_pixels_is_refused() -> None:
-    """Stored (uncompressed) deflate blocks carry a payload through the pixel data."""
-    row = b"\x00" + b"<script src=//evil.example></script>".ljust(3 * 40, b" ")
+def png_of_pixels(pixels: bytes) -> bytes:
+    """A 40 x 4 RGB PNG whose rows are ``pixels``, kept in stored (uncompressed) deflate
+    blocks: the bytes appear in the file as they are."""
+    row = b"\x00" + pixels.ljust(3 * 40, b" ")
     header = struct.pack(">IIBBBBB", 40, 4, 8, 2, 0, 0, 0)
-    polyglot = (
+    return (
         b"\x89PNG\r\n\x1a\n"
         + png_chunk(b"IHDR", header)
         + png_chunk(b"IDAT", zlib.compress(row * 4, 0))
         + png_chunk(b"IEND", b"")
     )
+
+
+def test_a_script_in_png_pixels_is_refused_but_not_a_short_tag() -> None:
+    """Stored deflate blocks carry a payload through the pixel data; a short tag there is
+    what compressed bytes spell by chance, and passes."""
+    polyglot = png_of_pixels(b"<script src=//evil.example></script>")
     assert opened(polyglot).size == (40, 4)
     with pytest.raises(InvalidImageError, match="markup"):
         check(polyglot)
+    assert check(png_of_pixels(b"<svg <html <body ")).format == "PNG"
 
 
 def test_a_zip_signature_alone_in_an_image_is_no_zip() -> None:
