@@ -295,6 +295,52 @@ def test_a_running_app_reconciles_periodically_without_anyone_asking(tmp_path: P
     assert (tmp_path / "remote" / key).read_bytes() == b"payload"
 
 
+def _celery_app(tmp_path: Path, url: str, name: str) -> tuple[Flask, QueuedStore]:
+    """A web process of a Celery deployment: its own app on the shared folders and broker."""
+    from celery import Celery
+
+    app = Flask(name, instance_path=str(tmp_path / "instance"))
+    app.config.update(
+        STORE_PROVIDER="queued",
+        STORE_QUEUED_LOCAL={"PROVIDER": "local", "PATH": str(tmp_path / "local")},
+        STORE_QUEUED_REMOTE={"PROVIDER": "local", "PATH": str(tmp_path / "remote")},
+        STORE_TRANSFER_EXECUTOR="celery",
+    )
+    store = Store(app)
+    store.init_celery(Celery(name, broker=url))
+    queued = Store.registry(app).resolve()
+    assert isinstance(queued, QueuedStore)
+    return app, queued
+
+
+def test_a_process_starting_does_not_send_every_queued_celery_task_again(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Celery cannot tell a queued task from a lost one: the start-up pass of each process
+    (a gunicorn worker replaced, a Celery worker started) sent the whole backlog again,
+    600 duplicates for 1,000 files in tests/test_deployment.py. Records younger than
+    TRANSFER_RECONCILE_GRACE are left to the tasks already sent, as in the periodic pass."""
+    broker = Redis.from_url(redis_url)
+    app, first = _celery_app(tmp_path, redis_url, "first")
+    with app.app_context():
+        for name in ("a.txt", "b.txt", "c.txt"):
+            first.save(b"payload", name=name)
+    deadline = time.monotonic() + SAFETY_NET
+    while broker.llen("flask_store") < 3:  # the outbox thread hands them to Redis
+        assert time.monotonic() < deadline, "the tasks never reached the broker"
+        time.sleep(0.05)
+    try:
+        _, second = _celery_app(tmp_path, redis_url, "second")  # another process starts
+        try:
+            assert second.join(timeout=SAFETY_NET / 4), "the start-up pass sent tasks again"
+        finally:
+            assert second.stop(timeout=SAFETY_NET)
+        assert broker.llen("flask_store") == 3
+    finally:
+        assert first.stop(timeout=SAFETY_NET)
+        broker.delete("flask_store")
+
+
 # -- debris of killed writes -------------------------------------------------------------------
 
 

@@ -812,7 +812,10 @@ class QueuedStore(BaseStore):
                 self.name,
             )
             self.executor.wait_ready(None)
-        self._reconcile_logged("at start-up", self.reconcile)
+        # A queue the executor cannot see (Celery) most likely holds the young records'
+        # jobs already: each process starting would send them all again.
+        young = 0.0 if self.executor.sees_queue else self.reconcile_grace
+        self._reconcile_logged("at start-up", lambda: self.reconcile(older_than=young))
         self._started.set()
         if not self.reconcile_interval:
             return

@@ -102,6 +102,11 @@ Runner = Callable[[TransferJob], Step]
 class Executor(Protocol):
     """Runs ``store.run_job(job)`` somewhere else than the caller."""
 
+    #: Whether :meth:`is_live` sees the jobs other processes queued. Without it (Celery), a
+    #: process that starts presumes the young pending records queued already and leaves
+    #: them to the periodic pass's grace, or each start would send the whole backlog again.
+    sees_queue: bool
+
     def submit(self, job: TransferJob) -> None:
         """Queue ``job`` and return at once."""
 
@@ -228,6 +233,8 @@ class ThreadExecutor:
     ``pending`` on disk for the next reconciler run.
     """
 
+    sees_queue = True  # a process's queue is its own: a new one has nothing queued
+
     def __init__(self, run: Runner, workers: int) -> None:
         self._run = run
         self._max_workers = workers
@@ -287,6 +294,8 @@ class GeventExecutor:
     ``submit`` never waits for a free slot (that would hold up the request): the greenlet is
     spawned at once and queues for the semaphore itself.
     """
+
+    sees_queue = True  # a process's greenlets are its own: a new one has nothing queued
 
     def __init__(self, run: Runner, workers: int, config: StoreConfig) -> None:
         try:
@@ -391,6 +400,8 @@ class RQExecutor:
     scheduled jobs (``enqueue_in``): workers must run RQ's scheduler (``flask store worker``
     does; ``rq worker --with-scheduler``).
     """
+
+    sees_queue = True
 
     def __init__(self, store: QueuedStore) -> None:
         config = store.config
@@ -526,6 +537,8 @@ class CeleryExecutor:
     returns as soon as its record is on disk, whatever the broker does; a job the broker does
     not take is logged and stays pending for the reconciler.
     """
+
+    sees_queue = False  # no result backend is required: a queued task cannot be seen
 
     def __init__(self, store: QueuedStore) -> None:
         try:
