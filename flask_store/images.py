@@ -375,9 +375,13 @@ def _check_single_content(stream: BinaryIO, image_format: str, filename: str) ->
     stream.seek(0)
     if b"%PDF-" in stream.read(_PDF_HEAD):
         raise _not_an_image(filename, "it also holds a PDF document")
-    if _found(stream, [(0, size)], _PAYLOAD) or _found(
-        stream, _metadata_parts(stream, image_format, size), _MARKUP
-    ):
+    try:
+        markup = _found(stream, [(0, size)], _PAYLOAD) or _found(
+            stream, _metadata_parts(stream, image_format, size), _MARKUP
+        )
+    except (InvalidImageError, struct.error) as exc:  # its parts do not add up
+        raise _not_an_image(filename, "it is truncated or corrupt") from exc
+    if markup:
         raise _not_an_image(filename, "it also holds HTML, SVG, script or PHP markup")
     if _found(stream, [(0, size)], None, _ARCHIVES):
         raise _not_an_image(filename, "it also holds an archive (RAR or 7z)")
@@ -442,8 +446,8 @@ def _found(
 
 def _metadata_parts(stream: BinaryIO, image_format: str, size: int) -> Iterator[tuple[int, int]]:
     """``(offset, length)`` of each part of the file that holds no pixel data: every JPEG
-    segment (not the entropy-coded data), every PNG or WebP chunk but the image data; a
-    GIF whole (its files are small, and its blocks are not worth parsing here)."""
+    segment (not the entropy-coded data), every PNG or WebP chunk and GIF block but the
+    image data."""
     if image_format == "JPEG":
         for marker, offset, length in _jpeg_parts(stream):
             if marker is not None and length > 2:
@@ -457,7 +461,9 @@ def _metadata_parts(stream: BinaryIO, image_format: str, size: int) -> Iterator[
             if kind not in _WEBP_PIXELS:
                 yield offset - 8, length + 8
     else:
-        yield 0, size
+        for kind, offset, length in _gif_blocks(stream):
+            if kind != _GIF_IMAGE:
+                yield offset, length
 
 
 # -- metadata stripping (lossless) -------------------------------------------------------------
@@ -481,7 +487,7 @@ def strip_image_metadata(source: BinaryIO, target: BinaryIO, facts: ImageFacts) 
     whatever the size). Removed: EXIF (camera, GPS, time), XMP, IPTC, comments and text
     chunks, and whatever follows a JPEG's first image (a phone's extra MPF images). Kept:
     the pixels, ICC colour profiles, and the EXIF orientation as the only EXIF tag, so the
-    image is still displayed the right way up. GIFs carry no EXIF and are copied as they are.
+    image is still displayed the right way up; a GIF's animation loop count.
     """
     source.seek(0)
     keep = _orientation_exif(facts.orientation) if facts.orientation != 1 else None
@@ -492,7 +498,7 @@ def strip_image_metadata(source: BinaryIO, target: BinaryIO, facts: ImageFacts) 
     elif facts.format == "WEBP":
         _strip_webp(source, target, keep)
     else:
-        _copy(source, target, None)
+        _strip_gif(source, target)
 
 
 def _copy(source: BinaryIO, target: BinaryIO, size: int | None) -> None:
@@ -674,6 +680,81 @@ def _webp_chunks(source: BinaryIO) -> list[tuple[bytes, int, int]]:
         chunks.append((kind, source.tell(), length))
         source.seek(length + (length & 1), io.SEEK_CUR)
     return chunks
+
+
+#: GIF block kinds: the header with its colour table, an image (descriptor, colour table
+#: and LZW data), the trailer; extensions are ``b"!"`` and their label.
+_GIF_HEADER, _GIF_IMAGE, _GIF_TRAILER = b"header", b",", b";"
+#: GIF extensions dropped: comments, and application extensions but the loop count's.
+_GIF_COMMENT = b"!\xfe"
+_GIF_APPLICATION = b"!\xff"
+_GIF_LOOP_APPLICATIONS = (b"NETSCAPE2.0", b"ANIMEXTS1.0")
+
+
+def _strip_gif(source: BinaryIO, target: BinaryIO) -> None:
+    """Copy a GIF's blocks but comments and application extensions (XMP...) other than
+    the animation loop count."""
+    for kind, offset, length in _gif_blocks(source):
+        if kind == _GIF_COMMENT:
+            continue
+        if kind == _GIF_APPLICATION:
+            source.seek(offset + 3)
+            if source.read(11) not in _GIF_LOOP_APPLICATIONS:
+                continue
+        source.seek(offset)
+        _copy(source, target, length)
+
+
+def _gif_blocks(source: BinaryIO) -> Iterator[tuple[bytes, int, int]]:
+    """``(kind, offset, length)`` of each block of a GIF up to its trailer. The caller may
+    move ``source`` between blocks."""
+    source.seek(10)
+    flags = _read_exactly(source, 1)[0]
+    position = 13 + _gif_colour_table(flags)
+    yield _GIF_HEADER, 0, position
+    while True:
+        source.seek(position)
+        introducer = source.read(1)
+        if introducer == _GIF_TRAILER or not introducer:
+            yield _GIF_TRAILER, position, len(introducer)
+            return
+        if introducer == b"!":
+            kind = introducer + _read_exactly(source, 1)
+            start = position + 2
+        elif introducer == _GIF_IMAGE:
+            descriptor = _read_exactly(source, 9)
+            kind = _GIF_IMAGE
+            start = position + 10 + _gif_colour_table(descriptor[8]) + 1  # + LZW code size
+        else:
+            raise InvalidImageError("The GIF holds a block of no known kind.")
+        source.seek(start)
+        length = start - position + _sub_blocks_length(source)
+        yield kind, position, length
+        position += length
+
+
+def _gif_colour_table(flags: int) -> int:
+    """The size of the colour table a GIF descriptor's ``flags`` announce."""
+    return 3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0
+
+
+def _sub_blocks_length(source: BinaryIO) -> int:
+    """The length of the GIF data sub-blocks at ``source``'s position, terminator included
+    (read in chunks: an image's LZW data comes in pieces of 255 bytes at most)."""
+    start = source.tell()
+    skip = 0  # bytes of the current chunk before the next size byte
+    total = 0
+    while chunk := source.read(CHUNK_SIZE):
+        at = skip
+        while at < len(chunk):
+            size = chunk[at]
+            if size == 0:
+                return total + at + 1
+            at += size + 1
+        skip = at - len(chunk)
+        total += len(chunk)
+    source.seek(start)
+    raise InvalidImageError("The GIF ends inside a block.")
 
 
 # -- thumbnails ------------------------------------------------------------------------------

@@ -482,6 +482,45 @@ def test_webp_exif_is_stripped() -> None:
     assert opened(saved.original.read()).tobytes() == opened(source).tobytes()
 
 
+def gif_extension(label: int, payload: bytes) -> bytes:
+    """A GIF extension block: its label and ``payload`` in sub-blocks."""
+    blocks = b"".join(
+        bytes([len(payload[i : i + 255])]) + payload[i : i + 255]
+        for i in range(0, len(payload), 255)
+    )
+    return b"\x21" + bytes([label]) + blocks + b"\x00"
+
+
+def test_gif_comments_and_xmp_are_stripped_but_the_animation_kept() -> None:
+    frames = [Image.new("RGB", (30, 20), colour) for colour in ("red", "green", "blue")]
+    out = io.BytesIO()
+    frames[0].save(
+        out,
+        "GIF",
+        save_all=True,
+        append_images=frames[1:],
+        loop=0,
+        duration=100,
+        comment=b"taken at 12 Rue Example",
+    )
+    data = out.getvalue()
+    split = data.index(b"!\xff")  # before the loop count's application extension
+    xmp = gif_extension(0xFF, b"XMP DataXMP" + b"<x:xmpmeta>GPS 48.85N</x:xmpmeta>" * 20)
+    source = data[:split] + xmp + data[split:]
+    assert b"Rue Example" in source and b"48.85N" in source
+    saved = save_image(MemoryStore(), source, filename="anim.gif", strip_metadata=True)
+    stripped = saved.original.read()
+    assert b"Rue Example" not in stripped and b"48.85N" not in stripped
+    image = Image.open(io.BytesIO(stripped))
+    assert (image.n_frames, image.info.get("loop")) == (3, 0)
+    for index in range(3):
+        image.seek(index)
+        original = Image.open(io.BytesIO(source))
+        original.seek(index)
+        assert image.convert("RGB").tobytes() == original.convert("RGB").tobytes()
+    check(stripped)
+
+
 def test_thumbnails_keep_the_colour_profile_and_nothing_else() -> None:
     from PIL import ImageCms
 
