@@ -186,7 +186,9 @@ def measure(args: argparse.Namespace, workdir: Path, run: Run) -> None:
         contenders = build_contenders(workdir, run)
         run.local_names = list(contenders)
         endpoint = None
-        if s3_available() and args.only != "serving":
+        if args.only == "serving":
+            run.notes.append("--only serving: uploads, saves, collisions and S3 not measured.")
+        elif s3_available():
             try:
                 endpoint = stack.enter_context(moto_server(workdir))
                 (workdir / "store_s3").mkdir()

@@ -15,6 +15,7 @@ from .payloads import MIB
 from .s3_bench import BASELINE as BOTO3
 from .s3_bench import LABELS as S3_LABELS
 from .s3_bench import NAMES as S3_NAMES
+from .s3_bench import PROXY_LABELS as S3_PROXY_LABELS
 from .timing import Result
 
 #: How Flask-Store reaches its figures, for readers of BENCHMARKS.md.
@@ -413,6 +414,7 @@ def s3_section(run: Run) -> list[str]:
     if not run.s3:
         return []
     speed = [r for r in run.s3 if r.key.startswith("s3_save_")]
+    proxy = [r for r in run.s3 if r.key.startswith("s3_proxy")]
     memory = [r for r in run.s3 if r.key == "s3_memory"]
     lines = [
         "## S3: S3Store.save against boto3 upload_fileobj (same moto server)",
@@ -424,6 +426,15 @@ def s3_section(run: Run) -> list[str]:
         *timing_table(speed, S3_NAMES, S3_LABELS, BOTO3),
         "",
     ]
+    if proxy:
+        lines += [
+            'Files served by proxy (`STORE_S3_SERVE = "proxy"`, through the test client: '
+            "the route streams the object in 64 KiB reads and passes a Range on as a ranged "
+            "GET) against boto3 reading the same object straight from the same moto server:",
+            "",
+            *timing_table(proxy, S3_NAMES, S3_PROXY_LABELS, BOTO3),
+            "",
+        ]
     for result in memory:
         lines += [
             f"Memory of a fresh process ({result.title}; idle = after one warm-up save):",

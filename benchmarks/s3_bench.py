@@ -180,6 +180,90 @@ def memory_scenario(endpoint: str, targets: Mapping[str, Uploader], path: str) -
     return result
 
 
+#: Labels of the proxy scenarios: the same bytes fetched by boto3 from the bucket, and
+#: through the app's serving route with ``STORE_S3_SERVE = "proxy"``.
+PROXY_LABELS = {BASELINE: "boto3 get_object (direct)", "store_s3": "Flask-Store proxy route"}
+PROXY_SIZES: Sequence[tuple[str, int, int]] = (("1 MiB", MIB, 20), ("64 MiB", 64 * MIB, 1))
+#: Range of the ranged proxy scenario: 64 KiB of the 1 MiB object.
+PROXY_RANGE = (1000, 66535)
+
+
+def proxy_scenarios(endpoint: str, rounds: int) -> list[Result]:
+    """A file served by proxy (the route streams the object in 64 KiB reads, and passes a
+    Range on as a ranged GET) against boto3 reading the same object straight from the moto
+    server; through the test client, body read to the end in the chunks sent."""
+    client = s3_client(endpoint)
+    bucket = f"bench-proxy-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
+    from flask_store import Store
+
+    app = Flask("flask_store_s3_proxy")
+    app.config.update(s3_store_config(bucket, endpoint), STORE_S3_SERVE="proxy")
+    Store(app)
+    web = app.test_client()
+    results = []
+    with app.app_context():
+        store = app.extensions["store"].resolve()
+        keys = {
+            size: store.put(f"proxy-{size}.bin", os.urandom(size)).key for _, size, _ in PROXY_SIZES
+        }
+    object_keys = {size: store.object_key(key) for size, key in keys.items()}
+
+    def direct(size: int, headers: Mapping[str, str]) -> int:
+        extra = {"Range": headers["Range"]} if headers else {}
+        body = client.get_object(Bucket=bucket, Key=object_keys[size], **extra)["Body"]
+        received = 0
+        while chunk := body.read(64 * KIB):
+            received += len(chunk)
+        return received
+
+    def proxied(size: int, headers: Mapping[str, str]) -> int:
+        response = web.get(
+            f"{store.url_prefix}/{keys[size]}", headers=dict(headers), buffered=False
+        )
+        received = sum(len(chunk) for chunk in response.response)
+        response.close()
+        if response.status_code not in (200, 206):
+            raise RuntimeError(f"the proxy route answered {response.status_code}")
+        return received
+
+    first, last = PROXY_RANGE
+    cases: list[tuple[str, str, int, Mapping[str, str], int, int]] = [
+        (f"s3_proxy_{size}", f"GET {label}", size, {}, size, batch)
+        for label, size, batch in PROXY_SIZES
+    ]
+    cases.append(
+        (
+            "s3_proxy_range",
+            "Range 64 KiB of 1 MiB",
+            MIB,
+            {"Range": f"bytes={first}-{last}"},
+            last + 1 - first,
+            20,
+        )
+    )
+    fetchers = {BASELINE: direct, "store_s3": proxied}
+    for key, title, size, headers, expected, batch in cases:
+
+        def prepare(
+            name: str,
+            size: int = size,
+            headers: Any = headers,
+            expected: int = expected,
+            batch: int = batch,
+        ) -> Sampler:
+            fetch = fetchers[name]
+
+            def once() -> None:
+                if fetch(size, headers) != expected:
+                    raise RuntimeError(f"{name} fetched the wrong number of bytes")
+
+            return batched(once, batch_size(once, batch))
+
+        results.append(interleaved(key, title, list(fetchers), prepare, rounds))
+    return results
+
+
 def run(endpoint: str, workdir: Path, rounds: int) -> list[Result]:
     """Every S3 scenario against the moto server at ``endpoint``; payloads live in ``workdir``."""
     targets = {name: uploader(name, endpoint) for name in NAMES}
@@ -190,6 +274,7 @@ def run(endpoint: str, workdir: Path, rounds: int) -> list[Result]:
             results.append(speed_scenario(targets, label, path, batch, rounds))
         finally:
             os.unlink(path)
+    results += proxy_scenarios(endpoint, rounds)
     path = write_payload(workdir, MEMORY_SIZE)
     try:
         results.append(memory_scenario(endpoint, targets, path))

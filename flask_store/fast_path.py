@@ -137,7 +137,7 @@ class FastServing:
         self._endpoints = endpoints
         self._routes = _routes(registry.stores.values())
         self._prefixes = tuple(prefix for prefix, _ in self._routes)
-        self._rules_seen = -1
+        self._rules_final = False
         self._routes_are_ours = False
         self._versions: dict[VersionKey, VersionHeaders] = {}
 
@@ -166,10 +166,11 @@ class FastServing:
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
             return False
         app = self.app
-        rules = app.url_map._rules  # counted only, to notice new rules
-        if len(rules) != self._rules_seen:
-            self._rules_seen = len(rules)
+        if not self._rules_final:
             self._routes_are_ours = _only_serving_rules(app, self._prefixes, self._endpoints)
+            # Once Flask has handled a request it refuses new rules (and hooks): the answer
+            # stands from then on. Until then it is worked out again for every request.
+            self._rules_final = app._got_first_request
         if not self._routes_are_ours:
             return False
         return self.always or not (
@@ -295,10 +296,11 @@ def _plain_path(root: str, clean: str) -> str | None:
     parts = clean.split("/")
     folder = root
     for part in parts[:-1]:
-        folder = os.path.join(folder, part)
+        folder = f"{folder}/{part}"
         if not stat.S_ISDIR(os.lstat(folder).st_mode):
             return None
-    return os.path.join(folder, parts[-1])
+    # A checked key has no empty, absolute or "." part: joining needs no os.path.join.
+    return f"{folder}/{parts[-1]}"
 
 
 def _open_plain(path: str) -> BinaryIO | None:

@@ -431,6 +431,8 @@ def _precondition_fails(environ: dict[str, Any], info: FileInfo) -> bool:
     if_match = _header(environ, "HTTP_IF_MATCH")
     if if_match is not None:
         return not parse_etags(if_match).contains(info.etag)
+    if "HTTP_IF_UNMODIFIED_SINCE" not in environ:
+        return False
     since = parse_date(_header(environ, "HTTP_IF_UNMODIFIED_SINCE"))
     return since is not None and _whole_seconds(info.last_modified) > since
 
@@ -445,6 +447,8 @@ def _is_modified(environ: dict[str, Any], version: VersionHeaders) -> bool:
     if_none_match = _header(environ, "HTTP_IF_NONE_MATCH")
     if if_none_match == version.etag:
         return False
+    if if_none_match is None and "HTTP_IF_MODIFIED_SINCE" not in environ:
+        return True  # no condition: Werkzeug would say so after building empty validators
     return is_resource_modified(
         http_if_none_match=if_none_match,
         http_if_modified_since=_header(environ, "HTTP_IF_MODIFIED_SINCE"),
