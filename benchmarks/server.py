@@ -170,28 +170,55 @@ def download(
     headers: Mapping[str, str] | None = None,
     status: int = 200,
 ) -> str | None:
-    """GET ``url`` reading into one reused 1 MiB buffer; checks the status and length.
+    """GET ``url`` on a new connection, reading into one reused 1 MiB buffer; checks the
+    status and the body's length.
+
+    A bare socket client: it writes the request in one ``sendall`` and reads the answer as
+    it comes, so the client's own cost per request (about 30 µs) stays small beside the
+    server's; ``http.client`` spent several times that, which diluted every ratio.
 
     :param pattern: when given, the body must be this block repeated (as
         :meth:`Multipart.stream` sends it), checked byte for byte.
     :returns: the response's ``ETag``, if any.
     """
-    conn = server.connection()
-    try:
-        conn.request("GET", url, headers=dict(headers or {}))
-        response = conn.getresponse()
-        if response.status != status:
-            raise RuntimeError(f"GET {url} from {server.name} answered {response.status}")
-        received = 0
-        while count := response.readinto(_BUFFER):
+    lines = [f"GET {url} HTTP/1.1", f"Host: 127.0.0.1:{server.port}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=600) as sock:
+        sock.sendall(request)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(READ_SIZE)
+            if not chunk:
+                raise RuntimeError(f"GET {url} from {server.name}: closed before the headers")
+            head += chunk
+        head, _, body = head.partition(b"\r\n\r\n")
+        found, fields = _parse_head(head)
+        if found != status:
+            raise RuntimeError(f"GET {url} from {server.name} answered {found}")
+        length = int(fields.get("content-length", expect_size))
+        if pattern is not None and not _repeats(pattern, 0, memoryview(body)):
+            raise RuntimeError(f"GET {url} from {server.name}: wrong bytes at 0")
+        received = len(body)
+        while received < length and (count := sock.recv_into(_BUFFER)):
             if pattern is not None and not _repeats(pattern, received, _BUFFER[:count]):
                 raise RuntimeError(f"GET {url} from {server.name}: wrong bytes at {received}")
             received += count
-        if received != expect_size:
-            raise RuntimeError(f"GET {url} from {server.name}: {received} of {expect_size} bytes")
-        return response.getheader("ETag")
-    finally:
-        conn.close()
+    if status == 304:
+        received = 0  # a 304 carries no body, whatever Content-Length it repeats
+    if received != expect_size:
+        raise RuntimeError(f"GET {url} from {server.name}: {received} of {expect_size} bytes")
+    return fields.get("etag")
+
+
+def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
+    """The status code and the (lower-cased) header fields of a response head."""
+    status_line, *field_lines = head.decode("latin-1").split("\r\n")
+    fields = {}
+    for line in field_lines:
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip()
+    return int(status_line.split(" ", 2)[1]), fields
 
 
 def _repeats(pattern: bytes, offset: int, data: memoryview) -> bool:
