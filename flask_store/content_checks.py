@@ -34,6 +34,7 @@ from typing import Any, BinaryIO, cast
 
 from .exceptions import FileTooLargeError, FileTypeRejectedError, InvalidArgumentError
 from .headers import FALLBACK_CONTENT_TYPE, is_active_content, media_type
+from .optional import explained
 from .sources import Upload, seekable_extent
 
 __all__ = [
@@ -180,7 +181,10 @@ def detected_types(head: bytes, declared: str) -> tuple[str, ...]:
 
 def _sniff(head: bytes) -> tuple[str, ...]:
     """The MIME types puremagic gives ``head`` with its best confidence (maybe none)."""
-    import puremagic  # lazily: the optional ``checks`` extra
+    try:
+        import puremagic  # lazily: the optional ``checks`` extra
+    except ModuleNotFoundError as exc:
+        raise explained(exc, "allowed_types needs puremagic") from exc
 
     try:
         matches = puremagic.magic_string(head)

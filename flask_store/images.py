@@ -52,6 +52,7 @@ from .exceptions import (
 from .file_wrapper import FileWrapper
 from .meta import FileMeta
 from .naming import candidate_keys, recorded_filename, split_extension
+from .optional import explained
 from .sources import CHUNK_SIZE, open_upload, read_checked
 
 if TYPE_CHECKING:
@@ -249,7 +250,10 @@ def _opened(stream: BinaryIO, filename: str, max_pixels: int) -> Iterator[Image.
 
     Every error Pillow raises for bytes that are no image becomes :class:`InvalidImageError`.
     """
-    from PIL import Image  # lazily: Pillow is the optional ``images`` extra
+    try:
+        from PIL import Image  # lazily: Pillow is the optional ``images`` extra
+    except ModuleNotFoundError as exc:
+        raise explained(exc, "Checking images needs Pillow") from exc
 
     stream.seek(0)
     try:

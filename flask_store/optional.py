@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["DISTRIBUTION", "EXTRA_OF_MODULE", "missing_dependency"]
+__all__ = ["DISTRIBUTION", "EXTRA_OF_MODULE", "explained", "missing_dependency"]
 
 #: The name this package is installed under (``pip install "Flask-Store-NG[s3]"``).
 DISTRIBUTION = "Flask-Store-NG"
@@ -60,3 +60,14 @@ def missing_dependency(exc: BaseException) -> str | None:
     if extra is None:
         return None
     return f"the package {module!r} is not installed. Install it with: {install_command(extra)}"
+
+
+def explained(exc: ModuleNotFoundError, feature: str) -> ModuleNotFoundError:
+    """A new error for ``exc`` that names ``feature`` and, for a module of a known extra,
+    the command that installs it: what a lazily imported optional package raises.
+
+    >>> print(explained(ModuleNotFoundError("No module named 'PIL'", name="PIL"), "Images"))
+    Images: the package 'PIL' is not installed. Install it with: pip install "Flask-Store-NG...
+    """
+    hint = missing_dependency(exc) or str(exc)
+    return ModuleNotFoundError(f"{feature}: {hint}", name=exc.name)

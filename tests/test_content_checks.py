@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -358,3 +359,11 @@ def test_the_error_handlers_answer_413_and_415(tmp_path: Any) -> None:
     assert "a.png" in answer.json["message"]  # type: ignore[index]
     lying = {"file": (io.BytesIO(b"<html>"), "a.png", "image/png")}
     assert client.post("/upload", data=lying).status_code == 415
+
+
+def test_without_puremagic_the_error_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "puremagic", None)
+    with pytest.raises(ModuleNotFoundError, match=r"Flask-Store-NG\[checks\]"):
+        MemoryStore().save(b"x", name="a.txt", allowed_types=["text/plain"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import struct
+import sys
 import zipfile
 import zlib
 from typing import Any
@@ -690,3 +691,10 @@ def test_a_werkzeug_upload_is_saved_under_its_own_name() -> None:
 def test_refusals_answer_415_and_413() -> None:
     assert answer_for(InvalidImageError("x")).status == 415
     assert answer_for(ImageTooLargeError("x")).status == 413
+
+
+def test_without_pillow_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    monkeypatch.setitem(sys.modules, "PIL.Image", None)
+    with pytest.raises(ModuleNotFoundError, match=r"Flask-Store-NG\[images\]"):
+        check(b"\x89PNG")
