@@ -45,6 +45,7 @@ __all__ = [
     "check_size",
     "check_type",
     "detected_types",
+    "limited",
     "parse_allowed_types",
     "parse_max_size",
     "read_head",
@@ -313,6 +314,21 @@ class LimitedStream(io.RawIOBase):
         return len(data)
 
 
+def limited(stream: BinaryIO, max_size: int | None, filename: str) -> BinaryIO:
+    """``stream``, refusing to give more than ``max_size`` bytes (``None``: as it is).
+
+    :raises FileTooLargeError: now, for a seekable stream with more left than that;
+        otherwise from the read that goes over.
+    """
+    if max_size is None:
+        return stream
+    extent = seekable_extent(stream)
+    if extent is not None:
+        check_size(extent[1], max_size, filename)
+        return stream
+    return cast(BinaryIO, LimitedStream(stream, limit=max_size, filename=filename))
+
+
 def apply_rules(upload: Upload, declared: str, rules: ContentRules, filename: str) -> Upload:
     """``upload`` checked by ``rules``: refused now if it can be, else made to refuse while
     it is read.
@@ -325,12 +341,7 @@ def apply_rules(upload: Upload, declared: str, rules: ContentRules, filename: st
     if rules.allowed_types is not None:
         head, stream = read_head(stream)
         check_type(head, declared, rules.allowed_types, filename)
-    if rules.max_size is not None:
-        extent = seekable_extent(stream)
-        if extent is not None:
-            check_size(extent[1], rules.max_size, filename)
-        else:
-            stream = cast(BinaryIO, LimitedStream(stream, limit=rules.max_size, filename=filename))
+    stream = limited(stream, rules.max_size, filename)
     if stream is upload.stream:
         return upload
     return Upload(stream, upload.filename, upload.content_type)

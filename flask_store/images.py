@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
+from .content_checks import limited
 from .exceptions import (
     ImageTooLargeError,
     InvalidArgumentError,
@@ -900,7 +901,8 @@ def save_image(
         strip_metadata = bool(store.config.value("IMAGE_STRIP_METADATA"))
     with open_upload(source, filename) as upload, tempfile.TemporaryFile() as spooled:
         name = upload.filename or "image"
-        _spool(upload.stream, spooled)
+        # The store's STORE_MAX_SIZE, kept while spooling: an endless source stops there.
+        _spool(limited(upload.stream, store.config.value("MAX_SIZE"), name), spooled)
         # Making thumbnails decodes the image: the check need not decode it first.
         facts = _check(cast(BinaryIO, spooled), name, max_pixels, decode=not sizes)
         made = make_thumbnails(cast(BinaryIO, spooled), sizes, filename=name, max_pixels=max_pixels)

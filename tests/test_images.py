@@ -644,6 +644,26 @@ def test_a_failure_part_way_leaves_nothing(fail_at: int) -> None:
     assert list(store.keys()) == []
 
 
+def test_an_endless_source_stops_at_the_stores_limit() -> None:
+    class Endless(io.RawIOBase):
+        given = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: Any) -> int:
+            buffer[: len(buffer)] = b"\xff" * len(buffer)
+            self.given += len(buffer)
+            return len(buffer)
+
+    store = MemoryStore(max_size=3_000_000)
+    endless = Endless()
+    with pytest.raises(FileTooLargeError):
+        save_image(store, endless, filename="a.jpg", thumbnails=SIZES)
+    assert endless.given < 3_000_000 + 2 * 1024 * 1024
+    assert list(store.keys()) == []
+
+
 def test_the_store_checks_apply_to_the_original() -> None:
     store = MemoryStore(max_size=100)
     with pytest.raises(FileTooLargeError):
