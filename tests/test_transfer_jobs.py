@@ -368,6 +368,48 @@ def test_debris_of_killed_writes_is_swept(tmp_path: Path) -> None:
         os.close(fd)
 
 
+#: A transfer killed (SIGKILL) between recording "done" and removing the local copy: the
+#: file_transferred signal is sent right between the two.
+KILLED_AFTER_DONE = """
+import os, signal, sys
+from flask_store.stores.queued import QueuedStore
+from flask_store.transfer.signals import file_transferred
+
+local, remote = sys.argv[1:]
+store = QueuedStore(
+    queued_local={"PROVIDER": "local", "PATH": local},
+    queued_remote={"PROVIDER": "local", "PATH": remote},
+    transfer_delayed=True,
+    transfer_delete_local=True,
+)
+key = store.save(b"payload", name="a.txt").key
+file_transferred.connect(lambda *_, **__: os.kill(os.getpid(), signal.SIGKILL), weak=False)
+store.transfer_now(key)
+"""
+
+
+def test_a_transfer_killed_before_removing_the_local_copy_is_finished(tmp_path: Path) -> None:
+    """Found by tests/test_deployment.py: a Celery worker SIGKILLed right after a record
+    became done left the local copy of a TRANSFER_DELETE_LOCAL store for ever (the
+    reconciler looks at open records only). Its transfer lock file outlives it: the
+    reconciler finishes what that transfer left."""
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    code = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_DONE, str(local), str(remote)],
+        timeout=SAFETY_NET,
+        check=False,
+    ).returncode
+    assert code == -9
+    store = queued(tmp_path, transfer_delayed=True, transfer_delete_local=True)
+    assert store.state("a.txt") == "done"
+    assert (local / "a.txt").exists()  # what the killed transfer left
+
+    assert store.reconcile() == []
+    assert not (local / "a.txt").exists()
+    assert (remote / "a.txt").read_bytes() == b"payload"
+    assert [p.name for p in (Path(store.records.root) / "locks").iterdir()] == []
+
+
 def test_flask_store_clean_works_on_a_queued_store(tmp_path: Path) -> None:
     app = Flask(__name__, instance_path=str(tmp_path / "instance"))
     app.config.update(

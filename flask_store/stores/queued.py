@@ -701,10 +701,11 @@ class QueuedStore(BaseStore):
         """Queue the unfinished transfers whose job is neither queued nor running; the keys
         queued, oldest first.
 
-        Files left without a record by a killed save are adopted first, and debris that
-        killed writes left in the records folder is removed. A record that cannot be read,
-        or a key whose transfer cannot be queued, is logged and skipped: the others are
-        queued all the same.
+        Files left without a record by a killed save are adopted first, debris that
+        killed writes left in the records folder is removed, and the local copy that a
+        transfer killed right after it finished left behind (``TRANSFER_DELETE_LOCAL``) too.
+        A record that cannot be read, or a key whose transfer cannot be queued, is logged
+        and skipped: the others are queued all the same.
 
         :param include_delayed: also queue files of ``delayed`` mode that nobody asked to
             transfer yet (the start-up pass leaves them alone).
@@ -715,6 +716,13 @@ class QueuedStore(BaseStore):
         """
         self.records.sweep_debris(older_than=max(older_than, DEBRIS_SECONDS))
         self.adopt_abandoned()
+        for abandoned in self.records.abandoned_transfers():
+            if not (self.delete_local and abandoned.state == "done"):
+                continue  # a pending one is queued below like any other
+            try:  # its transfer was killed before removing the local copy
+                self.local.delete(abandoned.key, if_etag=abandoned.local_etag)
+            except Exception:  # one key's trouble must not stop the others
+                log.exception("Could not remove the local copy of %r; skipped.", abandoned.key)
         cutoff = time.time() - older_than
         queued = []
         for record in self.records.unsettled():

@@ -380,6 +380,38 @@ class RecordBook:
         finally:
             os.close(fd)
 
+    def abandoned_transfers(self) -> Iterator[TransferRecord]:
+        """The records of keys whose transfer died mid-way: its lock file is left, unheld.
+
+        Each is yielded while this process holds that key's transfer lock (no transfer of it
+        runs meanwhile); the lock file is removed afterwards. A transfer killed after its
+        record became ``done`` left its local copy (``TRANSFER_DELETE_LOCAL``): only its
+        lock file tells, since only ``open/`` records are looked at again.
+        """
+        folder = os.path.join(self.root, _LOCKS)
+        for name in sorted(os.listdir(folder)):
+            if not name.endswith(".lock"):
+                continue  # a lease
+            path = os.path.join(folder, name)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError:
+                continue  # the transfer ended meanwhile, or not ours to open
+            try:
+                if not _try_flock(fd) or not os.path.samestat(os.fstat(fd), os.stat(path)):
+                    continue  # a live transfer, or one that just ended
+                filed = name.removesuffix(".lock") + ".json"
+                found = self._read_filed(_OPEN, filed) or self._read_filed(_DONE, filed)
+                record = None if found is None else self.get(found.key)
+                if record is not None:
+                    yield record
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            except FileNotFoundError:
+                continue
+            finally:
+                os.close(fd)
+
     def _lock_path(self, key: str) -> str:
         return os.path.join(self.root, _LOCKS, _file_name(key).replace(".json", ".lock"))
 
