@@ -6,9 +6,10 @@ Two rules, each a store setting and a ``save()`` argument:
 - ``allowed_types`` (``STORE_ALLOWED_TYPES``): the file's type is detected from its first
   bytes (magic numbers, by `puremagic <https://pypi.org/project/puremagic/>`_) and must match
   one of the patterns (``"image/png"``, ``"image/*"``, ``"*/*"``). The name's type must match
-  too, so a PDF cannot be saved as ``report.html``. A wildcard never admits active content
-  (SVG, HTML, XML, scripts): list such a type exactly to allow it. Checked before anything
-  is written.
+  too, so a PDF cannot be saved as ``report.html``. A wildcard admits only the passive
+  types the serving route shows inline (:data:`~flask_store.headers.INLINE_SAFE_TYPES`),
+  never SVG, HTML, XML or scripts: list any other type exactly to allow it. Checked before
+  anything is written.
 - ``max_size`` (``STORE_MAX_SIZE``): the most bytes a file may have. A stream whose size is
   known is refused before anything is written; any other is counted while it is copied and
   the save stops at the first byte over, leaving nothing behind (the store removes its
@@ -139,8 +140,9 @@ def parse_max_size(value: Any) -> int:
 def type_allowed(detected: str, patterns: Iterable[str]) -> bool:
     """Whether the media type ``detected`` matches one of ``patterns``.
 
-    A wildcard (``image/*``, ``*/*``) never matches active content (``image/svg+xml``,
-    ``text/html``...): such a type must be listed exactly.
+    A wildcard (``image/*``, ``*/*``) matches only the passive types the serving route
+    shows inline (:func:`~flask_store.headers.is_inline_safe`), never active content
+    (``image/svg+xml``, ``text/html``...): any other type must be listed exactly.
 
     >>> type_allowed("image/png", ["image/*"])
     True
