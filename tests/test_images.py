@@ -359,6 +359,23 @@ def test_a_bomb_under_pillows_limit_but_over_ours_is_refused_before_decoding() -
         check(png_bomb(8000, 8000), "big.png")
 
 
+def jpeg_declaring(width: int, height: int) -> bytes:
+    """A small real JPEG whose frame header is changed to declare ``width`` x ``height``."""
+    data = jpeg(64, 64)
+    frame = data.index(b"\xff\xc0")
+    return data[: frame + 5] + struct.pack(">HH", height, width) + data[frame + 9 :]
+
+
+@pytest.mark.parametrize(("width", "height"), [(40_000, 40_000), (8000, 8000)])
+def test_a_jpeg_bomb_is_refused_from_its_header(width: int, height: int) -> None:
+    with pytest.raises(ImageTooLargeError):
+        check(jpeg_declaring(width, height), "bomb.jpg")
+    store = MemoryStore()
+    with pytest.raises(ImageTooLargeError):
+        save_image(store, jpeg_declaring(width, height), filename="bomb.jpg", thumbnails=SIZES)
+    assert list(store.keys()) == []
+
+
 def test_pillows_own_limit_still_refuses_when_ours_is_raised() -> None:
     with pytest.raises(ImageTooLargeError, match="MAX_IMAGE_PIXELS"):
         check(png_bomb(30_000, 30_000), "bomb.png", max_pixels=10**12)
