@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-from . import live, report, scenarios
+from . import live, profile_serving, report, scenarios
 from .contenders import BASELINE, LOCAL_FACTORIES, Contender, flask_store_s3, s3_available
 from .payloads import GIB, KIB, MIB, Multipart
 from .report import Run, Target
@@ -145,6 +145,20 @@ def live_results(
     return results, memory
 
 
+#: Requests profiled per contender and kind of request.
+PROFILED_REQUESTS = 2000
+
+
+def profiles(labels: Mapping[str, str]) -> list[str]:
+    """The profile section: the Flask view, the fast path and filedepot, GET and 304."""
+    found = {
+        (name, conditional): profile_serving.profile(name, conditional, PROFILED_REQUESTS)
+        for name in ("store_view", STORE, DEPOT)
+        for conditional in (False, True)
+    }
+    return profile_serving.summary(found, PROFILED_REQUESTS, dict(labels))
+
+
 def throughput_results(
     servers: Mapping[str, Server],
     folders: Mapping[str, str],
@@ -217,6 +231,11 @@ def measure(args: argparse.Namespace, workdir: Path, run: Run) -> None:
                 run.results += found
             except Exception as exc:  # a server that will not start is an error, not a skip
                 run.errors.append(f"through gunicorn: {describe(exc)}")
+            log("profile of a served request under gunicorn")
+            try:
+                run.profile = profiles(run.labels)
+            except Exception as exc:
+                run.errors.append(f"profile: {describe(exc)}")
         else:
             run.errors.append("gunicorn is not installed (pip install -e '.[dev]')")
         if endpoint is not None and not serving_only:

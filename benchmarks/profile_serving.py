@@ -123,7 +123,7 @@ def report(title: str, stats: pstats.Stats, top: int, n: int) -> str:
 
 
 def _is_app_code(filename: str) -> bool:
-    return any(part in filename for part in ("flask_store/", "/flask/", "/werkzeug/"))
+    return any(part in filename for part in ("flask_store/", "/flask/", "/werkzeug/", "/depot/"))
 
 
 def _short(filename: str) -> str:
@@ -133,31 +133,90 @@ def _short(filename: str) -> str:
     return filename
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def profile(name: str, conditional: bool, requests: int) -> pstats.Stats:
+    """Profile ``requests`` GETs of a stored 1 KiB file (answered 304 when ``conditional``)
+    through contender ``name`` under gunicorn, after 200 unprofiled ones."""
     with tempfile.TemporaryDirectory(prefix="flask-store-profile-") as tmp:
         workdir = Path(tmp)
         folder = workdir / "files"
         folder.mkdir()
-        sections = []
-        for title, conditional in (("1 KiB GET", False), ("304 revalidation", True)):
-            switch, out = workdir / f"on-{conditional}", workdir / f"out-{conditional}"
-            env = {"PROFILE_SWITCH": str(switch), "PROFILE_OUT": str(out)}
-            server = start(args.contender, str(folder), workdir, env)
-            block = random_bytes(MIB)
-            url = post_upload(server, Multipart.for_file("small.bin", KIB), block)
+        switch, out = workdir / "on", workdir / "profile.out"
+        server = start(
+            name, str(folder), workdir, {"PROFILE_SWITCH": str(switch), "PROFILE_OUT": str(out)}
+        )
+        try:
+            url = post_upload(server, Multipart.for_file("small.bin", KIB), random_bytes(MIB))
             etag = download(server, url, KIB)
             headers = {"If-None-Match": etag or ""} if conditional else {}
-            for _ in range(200):  # warm up, unprofiled
-                download(
-                    server,
-                    url,
-                    0 if conditional else KIB,
-                    headers=headers,
-                    status=304 if conditional else 200,
-                )
-            stats = profile_of(server, switch, out, url, headers, args.requests)
-            sections.append(report(f"{args.contender}: {title}", stats, args.top, args.requests))
+            status, size = (304, 0) if conditional else (200, KIB)
+            for _ in range(200):
+                download(server, url, size, headers=headers, status=status)
+            return profile_of(server, switch, out, url, headers, requests)
+        finally:
+            if server.process.poll() is None:
+                server.process.kill()
+                server.process.wait()
+
+
+def app_time(stats: pstats.Stats) -> tuple[float, float]:
+    """Profiled seconds in gunicorn's ``handle`` (all of it) and in the WSGI app."""
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    total = sum(entry[2] for entry in raw.values())
+    app = sum(
+        entry[3]
+        for (filename, _, function), entry in raw.items()
+        if function == "__call__" and filename.endswith("flask/app.py")
+    )
+    return total, app
+
+
+def summary(
+    found: dict[tuple[str, bool], pstats.Stats], requests: int, labels: dict[str, str]
+) -> list[str]:
+    """BENCHMARKS.md's profile section: time per request in gunicorn and in the app, and
+    where the app's time goes."""
+    lines = [
+        "## Where the time of a served request goes (profile)",
+        "",
+        f"`python -m benchmarks.profile_serving`: cProfile of gunicorn's `handle` (accept, "
+        f"parse, WSGI app, send, close) for {requests:,} requests of a 1 KiB file per row, "
+        "in this run. The profiler inflates every Python call, so compare rows, not with the "
+        "tables above.",
+        "",
+        "| contender | request | µs per request in gunicorn's handle | of it in the WSGI app |",
+        "|---|---|---|---|",
+    ]
+    for (name, conditional), stats in found.items():
+        total, app = app_time(stats)
+        request = "304 revalidation" if conditional else "GET 1 KiB"
+        lines.append(
+            f"| {labels.get(name, name)} | {request} | {total / requests * 1e6:.0f} | "
+            f"{app / requests * 1e6:.0f} ({app / total:.0%}) |"
+        )
+    for (name, conditional), stats in found.items():
+        if conditional:
+            continue
+        raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+        mine = [item for item in raw.items() if _is_app_code(item[0][0])]
+        ranked = sorted(mine, key=lambda item: item[1][2], reverse=True)[:6]
+        lines += [
+            "",
+            f"Top own times in the app, {labels.get(name, name)}, GET 1 KiB (µs per request): "
+            + "; ".join(
+                f"`{_short(filename)}:{function}` {entry[2] / requests * 1e6:.1f}"
+                for (filename, _, function), entry in ranked
+            ),
+        ]
+    return [*lines, ""]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sections = []
+    for conditional in (False, True):
+        stats = profile(args.contender, conditional, args.requests)
+        title = "304 revalidation" if conditional else "1 KiB GET"
+        sections.append(report(f"{args.contender}: {title}", stats, args.top, args.requests))
     print("\n\n".join(sections))
     return 0
 

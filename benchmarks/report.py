@@ -45,15 +45,6 @@ HOW = (
     "memory at once, so memory is bounded whatever the file size.",
 )
 
-#: Where a served request spends its time: `python -m benchmarks.profile_serving`
-#: (cProfile of gunicorn's `handle` for 2,000 requests each), summarised by hand.
-PROFILE: tuple[str, ...] = (
-    "## Where the time of a served request goes (profile)",
-    "",
-    "_Profile not summarised yet._",
-    "",
-)
-
 LIBRARIES = ("Flask", "Werkzeug", "Flask-Reuploaded", "filedepot", "gunicorn", "boto3", "moto")
 #: A ratio this close above a target is reported as "within noise", not as met.
 NOISE = 0.05
@@ -321,6 +312,8 @@ class Run:
     notes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     machine: list[str] = field(default_factory=list)
+    #: The profile section (:func:`benchmarks.profile_serving.summary`), when it was run.
+    profile: list[str] = field(default_factory=list)
 
     def every(self) -> list[Result]:
         """Every result of the run."""
@@ -392,7 +385,7 @@ def document(run: Run, targets: Sequence[Target]) -> str:
             *throughput_table(throughput, names, run.labels),
             "",
         ]
-    lines += PROFILE
+    lines += run.profile
     if run.memory and run.big_size:
         lines += [
             f"## Server memory, {run.big_size // MIB} MiB file through gunicorn",

@@ -46,6 +46,7 @@ import os
 import stat
 from collections.abc import Callable, Collection, Iterable
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any, BinaryIO
 
 from flask import Flask, request_finished, request_started
@@ -192,7 +193,7 @@ class FastServing:
     def _local_answer(self, store: LocalStore, key: str, environ: dict[str, Any]) -> Answer | None:
         """The answer for a local file, from its cached header fields when it has not
         changed: one ``stat`` for the file (:func:`_plain_path` checks its folders)."""
-        clean = clean_key(key)
+        clean = _clean_key(key)
         path = _plain_path(store.root, clean)
         if path is None:
             return None
@@ -243,6 +244,11 @@ class FastServing:
         except BaseException:
             stream.close()
             raise
+
+
+#: :func:`~flask_store.naming.clean_key`, remembered for the keys asked for most (it is a pure
+#: function of the key; a refused key raises again every time, as errors are not cached).
+_clean_key = lru_cache(maxsize=MAX_VERSIONS)(clean_key)
 
 
 def _routes(stores: Iterable[BaseStore]) -> tuple[tuple[str, BaseStore], ...]:
