@@ -31,7 +31,7 @@ class TransferAndNotify(Transfer):
 app = Flask(__name__)
 app.config.update(
     STORE_PROVIDER="queued",
-    STORE_QUEUED_LOCAL={"PROVIDER": "local", "PATH": "/srv/myapp/uploads"},
+    STORE_QUEUED_LOCAL={"PROVIDER": "local", "PATH": "uploads"},  # <instance>/uploads
     STORE_QUEUED_REMOTE={"PROVIDER": "s3", "S3_BUCKET": "myapp-files", "S3_REGION": "eu-west-1"},
     STORE_TRANSFER_EXECUTOR="celery",
     STORE_TRANSFER_DELETE_LOCAL=True,  # S3 serves the file once it is there
