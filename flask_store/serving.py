@@ -567,8 +567,10 @@ def _with_body(decided: _Decision, stream: BinaryIO, environ: dict[str, Any]) ->
         return Answer(decided.status, decided.headers, decided.multipart.body(stream, READ_BLOCK))
     length = decided.spans[0][1] - decided.spans[0][0] if decided.spans else decided.file_size
     if length <= SMALL_BODY:
-        with stream:
+        try:
             return Answer(decided.status, decided.headers, [_read_up_to(stream, length)])
+        finally:
+            stream.close()
     if decided.file_size >= SEQUENTIAL_FROM:
         _read_ahead(stream)
     if decided.spans:
