@@ -459,6 +459,10 @@ def command_line(args: argparse.Namespace) -> str:
     words = ["python -m benchmarks", f"--rounds {args.rounds}"]
     if args.big:
         words.append("--big")
+    if args.only != "all":
+        words.append(f"--only {args.only}")
+    if args.wrk_seconds != 1.0:
+        words.append(f"--wrk-seconds {args.wrk_seconds:g}")
     return " ".join(words)
 
 
