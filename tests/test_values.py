@@ -17,7 +17,7 @@ import pytest
 from flask import Flask
 
 import flask_store
-from flask_store import caches
+from flask_store import caches, values
 from flask_store.caches import JsonCache, TextCache, expired_json_entry
 from flask_store.exceptions import (
     InvalidArgumentError,
@@ -168,6 +168,20 @@ def test_a_stored_file_that_is_not_utf8_raises_on_load_text(store: BaseStore) ->
     store.put("latin1.txt", "Grüße".encode("latin-1"))
     with pytest.raises(InvalidValueError, match=re.escape("'latin1.txt' is not UTF-8")):
         store.load_text("latin1.txt")
+
+
+def test_a_file_too_large_for_a_value_is_refused_without_reading_it_all(
+    store: BaseStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key that holds an upload of gigabytes must not be read into memory by load():
+    at most the limit and one byte are read, then it is refused, naming the key."""
+    monkeypatch.setattr(values, "MAX_VALUE_SIZE", 1000)
+    store.put("big.json", b"[" + b"1," * 600 + b"1]")  # 1,203 bytes of valid JSON
+    store.put("small.json", b"[" + b"1," * 400 + b"1]")  # 803
+    for load in (store.load, store.load_text):
+        with pytest.raises(InvalidValueError, match=r"'big\.json' holds more than 1000 bytes"):
+            load("big.json")
+    assert store.load("small.json") == [1] * 401
 
 
 # -- items / clear ----------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from ..values import (
     decode_text,
     encode_json,
     encode_text,
+    read_value,
 )
 
 if TYPE_CHECKING:
@@ -610,7 +611,8 @@ class BaseStore(ABC):
 
         A stored ``null`` is ``None`` too: ``key in store`` tells the two apart.
 
-        :raises InvalidValueError: naming the key when the file is not UTF-8 JSON.
+        :raises InvalidValueError: naming the key when the file is not UTF-8 JSON, or is
+            larger than :data:`~flask_store.values.MAX_VALUE_SIZE` (16 MiB).
 
         .. versionadded:: 0.2
         """
@@ -631,7 +633,8 @@ class BaseStore(ABC):
     def load_text(self, key: str) -> str | None:
         """The text stored as ``key``, or ``None`` when nothing is stored there.
 
-        :raises InvalidValueError: naming the key when the file is not UTF-8.
+        :raises InvalidValueError: naming the key when the file is not UTF-8, or is larger
+            than :data:`~flask_store.values.MAX_VALUE_SIZE` (16 MiB).
 
         .. versionadded:: 0.2
         """
@@ -642,10 +645,14 @@ class BaseStore(ABC):
         return self.put(key, data, content_type=content_type, overwrite=True)
 
     def _read_value(self, key: str) -> bytes | None:
+        """The bytes of the value ``key`` (bounded: :data:`~flask_store.values.MAX_VALUE_SIZE`),
+        or ``None`` when nothing is stored there."""
         try:
-            return self.read(key)
+            stream = self.open(key)
         except FileNotFoundInStoreError:
             return None
+        with stream:
+            return read_value(join_key(key), stream)
 
     def items(self, prefix: str = "") -> Iterator[tuple[str, FileWrapper]]:
         """``(key, file)`` for every key that starts with ``prefix``, in :meth:`keys` order.
