@@ -483,18 +483,29 @@ def _on_set(target: object, value: Any, oldvalue: Any, initiator: object) -> Any
 # -- the transaction rules ---------------------------------------------------------------------
 
 
+#: What a transaction did with a file (:class:`_Owed`).
+SAVED, HELD, LET_GO = "saved", "held", "let go"
+#: Where a session counts its flushes (``session.info[STEP_KEY]``), to order what they saw.
+STEP_KEY = "flask_store.step"
+
+
 @dataclass(frozen=True)
 class _Owed:
     """A file a transaction has a say over.
 
-    ``saved``: saved in ``origin``, deleted if ``origin`` rolls back. Otherwise the row no
-    longer holds it: deleted once the outermost transaction commits, forgotten if
-    ``origin`` rolls back.
+    ``kind`` :data:`SAVED`: saved in ``origin``, deleted if ``origin`` rolls back.
+    :data:`LET_GO`: ``holder`` (a row's attribute) no longer holds it; :data:`HELD`:
+    ``holder`` was given it (another row's file moved there, an old file put back). A
+    let-go file is deleted once the outermost transaction commits, unless some holder's
+    last word on it, by ``step`` (a flush), is that it holds it. Every entry is forgotten
+    if ``origin`` rolls back.
     """
 
     file: FileWrapper
     origin: SessionTransaction
-    saved: bool
+    kind: str
+    step: int
+    holder: tuple[object, str] | None = None
 
 
 def _ledger(session: Session) -> list[_Owed]:
@@ -516,36 +527,64 @@ def _within(transaction: SessionTransaction | None, outer: SessionTransaction) -
     return False
 
 
-def _owe_removal(session: Session, files: Iterable[FileWrapper]) -> None:
+def _next_step(session: Session) -> int:
+    """Start a new step (a flush, a bulk-delete helper call): what it sees comes after
+    everything seen before."""
+    step: int = session.info.get(STEP_KEY, 0) + 1
+    session.info[STEP_KEY] = step
+    return step
+
+
+def _note(
+    session: Session,
+    files: Iterable[FileWrapper],
+    kind: str,
+    step: int,
+    holder: tuple[object, str] | None = None,
+) -> None:
     origin = _current_transaction(session)
-    _ledger(session).extend(_Owed(file, origin, saved=False) for file in files)
+    _ledger(session).extend(_Owed(file, origin, kind, step, holder) for file in files)
+
+
+def _let_go_for_good(ledger: Iterable[_Owed]) -> list[FileWrapper]:
+    """The files some row let go of and that no row holds in the end.
+
+    Each holder's last word on a file counts (within a step, holding wins: a row given
+    back the file it had keeps it), so a file moved from one row to another, in one flush
+    or across several, is kept.
+    """
+    last: dict[tuple[FileWrapper, tuple[object, str] | None], str] = {}
+    for owed in sorted(
+        (owed for owed in ledger if owed.kind != SAVED),
+        key=lambda owed: (owed.step, owed.kind == HELD),
+    ):
+        last[owed.file, owed.holder] = owed.kind
+    held = {file for (file, _), kind in last.items() if kind == HELD}
+    return list(
+        dict.fromkeys(
+            file for (file, _), kind in last.items() if kind == LET_GO and file not in held
+        )
+    )
 
 
 @event.listens_for(Session, "before_flush")
 def _before_flush(session: Session, context: UOWTransaction, instances: object) -> None:
-    """Save the files assigned since the last flush, and note the files rows let go of."""
+    """Save the files assigned since the last flush, and note the files rows let go of
+    and the files rows were given."""
+    step = _next_step(session)
     for target in [*session.new, *session.dirty]:
         state = inspect(target)
         for key, column in stored_attributes(state.mapper).items():
             value = state.dict.get(key)
             if isinstance(value, UnsavedFile):
                 saved = column.save(value)
-                origin = _current_transaction(session)
-                _ledger(session).extend(_Owed(file, origin, saved=True) for file in files_of(saved))
+                _note(session, files_of(saved), SAVED, step)
                 setattr(target, key, saved)
-            if state.key is None:  # a new row lets go of nothing
-                continue
             history = state.attrs[key].history
-            kept = set(files_of(history.added[0] if history.added else None))
-            _owe_removal(
-                session,
-                [
-                    file
-                    for old in history.deleted or ()
-                    for file in files_of(old)
-                    if file not in kept
-                ],
-            )
+            added = [f for new in history.added for f in files_of(new)]
+            _note(session, added, HELD, step, (state, key))
+            deleted = [f for old in history.deleted for f in files_of(old)]
+            _note(session, deleted, LET_GO, step, (state, key))
 
 
 @event.listens_for(Mapper, "before_delete")
@@ -555,7 +594,10 @@ def _before_delete(mapper: Mapper[Any], connection: Connection, target: object) 
     session = object_session(target)
     if not keys or session is None:
         return
-    _owe_removal(session, [file for key in keys for file in _held_files(target, key)])
+    step = session.info.get(STEP_KEY, 0)
+    state = inspect(target)
+    for key in keys:
+        _note(session, _held_files(target, key), LET_GO, step, (state, key))
 
 
 def _held_files(target: object, key: str) -> list[FileWrapper]:
@@ -572,9 +614,7 @@ def _after_commit(session: Session) -> None:
     if session.in_nested_transaction():
         return  # a savepoint was released; its files now follow the enclosing transaction
     ledger = session.info.pop(LEDGER_KEY, [])
-    _delete_quietly(
-        [owed.file for owed in ledger if not owed.saved], "let go of by a committed row"
-    )
+    _delete_quietly(_let_go_for_good(ledger), "let go of by a committed row")
 
 
 @event.listens_for(Session, "after_soft_rollback")
@@ -610,7 +650,7 @@ def _undo(session: Session, transaction: SessionTransaction) -> None:
     undone = [owed for owed in ledger if _within(owed.origin, transaction)]
     ledger[:] = [owed for owed in ledger if not _within(owed.origin, transaction)]
     _delete_quietly(
-        [owed.file for owed in undone if owed.saved], "saved in a rolled back transaction"
+        [owed.file for owed in undone if owed.kind == SAVED], "saved in a rolled back transaction"
     )
 
 
@@ -651,9 +691,12 @@ def delete_files_after_commit(
     :returns: how many files will be deleted.
     """
     own = session() if isinstance(session, scoped_session) else session
-    files: list[FileWrapper] = []
+    step = _next_step(own)
+    count = 0
     for target in own.scalars(statement):
-        for key in stored_attributes(inspect(target).mapper):
-            files.extend(_held_files(target, key))
-    _owe_removal(own, files)
-    return len(files)
+        state = inspect(target)
+        for key in stored_attributes(state.mapper):
+            files = _held_files(target, key)
+            _note(own, files, LET_GO, step, (state, key))
+            count += len(files)
+    return count

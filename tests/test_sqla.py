@@ -446,6 +446,56 @@ def test_reassigning_the_same_file_deletes_nothing(app: Flask, session: Session)
     assert kept(app) == [doc.file.key]
 
 
+@pytest.mark.parametrize("flushed_between", [False, True])
+def test_a_file_moved_to_another_row_is_kept(
+    app: Flask, session: Session, flushed_between: bool
+) -> None:
+    draft = committed_doc(session, "draft")
+    final = committed_doc(session, "final", b"old final")
+    moved, replaced = draft.file.key, final.file.key
+    final.file = draft.file  # the draft's attachment is promoted...
+    if flushed_between:
+        session.flush()
+    draft.file = None  # ...and the draft lets go of it
+    session.commit()
+    assert kept(app) == [moved]  # the final row's old file went, the moved one stays
+    assert final.file.read() == b"first"
+    assert replaced not in kept(app)
+
+
+def test_a_file_moved_to_a_row_deleted_with_its_old_row_is_kept(
+    app: Flask, session: Session
+) -> None:
+    draft = committed_doc(session, "draft")
+    moved = draft.file.key
+    session.add(Doc(title="final", file=draft.file))
+    session.delete(draft)
+    session.commit()
+    assert kept(app) == [moved]
+
+
+def test_going_back_to_the_old_file_keeps_it(app: Flask, session: Session) -> None:
+    doc = committed_doc(session)
+    old = doc.file
+    doc.file = upload(b"second", "second.txt")
+    session.flush()
+    doc.file = old  # the app undoes the change before committing
+    session.commit()
+    assert kept(app) == [old.key]
+    assert doc.file.read() == b"first"
+
+
+def test_a_moved_file_let_go_of_again_is_deleted(app: Flask, session: Session) -> None:
+    draft = committed_doc(session, "draft")
+    final = committed_doc(session, "final", b"old final")
+    final.file = draft.file
+    draft.file = None
+    session.flush()
+    final.file = None  # nobody holds it any more
+    session.commit()
+    assert kept(app) == []
+
+
 def test_failed_commit_keeps_the_old_file_constraint_at_commit(
     app: Flask, session: Session
 ) -> None:
