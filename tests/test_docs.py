@@ -714,34 +714,40 @@ def test_cli_page_sessions_print_what_the_page_shows(tmp_path: Path) -> None:
 
 
 def test_documented_cache_pruning_keeps_fresh_entries_and_serving_working(tmp_path: Path) -> None:
-    """The ``find`` command named-stores.rst gives for expired cache entries, as written."""
+    """The ``flask store prune`` session named-stores.rst gives for expired cache entries."""
     page = (DOCS / "named-stores.rst").read_text(encoding="utf-8")
-    (command,) = [cmd for cmd, _ in console_sessions(DOCS / "named-stores.rst")]
-    documented_folder = "/var/cache/myapp/reports"
-    assert f'"CACHE_PATH": cache_folder,  # e.g. "{documented_folder}"' in page
+    [(command, output)] = list(console_sessions(DOCS / "named-stores.rst"))
+    assert '"CACHE_PATH": cache_folder,  # e.g. "/var/cache/myapp/reports"' in page
+    flask_args = shlex.split(command)
+    assert flask_args[:3] == ["flask", "--app", "myapp"]
     folder = str(tmp_path / "cache")
-    args = [folder if arg == documented_folder else arg for arg in shlex.split(command)]
-    assert args[0] == "find" and folder in args
 
     app = Flask(__name__, instance_path=str(tmp_path / "instance"))
-    app.config.update(STORE_PROVIDER="memory", STORE_CACHE_TTL=300, STORE_CACHE_PATH=folder)
+    app.config.update(
+        STORE_PROVIDER="memory",
+        STORE_STORES={"reports": {"PROVIDER": "memory", "CACHE_TTL": 300, "CACHE_PATH": folder}},
+    )
     store = flask_store.Store(app)
     with app.app_context():
+        reports = store.Provider("reports")
         for name in ("old.txt", "fresh.txt"):
-            store.Provider().save(name.encode(), name=name)
-        cache = store.Provider().read_cache
+            reports.save(name.encode(), name=name)
+        cache = reports.read_cache
     assert cache is not None
     client = app.test_client()
-    assert client.get("/flaskstore/old.txt").data == b"old.txt"
-    assert client.get("/flaskstore/fresh.txt").data == b"fresh.txt"
-    old_entry = Path(cache.entry_folder("old.txt"))
-    an_hour_ago = os.path.getmtime(old_entry / "entry.json") - 3600
-    for path in old_entry.iterdir():
-        os.utime(path, (an_hour_ago, an_hour_ago))
+    url = {name: reports.file(name).relative_url() for name in ("old.txt", "fresh.txt")}
+    assert client.get(url["old.txt"]).data == b"old.txt"
+    assert client.get(url["fresh.txt"]).data == b"fresh.txt"
+    record = Path(cache.entry_folder("old.txt")) / "entry.json"
+    stale = json.loads(record.read_text(encoding="utf-8"))
+    stale["fetched"] -= 3600  # fetched an hour ago: past the TTL
+    record.write_text(json.dumps(stale), encoding="utf-8")
 
-    subprocess.run(args, check=True, timeout=60)
+    pruned = app.test_cli_runner().invoke(args=flask_args[3:])
+    assert pruned.exit_code == 0, pruned.output
+    assert pruned.output == output
 
-    assert list(old_entry.iterdir()) == []
+    assert not Path(cache.entry_folder("old.txt")).exists()
     assert len(list(Path(cache.entry_folder("fresh.txt")).iterdir())) == 2
-    assert client.get("/flaskstore/old.txt").data == b"old.txt"  # fetched and cached again
-    assert len(list(old_entry.iterdir())) == 2
+    assert client.get(url["old.txt"]).data == b"old.txt"  # fetched and cached again
+    assert len(list(Path(cache.entry_folder("old.txt")).iterdir())) == 2
