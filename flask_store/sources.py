@@ -132,7 +132,9 @@ def open_upload(
         try:
             handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
         except OSError as exc:
-            raise InvalidFileError(f"Cannot open {path!r} to save it: {exc.strerror}.") from exc
+            # The file's name only: the message may reach a client through the error handlers.
+            shown = os.path.basename(path)
+            raise InvalidFileError(f"Cannot open {shown!r} to save it: {exc.strerror}.") from exc
         with handle:
             yield Upload(handle, name or os.path.basename(path), content_type)
     elif isinstance(file, io.TextIOBase):
