@@ -328,3 +328,37 @@ def test_celery_missing_is_a_setup_error_naming_the_extra(
 
 def _body(number: int) -> io.BytesIO:
     return io.BytesIO(f"file {number} ".encode() * (1000 + number))
+
+
+def test_transfer_and_delete_removes_the_local_copy_once_transferred(tmp_path: Path) -> None:
+    """The seed's TransferAndDelete, run in this process (Celery runs the same run())."""
+    from celery import Celery
+
+    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config.update(
+        STORE_PROVIDER="queued",
+        STORE_QUEUED_LOCAL={"PROVIDER": "local", "PATH": str(tmp_path / "local")},
+        STORE_QUEUED_REMOTE={"PROVIDER": "local", "PATH": str(tmp_path / "remote")},
+        STORE_TRANSFER_EXECUTOR="celery",
+        STORE_TRANSFER_DELAYED=True,  # nothing is sent: the test runs the task itself
+        STORE_CELERY_TASK="flask_store.transfer.celery.TransferAndDelete",
+    )
+    celery = Celery("t", broker="memory://")
+    extension = Store(app)
+    assert extension.init_celery(celery) == ["default"]
+    task = celery.tasks["flask_store.transfer"]
+    assert (task.acks_late, task.reject_on_worker_lost) == (True, True)
+    store = Store.registry(app).resolve()
+    assert isinstance(store, QueuedStore)
+    try:
+        key = store.save(b"payload", name="a.txt").key
+        store.reopen(key)  # what transfer() does before it sends the task
+        record = store.records.get(key)
+        assert record is not None
+        assert task.run("default", key, record.created, record.attempts) == "done"
+        assert (tmp_path / "remote" / key).read_bytes() == b"payload"
+        assert not (tmp_path / "local" / key).exists()
+        # The same message delivered again: handled already, nothing happens.
+        assert task.run("default", key, record.created, record.attempts) == "skipped"
+    finally:
+        store.stop(timeout=SAFETY_NET)
