@@ -30,9 +30,11 @@ import contextlib
 import errno
 import io
 import os
+import secrets
 import stat
 import tempfile
 import weakref
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from werkzeug.wrappers import Request
@@ -42,7 +44,14 @@ from .files import as_store_error, remove_if_same_file, remove_quietly
 if TYPE_CHECKING:
     from flask import Flask
 
-__all__ = ["IN_MEMORY_LIMIT", "TEMP_PREFIX", "WRITE_BUFFER", "SpoolFile", "enable_spooling"]
+__all__ = [
+    "IN_MEMORY_LIMIT",
+    "NO_LINK_ERRNOS",
+    "TEMP_PREFIX",
+    "WRITE_BUFFER",
+    "SpoolFile",
+    "enable_spooling",
+]
 
 R = TypeVar("R", bound=Request)
 
@@ -57,6 +66,10 @@ IN_MEMORY_LIMIT = 500 * 1024
 #: then slower to read and to send than one copied in whole blocks. Writing in mebibytes
 #: keeps it in large folios and makes 16 times fewer system calls, for 1 MiB per upload.
 WRITE_BUFFER = 1024 * 1024
+#: ``errno`` values of a file system that makes no hard links (or no more of them).
+NO_LINK_ERRNOS = frozenset(
+    {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV}
+)
 
 
 class SpoolFile(io.BufferedRandom):
@@ -79,16 +92,43 @@ class SpoolFile(io.BufferedRandom):
             remove_quietly(path)
             raise
         super().__init__(raw, buffer_size=WRITE_BUFFER)
-        # The name is private to this object: only move_to() hands it over, exactly once.
-        self._path: str | None = path
-        self._saved = False
-        self._discarded = False
         # Deletes the file if the object is dropped without close() (and at interpreter exit),
         # but only while the name still leads to this file.
-        self._cleanup = weakref.finalize(self, remove_if_same_file, path, os.fstat(fd))
+        self._start(path, lent=False, cleanup=remove_if_same_file)
+
+    @classmethod
+    def lend(cls, path: str) -> SpoolFile:
+        """Open the existing file ``path`` as a spool file that stays its owner's.
+
+        A store on the same file system still takes it over without copying, but through
+        a new hard link (:meth:`move_to`): the owner's name stays, so a save that fails
+        after taking the file over loses nothing, and the owner removes its name once the
+        file is saved. Closing or dropping the spool file never deletes anything. Where
+        hard links cannot be made, the store copies it.
+
+        Used for a finished tus upload's partial file (:mod:`flask_store.tus.receivers`).
+
+        :raises OSError: when ``path`` cannot be opened for reading and writing.
+        """
+        raw = io.FileIO(path, "r+")
+        spool = cls.__new__(cls)
+        io.BufferedRandom.__init__(spool, raw, buffer_size=WRITE_BUFFER)
+        spool._start(path, lent=True, cleanup=_leave_alone)
+        return spool
+
+    def _start(
+        self, path: str, *, lent: bool, cleanup: Callable[[str, os.stat_result], Any]
+    ) -> None:
+        # The name is private to this object: only move_to() hands it over, exactly once.
+        self._path: str | None = path
+        self._lent = lent
+        self._saved = False
+        self._discarded = False
+        self._cleanup = weakref.finalize(self, cleanup, path, os.fstat(self.fileno()))
 
     def move_to(self, folder: str) -> str | None:
-        """Give this file a fresh hidden temporary name in ``folder`` and hand that name over.
+        """Give this file a fresh hidden temporary name in ``folder`` and hand that name over
+        (a lent file, :meth:`lend`, gets a new hard link and keeps its owner's name).
 
         The caller (a store's ``_write``) then owns the returned name: it claims a key with
         it and removes it afterwards. The open stream keeps reading the same data.
@@ -101,7 +141,12 @@ class SpoolFile(io.BufferedRandom):
         if path is None or not self._untouched(path):
             return None
         self.flush()
-        target = path if os.path.dirname(path) == folder else self._rename_into(path, folder)
+        if self._lent:
+            target = self._link_into(path, folder)
+        elif os.path.dirname(path) == folder:
+            target = path
+        else:
+            target = self._rename_into(path, folder)
         if target is None:
             return None
         self._path = None
@@ -188,6 +233,21 @@ class SpoolFile(io.BufferedRandom):
         )
 
     @staticmethod
+    def _link_into(path: str, folder: str) -> str | None:
+        """A new hidden hard link to ``path`` in ``folder``; ``None`` where links fail."""
+        while True:
+            target = os.path.join(folder, TEMP_PREFIX + secrets.token_urlsafe(9))
+            try:
+                os.link(path, target)
+            except FileExistsError:
+                continue  # 72 random bits taken already: try another name
+            except OSError as exc:
+                if exc.errno in NO_LINK_ERRNOS:
+                    return None
+                raise
+            return target
+
+    @staticmethod
     def _rename_into(path: str, folder: str) -> str | None:
         """Rename ``path`` onto a freshly reserved hidden name in ``folder``; ``None`` on EXDEV."""
         fd, target = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
@@ -200,6 +260,10 @@ class SpoolFile(io.BufferedRandom):
                 return None
             raise
         return target
+
+
+def _leave_alone(path: str, expected: os.stat_result) -> None:
+    """The clean-up of a lent spool file (:meth:`SpoolFile.lend`): the file is its owner's."""
 
 
 def spooling_request_class(base: type[R], folder: str) -> type[R]:

@@ -387,3 +387,72 @@ def test_exdev_on_the_move_falls_back_to_a_copy(root: Path, exdev_rename: list[s
         assert saved.read() == BIG
         assert os.stat(saved.absolute_path()).st_ino != os.fstat(spool.fileno()).st_ino
     assert temp_files(root) == []
+
+
+# -- a file lent by its owner (a finished tus upload's partial file) -------------------------
+
+
+def lent_file(folder: Path, data: bytes = BIG) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "owner.part"
+    path.write_bytes(data)
+    return path
+
+
+def test_a_lent_file_is_linked_into_the_store_and_its_owners_name_stays(root: Path) -> None:
+    owned = lent_file(root / ".owner")
+    inode = owned.stat().st_ino
+    store = LocalStore(path=str(root))
+    spool = SpoolFile.lend(str(owned))
+    saved = store.save(FileStorage(spool, "lent.bin"))
+    spool.close()
+    stored = root / saved.key
+    assert stored.stat().st_ino == inode  # taken over without a copy
+    assert owned.read_bytes() == BIG  # and the owner still has it, until it lets go
+    assert stored.stat().st_nlink == 2
+    assert temp_files(root) == []
+    owned.unlink()
+    assert stored.read_bytes() == BIG and stored.stat().st_nlink == 1
+
+
+def test_a_lent_file_outlives_a_save_that_fails_after_taking_it(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owned = lent_file(root / ".owner")
+
+    def disk_full(*args: Any, **kwargs: Any) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(LocalStore, "_place", disk_full)
+    store = LocalStore(path=str(root))
+    with SpoolFile.lend(str(owned)) as spool, pytest.raises(Exception, match="space"):
+        store.save(FileStorage(spool, "lent.bin"))
+    assert owned.read_bytes() == BIG  # nothing of it lost
+    assert owned.stat().st_nlink == 1
+    assert temp_files(root) == [] and list(store.keys()) == []
+
+
+def test_a_lent_file_is_never_deleted_by_its_spool(tmp_path: Path) -> None:
+    owned = lent_file(tmp_path)
+    SpoolFile.lend(str(owned)).close()
+    spool = SpoolFile.lend(str(owned))
+    spool.discard()
+    del spool
+    assert owned.read_bytes() == BIG
+
+
+def test_a_lent_file_that_cannot_be_linked_is_copied(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owned = lent_file(root / ".owner")
+
+    def no_links(source: Any, target: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")  # a file system without links
+
+    monkeypatch.setattr(os, "link", no_links)
+    store = LocalStore(path=str(root))
+    with SpoolFile.lend(str(owned)) as spool:
+        saved = store.save(FileStorage(spool, "lent.bin"))
+    assert saved.read() == BIG
+    assert (root / saved.key).stat().st_ino != owned.stat().st_ino
+    assert owned.read_bytes() == BIG

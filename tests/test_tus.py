@@ -8,6 +8,7 @@ These go through Flask's test client; real clients over real sockets are in
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import io
 import os
@@ -24,6 +25,7 @@ from werkzeug.test import TestResponse
 from flask_store import Store
 from flask_store.exceptions import FileTypeRejectedError, NotConfiguredError, StorageFullError
 from flask_store.file_wrapper import FileWrapper
+from flask_store.stores.local import LocalStore
 from flask_store.tus import UploadState
 from flask_store.tus.protocol import OFFSET_CONTENT_TYPE
 from flask_store.tus.state import UPLOAD_ID
@@ -694,6 +696,37 @@ def test_failed_save_keeps_the_partial_for_a_retry(
     finally:
         type(local)._write = original  # type: ignore[method-assign]
     assert (tmp_path / "uploads" / "retry.bin").read_bytes() == b"abcd"
+
+
+def test_save_failing_after_taking_the_partial_keeps_it_for_a_retry(
+    client: FlaskClient,
+    app_store: tuple[Flask, Store],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The disk fills up after the local store took the partial file over (while giving
+    it its key): the upload still has every byte, and the retried last PATCH saves it."""
+    app = app_store[0]
+    url = new_upload(client, 4, "late.bin")
+    patch(client, url, 0, b"ab")
+    original = LocalStore._place
+    failures = [OSError(errno.ENOSPC, "No space left on device")]
+
+    def full_once(self: LocalStore, *args: Any, **kwargs: Any) -> str:
+        if failures:
+            raise failures.pop()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(LocalStore, "_place", full_once)
+    assert patch(client, url, 2, b"cd").status_code == 507
+    assert failures == []  # it failed where meant: after the partial was taken over
+    assert head(client, url).headers["Upload-Offset"] == "4"
+    assert stored(app) == []
+    assert patch(client, url, 4, b"").status_code == 204
+    saved = tmp_path / "uploads" / "late.bin"
+    assert saved.read_bytes() == b"abcd"
+    assert saved.stat().st_nlink == 1  # the partial's name is gone, not left linked
+    assert [name for name in working_files(tmp_path) if name.endswith(".part")] == []
 
 
 def test_method_override_for_proxies_that_pass_only_post(client: FlaskClient) -> None:

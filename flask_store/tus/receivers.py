@@ -18,15 +18,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import importlib
-import io
 import os
-import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import BinaryIO
 
 from ..files import as_store_error, remove_quietly
-from ..spooling import WRITE_BUFFER, SpoolFile
+from ..spooling import SpoolFile
 from ..stores.base import BaseStore
 from .state import UploadFolder, UploadState
 
@@ -119,46 +117,23 @@ class FileReceiver(Receiver):
 
     @contextlib.contextmanager
     def assembled(self, state: UploadState) -> Iterator[BinaryIO]:
-        """The partial file, offered to the store as a spool it may move into place: a local
-        store on the same disk renames it instead of copying (see
-        :mod:`flask_store.spooling`); any other store reads it."""
-        with _PartialSpool(self._path(state)) as stream:
-            yield stream
+        """The partial file, lent to the store as a spool file (:meth:`SpoolFile.lend`): a
+        local store on the same disk links it into place instead of copying it, which halves
+        the disk traffic of finishing a large upload; any other store reads it. The partial
+        file keeps its own name until :meth:`remove`, so a save that fails, even after
+        taking the file over, leaves the upload whole for a retry of the last PATCH."""
+        try:
+            spool = SpoolFile.lend(self._path(state))
+        except OSError as exc:
+            raise as_store_error(exc, "read the finished upload") from exc
+        with spool:
+            yield spool
 
     def remove(self, state: UploadState) -> None:
         remove_quietly(self._path(state))
 
     def _path(self, state: UploadState) -> str:
         return self.folder.file(state.id, ".part")
-
-
-class _PartialSpool(SpoolFile):
-    """A finished partial file as a :class:`~flask_store.spooling.SpoolFile`.
-
-    ``save()`` treats a spool file specially: a local store on the same file system moves it
-    into place (``SpoolFile.move_to``) instead of reading and writing it again, which halves
-    the disk traffic of finishing a large upload. Unlike a spool file made for a request,
-    this one is never deleted when closed: if the save fails before moving it, the upload
-    keeps its bytes and the client may send the last PATCH again.
-    """
-
-    def __init__(self, path: str) -> None:
-        try:
-            raw = io.FileIO(path, "r+")
-        except OSError as exc:
-            raise as_store_error(exc, "read the finished upload") from exc
-        io.BufferedRandom.__init__(self, raw, buffer_size=WRITE_BUFFER)
-        # The state SpoolFile keeps, set as its constructor would, but with a clean-up that
-        # leaves the file alone: only move_to() hands the name over.
-        self._path = path
-        self._saved = False
-        self._discarded = False
-        self._cleanup = weakref.finalize(self, _keep, path, os.fstat(raw.fileno()))
-
-
-def _keep(path: str, expected: os.stat_result) -> None:
-    """The clean-up of a :class:`_PartialSpool`: nothing, the partial file is the receiver's
-    (same arguments as a spool file's, which removes its file)."""
 
 
 class _FileAppender(Appender):
