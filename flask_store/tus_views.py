@@ -22,7 +22,7 @@ from flask import Blueprint, Flask, current_app, request, url_for
 from werkzeug.wrappers import Response
 from werkzeug.wsgi import get_input_stream
 
-from .config import APP_SETTINGS, SettingValueError
+from .config import app_setting
 from .exceptions import NotConfiguredError, ResumableUploadError
 from .registry import PREFIX, StoreRegistry
 from .stores.base import BaseStore
@@ -48,14 +48,11 @@ _OVERRIDABLE = {"PATCH", "DELETE", "HEAD"}
 
 
 def setting(app: Flask, name: str) -> Any:
-    """The app setting ``STORE_<name>``, checked.
+    """The app setting ``STORE_<name>``, checked (:func:`~flask_store.config.app_setting`).
 
     :raises NotConfiguredError: naming the key when its value is refused.
     """
-    try:
-        return APP_SETTINGS[name].read(app.config.get(f"{PREFIX}{name}"))
-    except SettingValueError as exc:
-        raise NotConfiguredError(f"{PREFIX}{name} {exc}") from None
+    return app_setting(app.config, name)
 
 
 def upload_folder_path(app: Flask, store: BaseStore) -> str:
