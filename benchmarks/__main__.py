@@ -337,6 +337,7 @@ def targets(run: Run) -> list[Target]:
             "serve 64 MiB through gunicorn (sendfile) vs send_from_directory ≤ 1.0x",
             ratio(f"live_serve_{64 * MIB}"),
             1.0,
+            why=SENDFILE,
         ),
         Target(
             "304 vs full 1 KiB GET, test client < 1.0x",
