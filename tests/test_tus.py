@@ -729,6 +729,28 @@ def test_save_failing_after_taking_the_partial_keeps_it_for_a_retry(
     assert [name for name in working_files(tmp_path) if name.endswith(".part")] == []
 
 
+def test_creation_with_upload_whose_save_fails_keeps_nothing(
+    client: FlaskClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A POST carrying the whole file whose save fails (a full disk) answers without a
+    Location: no client can resume it, so its bytes must not wait on the full disk."""
+
+    def disk_full(self: LocalStore, *args: Any, **kwargs: Any) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(LocalStore, "_place", disk_full)
+    sent = {
+        **TUS,
+        "Upload-Length": "5",
+        "Upload-Metadata": f"filename {b64('all.bin')}",
+        "Content-Type": OFFSET_CONTENT_TYPE,
+    }
+    refused = client.post(f"{PREFIX}/", headers=sent, data=b"hello")
+    assert refused.status_code == 507
+    assert "Location" not in refused.headers
+    assert working_files(tmp_path) == []
+
+
 def test_method_override_for_proxies_that_pass_only_post(client: FlaskClient) -> None:
     url = new_upload(client, 5)
     override = {**TUS, "Upload-Offset": "0", "Content-Type": OFFSET_CONTENT_TYPE}

@@ -192,9 +192,14 @@ class TusServer:
         if has_body and body is not None:
             try:
                 answer.update(self._append(state.id, headers, body, offset=0).headers)
-            except ResumableUploadError:
-                # Refused, the answer carries no Location: no client can resume it.
-                with contextlib.suppress(ResumableUploadError), self.folder.locked(state.id):
+            except BaseException:
+                # Refused or failed (a full disk while saving), the answer carries no
+                # Location: no client can resume it, so nothing of it is kept (what cannot
+                # be removed now, a store being down, expires and is pruned).
+                with (
+                    contextlib.suppress(ResumableUploadError, OSError),
+                    self.folder.locked(state.id),
+                ):
                     self._remove(self.folder.load(state.id))
                 raise
         else:
