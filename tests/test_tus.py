@@ -690,9 +690,8 @@ def test_failed_save_keeps_the_partial_for_a_retry(
     type(local)._write = full_once  # type: ignore[method-assign]
     try:
         assert patch(client, url, 2, b"cd").status_code == 507
-        assert head(client, url).headers["Upload-Offset"] == "4"
         assert stored(app) == []
-        assert patch(client, url, 4, b"").status_code == 204
+        assert patch(client, url, 4, b"").status_code == 204  # (a HEAD would save it too)
     finally:
         type(local)._write = original  # type: ignore[method-assign]
     assert (tmp_path / "uploads" / "retry.bin").read_bytes() == b"abcd"
@@ -720,13 +719,64 @@ def test_save_failing_after_taking_the_partial_keeps_it_for_a_retry(
     monkeypatch.setattr(LocalStore, "_place", full_once)
     assert patch(client, url, 2, b"cd").status_code == 507
     assert failures == []  # it failed where meant: after the partial was taken over
-    assert head(client, url).headers["Upload-Offset"] == "4"
     assert stored(app) == []
-    assert patch(client, url, 4, b"").status_code == 204
+    assert patch(client, url, 4, b"").status_code == 204  # (a HEAD would save it too)
     saved = tmp_path / "uploads" / "late.bin"
     assert saved.read_bytes() == b"abcd"
     assert saved.stat().st_nlink == 1  # the partial's name is gone, not left linked
     assert [name for name in working_files(tmp_path) if name.endswith(".part")] == []
+
+
+def fail_saves(monkeypatch: pytest.MonkeyPatch, *errors: Exception) -> list[Exception]:
+    """Make the local store's next saves fail with ``errors``, one each; the rest work."""
+    failures = list(errors)
+    original = LocalStore._write
+
+    def failing(self: LocalStore, *args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop(0)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(LocalStore, "_write", failing)
+    return failures
+
+
+def test_head_after_a_failed_last_patch_saves_the_file_before_saying_complete(
+    client: FlaskClient, app_store: tuple[Flask, Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tus-js-client, after an error, asks HEAD and reports success as soon as the offset
+    equals the length, without another PATCH: that answer must mean the file is saved."""
+    app = app_store[0]
+    url = new_upload(client, 4, "last.bin")
+    patch(client, url, 0, b"ab")
+    fail_saves(
+        monkeypatch,
+        StorageFullError("No space left to store 'last.bin'."),
+        StorageFullError("No space left to store 'last.bin'."),
+    )
+    assert patch(client, url, 2, b"cd").status_code == 507
+    still_full = head(client, url)
+    assert still_full.status_code == 507  # not "offset 4 of 4": the file is not saved
+    assert stored(app) == []
+    answer = head(client, url)
+    assert answer.status_code == 200
+    assert answer.headers["Upload-Offset"] == answer.headers["Upload-Length"] == "4"
+    assert answer.headers["Flask-Store-File"].endswith("/last.bin")
+    assert stored(app) == ["last.bin"]
+    assert head(client, url).headers["Flask-Store-File"].endswith("/last.bin")  # once only
+    assert stored(app) == ["last.bin"]
+
+
+def test_head_of_a_finished_upload_the_store_refuses_is_gone(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch, app_store: tuple[Flask, Store]
+) -> None:
+    url = new_upload(client, 4, "refused.bin")
+    fail_saves(monkeypatch, StorageFullError("No space left to store 'refused.bin'."))
+    assert patch(client, url, 0, b"abcd").status_code == 507
+    fail_saves(monkeypatch, FileTypeRejectedError("'refused.bin' is not an allowed type."))
+    assert head(client, url).status_code == 415
+    assert head(client, url).status_code == 404
+    assert stored(app_store[0]) == []
 
 
 def test_creation_with_upload_whose_save_fails_keeps_nothing(

@@ -207,8 +207,22 @@ class TusServer:
         return TusResponse(201, answer)
 
     def head(self, upload_id: str) -> TusResponse:
-        """``HEAD``: the committed offset (never one a running PATCH has not committed)."""
+        """``HEAD``: the committed offset (never one a running PATCH has not committed).
+
+        An upload whose every byte arrived but whose file is not saved yet (the last
+        PATCH's save failed: a full disk, a store down) is saved now, before answering:
+        clients take an offset equal to the length as "done" and send nothing more
+        (tus-js-client does so when it resumes), so that answer must mean the file is
+        saved. Until it can be, the answer is the store's error (or ``423`` while a
+        request holds the upload), and the client retries.
+        """
         state = self._live(upload_id)
+        if _unsaved(state):
+            with self.folder.locked(upload_id):
+                state = self._live(upload_id)
+                if _unsaved(state):
+                    self._finish(state)
+                    self.folder.save(state)
         headers = {"Cache-Control": "no-store", **self._progress_headers(state)}
         if state.length is None:
             headers["Upload-Defer-Length"] = "1"
@@ -294,7 +308,7 @@ class TusServer:
             # Saved before the file is: if saving it fails (a full disk, a store down), the
             # bytes stay counted and the client's retry of the last PATCH finishes the job.
             self.folder.save(state)
-            if state.length is not None and state.offset == state.length and not state.complete:
+            if _unsaved(state):
                 self._finish(state)
                 self.folder.save(state)
         return TusResponse(204, self._progress_headers(state))
@@ -391,6 +405,11 @@ class TusServer:
         else:
             headers["Upload-Expires"] = http_date(state.expires)
         return headers
+
+
+def _unsaved(state: UploadState) -> bool:
+    """Whether every byte of the upload arrived and its file is not saved yet."""
+    return state.length is not None and state.offset == state.length and not state.complete
 
 
 def _read_body(body: BinaryIO, room: int) -> Iterator[bytes]:
