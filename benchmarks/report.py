@@ -367,7 +367,7 @@ def document(run: Run, targets: Sequence[Target]) -> str:
             "",
         ]
     lines += [
-        "## Through a real server (gunicorn, 1 sync worker, 127.0.0.1, streaming client)",
+        "## Through a real server (gunicorn, 1 sync worker, 127.0.0.1, bare socket client)",
         "",
         *timing_table(real_server, run.local_names, run.labels),
         "",

@@ -2,7 +2,8 @@
 
 gunicorn (one sync worker) offers ``wsgi.file_wrapper`` with ``sendfile``, as production
 servers do. The client streams request bodies from a repeated block and reads responses in
-1 MiB pieces, so the harness itself stays small; the worker's peak resident memory is read
+1 MiB pieces over a bare socket, so the harness itself stays small; nginx (``nginx()``) serves
+a store's folder as the reference of the throughput runs. The worker's peak resident memory is read
 from ``/proc`` (``VmHWM``, reset through ``clear_refs``) around each large transfer.
 """
 
