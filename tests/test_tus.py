@@ -164,12 +164,29 @@ def test_deferred_length(client: FlaskClient, app_store: tuple[Flask, Store]) ->
     assert stored(app_store[0]) == ["upload"]
 
 
-def test_empty_upload_is_saved_on_first_patch(
+def test_empty_upload_is_saved_at_creation(
     client: FlaskClient, app_store: tuple[Flask, Store]
 ) -> None:
-    url = new_upload(client, 0, "empty.txt")
-    assert patch(client, url, 0, b"").status_code == 204
+    """tus-js-client reports a 0-byte file done once it is created, with no PATCH."""
+    created = create(client, 0, **{"Upload-Metadata": f"filename {b64('empty.txt')}"})
+    assert created.status_code == 201
+    assert created.headers["Upload-Offset"] == "0"
+    assert created.headers["Flask-Store-File"].endswith("/empty.txt")
     assert stored(app_store[0]) == ["empty.txt"]
+    url = created.headers["Location"]
+    assert patch(client, url, 0, b"").status_code == 204  # a client that sends one anyway
+    assert head(client, url).headers["Flask-Store-File"] == created.headers["Flask-Store-File"]
+    assert stored(app_store[0]) == ["empty.txt"]
+
+
+def test_empty_upload_the_store_refuses_is_refused_at_creation(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fail_saves(monkeypatch, StorageFullError("No space left to store 'empty.txt'."))
+    created = create(client, 0, **{"Upload-Metadata": f"filename {b64('empty.txt')}"})
+    assert created.status_code == 507
+    assert "Location" not in created.headers
+    assert working_files(tmp_path) == []
 
 
 # -- hostile creation -----------------------------------------------------------------------

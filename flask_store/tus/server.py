@@ -189,21 +189,24 @@ class TusServer:
             self.receiver.remove(state)
             raise
         answer = {"Location": location(state.id)}
-        if has_body and body is not None:
-            try:
+        try:
+            if has_body and body is not None:
                 answer.update(self._append(state.id, headers, body, offset=0).headers)
-            except BaseException:
-                # Refused or failed (a full disk while saving), the answer carries no
-                # Location: no client can resume it, so nothing of it is kept (what cannot
-                # be removed now, a store being down, expires and is pruned).
-                with (
-                    contextlib.suppress(ResumableUploadError, OSError),
-                    self.folder.locked(state.id),
-                ):
-                    self._remove(self.folder.load(state.id))
-                raise
-        else:
-            answer.update(self._progress_headers(state))
+            else:
+                # An empty file is whole already, and clients send no PATCH for it
+                # (tus-js-client reports it done once created): it is saved now.
+                state = self._save_if_whole(state)
+                answer.update(self._progress_headers(state))
+        except BaseException:
+            # Refused or failed (a full disk while saving), the answer carries no
+            # Location: no client can resume it, so nothing of it is kept (what cannot
+            # be removed now, a store being down, expires and is pruned).
+            with (
+                contextlib.suppress(ResumableUploadError, OSError),
+                self.folder.locked(state.id),
+            ):
+                self._remove(self.folder.load(state.id))
+            raise
         return TusResponse(201, answer)
 
     def head(self, upload_id: str) -> TusResponse:
@@ -216,13 +219,7 @@ class TusServer:
         saved. Until it can be, the answer is the store's error (or ``423`` while a
         request holds the upload), and the client retries.
         """
-        state = self._live(upload_id)
-        if _unsaved(state):
-            with self.folder.locked(upload_id):
-                state = self._live(upload_id)
-                if _unsaved(state):
-                    self._finish(state)
-                    self.folder.save(state)
+        state = self._save_if_whole(self._live(upload_id))
         headers = {"Cache-Control": "no-store", **self._progress_headers(state)}
         if state.length is None:
             headers["Upload-Defer-Length"] = "1"
@@ -312,6 +309,22 @@ class TusServer:
                 self._finish(state)
                 self.folder.save(state)
         return TusResponse(204, self._progress_headers(state))
+
+    def _save_if_whole(self, state: UploadState) -> UploadState:
+        """Save the file of an upload that has every byte and no file yet (an empty one; one
+        whose last PATCH failed to save it), under the upload's lock; the state now.
+
+        :raises ResumableUploadError: 423 while another request holds the upload, or the
+            refusal of the store or an app's hook (the upload is then removed).
+        """
+        if not _unsaved(state):
+            return state
+        with self.folder.locked(state.id):
+            state = self._live(state.id)
+            if _unsaved(state):
+                self._finish(state)
+                self.folder.save(state)
+        return state
 
     def _set_deferred_length(self, state: UploadState, value: str | None) -> None:
         length = parse_length(value, self.max_size)
