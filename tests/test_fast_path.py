@@ -573,8 +573,9 @@ def test_a_file_replaced_while_served_never_mixes_two_versions(tmp_path: Path, f
     replacer.start()
     client = app.test_client()
     try:
-        for number in range(300):
-            headers = {"Range": "bytes=4990-5009"} if number % 2 else {}
+        for number in range(600):
+            # Plain, ranged, and conditional (decided on an lstat, then opened) requests.
+            headers = [{}, {"Range": "bytes=4990-5009"}, {"If-None-Match": '"other"'}][number % 3]
             response = client.get("/flaskstore/a.txt", headers=headers)
             length = int(response.headers["Content-Length"])
             assert len(response.data) == length
