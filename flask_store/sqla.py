@@ -477,6 +477,7 @@ def _instrument(mapper: Mapper[Any], class_: type) -> None:
 
 
 def _on_set(target: object, value: Any, oldvalue: Any, initiator: object) -> Any:
+    """The attribute event: the value the attribute holds instead (:func:`accepted`)."""
     return accepted(value)
 
 
@@ -509,6 +510,7 @@ class _Owed:
 
 
 def _ledger(session: Session) -> list[_Owed]:
+    """What ``session``'s open transactions did with files, in the order it was seen."""
     ledger: list[_Owed] = session.info.setdefault(LEDGER_KEY, [])
     return ledger
 

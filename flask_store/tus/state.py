@@ -71,6 +71,7 @@ class UploadState:
         return self.file is not None
 
     def to_json(self) -> bytes:
+        """The state as compact JSON, what :meth:`from_json` reads back."""
         return json.dumps(dataclasses.asdict(self), separators=(",", ":")).encode()
 
     @classmethod
@@ -135,6 +136,7 @@ class UploadFolder:
             raise as_store_error(exc, "record the upload") from exc
 
     def exists(self, upload_id: str) -> bool:
+        """Whether the upload has a state file (a 404 for a malformed id, as :meth:`file`)."""
         return os.path.exists(self.file(upload_id, _STATE))
 
     def forget(self, upload_id: str) -> None:
