@@ -385,6 +385,8 @@ def document(run: Run, targets: Sequence[Target]) -> str:
             *throughput_table(throughput, names, run.labels),
             "",
         ]
+    else:
+        lines += ["_Requests per second not measured: it needs nginx and wrk installed._", ""]
     lines += run.profile
     if run.memory and run.big_size:
         lines += [
