@@ -9,16 +9,17 @@ processes running one transfer at a time each, in both cases, so killing one hal
 capacity the same way.
 
 1,000 uploads of random files (1 to 50 KiB) come from 8 client threads over HTTP. Mid-run
-one gunicorn worker is SIGKILLed (gunicorn starts another), one transfer worker is SIGKILLed
-and a replacement started, and the broker is frozen (SIGSTOP) for 10 s. Then nothing is
-done by hand: the app's own periodic reconciler (``TRANSFER_RECONCILE_INTERVAL`` 1 s,
-``TRANSFER_RECONCILE_GRACE`` 5 s for RQ) must finish every transfer. The test waits for that
-with a generous safety net, never a timing threshold, and asserts:
+the gunicorn worker reading an upload's body is SIGKILLed (gunicorn starts another), one
+transfer worker is SIGKILLed and a replacement started, and the broker is frozen (SIGSTOP)
+for 10 s. Then nothing is done by hand: the app's own periodic reconciler
+(``TRANSFER_RECONCILE_INTERVAL`` 1 s; ``TRANSFER_RECONCILE_GRACE`` 5 s for RQ, 30 s for
+Celery, which cannot see its queue) must finish every transfer. The test waits for that with
+a generous safety net, never a timing threshold, and asserts:
 
 - every upload was answered 2xx, or a clean 5xx with nothing kept for it;
 - every 2xx file is on S3 exactly once, with the bytes sent (MD5 compared);
 - no orphan: no S3 object without a 2xx, no local file left (``TRANSFER_DELETE_LOCAL``);
-- no record pending or failed, no intent file left;
+- no record pending or failed, no intent or transfer lock file left;
 - jobs executed <= 1.1 x files (duplicates that exit as ``skipped`` count too).
 
 A client whose connection dies with a killed web worker cannot know whether its upload was
