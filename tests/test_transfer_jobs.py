@@ -410,6 +410,34 @@ def test_a_transfer_killed_before_removing_the_local_copy_is_finished(tmp_path: 
     assert [p.name for p in (Path(store.records.root) / "locks").iterdir()] == []
 
 
+def test_a_queued_store_starting_sweeps_its_local_side_like_a_local_store(
+    tmp_path: Path,
+) -> None:
+    """A LocalStore removes what killed uploads left when the app starts; a queued store's
+    local side did not (only ``flask store clean`` did), so a write killed mid-way left a
+    hidden file in a TRANSFER_DELETE_LOCAL folder for good."""
+    (tmp_path / "local").mkdir()
+    left = _aged(tmp_path / "local" / ".upload-killed", b"half", 2 * 24 * 3600)
+    fresh = _aged(tmp_path / "local" / ".upload-writing", b"half", 0)  # a live write's
+    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config.update(
+        STORE_PROVIDER="queued",
+        STORE_QUEUED_LOCAL={"PROVIDER": "local", "PATH": str(tmp_path / "local")},
+        STORE_QUEUED_REMOTE={"PROVIDER": "memory"},
+    )
+    Store(app)
+    store = Store.registry(app).resolve()
+    assert isinstance(store, QueuedStore)
+    try:
+        deadline = time.monotonic() + SAFETY_NET
+        while left.exists():
+            assert time.monotonic() < deadline, "the start-up sweep never removed it"
+            time.sleep(0.05)
+        assert fresh.exists()
+    finally:
+        assert store.stop(timeout=SAFETY_NET)
+
+
 def test_flask_store_clean_works_on_a_queued_store(tmp_path: Path) -> None:
     app = Flask(__name__, instance_path=str(tmp_path / "instance"))
     app.config.update(

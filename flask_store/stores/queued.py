@@ -800,12 +800,14 @@ class QueuedStore(BaseStore):
 
     def start(self) -> None:
         """Re-drive unfinished transfers in the background, then keep reconciling every
-        ``TRANSFER_RECONCILE_INTERVAL`` seconds (called by ``init_app``).
+        ``TRANSFER_RECONCILE_INTERVAL`` seconds (called by ``init_app``). The local store
+        starts too: a local folder sweeps the temporary files of killed writes.
 
         Not in an RQ worker that loads the app for a job: the app's own processes do that.
         """
         if in_rq_worker():
             return
+        self.local.start()  # a local folder removes what killed writes left in it
         self._starting = threading.Thread(
             target=self._reconcile_forever, name="flask-store-reconcile", daemon=True
         )
