@@ -279,7 +279,7 @@ def test_unnamed_data_needs_a_name(store: BaseStore) -> None:
 
 
 def test_missing_path_is_refused(store: BaseStore, tmp_path: Path) -> None:
-    with pytest.raises(InvalidFileError, match="Cannot open 'nope.txt'") as caught:
+    with pytest.raises(InvalidFileError, match=r"Cannot open 'nope\.txt'") as caught:
         store.save(str(tmp_path / "nope.txt"))
     assert str(tmp_path) not in str(caught.value)  # no server path in a message
 

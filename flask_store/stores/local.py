@@ -40,7 +40,7 @@ from ..files import as_store_error, remove_if_same_file, remove_quietly
 from ..meta import FileInfo, FileMeta, guess_content_type
 from ..naming import clean_key
 from ..sources import spool_of
-from ..spooling import TEMP_PREFIX
+from ..spooling import NO_LINK_ERRNOS, TEMP_PREFIX
 from .base import BaseStore, first_free_key
 
 __all__ = ["LOCAL_SETTINGS", "META_XATTR", "LocalStore"]
@@ -48,7 +48,6 @@ __all__ = ["LOCAL_SETTINGS", "META_XATTR", "LocalStore"]
 META_XATTR = "user.flask_store"
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 # Errors meaning "this file system cannot hard-link": claim keys by exclusive create instead.
-_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV}
 _NO_XATTRS = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.EPERM, errno.E2BIG}
 
 T = TypeVar("T")
@@ -517,7 +516,7 @@ def _claim(temp_path: str, target: str) -> bool:
     except FileExistsError:
         return False
     except OSError as exc:
-        if exc.errno not in _NO_LINKS:
+        if exc.errno not in NO_LINK_ERRNOS:
             raise
     # No hard links here: reserve the name with an empty file created exclusively, then
     # move the data onto it. Readers may see that empty file for an instant; if the move
