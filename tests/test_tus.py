@@ -11,6 +11,7 @@ import base64
 import errno
 import hashlib
 import io
+import logging
 import os
 import threading
 from pathlib import Path
@@ -23,7 +24,12 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from flask_store import Store
-from flask_store.exceptions import FileTypeRejectedError, NotConfiguredError, StorageFullError
+from flask_store.exceptions import (
+    FileTypeRejectedError,
+    NotConfiguredError,
+    StorageFullError,
+    StoreUnavailableError,
+)
 from flask_store.file_wrapper import FileWrapper
 from flask_store.stores.local import LocalStore
 from flask_store.tus import UploadState
@@ -559,6 +565,36 @@ def test_expired_upload_is_gone_and_pruned(
     assert server.prune() == 1
     assert working_files(tmp_path) == []
     assert head(client, url).status_code == 404
+
+
+def test_one_upload_that_cannot_be_removed_does_not_stop_the_prune(
+    client: FlaskClient,
+    app_store: tuple[Flask, Store],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An S3 outage while aborting one multipart upload: the others are still removed, the
+    failed one is logged and left for the next prune."""
+    server = tus_server(app_store[0])
+    first, second = new_upload(client), new_upload(client)
+    later = server.clock() + 24 * 3600 + 1
+    server.clock = lambda: later
+    remove = server._remove
+    failing = first.rpartition("/")[2]
+
+    def remove_or_fail(state: Any) -> None:
+        if state.id == failing:
+            raise StoreUnavailableError("injected: S3 does not answer")
+        remove(state)
+
+    monkeypatch.setattr(server, "_remove", remove_or_fail)
+    with caplog.at_level(logging.WARNING, "flask_store"):
+        assert server.prune() == 1
+    assert f"Could not remove the expired upload {failing}" in caplog.text
+    assert head(client, second).status_code == 404
+    monkeypatch.setattr(server, "_remove", remove)
+    assert server.prune() == 1  # the next prune takes it
 
 
 def test_patch_refreshes_expiry(client: FlaskClient, app_store: tuple[Flask, Store]) -> None:

@@ -16,6 +16,7 @@ answer can still learn the offset (and where the file went) with HEAD.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from ..exceptions import (
     FileTypeRejectedError,
     InvalidFileError,
     ResumableUploadError,
+    StoreError,
 )
 from ..file_wrapper import FileWrapper
 from ..files import remove_quietly
@@ -61,6 +63,8 @@ __all__ = [
     "TusResponse",
     "TusServer",
 ]
+
+log = logging.getLogger("flask_store.tus")
 
 #: Bytes read from a request body at a time: memory per upload stays this small.
 READ_SIZE = 256 * 1024
@@ -257,9 +261,14 @@ class TusServer:
         for upload_id in list(self.folder.ids()):
             with contextlib.suppress(ResumableUploadError), self.folder.locked(upload_id):
                 state = self.folder.load(upload_id)
-                if state.expires < self.clock():
+                if state.expires >= self.clock():
+                    continue
+                try:
                     self._remove(state)
-                    removed += 1
+                except StoreError as exc:  # an S3 outage: the next prune tries it again
+                    log.warning("Could not remove the expired upload %s: %s", upload_id, exc)
+                    continue
+                removed += 1
         return removed
 
     # -- the rules --------------------------------------------------------------------------
