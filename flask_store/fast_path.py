@@ -138,13 +138,15 @@ class FastServing:
         self._endpoints = endpoints
         self._routes = _routes(registry.stores.values())
         self._prefixes = tuple(prefix for prefix, _ in self._routes)
+        # The same, as WSGI carries them in PATH_INFO: UTF-8 bytes read as Latin-1.
+        self._wsgi_prefixes = tuple(_as_wsgi(prefix) for prefix in self._prefixes)
         self._rules_final = False
         self._routes_are_ours = False
         self._versions: dict[VersionKey, VersionHeaders] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        if not path.startswith(self._prefixes) or not self._may_answer(environ):
+        if not path.startswith(self._wsgi_prefixes) or not self._may_answer(environ):
             return self.wsgi_app(environ, start_response)
         found = _route(self._routes, path)
         made = None
@@ -281,6 +283,11 @@ def _route(routes: tuple[tuple[str, BaseStore], ...], path: str) -> tuple[BaseSt
             key = decoded[len(prefix) :]
             return (store, key) if key else None
     return None
+
+
+def _as_wsgi(text: str) -> str:
+    """``text`` as a WSGI server puts it in ``PATH_INFO``: its UTF-8 bytes as Latin-1."""
+    return text.encode("utf-8").decode("latin-1")
 
 
 def _only_serving_rules(app: Flask, prefixes: tuple[str, ...], endpoints: frozenset[str]) -> bool:

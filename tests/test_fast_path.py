@@ -596,3 +596,14 @@ def test_a_store_that_does_not_serve_gets_no_fast_path(tmp_path: Path) -> None:
     with app.app_context():
         app.extensions["store"].resolve("private").put("a.txt", b"not served")
     assert app.test_client().get("/flaskstore/private/a.txt").status_code == 404
+
+
+def test_a_url_prefix_beyond_ascii_is_answered_fast(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(tmp_path / "store", True, STORE_URL_PREFIX="/файлы")
+    with app.app_context():
+        app.extensions["store"].resolve().put("a.txt", b"a")
+    counts = answered_fast(app, monkeypatch)
+    assert app.test_client().get("/%D1%84%D0%B0%D0%B9%D0%BB%D1%8B/a.txt").data == b"a"
+    assert counts == {}
