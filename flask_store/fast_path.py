@@ -23,7 +23,8 @@ hook, or add headers in an ``after_request`` one; the fast path runs none of the
 
 Whatever the setting, Flask answers everything but a plain answer: other methods, URLs
 Flask's routing would redirect or give to another route (any rule of the app under a store's
-prefix), a missing or refused key (the 404 goes through the app's error handlers), a 416, a
+prefix), a host that ``TRUSTED_HOSTS`` refuses or that is not the ``SERVER_NAME``, a missing or
+refused key (the 404 goes through the app's error handlers), a 416, a
 store error. The fast path sits directly around Flask's own ``wsgi_app``, inside any
 middleware added after ``init_app``; with ``True`` and middleware set before it,
 ``init_app`` refuses (:class:`~flask_store.exceptions.NotConfiguredError`), since the fast
@@ -50,6 +51,8 @@ from functools import lru_cache
 from typing import Any, BinaryIO
 
 from flask import Flask, request_finished, request_started
+from werkzeug.exceptions import SecurityError
+from werkzeug.wsgi import get_host
 
 from .config import app_setting
 from .exceptions import NotConfiguredError
@@ -174,7 +177,7 @@ class FastServing:
             # Once Flask has handled a request it refuses new rules (and hooks): the answer
             # stands from then on. Until then it is worked out again for every request.
             self._rules_final = app._got_first_request
-        if not self._routes_are_ours:
+        if not self._routes_are_ours or not _host_is_plain(app, environ):
             return False
         return self.always or not (
             app.before_request_funcs.get(None)
@@ -283,6 +286,21 @@ def _route(routes: tuple[tuple[str, BaseStore], ...], path: str) -> tuple[BaseSt
             key = decoded[len(prefix) :]
             return (store, key) if key else None
     return None
+
+
+def _host_is_plain(app: Flask, environ: dict[str, Any]) -> bool:
+    """Whether the request's host leaves Flask nothing to decide: no ``TRUSTED_HOSTS``
+    refuse it (Flask answers 400) and it is the ``SERVER_NAME`` when one is set (where
+    Flask 3.0's routing answers 404 for another host). Only looked at when either is set."""
+    trusted = app.config.get("TRUSTED_HOSTS")
+    server_name = app.config.get("SERVER_NAME")
+    if trusted is None and not server_name:
+        return True
+    try:
+        host = get_host(environ, trusted)
+    except SecurityError:
+        return False
+    return not server_name or host.lower() == str(server_name).lower()
 
 
 def _as_wsgi(text: str) -> str:

@@ -607,3 +607,27 @@ def test_a_url_prefix_beyond_ascii_is_answered_fast(
     counts = answered_fast(app, monkeypatch)
     assert app.test_client().get("/%D1%84%D0%B0%D0%B9%D0%BB%D1%8B/a.txt").data == b"a"
     assert counts == {}
+
+
+@pytest.mark.parametrize(
+    ("config", "host", "status"),
+    [
+        ({"TRUSTED_HOSTS": ["files.example"]}, "files.example", 200),
+        ({"TRUSTED_HOSTS": ["files.example"]}, "evil.example", 400),
+        ({"SERVER_NAME": "files.example"}, "files.example", 200),
+        ({"SERVER_NAME": "files.example"}, "evil.example", None),  # as this Flask decides
+    ],
+)
+def test_the_host_rules_of_the_app_hold(
+    tmp_path: Path, config: dict[str, Any], host: str, status: int | None
+) -> None:
+    answers = []
+    for fast in (False, True):
+        app = make_app(tmp_path / "store", fast, **config)
+        if not fast:
+            with app.app_context():
+                app.extensions["store"].resolve().put("a.txt", b"a")
+        answers.append(app.test_client().get("/flaskstore/a.txt", headers={"Host": host}))
+    assert normalised(answers[1]) == normalised(answers[0])
+    if status is not None:
+        assert answers[1].status_code == status
