@@ -450,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", default=[], help="contenders whose label has this")
     parser.add_argument("--workdir", default=None, help="where stores live (system temp)")
     parser.add_argument("--append", action="store_true", help="append to BENCHMARKS.md")
+    parser.add_argument("--keep", action="store_true", help="keep the workdir (worker logs)")
     args = parser.parse_args(argv)
     load = os.getloadavg()[0]
     workdir = Path(tempfile.mkdtemp(prefix="transfer-bench-", dir=args.workdir))
@@ -459,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.append:
         with (ROOT / "BENCHMARKS.md").open("a", encoding="utf-8") as out:
             out.write(text)
-    shutil.rmtree(workdir, ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
     held = [row for row in rows if not row.contender.reference]
     return 0 if all(r.drain_rate >= DRAIN_TARGET and r.p95 < P95_TARGET for r in held) else 1
 
