@@ -14,12 +14,15 @@ hook, or add headers in an ``after_request`` one; the fast path runs none of the
 - ``STORE_SERVE_FAST = "auto"`` (the default) answers a file URL here only while nothing of
   the app would run for it in Flask: no app-wide ``before_request``, ``after_request``,
   ``teardown_request`` or URL value preprocessor, no receiver of the ``request_started`` or
-  ``request_finished`` signals. As soon as the app has one, Flask answers (checked on every
-  request, so a hook added after ``init_app`` counts). An app that guards its files with a
-  hook keeps that guard.
+  ``request_finished`` signals, no response class of its own. As soon as the app has one,
+  Flask answers (checked on every request, so a hook added after ``init_app`` counts). An
+  app that guards its files with a hook keeps that guard.
 - ``True`` answers here always: app hooks do **not** run for file URLs. For files that are
   public anyway, or where access is checked by WSGI middleware around the app.
 - ``False``: Flask answers every request.
+
+A file answered here opens no session, so it does not refresh a permanent session's cookie
+(Flask's ``SESSION_REFRESH_EACH_REQUEST``); the app's other pages still do.
 
 Whatever the setting, Flask answers everything but a plain answer: other methods, URLs
 Flask's routing would redirect or give to another route (any rule of the app under a store's
@@ -50,7 +53,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, BinaryIO
 
-from flask import Flask, request_finished, request_started
+from flask import Flask, Response, request_finished, request_started
 from werkzeug.exceptions import SecurityError
 from werkzeug.wsgi import get_host
 
@@ -186,6 +189,7 @@ class FastServing:
             or app.url_value_preprocessors.get(None)
             or request_started.has_receivers_for(app)
             or request_finished.has_receivers_for(app)
+            or app.response_class is not Response
         )
 
     def _answer(self, store: BaseStore, key: str, environ: dict[str, Any]) -> Answer | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from flask import Blueprint, Flask, request_started
+from flask import Blueprint, Flask, Response, request_started
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.test import TestResponse
 
@@ -225,8 +225,9 @@ def test_auto_notices_hooks_added_after_the_first_request(tmp_path: Path) -> Non
         lambda app: app.teardown_request(lambda exc: None),
         lambda app: app.url_value_preprocessor(lambda endpoint, values: None),
         lambda app: request_started.connect(_noted, app),
+        lambda app: setattr(app, "response_class", type("Own", (Response,), {})),
     ],
-    ids=["teardown_request", "url_value_preprocessor", "request_started"],
+    ids=["teardown_request", "url_value_preprocessor", "request_started", "response_class"],
 )
 def test_auto_leaves_apps_with_hooks_to_flask(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, add_hook: Callable[[Flask], Any]
