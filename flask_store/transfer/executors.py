@@ -453,14 +453,15 @@ class RQExecutor:
         not long overdue (a scheduled job waits for a worker running RQ's scheduler), or
         started by a worker that is alive (it holds the key's transfer lock: a worker killed
         mid-job leaves its job ``started`` until RQ's own clean-up, minutes later). A
-        ``queued`` job counts only while the queue holds it: a worker killed between taking
-        it and marking it started leaves it ``queued`` outside any queue."""
+        ``queued`` job in RQ's intermediate list does not count: a worker takes a job by
+        moving it there and marks it started a moment later, so one killed in between left
+        it ``queued`` outside the queue (RQ's own clean-up finds it ten minutes later)."""
         job_id = job.id(self._namespace)
         state = rq_job_state(self._queue, job_id)
         if state == "started":
             return self._store.records.is_transferring(job.key)
         if state == "queued":
-            return self._queue.get_job_position(job_id) is not None
+            return not _taken_by_a_worker(self._queue, job_id)
         if state == "scheduled":
             return not _overdue(self._queue, job_id)
         return state in RQ_LIVE_STATES
@@ -486,6 +487,14 @@ def rq_job_state(rq_queue: Any, job_id: str) -> str | None:
 
     state = rq_queue.connection.hget(Job.key_for(job_id), "status")
     return state.decode() if isinstance(state, bytes) else state
+
+
+def _taken_by_a_worker(rq_queue: Any, job_id: str) -> bool:
+    """Whether ``job_id`` is in ``rq_queue``'s intermediate list: taken by a worker and not
+    yet started. The list holds one entry per worker at most, so reading it is cheap (the
+    queue itself may hold a backlog of any length)."""
+    taken = rq_queue.connection.lrange(rq_queue.intermediate_queue_key, 0, -1)
+    return job_id.encode() in taken
 
 
 #: Seconds past its time after which a scheduled RQ job counts as stuck (no scheduler runs).
