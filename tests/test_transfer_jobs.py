@@ -295,7 +295,7 @@ def test_a_running_app_reconciles_periodically_without_anyone_asking(tmp_path: P
     assert (tmp_path / "remote" / key).read_bytes() == b"payload"
 
 
-def _celery_app(tmp_path: Path, url: str, name: str) -> tuple[Flask, QueuedStore]:
+def _celery_app(tmp_path: Path, url: str, name: str, **settings: Any) -> tuple[Flask, QueuedStore]:
     """A web process of a Celery deployment: its own app on the shared folders and broker."""
     from celery import Celery
 
@@ -305,6 +305,7 @@ def _celery_app(tmp_path: Path, url: str, name: str) -> tuple[Flask, QueuedStore
         STORE_QUEUED_LOCAL={"PROVIDER": "local", "PATH": str(tmp_path / "local")},
         STORE_QUEUED_REMOTE={"PROVIDER": "local", "PATH": str(tmp_path / "remote")},
         STORE_TRANSFER_EXECUTOR="celery",
+        **settings,
     )
     store = Store(app)
     store.init_celery(Celery(name, broker=url))
@@ -336,6 +337,32 @@ def test_a_process_starting_does_not_send_every_queued_celery_task_again(
         finally:
             assert second.stop(timeout=SAFETY_NET)
         assert broker.llen("flask_store") == 3
+    finally:
+        assert first.stop(timeout=SAFETY_NET)
+        broker.delete("flask_store")
+
+
+def test_processes_starting_together_send_an_old_celery_task_once(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """A record older than the grace (its task lost, or never sent) was sent again by the
+    start-up pass of every process that started: a deploy of 4 web workers and 2 Celery
+    workers sent the backlog 6 times. Without a queue to ask, the start-up pass goes
+    through the periodic pass's lease: one process per interval sends it."""
+    broker = Redis.from_url(redis_url)
+    key = _pending_of_a_dead_process(tmp_path, "old.txt")
+    _, first = _celery_app(tmp_path, redis_url, "first", STORE_TRANSFER_RECONCILE_GRACE=0)
+    try:
+        deadline = time.monotonic() + SAFETY_NET
+        while broker.llen("flask_store") < 1:  # the first process's start-up pass sent it
+            assert time.monotonic() < deadline, f"{key} was never sent"
+            time.sleep(0.05)
+        _, second = _celery_app(tmp_path, redis_url, "second", STORE_TRANSFER_RECONCILE_GRACE=0)
+        try:
+            assert second.join(timeout=SAFETY_NET / 4), "the second start-up pass sent it again"
+        finally:
+            assert second.stop(timeout=SAFETY_NET)
+        assert broker.llen("flask_store") == 1
     finally:
         assert first.stop(timeout=SAFETY_NET)
         broker.delete("flask_store")

@@ -740,16 +740,19 @@ class QueuedStore(BaseStore):
             queued.append(record.key)
         return queued
 
-    def reconcile_if_due(self) -> list[str] | None:
+    def reconcile_if_due(self, *, retry_failed: bool = False) -> list[str] | None:
         """One periodic reconciler pass, if it is this process's turn; ``None`` if not.
 
         Every process asks every ``TRANSFER_RECONCILE_INTERVAL`` seconds; a lease in the
         records folder lets one of them run the pass, at most once per interval.
+
+        :param retry_failed: also give failed transfers a fresh count of retries (the
+            start-up pass of an executor that cannot see its queue comes this way).
         """
         with self.records.lease(RECONCILE_LEASE, every=self.reconcile_interval) as mine:
             if not mine:
                 return None
-            return self.reconcile(older_than=self.reconcile_grace, retry_failed=False)
+            return self.reconcile(older_than=self.reconcile_grace, retry_failed=retry_failed)
 
     def remove_stale_temp_files(self, older_than: float | None = None) -> list[str]:
         """Delete what killed saves and transfers left behind, untouched for ``older_than``
@@ -822,10 +825,13 @@ class QueuedStore(BaseStore):
                 self.name,
             )
             self.executor.wait_ready(None)
-        # A queue the executor cannot see (Celery) most likely holds the young records'
-        # jobs already: each process starting would send them all again.
-        young = 0.0 if self.executor.sees_queue else self.reconcile_grace
-        self._reconcile_logged("at start-up", lambda: self.reconcile(older_than=young))
+        if self.executor.sees_queue:
+            self._reconcile_logged("at start-up", self.reconcile)
+        else:
+            # A queue the executor cannot see (Celery) may hold every job already, and each
+            # process that starts would send them all again: the pass takes the periodic
+            # pass's lease (one process per interval) and grace (records sent a moment ago).
+            self._reconcile_logged("at start-up", lambda: self.reconcile_if_due(retry_failed=True))
         self._started.set()
         if not self.reconcile_interval:
             return

@@ -102,9 +102,9 @@ Runner = Callable[[TransferJob], Step]
 class Executor(Protocol):
     """Runs ``store.run_job(job)`` somewhere else than the caller."""
 
-    #: Whether :meth:`is_live` sees the jobs other processes queued. Without it (Celery), a
-    #: process that starts presumes the young pending records queued already and leaves
-    #: them to the periodic pass's grace, or each start would send the whole backlog again.
+    #: Whether :meth:`is_live` sees the jobs other processes queued. Without it (Celery),
+    #: the start-up pass goes through the periodic pass's lease and grace, or each process
+    #: that starts would send the whole backlog again.
     sees_queue: bool
 
     def submit(self, job: TransferJob) -> None:
