@@ -151,15 +151,34 @@ def too_large(error: RequestEntityTooLarge) -> Any:
 
 #: Session mark set by the large-file page: only its visitors may start resumable uploads.
 LARGE_UPLOADS_MARK = "large_uploads"
-#: The browser's tus client, installed by ``make test`` / npm into the virtualenv (pinned in
-#: the Makefile: tus-js-client 4.3.1). Set ``TUS_CLIENT_SCRIPT`` to serve another copy.
-TUS_CLIENT_SCRIPT = os.path.join(
-    sys.prefix, "node", "node_modules", "tus-js-client", "dist", "tus.min.js"
-)
+#: Uppy (https://uppy.io), the page's uploader: its tus plugin sends the file in resumable
+#: pieces and its status bar shows the progress. Its prebuilt browser bundle (``window.Uppy``)
+#: and style sheet are installed by ``make run`` / ``make test`` with npm into the virtualenv
+#: (pinned in the Makefile: UPPY_VERSION) and served by the app, so the page needs no CDN.
+#: Set ``UPPY_FOLDER`` to serve another copy of ``uppy/dist``.
+UPPY_FOLDER = os.path.join(sys.prefix, "node", "node_modules", "uppy", "dist")
+#: The only files of that folder the app serves: route name -> file name (fixed, never a
+#: name taken from the request).
+UPPY_FILES = {"script": "uppy.min.js", "style": "uppy.min.css"}
 
 
-def tus_client_path() -> str:
-    return str(current_app.config.get("TUS_CLIENT_SCRIPT") or TUS_CLIENT_SCRIPT)
+def uppy_folder() -> str:
+    """The folder holding Uppy's bundle: ``UPPY_FOLDER`` in the app's config, or the venv's."""
+    return str(current_app.config.get("UPPY_FOLDER") or UPPY_FOLDER)
+
+
+def uppy_installed() -> bool:
+    """Whether every file the page loads from Uppy is there (npm may be missing)."""
+    folder = uppy_folder()
+    return all(os.path.isfile(os.path.join(folder, name)) for name in UPPY_FILES.values())
+
+
+def send_uppy_file(name: str, mimetype: str) -> Response:
+    """One of Uppy's fixed files from :func:`uppy_folder`, or 404 when it is not installed."""
+    path = os.path.join(uppy_folder(), name)
+    if not os.path.isfile(path):
+        abort(404)
+    return send_file(path, mimetype=mimetype, max_age=3600)
 
 
 @bp.get("/large")
@@ -171,17 +190,20 @@ def large() -> Any:
         endpoint=current_app.config["STORE_TUS_URL_PREFIX"] + "/",
         chunk_size=current_app.config.get("LARGE_UPLOAD_CHUNK_BYTES", 8 * 1024 * 1024),
         max_bytes=current_app.config["STORE_TUS_MAX_SIZE"],
-        client_available=os.path.isfile(tus_client_path()),
+        uppy_available=uppy_installed(),
     )
 
 
-@bp.get("/vendor/tus.min.js")
-def tus_client_script() -> Response:
-    """tus-js-client, served from the virtualenv (the page needs no CDN)."""
-    path = tus_client_path()
-    if not os.path.isfile(path):
-        abort(404)
-    return send_file(path, mimetype="text/javascript", max_age=3600)
+@bp.get("/vendor/uppy.min.js")
+def uppy_script() -> Response:
+    """Uppy's browser bundle (it sets ``window.Uppy``), served from the virtualenv."""
+    return send_uppy_file(UPPY_FILES["script"], "text/javascript")
+
+
+@bp.get("/vendor/uppy.min.css")
+def uppy_style() -> Response:
+    """Uppy's style sheet (its status bar), served from the virtualenv."""
+    return send_uppy_file(UPPY_FILES["style"], "text/css")
 
 
 @store.authorize_upload
