@@ -266,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{len(run.errors)} error(s): {args.output.name} left unchanged")
         return 1
     if not args.no_write:
-        args.output.write_text(text)
+        old = args.output.read_text() if args.output.exists() else ""
+        args.output.write_text(report.with_kept_sections(text, old))
         log(f"wrote {args.output}")
     return 0
 

@@ -438,3 +438,20 @@ def s3_section(run: Run) -> list[str]:
             "",
         ]
     return lines
+
+
+def with_kept_sections(text: str, old: str) -> str:
+    """``text`` (this run's document), followed by the sections of ``old`` that this run
+    does not write: the images, resumable-upload and transfer benchmarks append their own
+    sections to BENCHMARKS.md, and a run of this one must not drop them."""
+    written = {line for line in text.splitlines() if line.startswith("## ")}
+    kept: list[str] = []
+    keeping = False
+    for line in old.splitlines():
+        if line.startswith("## "):
+            keeping = line not in written
+        if keeping:
+            kept.append(line)
+    if not kept:
+        return text
+    return text.rstrip("\n") + "\n\n" + "\n".join(kept).rstrip("\n") + "\n"
