@@ -22,7 +22,7 @@ from redis import Redis
 from rq import Queue
 
 from flask_store.stores.queued import QueuedStore
-from flask_store.transfer import executors
+from flask_store.transfer import executors, steps
 from tests.redis_server import running_redis
 
 #: A safety net for a save that would hang on the frozen broker; no test measures time.
@@ -102,7 +102,7 @@ def test_the_rq_executor_forgets_settled_keys_without_a_join(
 ) -> None:
     """A web process never calls join(): the keys it remembers for join() must not grow
     with every save, only with the transfers still unsettled."""
-    monkeypatch.setattr(executors, "SUBMITTED_TRIM", 4)
+    monkeypatch.setattr(steps, "SUBMITTED_TRIM", 4)
     folder = tmp_path / "redis"
     folder.mkdir()
     with running_redis(folder) as (url, _server):

@@ -13,7 +13,7 @@ from flask import Flask, request
 from flask_store import Store
 from flask_store.stores.queued import QueuedStore
 from flask_store.transfer.celery import Transfer
-from flask_store.transfer.executors import Step
+from flask_store.transfer.steps import Step
 
 log = logging.getLogger("myapp")
 

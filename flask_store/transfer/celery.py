@@ -34,8 +34,9 @@ from flask import Flask
 from ..exceptions import NotConfiguredError
 from ..registry import get_registry
 from ..stores.queued import QueuedStore
-from .executors import CELERY_TASK_NAME, CeleryExecutor, RetryLater, Step
+from .celery_executor import CELERY_TASK_NAME, CeleryExecutor
 from .records import TransferJob
+from .steps import RetryLater, Step
 
 __all__ = ["Transfer", "TransferAndDelete"]
 

@@ -25,9 +25,9 @@ from ..console import echo_error, progress, report_plain
 from ..exceptions import StoreError
 from ..registry import get_registry
 from ..stores.queued import QueuedStore
-from .executors import RQExecutor
 from .jobs import preload_app
 from .records import TransferRecord
+from .rq_executor import RQExecutor
 
 __all__ = ["transfer_command", "worker_command"]
 

@@ -23,8 +23,9 @@ from flask.cli import NoAppException, ScriptInfo
 from ..exceptions import NotConfiguredError
 from ..registry import get_registry
 from ..stores.queued import QueuedStore
-from .executors import RetryLater, enqueue_rq_job, loading_for_job, store_from_spec
 from .records import RecordBook, TransferJob
+from .rq_executor import enqueue_rq_job, loading_for_job, store_from_spec
+from .steps import RetryLater
 
 __all__ = ["preload_app", "run_rq_transfer", "store_of_app"]
 
