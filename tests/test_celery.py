@@ -129,10 +129,12 @@ def kill_worker(process: subprocess.Popen[bytes]) -> None:
 
 
 def stop_worker(process: subprocess.Popen[bytes]) -> None:
+    """Celery's warm shutdown: SIGTERM to the main process only, which lets its pool
+    children finish (and log) the task at hand; the whole group is killed if it hangs."""
     if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
+        process.terminate()
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=SAFETY_NET)
         except subprocess.TimeoutExpired:
             kill_worker(process)
 

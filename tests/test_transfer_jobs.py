@@ -8,12 +8,14 @@ directly.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -365,6 +367,40 @@ def test_processes_starting_together_send_an_old_celery_task_once(
         assert broker.llen("flask_store") == 1
     finally:
         assert first.stop(timeout=SAFETY_NET)
+        broker.delete("flask_store")
+
+
+def test_a_backlog_behind_stopped_celery_workers_is_sent_once_per_grace_period(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """With no worker running, each periodic pass found the same old records and sent them
+    all again: a backlog grew by itself once per interval. A record is touched when it is
+    sent, so it waits a whole grace period before the next copy."""
+    broker = Redis.from_url(redis_url)
+    key = _pending_of_a_dead_process(tmp_path, "old.txt")
+    store = queued(tmp_path, transfer_reconcile_interval=0.01, transfer_reconcile_grace=3600)
+    record = store.records.get(key)
+    assert record is not None
+    two_hours_ago = datetime.fromtimestamp(time.time() - 7200, timezone.utc).isoformat()
+    assert store.records.update(record, dataclasses.replace(record, updated=two_hours_ago))
+    _, web = _celery_app(
+        tmp_path,
+        redis_url,
+        "web",
+        STORE_TRANSFER_RECONCILE_INTERVAL=0.01,
+        STORE_TRANSFER_RECONCILE_GRACE=3600,
+    )
+    try:
+        deadline = time.monotonic() + SAFETY_NET
+        while broker.llen("flask_store") < 1:  # its start-up pass sent the old record
+            assert time.monotonic() < deadline, f"{key} was never sent"
+            time.sleep(0.05)
+        for _ in range(3):  # later passes: the record was touched when sent
+            time.sleep(0.02)
+            assert web.reconcile_if_due() in ([], None)
+        assert broker.llen("flask_store") == 1
+    finally:
+        assert web.stop(timeout=SAFETY_NET)
         broker.delete("flask_store")
 
 

@@ -449,11 +449,19 @@ class QueuedStore(BaseStore):
             self._queue_unless_live(record)
 
     def _queue_unless_live(self, record: TransferRecord) -> bool:
-        """Submit the job of ``record`` unless it runs now or its executor holds it."""
+        """Submit the job of ``record`` unless it runs now or its executor holds it.
+
+        An executor that cannot see its queue (Celery) may be handed a job that waits there
+        already; the record is touched when it is sent, so the periodic pass sends it again
+        only once it has waited a whole ``TRANSFER_RECONCILE_GRACE`` more (a backlog
+        behind stopped workers is sent once per grace period, not once per pass).
+        """
         job = TransferJob.of(record)
         if self.records.is_transferring(record.key) or self.executor.is_live(job):
             return False
         self.executor.submit(job)
+        if not self.executor.sees_queue:
+            self.records.update(record, record.moved("pending"))  # changed meanwhile: fine
         return True
 
     def wait(self, key: str, timeout: float | None = None) -> str:
