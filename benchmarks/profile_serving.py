@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .payloads import KIB, MIB, Multipart, random_bytes
-from .server import Server, download, free_port, post_upload, wait_until_up
+from .server import Server, download, free_port, gunicorn_command, post_upload, wait_until_up
 
 #: The gunicorn config the worker runs with: ``handle`` profiled, stats dumped on exit.
 HOOKS = """
@@ -53,20 +53,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def start(name: str, folder: str, workdir: Path, env: dict[str, str]) -> Server:
     port = free_port()
-    root = Path(__file__).resolve().parent.parent
     (workdir / "hooks.py").write_text(HOOKS)
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--workers=1",
-        "--worker-class=sync",
-        "--no-control-socket",
-        f"--bind=127.0.0.1:{port}",
-        f"--config={workdir / 'hooks.py'}",
-        f"--chdir={root}",
+    command = gunicorn_command(
         f"benchmarks.contenders:wsgi_app({name!r}, {folder!r})",
-    ]
+        port,
+        f"--config={workdir / 'hooks.py'}",
+    )
     log = workdir / "gunicorn.log"
     with log.open("ab") as out:
         process = subprocess.Popen(

@@ -65,12 +65,15 @@ class Server:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
 
 
-@contextmanager
-def serving(name: str, folder: str, log: Path) -> Iterator[Server]:
-    """Run contender ``name`` (storing into ``folder``) under gunicorn until the block ends."""
-    port = free_port()
-    root = Path(__file__).resolve().parent.parent
-    command = [
+#: The repository: gunicorn imports the benchmark apps from here.
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def gunicorn_command(app: str, port: int, *options: str) -> list[str]:
+    """gunicorn with one sync worker on 127.0.0.1:``port`` serving ``app`` (an import spec
+    from the repository), without the control socket gunicorn 27 shares between instances;
+    ``options`` come before the app (``--config=...``, ``--timeout=...``)."""
+    return [
         sys.executable,
         "-m",
         "gunicorn",
@@ -78,11 +81,22 @@ def serving(name: str, folder: str, log: Path) -> Iterator[Server]:
         "--worker-class=sync",
         "--no-control-socket",
         f"--bind=127.0.0.1:{port}",
+        f"--chdir={ROOT}",
+        *options,
+        app,
+    ]
+
+
+@contextmanager
+def serving(name: str, folder: str, log: Path) -> Iterator[Server]:
+    """Run contender ``name`` (storing into ``folder``) under gunicorn until the block ends."""
+    port = free_port()
+    command = gunicorn_command(
+        f"benchmarks.contenders:wsgi_app({name!r}, {folder!r})",
+        port,
         "--timeout=900",
         "--log-level=warning",
-        f"--chdir={root}",
-        f"benchmarks.contenders:wsgi_app({name!r}, {folder!r})",
-    ]
+    )
     with log.open("ab") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
     server = Server(name, port, process)

@@ -36,7 +36,15 @@ from flask import Flask, request
 from flask_store import Store
 
 from .payloads import GIB, MIB, Multipart
-from .server import Server, free_port, moto_server, peak_rss_rise, post_upload, wait_until_up
+from .server import (
+    Server,
+    free_port,
+    gunicorn_command,
+    moto_server,
+    peak_rss_rise,
+    post_upload,
+    wait_until_up,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = os.urandom(MIB)
@@ -84,19 +92,12 @@ def bench_app(folder: str, endpoint: str | None = None) -> Flask:
 @contextmanager
 def gunicorn(folder: str, log: Path, endpoint: str | None) -> Iterator[Server]:
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--workers=1",
-        "--worker-class=sync",
-        "--no-control-socket",
-        f"--bind=127.0.0.1:{port}",
+    command = gunicorn_command(
+        f"benchmarks.tus_bench:bench_app({folder!r}, {endpoint!r})",
+        port,
         "--timeout=900",
         "--log-level=warning",
-        f"--chdir={ROOT}",
-        f"benchmarks.tus_bench:bench_app({folder!r}, {endpoint!r})",
-    ]
+    )
     with log.open("ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     server = Server("tus", port, process)
