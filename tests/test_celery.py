@@ -32,6 +32,7 @@ from flask_store.stores.queued import QueuedStore
 from tests.moto_server import REGION, MotoServer, moto_server, stop_process
 from tests.queued_remotes import s3_settings
 from tests.redis_server import redis_url
+from tests.waiting import wait_until
 
 __all__ = ["moto_server", "redis_url"]
 
@@ -222,10 +223,7 @@ def test_a_failed_attempt_is_retried_by_celery_after_the_back_off(
             myapp.app.test_client().post("/upload", data={"file": (_body(1), "a.bin")}).json["key"]
         )
         store = deployment.store
-        deadline = time.monotonic() + SAFETY_NET
-        while (record := store.records.get(key)) is not None and record.attempts == 0:
-            assert time.monotonic() < deadline, _tail(tmp_path / "site/w1.log")
-            time.sleep(0.05)
+        wait_until(lambda: _attempts(store, key) > 0, "a failed first attempt", SAFETY_NET)
         _s3(moto_server).create_bucket(Bucket=deployment.bucket)  # back up
         assert store.wait(key, timeout=SAFETY_NET) == "done", _tail(tmp_path / "site/w1.log")
         record = store.records.get(key)
@@ -255,19 +253,21 @@ def test_a_worker_killed_mid_transfer_loses_nothing(
                 client.post("/upload", data={"file": (_body(n), f"f{n}.bin")}).json["key"]
                 for n in range(6)
             ]
-            deadline = time.monotonic() + SAFETY_NET
-            while sum(store.records.is_transferring(key) for key in keys) < 2:
-                assert time.monotonic() < deadline, _tail(tmp_path / "site/w1.log")
-                time.sleep(0.05)
+            wait_until(
+                lambda: sum(store.records.is_transferring(key) for key in keys) >= 2,
+                "two transfers hanging on the frozen server",
+                SAFETY_NET,
+            )
         finally:
             kill_worker(first)
             os.kill(s3_server.process.pid, signal.SIGCONT)
         assert all(store.state(key) == "pending" for key in keys)
         # The pool children die a moment after the main process; then their locks go.
-        deadline = time.monotonic() + SAFETY_NET
-        while any(store.records.is_transferring(key) for key in keys):
-            assert time.monotonic() < deadline, "a killed worker still holds a transfer lock"
-            time.sleep(0.05)
+        wait_until(
+            lambda: not any(store.records.is_transferring(key) for key in keys),
+            "the killed worker's transfer locks to go",
+            SAFETY_NET,
+        )
 
         second = deployment.worker("w2")
         try:
@@ -326,6 +326,12 @@ def test_celery_missing_is_a_setup_error_naming_the_extra(
             queued_remote={"PROVIDER": "memory"},
             transfer_executor="celery",
         )
+
+
+def _attempts(store: QueuedStore, key: str) -> int:
+    """The failed attempts the record of ``key`` counts (0 when it has no record)."""
+    record = store.records.get(key)
+    return 0 if record is None else record.attempts
 
 
 def _body(number: int) -> io.BytesIO:

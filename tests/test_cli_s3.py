@@ -16,7 +16,6 @@ import sys
 import textwrap
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from flask_store import Store
 from tests.counting_proxy import CountingProxy, bucket, proxy
 from tests.moto_server import s3_client, shared_moto_server
 from tests.queued_remotes import s3_settings
+from tests.waiting import wait_until
 
 __all__ = ["bucket", "proxy"]  # fixtures, imported for the tests below
 
@@ -419,13 +419,6 @@ def make_files(folder: Path, count: int) -> list[str]:
         path.write_bytes(f"file {n} ".encode() * (1 + n % 7))
         keys.append(key)
     return keys
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.01)
 
 
 def start_sync(tmp_path: Path, *args: str) -> subprocess.Popen[str]:

@@ -37,6 +37,7 @@ from flask_store.transfer import records
 from flask_store.transfer.jobs import run_rq_transfer
 from flask_store.transfer.records import TransferJob
 from tests.redis_server import free_port, redis_url
+from tests.waiting import wait_until
 
 __all__ = ["redis_url"]
 
@@ -328,10 +329,8 @@ def test_a_process_starting_does_not_send_every_queued_celery_task_again(
     with app.app_context():
         for name in ("a.txt", "b.txt", "c.txt"):
             first.save(b"payload", name=name)
-    deadline = time.monotonic() + SAFETY_NET
-    while broker.llen("flask_store") < 3:  # the outbox thread hands them to Redis
-        assert time.monotonic() < deadline, "the tasks never reached the broker"
-        time.sleep(0.05)
+    # The outbox thread hands them to Redis.
+    wait_until(lambda: broker.llen("flask_store") >= 3, "the tasks in the broker", SAFETY_NET)
     try:
         _, second = _celery_app(tmp_path, redis_url, "second")  # another process starts
         try:
@@ -355,10 +354,8 @@ def test_processes_starting_together_send_an_old_celery_task_once(
     key = _pending_of_a_dead_process(tmp_path, "old.txt")
     _, first = _celery_app(tmp_path, redis_url, "first", STORE_TRANSFER_RECONCILE_GRACE=0)
     try:
-        deadline = time.monotonic() + SAFETY_NET
-        while broker.llen("flask_store") < 1:  # the first process's start-up pass sent it
-            assert time.monotonic() < deadline, f"{key} was never sent"
-            time.sleep(0.05)
+        # The first process's start-up pass sends it.
+        wait_until(lambda: broker.llen("flask_store") >= 1, f"{key} sent", SAFETY_NET)
         _, second = _celery_app(tmp_path, redis_url, "second", STORE_TRANSFER_RECONCILE_GRACE=0)
         try:
             assert second.join(timeout=SAFETY_NET / 4), "the second start-up pass sent it again"
@@ -391,10 +388,8 @@ def test_a_backlog_behind_stopped_celery_workers_is_sent_once_per_grace_period(
         STORE_TRANSFER_RECONCILE_GRACE=3600,
     )
     try:
-        deadline = time.monotonic() + SAFETY_NET
-        while broker.llen("flask_store") < 1:  # its start-up pass sent the old record
-            assert time.monotonic() < deadline, f"{key} was never sent"
-            time.sleep(0.05)
+        # Its start-up pass sends the old record.
+        wait_until(lambda: broker.llen("flask_store") >= 1, f"{key} sent", SAFETY_NET)
         for _ in range(3):  # later passes: the record was touched when sent
             time.sleep(0.02)
             assert web.reconcile_if_due() in ([], None)
@@ -492,10 +487,7 @@ def test_a_queued_store_starting_sweeps_its_local_side_like_a_local_store(
     store = Store.registry(app).resolve()
     assert isinstance(store, QueuedStore)
     try:
-        deadline = time.monotonic() + SAFETY_NET
-        while left.exists():
-            assert time.monotonic() < deadline, "the start-up sweep never removed it"
-            time.sleep(0.05)
+        wait_until(lambda: not left.exists(), "the start-up sweep", SAFETY_NET)
         assert fresh.exists()
     finally:
         assert store.stop(timeout=SAFETY_NET)
