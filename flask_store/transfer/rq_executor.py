@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import importlib
 import pickle
 import time
@@ -114,10 +115,18 @@ class RQExecutor:
         self._submitted = SubmittedKeys(store)
 
     def submit(self, job: TransferJob) -> None:
-        if not self.is_live(job):
-            spec = {**self._spec, "records": self._store.records.root}
-            enqueue_rq_job(self._queue, spec, job, self._namespace, self._timeout)
+        """Queue ``job`` under its stable id. Whether it is queued already is the caller's
+        question (:meth:`is_live`, asked by the reconciler): a fresh save's job cannot be,
+        so a save costs one round trip to Redis, not two."""
+        enqueue_rq_job(self._queue, self._job_spec, job, self._namespace, self._timeout)
         self._submitted.add(job.key)
+
+    @functools.cached_property
+    def _job_spec(self) -> dict[str, Any]:
+        """What each job carries: :func:`job_spec`, and the records folder its worker reads
+        to skip a handled version without loading anything (built at the first job: the
+        store has no records folder yet while it builds its executor)."""
+        return {**self._spec, "records": self._store.records.root}
 
     def is_live(self, job: TransferJob) -> bool:
         """Whether ``job`` will still run: Redis holds it queued or deferred, scheduled and
