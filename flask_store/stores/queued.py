@@ -722,15 +722,7 @@ class QueuedStore(BaseStore):
         :param retry_failed: also give failed transfers a fresh count of retries (the
             start-up pass and the command line do; the periodic pass leaves them to people).
         """
-        self.records.sweep_debris(older_than=max(older_than, DEBRIS_SECONDS))
-        self.adopt_abandoned()
-        for abandoned in self.records.abandoned_transfers():
-            if not (self.delete_local and abandoned.state == "done"):
-                continue  # a pending one is queued below like any other
-            try:  # its transfer was killed before removing the local copy
-                self.local.delete(abandoned.key, if_etag=abandoned.local_etag)
-            except Exception:  # one key's trouble must not stop the others
-                log.exception("Could not remove the local copy of %r; skipped.", abandoned.key)
+        self._tidy_records(max(older_than, DEBRIS_SECONDS))
         cutoff = time.time() - older_than
         queued = []
         for record in self.records.unsettled():
@@ -764,8 +756,8 @@ class QueuedStore(BaseStore):
 
     def remove_stale_temp_files(self, older_than: float | None = None) -> list[str]:
         """Delete what killed saves and transfers left behind, untouched for ``older_than``
-        seconds: the local store's temporary files (when it is on local disk) and the debris
-        in the records folder; files of saves killed before their record are adopted.
+        seconds: the local store's temporary files (when it is on local disk) and what
+        :meth:`_tidy_records` clears.
 
         :returns: the paths removed.
         """
@@ -773,8 +765,22 @@ class QueuedStore(BaseStore):
         if isinstance(self.local, LocalStore):
             removed += self.local.remove_stale_temp_files(older_than)
         age = LocalStore.STALE_TEMP_SECONDS if older_than is None else older_than
-        removed += self.records.sweep_debris(older_than=age)
+        return removed + self._tidy_records(age)
+
+    def _tidy_records(self, older_than: float) -> list[str]:
+        """Clear up after killed processes (the reconciler and ``flask store clean``): the
+        records folder's debris older than ``older_than`` seconds (the paths removed),
+        files of saves killed before their record (adopted), and local copies that a
+        transfer killed right after ``done`` left behind (``TRANSFER_DELETE_LOCAL``)."""
+        removed = self.records.sweep_debris(older_than=older_than)
         self.adopt_abandoned()
+        for abandoned in self.records.abandoned_transfers():
+            if not (self.delete_local and abandoned.state == "done"):
+                continue  # a pending one is queued by the reconciler like any other
+            try:  # its transfer was killed before removing the local copy
+                self.local.delete(abandoned.key, if_etag=abandoned.local_etag)
+            except Exception:  # one key's trouble must not stop the others
+                log.exception("Could not remove the local copy of %r; skipped.", abandoned.key)
         return removed
 
     def adopt_abandoned(self) -> list[str]:
