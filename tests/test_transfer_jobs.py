@@ -546,3 +546,17 @@ def test_a_system_without_posix_locks_is_told_so_at_start(
     monkeypatch.setattr(records, "fcntl", None)
     with pytest.raises(NotConfiguredError, match="POSIX file locks"):
         queued(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "written", [b"", b"nan", b"inf", b"-inf", b"1e400", b"\xff\xfe", b"9" * 80]
+)
+def test_a_damaged_lease_file_never_stops_the_periodic_pass(tmp_path: Path, written: bytes) -> None:
+    """The lease file holds the last pass's time; whatever a crash or a person left there
+    must not keep the pass from running (nor crash it): it runs and writes a good time."""
+    store = queued(tmp_path, transfer_reconcile_interval=3600)
+    lease = Path(store.records.root) / "locks" / "reconcile.lease"
+    lease.write_bytes(written)
+    assert store.reconcile_if_due() == []
+    assert float(lease.read_text()) <= time.time()
+    assert store.reconcile_if_due() is None  # and the next pass waits for its interval
