@@ -28,7 +28,15 @@ from ..spooling import SpoolFile
 from ..stores.base import BaseStore
 from .state import UploadFolder, UploadState
 
-__all__ = ["RECEIVERS", "Appender", "FileReceiver", "Receiver", "receiver_class_for"]
+__all__ = [
+    "RECEIVERS",
+    "Appender",
+    "FileReceiver",
+    "Receiver",
+    "cut_at",
+    "receiver_class_for",
+    "write_all",
+]
 
 #: Receivers of store classes that have their own, by dotted class path:
 #: ``"module.Class"`` of the store -> ``"module.Class"`` of the receiver. A subclass of a
@@ -146,20 +154,10 @@ class _FileAppender(Appender):
             raise as_store_error(
                 OSError(errno.EIO, "the partial file is missing"), "resume the upload"
             ) from exc
-        try:
-            os.ftruncate(self.fd, state.offset)
-            os.lseek(self.fd, state.offset, os.SEEK_SET)
-        except OSError as exc:
-            os.close(self.fd)
-            raise as_store_error(exc, "resume the upload") from exc
+        cut_at(self.fd, state.offset)
 
     def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        try:
-            while view:
-                view = view[os.write(self.fd, view) :]
-        except OSError as exc:
-            raise as_store_error(exc, "receive the upload") from exc
+        write_all(self.fd, data)
         self.written += len(data)
 
     def commit(self) -> None:
@@ -174,6 +172,27 @@ class _FileAppender(Appender):
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def cut_at(fd: int, offset: int) -> None:
+    """Truncate the open spool or partial file ``fd`` to ``offset`` and write on from there:
+    what a request wrote before dying uncommitted is dropped. Closes ``fd`` on failure."""
+    try:
+        os.ftruncate(fd, offset)
+        os.lseek(fd, offset, os.SEEK_SET)
+    except OSError as exc:
+        os.close(fd)
+        raise as_store_error(exc, "resume the upload") from exc
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may take less than it is given)."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as exc:
+        raise as_store_error(exc, "receive the upload") from exc
 
 
 def receiver_class_for(store: BaseStore) -> type[Receiver]:

@@ -30,7 +30,7 @@ from ..files import as_store_error, remove_quietly
 from ..stores.base import BaseStore
 from ..stores.s3 import S3Store
 from ..stores.s3_client import NOT_FOUND_CODES, error_code, s3_errors
-from .receivers import Appender, Receiver
+from .receivers import Appender, Receiver, cut_at, write_all
 from .state import UploadFolder, UploadState
 
 __all__ = ["MAX_PARTS", "MIN_PART_SIZE", "STAGING_FOLDER", "S3Receiver", "part_size_for"]
@@ -181,21 +181,11 @@ class _PartAppender(Appender):
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise as_store_error(exc, "resume the upload") from exc
-        try:
-            os.ftruncate(fd, truncate_to)
-            os.lseek(fd, truncate_to, os.SEEK_SET)
-        except OSError as exc:
-            os.close(fd)
-            raise as_store_error(exc, "resume the upload") from exc
+        cut_at(fd, truncate_to)
         return fd
 
     def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        try:
-            while view:
-                view = view[os.write(self.fd, view) :]
-        except OSError as exc:
-            raise as_store_error(exc, "receive the upload") from exc
+        write_all(self.fd, data)
         self.size += len(data)
         self.written += len(data)
         if self.eager and self.size >= self.part_size:
@@ -216,9 +206,7 @@ class _PartAppender(Appender):
         rest = os.pread(self.fd, self.size - position, position)
         new_fd = self._open(len(etags), truncate_to=0)
         try:
-            view = memoryview(rest)
-            while view:
-                view = view[os.write(new_fd, view) :]
+            write_all(new_fd, rest)
         except BaseException:
             os.close(new_fd)
             raise
