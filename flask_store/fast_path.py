@@ -146,7 +146,7 @@ class FastServing:
         self._prefixes = tuple(prefix for prefix, _ in self._routes)
         # The same, as WSGI carries them in PATH_INFO: UTF-8 bytes read as Latin-1.
         self._wsgi_prefixes = tuple(_as_wsgi(prefix) for prefix in self._prefixes)
-        self._rules_final = False
+        self._rules_scanned = -1  # how many URL rules the app had when last scanned
         self._routes_are_ours = False
         self._versions: dict[VersionKey, VersionHeaders] = {}
 
@@ -175,11 +175,12 @@ class FastServing:
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
             return False
         app = self.app
-        if not self._rules_final:
+        # Rules are only ever added: scan them again only when their number changed, not
+        # for every request (answered here, none reaches Flask to freeze its rules).
+        rules = len(app.url_map._rules)
+        if rules != self._rules_scanned:
             self._routes_are_ours = _only_serving_rules(app, self._prefixes, self._endpoints)
-            # Once Flask has handled a request it refuses new rules (and hooks): the answer
-            # stands from then on. Until then it is worked out again for every request.
-            self._rules_final = app._got_first_request
+            self._rules_scanned = rules
         if not self._routes_are_ours or not _host_is_plain(app, environ):
             return False
         return self.always or not (

@@ -274,6 +274,31 @@ def test_another_route_under_the_prefix_keeps_its_url(tmp_path: Path) -> None:
     assert client.get("/flaskstore/special").data == b"the app's own page"
 
 
+def test_the_url_rules_are_scanned_once_while_only_files_are_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Answered fast, no request reaches Flask, so Flask never marks its first request: the
+    # scan of every URL rule must not run again for each file, only when a rule is added.
+    app = make_app(tmp_path / "store", True)
+    with app.app_context():
+        app.extensions["store"].resolve().put("a.txt", b"a")
+    scans: list[bool] = []
+    scan = fast_path._only_serving_rules
+
+    def counted(*args: Any) -> bool:
+        scans.append(scan(*args))
+        return scans[-1]
+
+    monkeypatch.setattr(fast_path, "_only_serving_rules", counted)
+    client = app.test_client()
+    for _ in range(3):
+        assert client.get("/flaskstore/a.txt").data == b"a"
+    assert scans == [True]
+    app.add_url_rule("/flaskstore/a.txt", "mine", lambda: "the app's own page")
+    assert client.get("/flaskstore/a.txt").data == b"the app's own page"
+    assert scans == [True, False]
+
+
 def test_blueprint_hooks_do_not_turn_the_fast_path_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
