@@ -101,7 +101,7 @@ class CeleryExecutor:
                         return
                 continue
             try:
-                self.send(job)
+                self._send(job)
             except Exception:
                 log.warning(
                     "Could not queue the transfer of %r on Celery; it stays pending for the "
@@ -110,14 +110,14 @@ class CeleryExecutor:
                     exc_info=True,
                 )
 
-    def send(self, job: TransferJob, *, countdown: float | None = None) -> None:
-        """Send ``job`` to the broker now (the outbox thread, or a worker's retry)."""
+    def _send(self, job: TransferJob) -> None:
+        """Send ``job`` to the broker now (the outbox thread; retries are the task's own
+        ``retry(countdown=...)``)."""
         self._celery.send_task(
             CELERY_TASK_NAME,
             args=(self._store_name, job.key, job.created, job.attempts),
             task_id=job.id(self._store_name),
             queue=self._queue_name,
-            countdown=countdown,
             retry=False,  # a broker that does not answer: the reconciler queues it later
         )
 
