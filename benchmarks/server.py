@@ -120,16 +120,22 @@ def moto_server(workdir: Path) -> Iterator[str]:
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the moto server did not start; see moto.log")
-            time.sleep(0.1)
+        wait_for_port(process, port, "the moto server did not start; see moto.log")
         yield f"http://127.0.0.1:{port}"
     finally:
         _stop(process)
+
+
+def wait_for_port(process: subprocess.Popen[bytes], port: int, failure: str) -> None:
+    """Wait until ``process`` accepts connections on the loopback ``port``; raise
+    ``RuntimeError(failure)`` if it exits or :data:`STARTUP_SECONDS` pass first."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(failure)
+        time.sleep(0.05)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -333,13 +339,7 @@ def nginx(root: str, workdir: Path) -> Iterator[int]:
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("nginx did not start; see nginx.log and nginx-error.log")
-            time.sleep(0.05)
+        wait_for_port(process, port, "nginx did not start; see nginx.log and nginx-error.log")
         yield port
     finally:
         _stop(process)
