@@ -200,6 +200,11 @@ class BaseStore(ABC):
         #: Whether script and style types (JavaScript, CSS, XSLT) are served as
         #: ``text/plain``, so an upload cannot be included as a script or stylesheet.
         self.scripts_as_text: bool = config.value("SERVE_SCRIPTS_AS_TEXT")
+        #: The content checks of ``STORE_ALLOWED_TYPES`` and ``STORE_MAX_SIZE``, built once
+        #: here (the schema has checked them) rather than on every save.
+        self.content_rules = ContentRules(
+            config.value("ALLOWED_TYPES"), config.value("MAX_SIZE")
+        )
         self.destination: str | None = join_key(destination) if destination else None
 
     # -- what each backend implements -------------------------------------------------------
@@ -369,11 +374,12 @@ class BaseStore(ABC):
 
         :raises InvalidArgumentError: for an argument that is not a list of types or a size.
         """
-        if allowed_types is None:
-            allowed_types = self.config.value("ALLOWED_TYPES")
-        if max_size is None:
-            max_size = self.config.value("MAX_SIZE")
-        return ContentRules.of(allowed_types, max_size)
+        if allowed_types is None and max_size is None:
+            return self.content_rules
+        return ContentRules.of(
+            self.content_rules.allowed_types if allowed_types is None else allowed_types,
+            self.content_rules.max_size if max_size is None else max_size,
+        )
 
     def _store(
         self,
