@@ -202,9 +202,7 @@ class BaseStore(ABC):
         self.scripts_as_text: bool = config.value("SERVE_SCRIPTS_AS_TEXT")
         #: The content checks of ``STORE_ALLOWED_TYPES`` and ``STORE_MAX_SIZE``, built once
         #: here (the schema has checked them) rather than on every save.
-        self.content_rules = ContentRules(
-            config.value("ALLOWED_TYPES"), config.value("MAX_SIZE")
-        )
+        self.content_rules = ContentRules(config.value("ALLOWED_TYPES"), config.value("MAX_SIZE"))
         self.destination: str | None = join_key(destination) if destination else None
 
     # -- what each backend implements -------------------------------------------------------
