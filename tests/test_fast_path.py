@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import pytest
 from flask import Blueprint, Flask, Response, request_started
+from flask.testing import FlaskClient
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.test import TestResponse
 
@@ -496,6 +497,18 @@ class RecordingWrapper:
         self.filelike.close()
 
 
+def recording_client(tmp_path: Path, fast: bool, data: bytes) -> FlaskClient:
+    """A client of an app that stores ``data`` as ``data.bin``, whose WSGI server offers
+    :class:`RecordingWrapper` as its file wrapper (its record cleared)."""
+    app = make_app(tmp_path / "store", fast)
+    with app.app_context():
+        app.extensions["store"].resolve().put("data.bin", data)
+    client = app.test_client()
+    client.environ_base["wsgi.file_wrapper"] = RecordingWrapper  # type: ignore[assignment]
+    RecordingWrapper.handed.clear()
+    return client
+
+
 LARGE = bytes(range(256)) * 1024  # 256 KiB: more than SMALL_BODY
 
 
@@ -512,12 +525,7 @@ def test_whole_files_and_single_ranges_go_to_the_file_wrapper_at_their_offset(
     tmp_path: Path, fast: bool, range_header: str | None, start: int, length: int
 ) -> None:
     """gunicorn's sendfile sends from the descriptor's position for Content-Length bytes."""
-    app = make_app(tmp_path / "store", fast)
-    with app.app_context():
-        app.extensions["store"].resolve().put("data.bin", LARGE)
-    client = app.test_client()
-    client.environ_base["wsgi.file_wrapper"] = RecordingWrapper  # type: ignore[assignment]
-    RecordingWrapper.handed.clear()
+    client = recording_client(tmp_path, fast, LARGE)
     headers = {"Range": range_header} if range_header else {}
     response = client.get("/flaskstore/data.bin", headers=headers)
     assert response.data == LARGE[start : start + length]
@@ -531,12 +539,7 @@ def test_whole_files_and_single_ranges_go_to_the_file_wrapper_at_their_offset(
 def test_small_bodies_are_sent_as_one_chunk_and_the_file_closed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast: bool
 ) -> None:
-    app = make_app(tmp_path / "store", fast)
-    with app.app_context():
-        app.extensions["store"].resolve().put("data.bin", BODY)
-    client = app.test_client()
-    client.environ_base["wsgi.file_wrapper"] = RecordingWrapper  # type: ignore[assignment]
-    RecordingWrapper.handed.clear()
+    client = recording_client(tmp_path, fast, BODY)
     response = client.get("/flaskstore/data.bin", headers={"Range": "bytes=100-"}, buffered=False)
     assert list(response.response) == [BODY[100:]]
     assert RecordingWrapper.handed == []
