@@ -332,7 +332,17 @@ def test_authorisation_hook_decides(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "content_type", [None, "application/octet-stream", "text/plain", "multipart/form-data"]
+    "content_type",
+    [
+        None,
+        "",
+        "application/octet-stream",
+        "text/plain",
+        "multipart/form-data",
+        "application/offset+octet-streamx",
+        "xapplication/offset+octet-stream",
+        "application/offset+octet-stream, text/html",
+    ],
 )
 def test_wrong_content_type_is_415(client: FlaskClient, content_type: str | None) -> None:
     url = new_upload(client)
@@ -341,6 +351,17 @@ def test_wrong_content_type_is_415(client: FlaskClient, content_type: str | None
         headers["Content-Type"] = content_type
     assert client.patch(url, headers=headers, data=b"hello").status_code == 415
     assert head(client, url).headers["Upload-Offset"] == "0"
+
+
+def test_offset_content_type_parameters_and_case_are_accepted(client: FlaskClient) -> None:
+    url = new_upload(client)
+    headers = {
+        **TUS,
+        "Upload-Offset": "0",
+        "Content-Type": " Application/Offset+Octet-Stream ; charset=utf-8",
+    }
+    assert client.patch(url, headers=headers, data=b"hello").status_code == 204
+    assert head(client, url).headers["Upload-Offset"] == "5"
 
 
 @pytest.mark.parametrize("offset", ["3", "12", "-1", "abc", ""])

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..exceptions import ResumableUploadError
+from ..headers import media_type
 
 __all__ = [
     "CHECKSUM_ALGORITHMS",
@@ -112,8 +113,7 @@ def check_content_type(value: str | None) -> None:
     Parameters are ignored (``; charset=...`` means nothing for bytes); the media type must
     be exactly that one.
     """
-    media = (value or "").partition(";")[0].strip().lower()
-    if media != OFFSET_CONTENT_TYPE:
+    if media_type(value or "") != OFFSET_CONTENT_TYPE:
         raise ResumableUploadError(f"Send the bytes as Content-Type: {OFFSET_CONTENT_TYPE}.", 415)
 
 
