@@ -9,6 +9,8 @@ import pytest
 from flask import Flask
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
+from werkzeug.datastructures import FileStorage
+from wtforms.validators import StopValidation  # type: ignore[import-untyped]
 
 from flask_store import Store
 from flask_store.exceptions import InvalidArgumentError
@@ -101,3 +103,36 @@ def test_no_file_and_unset_settings_pass(app: Flask) -> None:
 def test_bad_arguments_are_refused_when_the_form_is_written(make: Any) -> None:
     with pytest.raises(InvalidArgumentError):
         make()
+
+
+class _Unseekable(io.RawIOBase):
+    """A request body read once, forward (a chunked upload, a pipe): no seek, no tell."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self._data.readinto(buffer)
+
+
+def _field_of(stream: Any, name: str) -> Any:
+    class Field:
+        data = FileStorage(stream=stream, filename=name)
+
+    return Field()
+
+
+def test_an_unseekable_upload_is_sniffed_and_still_read_whole() -> None:
+    """The head the check reads from a stream that cannot rewind is handed on, not lost."""
+    field = _field_of(_Unseekable(PNG), "a.png")
+    StoreAllowed(["image/*"])(None, field)
+    assert field.data.stream.read() == PNG
+
+
+def test_an_unseekable_page_named_as_an_image_is_refused() -> None:
+    field = _field_of(_Unseekable(HTML), "cat.png")
+    with pytest.raises(StopValidation, match="text/html"):
+        StoreAllowed(["image/*"])(None, field)
