@@ -952,3 +952,25 @@ def test_prune_removes_old_leftovers_of_a_crash(
     assert server.prune() == 0
     left = sorted(os.listdir(folder))
     assert left == sorted([f"{live}.json", f"{live}.lock", f"{live}.part", "D" * 32 + ".part"])
+
+
+@pytest.mark.parametrize("content_length", ["9" * 5000, "-1", "+5", " 5", "0x5", "٥"])
+def test_hostile_content_length_is_400_and_keeps_nothing(
+    client: FlaskClient, content_length: str
+) -> None:
+    """A Content-Length of thousands of digits (past Python's int-from-text limit), a sign
+    or another script's digits is a 400, for a PATCH and a creation-with-upload POST."""
+    url = new_upload(client, 5)
+    environ = {"CONTENT_LENGTH": content_length}
+    headers = {**TUS, "Upload-Offset": "0", "Content-Type": OFFSET_CONTENT_TYPE}
+    answer = client.patch(url, headers=headers, data=b"hello", environ_overrides=environ)
+    assert answer.status_code == 400, answer.data
+    assert head(client, url).headers["Upload-Offset"] == "0"
+    posted = client.post(
+        f"{PREFIX}/",
+        headers={**TUS, "Upload-Length": "5", "Content-Type": OFFSET_CONTENT_TYPE},
+        data=b"hello",
+        environ_overrides=environ,
+    )
+    assert posted.status_code == 400, posted.data
+    assert "Location" not in posted.headers

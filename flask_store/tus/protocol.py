@@ -28,6 +28,7 @@ __all__ = [
     "check_version",
     "encode_metadata",
     "parse_checksum",
+    "parse_content_length",
     "parse_defer_length",
     "parse_length",
     "parse_metadata",
@@ -89,6 +90,17 @@ def parse_length(value: str | None, max_size: int) -> int | None:
             f"The upload is larger than this server accepts ({max_size} bytes).", 413
         )
     return length
+
+
+def parse_content_length(value: str | None) -> int | None:
+    """``Content-Length`` of a PATCH or POST: ``None`` when absent or empty (a chunked body).
+
+    :raises ResumableUploadError: 400 for anything but up to twenty ASCII digits (a
+        thousand-digit value would otherwise fail converting to a number).
+    """
+    if not value:
+        return None
+    return _decimal(value, "Content-Length")
 
 
 def parse_defer_length(value: str | None) -> bool:

@@ -45,6 +45,7 @@ from .protocol import (
     check_content_type,
     encode_metadata,
     parse_checksum,
+    parse_content_length,
     parse_defer_length,
     parse_length,
     parse_metadata,
@@ -305,7 +306,7 @@ class TusServer:
                 )
             self._set_deferred_length(state, headers.get("Upload-Length"))
             room = (self.max_size if state.length is None else state.length) - state.offset
-            declared = _content_length(headers)
+            declared = parse_content_length(headers.get("Content-Length"))
             if declared is not None and declared > room:
                 raise _too_large(state, self.max_size)
             if not state.complete:
@@ -456,17 +457,8 @@ def _read_body(body: BinaryIO, room: int) -> Iterator[bytes]:
 
 def _declares_body(headers: Mapping[str, str]) -> bool:
     """Whether a POST carries bytes of the upload (creation-with-upload)."""
-    length = _content_length(headers)
+    length = parse_content_length(headers.get("Content-Length"))
     return bool(length) or (length is None and "chunked" in headers.get("Transfer-Encoding", ""))
-
-
-def _content_length(headers: Mapping[str, str]) -> int | None:
-    value = headers.get("Content-Length")
-    if value is None or value == "":
-        return None
-    if not value.isdigit() or not value.isascii():
-        raise ResumableUploadError("Content-Length must be a whole number.")
-    return int(value)
 
 
 def _check_filename(metadata: Mapping[str, str]) -> None:
