@@ -385,7 +385,7 @@ def _decide_on(version: VersionHeaders, environ: dict[str, Any], now: datetime) 
     """
     info = version.info
     if _precondition_fails(environ, info):
-        return _PRECONDITION_FAILED
+        return _Decision(412, list(_PRECONDITION_HEADERS), text=_PRECONDITION_TEXT)
     if not _is_modified(environ, version):
         return _Decision(304, list(version.not_modified))
     spans = _requested_spans(environ, info, now)
@@ -512,16 +512,13 @@ def _whole_seconds(moment: datetime) -> datetime:
 _PRECONDITION_TEXT = (
     b"Precondition Failed: the file is not the version the request's conditions name.\n"
 )
-#: The 412 for a failed If-Match or If-Unmodified-Since: a short plain-text reason.
-#: A body (with its length) rather than none: clients and proxies that show an error show
-#: this, and an empty 412 reads like a broken answer to conformance checkers.
-_PRECONDITION_FAILED = _Decision(
-    412,
-    [
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("Content-Length", str(len(_PRECONDITION_TEXT))),
-    ],
-    text=_PRECONDITION_TEXT,
+#: The header fields of the 412 for a failed If-Match or If-Unmodified-Since: a short
+#: plain-text reason. A body (with its length) rather than none: clients and proxies that
+#: show an error show this, and an empty 412 reads like a broken answer to conformance
+#: checkers. A tuple: every answer gets a list of its own, as WSGI middleware may append to it.
+_PRECONDITION_HEADERS = (
+    ("Content-Type", "text/plain; charset=utf-8"),
+    ("Content-Length", str(len(_PRECONDITION_TEXT))),
 )
 
 #: Representation metadata a 206 answering If-Range leaves out (RFC 9110 §15.3.7): the

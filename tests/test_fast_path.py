@@ -335,6 +335,32 @@ def test_middleware_set_after_init_app_wraps_the_fast_path(tmp_path: Path) -> No
     assert isinstance(app.wsgi_app.app, fast_path.FastServing)
 
 
+@pytest.mark.parametrize("headers", [{"If-Match": '"other"'}, {"If-None-Match": "*"}])
+def test_middleware_adding_a_header_gets_a_fresh_header_list_each_time(
+    tmp_path: Path, headers: dict[str, str]
+) -> None:
+    # WSGI middleware may append to the list handed to start_response: a header list kept
+    # by the library (the 412's, a version's 304) must not grow with every answer.
+    app = make_app(tmp_path / "store", True)
+    with app.app_context():
+        app.extensions["store"].resolve().put("a.txt", b"a")
+    inner = app.wsgi_app
+
+    def tagging(environ: dict[str, Any], start_response: Any) -> Any:
+        def tagged(status: str, header_list: list[tuple[str, str]], *rest: Any) -> Any:
+            header_list.append(("X-Tag", "1"))
+            return start_response(status, header_list, *rest)
+
+        return inner(environ, tagged)
+
+    app.wsgi_app = tagging  # type: ignore[method-assign]
+    client = app.test_client()
+    for _ in range(2):
+        response = client.get("/flaskstore/a.txt", headers=headers)
+        assert response.status_code in (304, 412)
+        assert response.headers.getlist("X-Tag") == ["1"]
+
+
 @pytest.mark.parametrize("value", ["yes", 1, 0, "AUTO", "true"])
 def test_serve_fast_refuses_other_values(tmp_path: Path, value: Any) -> None:
     with pytest.raises(NotConfiguredError, match="STORE_SERVE_FAST must be True, False or 'auto'"):
