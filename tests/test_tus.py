@@ -974,3 +974,21 @@ def test_hostile_content_length_is_400_and_keeps_nothing(
     )
     assert posted.status_code == 400, posted.data
     assert "Location" not in posted.headers
+
+
+def test_completion_hook_crash_keeps_neither_file_nor_upload(tmp_path: Path) -> None:
+    """A hook that fails (a bug, a database down) is not a verdict on the file: the error
+    is raised as it is, and the saved file and the upload are removed all the same."""
+    app, store = make_app(tmp_path)
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+
+    @store.on_upload_complete
+    def check(file: FileWrapper, upload: UploadState) -> object:
+        raise RuntimeError("the database is down")
+
+    client = app.test_client()
+    url = new_upload(client, 5)
+    assert patch(client, url, 0, b"hello").status_code == 500
+    assert stored(app) == []
+    assert working_files(tmp_path) == []
+    assert head(client, url).status_code == 404

@@ -404,13 +404,11 @@ class TusServer:
             for hook in self.hooks.on_complete:
                 if hook(file, state) is False:
                     raise ResumableUploadError("The upload was rejected.", 400)
-        except (ResumableUploadError, InvalidFileError) as exc:
+        except BaseException as exc:
             self.store.delete(file.key)
             self._remove(state)
-            raise _rejection(exc) from exc
-        except BaseException:
-            self.store.delete(file.key)
-            self._remove(state)
+            if isinstance(exc, (ResumableUploadError, InvalidFileError)):
+                raise _rejection(exc) from exc
             raise
         self.receiver.remove(state)
         state.file = file.path
