@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
 from .exceptions import FileTooLargeError, FileTypeRejectedError, InvalidArgumentError
+from .files import read_up_to
 from .headers import FALLBACK_CONTENT_TYPE, is_active_content, media_type
 from .optional import explained
 from .sources import Upload, seekable_extent
@@ -263,18 +264,8 @@ def read_head(stream: BinaryIO) -> tuple[bytes, BinaryIO]:
         head = stream.read(SNIFF_BYTES)
         stream.seek(extent[0])
         return head, stream
-    head = _read_up_to(stream, SNIFF_BYTES)
+    head = read_up_to(stream, SNIFF_BYTES)
     return head, cast(BinaryIO, LimitedStream(stream, head=head))
-
-
-def _read_up_to(stream: BinaryIO, size: int) -> bytes:
-    """Up to ``size`` bytes, fewer only at the end of ``stream`` (reads may come short)."""
-    parts = []
-    left = size
-    while left > 0 and (chunk := stream.read(left)):
-        parts.append(chunk)
-        left -= len(chunk)
-    return b"".join(parts)
 
 
 class LimitedStream(io.RawIOBase):

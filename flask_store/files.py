@@ -7,10 +7,21 @@ import errno
 import os
 import tempfile
 from collections.abc import Iterable
+from typing import BinaryIO
 
 from .exceptions import StorageFullError, StoreAccessDeniedError, StoreError, StoreUnavailableError
 
-__all__ = ["as_store_error", "atomic_write", "remove_if_same_file", "remove_quietly"]
+__all__ = [
+    "as_store_error",
+    "atomic_write",
+    "read_up_to",
+    "remove_if_same_file",
+    "remove_quietly",
+]
+
+#: The most :func:`read_up_to` asks a stream for at once, so a large ``size`` costs memory
+#: only as the bytes arrive.
+READ_CHUNK = 1024 * 1024
 
 #: ``errno`` values that mean "no room": a full disk, a user's quota, a file-size limit.
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
@@ -93,3 +104,14 @@ def atomic_write(
     finally:
         remove_quietly(temp_path)
     return written
+
+
+def read_up_to(stream: BinaryIO, size: int) -> bytes:
+    """The next ``size`` bytes of ``stream``, fewer only where it ends first: reads may come
+    short (sockets, S3 bodies), so they are repeated, at most :data:`READ_CHUNK` at a time."""
+    parts = []
+    left = size
+    while left > 0 and (chunk := stream.read(min(left, READ_CHUNK))):
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)

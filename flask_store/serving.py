@@ -47,6 +47,7 @@ from werkzeug.wsgi import FileWrapper
 
 from .byteranges import MultipartByteranges, Span, spans_to_serve
 from .exceptions import FileChangedError, FileNotFoundInStoreError, InvalidKeyError
+from .files import read_up_to
 
 # The "X as X" names are re-exported: they lived here before flask_store.headers.
 from .headers import ACTIVE_CONTENT_TYPES as ACTIVE_CONTENT_TYPES
@@ -565,7 +566,9 @@ def _with_body(decided: _Decision, stream: BinaryIO, environ: dict[str, Any]) ->
     length = decided.spans[0][1] - decided.spans[0][0] if decided.spans else decided.file_size
     if length <= SMALL_BODY:
         try:
-            return Answer(decided.status, decided.headers, [_read_up_to(stream, length)])
+            # Shorter only for a file truncated meanwhile: the client then sees a body shorter
+            # than its Content-Length, as when a streamed body ends early.
+            return Answer(decided.status, decided.headers, [read_up_to(stream, length)])
         finally:
             stream.close()
     if decided.file_size >= SEQUENTIAL_FROM:
@@ -574,16 +577,6 @@ def _with_body(decided: _Decision, stream: BinaryIO, environ: dict[str, Any]) ->
         stream = cast(BinaryIO, _Window(stream, length))
     wrapper = environ.get("wsgi.file_wrapper", FileWrapper)
     return Answer(decided.status, decided.headers, wrapper(stream, READ_BLOCK))
-
-
-def _read_up_to(stream: BinaryIO, length: int) -> bytes:
-    """The next ``length`` bytes of ``stream``, fewer only where it ends first (a file
-    truncated meanwhile: the client then sees a body shorter than its Content-Length, as
-    when a streamed body ends early)."""
-    data = stream.read(length)
-    while len(data) < length and (more := stream.read(length - len(data))):
-        data += more
-    return data
 
 
 def _read_ahead(stream: BinaryIO) -> None:

@@ -19,6 +19,7 @@ import math
 from typing import Any, BinaryIO
 
 from .exceptions import InvalidArgumentError, InvalidValueError
+from .files import read_up_to
 
 __all__ = [
     "JSON_CONTENT_TYPE",
@@ -38,28 +39,22 @@ TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 #: The largest file ``load`` / ``load_text`` read into memory (16 MiB): a value is a small
 #: document; a key that holds an upload of gigabytes must not take the process down.
 MAX_VALUE_SIZE = 16 * 1024 * 1024
-#: How much :func:`read_value` asks its stream for at a time.
-_READ_SIZE = 1024 * 1024
 
 
 def read_value(key: str, stream: BinaryIO, limit: int | None = None) -> bytes:
     """The bytes of the value ``key`` from ``stream``, at most ``limit`` of them
-    (:data:`MAX_VALUE_SIZE` by default): never more than that is held in memory.
+    (:data:`MAX_VALUE_SIZE` by default): never more than that and one byte is read.
 
     :raises InvalidValueError: naming the key when the file is larger.
     """
     limit = MAX_VALUE_SIZE if limit is None else limit
-    parts: list[bytes] = []
-    held = 0
-    while held <= limit and (part := stream.read(min(_READ_SIZE, limit + 1 - held))):
-        parts.append(part)
-        held += len(part)
-    if held > limit:
+    data = read_up_to(stream, limit + 1)
+    if len(data) > limit:
         raise InvalidValueError(
             f"{key!r} holds more than {limit} bytes: too large to load as a value (use "
             "open() to stream it)."
         )
-    return b"".join(parts)
+    return data
 
 
 def encode_json(value: Any) -> bytes:
