@@ -17,6 +17,7 @@ __all__ = [
     "read_up_to",
     "remove_if_same_file",
     "remove_quietly",
+    "write_all",
 ]
 
 #: The most :func:`read_up_to` asks a stream for at once, so a large ``size`` costs memory
@@ -115,3 +116,12 @@ def read_up_to(stream: BinaryIO, size: int) -> bytes:
         parts.append(chunk)
         left -= len(chunk)
     return b"".join(parts)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to the open file ``fd``: ``os.write`` may take less than it is
+    given (a disk filling up), and the rest is written or the error raised, never half
+    left behind as if all was well."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

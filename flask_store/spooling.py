@@ -51,12 +51,21 @@ __all__ = [
     "WRITE_BUFFER",
     "SpoolFile",
     "enable_spooling",
+    "temp_path",
 ]
 
 R = TypeVar("R", bound=Request)
 
 #: Prefix of every temporary file Flask-Store writes beside stored files (hidden: never a key).
 TEMP_PREFIX = ".upload-"
+
+
+def temp_path(folder: str) -> str:
+    """A fresh hidden temporary name in ``folder`` (72 random bits after
+    :data:`TEMP_PREFIX`): never a key, and swept by the tidy-up if its writer dies."""
+    return os.path.join(folder, TEMP_PREFIX + secrets.token_urlsafe(9))
+
+
 #: Werkzeug keeps file parts up to this size in memory (``default_stream_factory``); a
 #: request no larger than this cannot hold a larger part, so it is left to Werkzeug.
 IN_MEMORY_LIMIT = 500 * 1024
@@ -236,7 +245,7 @@ class SpoolFile(io.BufferedRandom):
     def _link_into(path: str, folder: str) -> str | None:
         """A new hidden hard link to ``path`` in ``folder``; ``None`` where links fail."""
         while True:
-            target = os.path.join(folder, TEMP_PREFIX + secrets.token_urlsafe(9))
+            target = temp_path(folder)
             try:
                 os.link(path, target)
             except FileExistsError:

@@ -20,7 +20,6 @@ import errno
 import itertools
 import json
 import os
-import secrets
 import stat
 import threading
 import time
@@ -36,11 +35,11 @@ from ..exceptions import (
     NotConfiguredError,
     StoreError,
 )
-from ..files import as_store_error, remove_if_same_file, remove_quietly
+from ..files import as_store_error, remove_if_same_file, remove_quietly, write_all
 from ..meta import FileInfo, FileMeta, guess_content_type
 from ..naming import clean_key
 from ..sources import spool_of
-from ..spooling import NO_LINK_ERRNOS, TEMP_PREFIX
+from ..spooling import NO_LINK_ERRNOS, TEMP_PREFIX, temp_path
 from .base import BaseStore, first_free_key
 
 __all__ = ["LOCAL_SETTINGS", "META_XATTR", "LocalStore"]
@@ -262,7 +261,7 @@ class LocalStore(BaseStore):
     def _fill(self, fd: int, chunks: Iterator[bytes], meta: FileMeta) -> os.stat_result:
         """Write ``chunks`` into the new file ``fd`` (made by the store) and seal it."""
         for chunk in chunks:
-            _write_all(fd, chunk)
+            write_all(fd, chunk)
         return self._seal(fd, meta, created_by_us=True)
 
     def _seal(self, fd: int, meta: FileMeta, created_by_us: bool = False) -> os.stat_result:
@@ -477,7 +476,7 @@ def _delete_version(path: str, etag: str) -> bool:
             raise IsADirectoryError(errno.EISDIR, "is a folder", path)
         return False
     # A hidden temporary name: never listed, and removed by the tidy-up if this process dies.
-    aside = os.path.join(os.path.dirname(path), TEMP_PREFIX + secrets.token_urlsafe(9))
+    aside = temp_path(os.path.dirname(path))
     os.rename(path, aside)
     if _has_etag(os.stat(aside), etag):
         os.unlink(aside)
@@ -501,7 +500,7 @@ def _create_temp(folder: str) -> tuple[int, str]:
     plain ``open()`` gives (``0o666`` less the umask), so no ``chmod`` is needed.
     """
     while True:
-        path = os.path.join(folder, TEMP_PREFIX + secrets.token_urlsafe(9))
+        path = temp_path(folder)
         try:
             return os.open(path, _TEMP_FLAGS, 0o666), path
         except FileExistsError:
@@ -535,13 +534,6 @@ def _claim(temp_path: str, target: str) -> bool:
         remove_if_same_file(target, reservation)
         raise
     return True
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """Write all of ``data`` to ``fd`` (``os.write`` may take less than it is given)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _current_umask() -> int:

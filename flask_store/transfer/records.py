@@ -49,7 +49,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 from ..exceptions import InvalidKeyError, NotConfiguredError
-from ..files import as_store_error, atomic_write
+from ..files import as_store_error, atomic_write, write_all
 from ..headers import normalise_content_type
 from ..key_locks import KeyLocks
 from ..naming import clean_key
@@ -685,9 +685,7 @@ def _append_line(fd: int, value: object) -> None:
     A write cut short (the disk filling up) is carried on, so it fails rather than leaving
     half a line behind as if all was well.
     """
-    line = memoryview(json.dumps(value, ensure_ascii=False).encode() + b"\n")
-    while line:
-        line = line[os.write(fd, line) :]
+    write_all(fd, json.dumps(value, ensure_ascii=False).encode() + b"\n")
 
 
 #: Every field of a record, with the types its JSON value may have.

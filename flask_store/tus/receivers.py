@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from ..files import as_store_error, remove_quietly
+from ..files import write_all as write_all_raw
 from ..spooling import SpoolFile
 from ..stores.base import BaseStore
 from .state import UploadFolder, UploadState
@@ -187,10 +188,8 @@ def cut_at(fd: int, offset: int) -> None:
 
 def write_all(fd: int, data: bytes) -> None:
     """Write all of ``data`` to ``fd`` (``os.write`` may take less than it is given)."""
-    view = memoryview(data)
     try:
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all_raw(fd, data)
     except OSError as exc:
         raise as_store_error(exc, "receive the upload") from exc
 
