@@ -464,7 +464,8 @@ def _serving(workers: Callable[[], list[int]], port: int, client_port: int) -> i
 def drained(records: Path) -> list[str]:
     """What still waits in the records folder: open records, intents, half-written files."""
     book = RecordBook(str(records))
-    left = [f"{r.state} {r.key}" for r in book.unsettled()]
+    # With the error of a failed one, so a run that ends with it says why.
+    left = [f"{r.state} {r.key}" + (f" ({r.error})" if r.error else "") for r in book.unsettled()]
     left += [f"intent {p.name}" for p in (records / "intents").iterdir()]
     left += [f"tmp {p.name}" for p in (records / "tmp").iterdir()]
     left += [f"lock {p.name}" for p in (records / "locks").glob("*.lock")]  # killed transfers
