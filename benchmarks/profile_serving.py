@@ -10,9 +10,7 @@ cumulative time. BENCHMARKS.md quotes the result ("Where the time goes").
 from __future__ import annotations
 
 import argparse
-import os
 import pstats
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .payloads import KIB, MIB, Multipart, random_bytes
-from .server import Server, download, free_port, gunicorn_command, post_upload, wait_until_up
+from .server import Server, download, post_upload, serving
 
 #: The gunicorn config the worker runs with: ``handle`` profiled, stats dumped on exit.
 HOOKS = """
@@ -49,24 +47,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--top", type=int, default=18)
     return parser.parse_args(argv)
-
-
-def start(name: str, folder: str, workdir: Path, env: dict[str, str]) -> Server:
-    port = free_port()
-    (workdir / "hooks.py").write_text(HOOKS)
-    command = gunicorn_command(
-        f"benchmarks.contenders:wsgi_app({name!r}, {folder!r})",
-        port,
-        f"--config={workdir / 'hooks.py'}",
-    )
-    log = workdir / "gunicorn.log"
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}
-        )
-    server = Server(name, port, process)
-    wait_until_up(server, log)
-    return server
 
 
 def profile_of(
@@ -133,10 +113,15 @@ def profile(name: str, conditional: bool, requests: int) -> pstats.Stats:
         folder = workdir / "files"
         folder.mkdir()
         switch, out = workdir / "on", workdir / "profile.out"
-        server = start(
-            name, str(folder), workdir, {"PROFILE_SWITCH": str(switch), "PROFILE_OUT": str(out)}
-        )
-        try:
+        hooks = workdir / "hooks.py"
+        hooks.write_text(HOOKS)
+        with serving(
+            name,
+            str(folder),
+            workdir / "gunicorn.log",
+            f"--config={hooks}",
+            env={"PROFILE_SWITCH": str(switch), "PROFILE_OUT": str(out)},
+        ) as server:
             url = post_upload(server, Multipart.for_file("small.bin", KIB), random_bytes(MIB))
             etag = download(server, url, KIB)
             headers = {"If-None-Match": etag or ""} if conditional else {}
@@ -144,10 +129,6 @@ def profile(name: str, conditional: bool, requests: int) -> pstats.Stats:
             for _ in range(200):
                 download(server, url, size, headers=headers, status=status)
             return profile_of(server, switch, out, url, headers, requests)
-        finally:
-            if server.process.poll() is None:
-                server.process.kill()
-                server.process.wait()
 
 
 def app_time(stats: pstats.Stats) -> tuple[float, float]:

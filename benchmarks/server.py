@@ -88,17 +88,30 @@ def gunicorn_command(app: str, port: int, *options: str) -> list[str]:
 
 
 @contextmanager
-def serving(name: str, folder: str, log: Path) -> Iterator[Server]:
-    """Run contender ``name`` (storing into ``folder``) under gunicorn until the block ends."""
+def serving(
+    name: str,
+    folder: str,
+    log: Path,
+    *options: str,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[Server]:
+    """Run contender ``name`` (storing into ``folder``) under gunicorn until the block ends.
+
+    ``options`` are added to gunicorn's command line (``--config=hooks.py``) and ``env`` to
+    its environment. The process is stopped however the block ends, a failed startup included.
+    """
     port = free_port()
     command = gunicorn_command(
         f"benchmarks.contenders:wsgi_app({name!r}, {folder!r})",
         port,
         "--timeout=900",
         "--log-level=warning",
+        *options,
     )
     with log.open("ab") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
     server = Server(name, port, process)
     try:
         wait_until_up(server, log)
