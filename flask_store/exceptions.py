@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "ACLNotSupportedError",
     "BucketNotFoundError",
+    "CorruptUploadStateError",
     "EmptyFileError",
     "FileChangedError",
     "FileExistsInStoreError",
@@ -225,3 +226,17 @@ class ResumableUploadError(StoreError):
         super().__init__(message)
         #: The HTTP status the tus server answers with.
         self.status = status
+
+
+class CorruptUploadStateError(ResumableUploadError, ValueError):
+    """The state a resumable (tus) upload keeps on the server's disk is not one the server
+    wrote: edited or damaged, it is not UTF-8 JSON, lacks a field, or holds a value of the
+    wrong type or out of range (a negative length, an offset past it, an expiry no HTTP date
+    can say). It is never used; the upload is answered ``410 Gone``, and ``flask store
+    prune`` removes it once it is as old as an upload's lifetime.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 410)

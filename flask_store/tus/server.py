@@ -26,6 +26,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import http_date
 
 from ..exceptions import (
+    CorruptUploadStateError,
     FileExistsInStoreError,
     FileTooLargeError,
     FileTypeRejectedError,
@@ -254,23 +255,48 @@ class TusServer:
         return TusResponse(204)
 
     def prune(self) -> int:
-        """Remove every expired upload not being written to, and files of no upload older
-        than an upload's lifetime; how many uploads were removed."""
-        for path in self.folder.leftovers(self.clock() - self.expires):
-            remove_quietly(path)
+        """Remove every expired upload not being written to, every upload whose state is
+        damaged and unchanged for an upload's lifetime, then files of no upload as old;
+        how many uploads were removed."""
         removed = 0
         for upload_id in list(self.folder.ids()):
             with contextlib.suppress(ResumableUploadError), self.folder.locked(upload_id):
-                state = self.folder.load(upload_id)
-                if state.expires >= self.clock():
-                    continue
-                try:
-                    self._remove(state)
-                except StoreError as exc:  # an S3 outage: the next prune tries it again
-                    log.warning("Could not remove the expired upload %s: %s", upload_id, exc)
-                    continue
-                removed += 1
+                if self._prune_one(upload_id):
+                    removed += 1
+        for path in self.folder.leftovers(self.clock() - self.expires):
+            remove_quietly(path)
         return removed
+
+    def _prune_one(self, upload_id: str) -> bool:
+        """Remove the upload (its lock held) if it expired; whether it was removed."""
+        try:
+            state = self.folder.load(upload_id)
+        except CorruptUploadStateError as exc:
+            return self._prune_damaged(upload_id, exc)
+        if state.expires >= self.clock():
+            return False
+        try:
+            self._remove(state)
+        except StoreError as exc:  # an S3 outage: the next prune tries it again
+            log.warning("Could not remove the expired upload %s: %s", upload_id, exc)
+            return False
+        return True
+
+    def _prune_damaged(self, upload_id: str, exc: CorruptUploadStateError) -> bool:
+        """Remove an upload whose state is damaged once it is unchanged for an upload's
+        lifetime (it would have expired by then; until then an operator may be repairing
+        it); whether it was removed.
+
+        Its state cannot say what its receiver keeps: its local data files go with the
+        files of no upload, an S3 multipart upload it began is left to the bucket's
+        lifecycle rule for incomplete multipart uploads.
+        """
+        if self.folder.changed(upload_id) >= self.clock() - self.expires:
+            log.warning("Upload %s is kept until it expires: %s", upload_id, exc)
+            return False
+        log.warning("Removing upload %s: %s", upload_id, exc)
+        self.folder.forget(upload_id)
+        return True
 
     # -- the rules --------------------------------------------------------------------------
 

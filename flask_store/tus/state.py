@@ -23,10 +23,10 @@ import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
-from ..exceptions import ResumableUploadError
-from ..files import as_store_error, atomic_write, remove_quietly
+from ..exceptions import CorruptUploadStateError, ResumableUploadError
+from ..files import as_store_error, atomic_write, read_up_to, remove_quietly
 
 __all__ = ["UPLOAD_ID", "UploadFolder", "UploadState", "new_upload_id"]
 
@@ -34,6 +34,12 @@ __all__ = ["UPLOAD_ID", "UploadFolder", "UploadState", "new_upload_id"]
 UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{32}")
 _STATE = ".json"
 _LOCK = ".lock"
+#: The largest state file read: an S3 upload's 10,000 part ETags take about 400 KiB.
+MAX_STATE_SIZE = 16 * 1024 * 1024
+#: The largest size or offset a state may hold (a signed 64-bit count of bytes).
+_MAX_BYTES = 2**63 - 1
+#: The latest expiry a state may hold: 9999-12-31 23:59:59 UTC, the last an HTTP date says.
+_MAX_TIME = 253402300799.0
 
 
 def new_upload_id() -> str:
@@ -76,15 +82,80 @@ class UploadState:
 
     @classmethod
     def from_json(cls, data: bytes) -> UploadState:
-        """The state written by :meth:`to_json`.
+        """The state written by :meth:`to_json`, every field checked: the file may have been
+        edited or damaged, and nothing in it is used unchecked. Fields this version does not
+        know are ignored.
 
-        :raises ValueError: when ``data`` is not such a state.
+        :raises CorruptUploadStateError: when ``data`` is not such a state: larger than
+            :data:`MAX_STATE_SIZE`, not UTF-8 JSON, a field missing, of another type or out
+            of range (a negative length, an offset past it, an expiry no HTTP date can say).
         """
-        values = json.loads(data)
+        if len(data) > MAX_STATE_SIZE:
+            raise _damaged("it is too large")
+        try:
+            values = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+        except (ValueError, RecursionError):
+            raise _damaged("it is not UTF-8 JSON") from None
         if not isinstance(values, dict):
-            raise ValueError("not an upload state")
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+            raise _damaged("it is not a JSON object")
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [name for name in names if name not in values]
+        if missing:
+            raise _damaged(f"{', '.join(missing)} missing")
+        problem = _problem(values)
+        if problem is not None:
+            raise _damaged(problem)
+        return cls(**{name: values[name] for name in names})
+
+
+def _problem(values: dict[str, Any]) -> str | None:
+    """What is wrong with the fields of a state read from disk; ``None`` when nothing is."""
+    length = values["length"]
+    if not (isinstance(values["id"], str) and UPLOAD_ID.fullmatch(values["id"])):
+        return "id is not an upload id"
+    if not isinstance(values["store"], str):
+        return "store is not a name"
+    if length is not None and not _is_count(length, _MAX_BYTES):
+        return "length is not a size"
+    if not _is_count(values["offset"], _MAX_BYTES if length is None else length):
+        return "offset is not a size within the length"
+    if not _is_time(values["expires"]):
+        return "expires is not a time"
+    if not _is_text_dict(values["metadata"]):
+        return "metadata is not an object of strings"
+    if not all(values[name] is None or isinstance(values[name], str) for name in ("file", "url")):
+        return "file or url is not a string"
+    if not isinstance(values["receiver"], dict):
+        return "receiver is not an object"
+    return None
+
+
+def _is_count(value: object, most: int) -> bool:
+    """Whether ``value`` is a whole number from 0 to ``most`` (JSON's ``true`` is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= most
+
+
+def _is_time(value: object) -> bool:
+    """Whether ``value`` is a Unix time an HTTP date can say (NaN and infinity are not)."""
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= _MAX_TIME
+    )
+
+
+def _is_text_dict(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(item, str) for item in value.values())
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    """``NaN``, ``Infinity``: JSON has no such numbers, and :meth:`UploadState.to_json`
+    never writes them."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _damaged(problem: str) -> CorruptUploadStateError:
+    return CorruptUploadStateError(
+        f"The upload's state on the server is damaged ({problem}); start a new upload."
+    )
 
 
 class UploadFolder:
@@ -112,16 +183,30 @@ class UploadFolder:
     def load(self, upload_id: str) -> UploadState:
         """The upload's state.
 
-        :raises ResumableUploadError: 404 when there is no such upload.
+        :raises ResumableUploadError: 404 when there is no such upload, 410 when its state
+            cannot be read.
+        :raises CorruptUploadStateError: when its state is not one this server wrote
+            (:meth:`UploadState.from_json`), or is the state of another upload.
         """
         path = self.file(upload_id, _STATE)
         try:
             with open(path, "rb") as stream:
-                return UploadState.from_json(stream.read())
+                data = read_up_to(stream, MAX_STATE_SIZE + 1)
         except FileNotFoundError:
             raise ResumableUploadError("No such upload.", 404) from None
-        except (OSError, ValueError, TypeError) as exc:
+        except OSError as exc:
             raise ResumableUploadError("The upload's state cannot be read.", 410) from exc
+        state = UploadState.from_json(data)
+        if state.id != upload_id:
+            raise _damaged("it is the state of another upload")
+        return state
+
+    def changed(self, upload_id: str) -> float:
+        """When the upload's state last changed (Unix time), ``0.0`` when it is gone."""
+        try:
+            return os.stat(self.file(upload_id, _STATE)).st_mtime
+        except FileNotFoundError:
+            return 0.0
 
     def save(self, state: UploadState) -> None:
         """Replace the upload's state at once: a reader sees the old one or the new one."""
