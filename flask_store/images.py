@@ -894,11 +894,13 @@ def save_image(
         whatever was saved is deleted again.
     """
     sizes = checked_thumbnail_sizes(thumbnails)
+    # The store's settings were checked by its schema (flask_store.config); arguments were not.
     if max_pixels is None:
-        max_pixels = int(store.config.value("IMAGE_MAX_PIXELS"))
-    _check_max_pixels(max_pixels)
+        max_pixels = store.config.value("IMAGE_MAX_PIXELS")
+    else:
+        _check_max_pixels(max_pixels)
     if strip_metadata is None:
-        strip_metadata = bool(store.config.value("IMAGE_STRIP_METADATA"))
+        strip_metadata = store.config.value("IMAGE_STRIP_METADATA")
     with open_upload(source, filename) as upload, tempfile.TemporaryFile() as spooled:
         name = upload.filename or "image"
         # The store's STORE_MAX_SIZE, kept while spooling: an endless source stops there.
