@@ -95,19 +95,29 @@ def serving(
     *options: str,
     env: Mapping[str, str] | None = None,
 ) -> Iterator[Server]:
-    """Run contender ``name`` (storing into ``folder``) under gunicorn until the block ends.
+    """Run contender ``name`` (storing into ``folder``) under gunicorn until the block ends
+    (:func:`gunicorn_server`)."""
+    app = f"benchmarks.contenders:wsgi_app({name!r}, {folder!r})"
+    with gunicorn_server(name, app, log, *options, env=env) as server:
+        yield server
+
+
+@contextmanager
+def gunicorn_server(
+    name: str,
+    app: str,
+    log: Path,
+    *options: str,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[Server]:
+    """Run ``app`` (an import spec, :func:`gunicorn_command`) under gunicorn on a free port
+    until the block ends; its output goes to ``log``.
 
     ``options`` are added to gunicorn's command line (``--config=hooks.py``) and ``env`` to
     its environment. The process is stopped however the block ends, a failed startup included.
     """
     port = free_port()
-    command = gunicorn_command(
-        f"benchmarks.contenders:wsgi_app({name!r}, {folder!r})",
-        port,
-        "--timeout=900",
-        "--log-level=warning",
-        *options,
-    )
+    command = gunicorn_command(app, port, "--timeout=900", "--log-level=warning", *options)
     with log.open("ab") as log_file:
         process = subprocess.Popen(
             command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}

@@ -46,13 +46,13 @@ from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 
-import boto3
 from redis import Redis
 
 from flask_store import Store
 from flask_store.stores.queued import QueuedStore
 from flask_store.transfer.records import RecordBook
 
+from .contenders import s3_client, s3_store_config
 from .payloads import KIB
 from .report import machine
 from .server import free_port, moto_server
@@ -208,25 +208,15 @@ class Site:
         self.folder = folder
         self.redis = redis
         self.bucket = f"bench-{os.urandom(4).hex()}"
-        self.s3 = boto3.client(
-            "s3",
-            endpoint_url=s3,
-            region_name="us-east-1",
-            aws_access_key_id="bench",
-            aws_secret_access_key="bench",
-        )
+        self.s3 = s3_client(s3)
         self.s3.create_bucket(Bucket=self.bucket)
         folder.mkdir(parents=True)
         settings = {
             "STORE_PROVIDER": "queued",
             "STORE_QUEUED_LOCAL": {"PROVIDER": "local", "PATH": str(folder / "up")},
             "STORE_QUEUED_REMOTE": {
-                "PROVIDER": "s3",
-                "S3_BUCKET": self.bucket,
-                "S3_REGION": "us-east-1",
-                "S3_ENDPOINT_URL": s3,
-                "S3_ACCESS_KEY": "bench",
-                "S3_SECRET_KEY": "bench",
+                key.removeprefix("STORE_"): value
+                for key, value in s3_store_config(self.bucket, s3).items()
             },
             "STORE_TRANSFER_EXECUTOR": contender.executor,
             "STORE_TRANSFER_DELETE_LOCAL": True,

@@ -20,33 +20,23 @@ import argparse
 import base64
 import http.client
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 from flask import Flask, request
 
 from flask_store import Store
 
+from .contenders import s3_client, s3_store_config
 from .payloads import GIB, MIB, Multipart
-from .server import (
-    Server,
-    free_port,
-    gunicorn_command,
-    moto_server,
-    peak_rss_rise,
-    post_upload,
-    wait_until_up,
-)
+from .server import ROOT, Server, gunicorn_server, moto_server, peak_rss_rise, post_upload
 
-ROOT = Path(__file__).resolve().parent.parent
 BLOCK = os.urandom(MIB)
 TUS = {"Tus-Resumable": "1.0.0"}
 TARGET_RISE = 32 * MIB
@@ -67,15 +57,7 @@ def bench_app(folder: str, endpoint: str | None = None) -> Flask:
         STORE_TUS_MAX_SIZE=4 * GIB,
     )
     if endpoint is not None:
-        app.config.update(
-            STORE_PROVIDER="s3",
-            STORE_PATH="bench",
-            STORE_S3_BUCKET=BUCKET,
-            STORE_S3_REGION="us-east-1",
-            STORE_S3_ENDPOINT_URL=endpoint,
-            STORE_S3_ACCESS_KEY="bench",
-            STORE_S3_SECRET_KEY="bench",
-        )
+        app.config.update(s3_store_config(BUCKET, endpoint), STORE_PATH="bench")
     store = Store(app)
 
     @app.get("/__ready__")
@@ -89,24 +71,9 @@ def bench_app(folder: str, endpoint: str | None = None) -> Flask:
     return app
 
 
-@contextmanager
-def gunicorn(folder: str, log: Path, endpoint: str | None) -> Iterator[Server]:
-    port = free_port()
-    command = gunicorn_command(
-        f"benchmarks.tus_bench:bench_app({folder!r}, {endpoint!r})",
-        port,
-        "--timeout=900",
-        "--log-level=warning",
-    )
-    with log.open("ab") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    server = Server("tus", port, process)
-    try:
-        wait_until_up(server, log)
-        yield server
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+def gunicorn(folder: str, log: Path, endpoint: str | None) -> AbstractContextManager[Server]:
+    """The benchmark app (:func:`bench_app`) under gunicorn until the block ends."""
+    return gunicorn_server("tus", f"benchmarks.tus_bench:bench_app({folder!r}, {endpoint!r})", log)
 
 
 def _request(
@@ -237,13 +204,7 @@ class Stored:
         self.path = Path(folder) / "store" / "a.bin"
         self.client: Any = None
         if endpoint is not None:
-            self.client = boto3.client(
-                "s3",
-                endpoint_url=endpoint,
-                region_name="us-east-1",
-                aws_access_key_id="bench",
-                aws_secret_access_key="bench",
-            )
+            self.client = s3_client(endpoint)
             self.client.create_bucket(Bucket=BUCKET)
 
     def stat(self) -> os.stat_result | int:
