@@ -454,18 +454,19 @@ class _DroppingStream(io.BytesIO):
         return len(data)
 
 
-def test_interrupted_patch_keeps_what_arrived(client: FlaskClient) -> None:
-    url = new_upload(client, 10)
-    answer = client.patch(
+def interrupted_patch(client: FlaskClient, url: str, **headers: str) -> TestResponse:
+    """A PATCH at offset 0 announcing 10 bytes, whose client goes away after 4."""
+    sent = {**TUS, "Upload-Offset": "0", "Content-Type": OFFSET_CONTENT_TYPE}
+    return client.patch(
         url,
-        headers={
-            **TUS,
-            "Upload-Offset": "0",
-            "Content-Type": OFFSET_CONTENT_TYPE,
-            "Content-Length": "10",
-        },
+        headers={**sent, "Content-Length": "10", **headers},
         input_stream=_DroppingStream(b"0123456789", 4),
     )
+
+
+def test_interrupted_patch_keeps_what_arrived(client: FlaskClient) -> None:
+    url = new_upload(client, 10)
+    answer = interrupted_patch(client, url)
     assert answer.status_code == 400
     assert head(client, url).headers["Upload-Offset"] == "4"
     assert patch(client, url, 4, b"456789").status_code == 204
@@ -474,17 +475,7 @@ def test_interrupted_patch_keeps_what_arrived(client: FlaskClient) -> None:
 def test_interrupted_patch_with_checksum_keeps_nothing(client: FlaskClient) -> None:
     url = new_upload(client, 10)
     digest = b64(hashlib.sha1(b"0123456789").digest())
-    answer = client.patch(
-        url,
-        headers={
-            **TUS,
-            "Upload-Offset": "0",
-            "Content-Type": OFFSET_CONTENT_TYPE,
-            "Content-Length": "10",
-            "Upload-Checksum": f"sha1 {digest}",
-        },
-        input_stream=_DroppingStream(b"0123456789", 4),
-    )
+    answer = interrupted_patch(client, url, **{"Upload-Checksum": f"sha1 {digest}"})
     assert answer.status_code == 400
     assert head(client, url).headers["Upload-Offset"] == "0"
 
