@@ -29,6 +29,7 @@ import boto3
 import pytest
 
 from tests.redis_server import free_port
+from tests.redis_server import stop_process as stop_process  # for s3rver_server, test_celery
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -79,16 +80,6 @@ class MotoServer:
     def stop(self) -> None:
         """Stop the server process."""
         stop_process(self.process)
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """Stop a server process started by a test: politely, then by force after 10 s."""
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 _shared: MotoServer | None = None

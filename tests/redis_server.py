@@ -28,6 +28,16 @@ def free_port() -> int:
         return port
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server process started by a test: politely, then by force after 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _wait_until_ready(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
     from redis import Redis
     from redis.exceptions import ConnectionError as RedisConnectionError
@@ -67,12 +77,7 @@ def running_redis(folder: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]
         _wait_until_ready(url, server, log)
         yield url, server
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server)
 
 
 @pytest.fixture(scope="module")
