@@ -127,7 +127,7 @@ def gunicorn_server(
         wait_until_up(server, log)
         yield server
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 @contextmanager
@@ -146,7 +146,7 @@ def moto_server(workdir: Path) -> Iterator[str]:
         wait_for_port(process, port, "the moto server did not start; see moto.log")
         yield f"http://127.0.0.1:{port}"
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 def wait_for_port(process: subprocess.Popen[bytes], port: int, failure: str) -> None:
@@ -161,7 +161,8 @@ def wait_for_port(process: subprocess.Popen[bytes], port: int, failure: str) -> 
         time.sleep(0.05)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process started here: SIGTERM, then SIGKILL after 20 s."""
     process.terminate()
     try:
         process.wait(timeout=20)
@@ -365,4 +366,4 @@ def nginx(root: str, workdir: Path) -> Iterator[int]:
         wait_for_port(process, port, "nginx did not start; see nginx.log and nginx-error.log")
         yield port
     finally:
-        _stop(process)
+        stop_process(process)

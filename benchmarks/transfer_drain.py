@@ -33,7 +33,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,7 +54,7 @@ from flask_store.transfer.records import RecordBook
 from .contenders import s3_client, s3_store_config
 from .payloads import KIB
 from .report import machine
-from .server import free_port, moto_server
+from .server import free_port, moto_server, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -187,17 +186,10 @@ def redis_server(folder: Path) -> Iterator[str]:
     )
     # fmt: on
     try:
-        deadline = time.monotonic() + START_SECONDS
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
+        wait_for_port(process, port, "redis-server did not start; see redis.log")
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        process.terminate()
-        process.wait(timeout=20)
+        stop_process(process)
 
 
 class Site:
