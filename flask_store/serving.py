@@ -56,7 +56,8 @@ from .headers import file_disposition, served_content_type
 from .headers import is_active_content as is_active_content
 from .headers import media_type as media_type
 from .meta import FileInfo
-from .stores.base import BaseStore, skip_to
+from .send_buffers import cap_for_loopback_peer
+from .stores.base import BaseStore, ByteRange, skip_to
 
 __all__ = [
     "READ_BLOCK",
@@ -133,8 +134,11 @@ def answer(store: BaseStore, key: str, environ: dict[str, Any]) -> Answer:
     stream the file with ETag, Last-Modified, 412, 304, Range (206, multipart/byteranges for
     several ranges, 416) and HEAD support.
 
-    HEAD, conditional and Range requests are decided from the file's metadata first, so a
-    412, 304 or 416 fetches no content and a 206 fetches only its ranges
+    A GET of one byte range opens that range with the file's metadata in one step
+    (:meth:`~flask_store.stores.base.BaseStore.open_span_with_info`: one ranged GET on S3)
+    and is decided on that metadata (:func:`_answer_from_span`). Other HEAD, conditional and
+    Range requests are decided from the file's metadata first, so a 412, 304 or 416 fetches
+    no content and a 206 fetches only its ranges
     (:meth:`~flask_store.stores.base.BaseStore.open_range` from the first byte asked for to
     the last: one ranged GET on S3, another only past a gap of more than :data:`READ_BLOCK`,
     see :class:`_RangeReader`). Every answer is decided against the version whose bytes
@@ -152,16 +156,24 @@ def answer(store: BaseStore, key: str, environ: dict[str, Any]) -> Answer:
         source = store.read_cache or store
         # The answer decided from metadata alone, and the version it was decided on.
         early: tuple[FileInfo, _Decision] | None = None
-        if _is_head(environ) or is_conditional(environ) or "HTTP_RANGE" in environ:
+        byte_range = _one_range(environ) if store.read_cache is None else None
+        if byte_range is not None:
+            made = _answer_from_span(store, key, byte_range, environ)
+            if isinstance(made, Answer):
+                return made
+            early = made
+        if early is None and (
+            _is_head(environ) or is_conditional(environ) or "HTTP_RANGE" in environ
+        ):
             info = source.info(key)
             decided = _decide(store, info, environ)
             if _is_head(environ) or not decided.has_body:
                 return decided.without_body(environ)  # HEAD, 304, 412: headers only
-            if decided.spans and store.read_cache is None:
-                ranged = _open_range_of(store, info, decided)
-                if ranged is not None:
-                    return _with_body(decided, ranged, environ)
             early = (info, decided)
+        if early is not None and early[1].spans and store.read_cache is None:
+            ranged = _open_range_of(store, *early)
+            if ranged is not None:
+                return _with_body(early[1], ranged, environ)
         stream, info = source.open_with_info(key)
     except (FileNotFoundInStoreError, InvalidKeyError):
         raise NotFound() from None
@@ -179,6 +191,53 @@ def answer(store: BaseStore, key: str, environ: dict[str, Any]) -> Answer:
         stream.close()
         return decided.without_body(environ)
     return _with_body(decided, stream, environ)
+
+
+def _one_range(environ: dict[str, Any]) -> ByteRange | None:
+    """The byte range of a GET that asks for exactly one, or ``None`` (no Range, HEAD,
+    another unit, a malformed header, several ranges)."""
+    if environ.get("REQUEST_METHOD") != "GET":
+        return None
+    value = _header(environ, "HTTP_RANGE")
+    requested = None if value is None else parse_range_header(value)
+    if requested is None or requested.units != "bytes" or len(requested.ranges) != 1:
+        return None
+    return requested.ranges[0]
+
+
+def _answer_from_span(
+    store: BaseStore, key: str, byte_range: ByteRange, environ: dict[str, Any]
+) -> Answer | tuple[FileInfo, _Decision] | None:
+    """The answer to a GET of the one range ``byte_range``, decided on the metadata that
+    came with the range's bytes (:meth:`~flask_store.stores.base.BaseStore.open_span_with_info`),
+    exactly as on the metadata of :meth:`~flask_store.stores.base.BaseStore.info`.
+
+    A 206 for the very span opened sends those bytes; an answer without them (304, 412,
+    416) closes them. An answer that needs other bytes (the whole file for an If-Range
+    that does not match, or for an empty file) is left to the caller: the version and its
+    decision, as after ``info()``, the bytes opened closed. ``None`` when the file was
+    replaced between the store's steps: the caller starts over.
+
+    :raises RequestedRangeNotSatisfiable: when the range does not lie in the file.
+    """
+    try:
+        opened = store.open_span_with_info(key, byte_range)
+    except FileChangedError:
+        return None
+    stream = opened.stream
+    try:
+        decided = _decide(store, opened.info, environ)
+    except BaseException:
+        if stream is not None:
+            stream.close()
+        raise
+    if stream is not None and decided.spans == (opened.span,):
+        return _with_body(decided, stream, environ)
+    if stream is not None:
+        stream.close()
+    if not decided.has_body:
+        return decided.without_body(environ)
+    return opened.info, decided
 
 
 def answer_for_version(
@@ -573,6 +632,8 @@ def _with_body(decided: _Decision, stream: BinaryIO, environ: dict[str, Any]) ->
             stream.close()
     if decided.file_size >= SEQUENTIAL_FROM:
         _read_ahead(stream)
+    if length >= SEQUENTIAL_FROM:
+        cap_for_loopback_peer(environ)  # a local proxy receives it faster (send_buffers.py)
     if decided.spans:
         stream = cast(BinaryIO, _Window(stream, length))
     wrapper = environ.get("wsgi.file_wrapper", FileWrapper)

@@ -39,6 +39,7 @@ LAYERS: dict[str, int] = {
     "byteranges": 1,
     "values": 1,
     "content_checks": 1,
+    "send_buffers": 1,
     # 2. the store contract and its backends
     "stores": 2,
     "file_wrapper": 2,
