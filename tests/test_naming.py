@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from flask_store import naming
 from flask_store.exceptions import InvalidFilenameError, InvalidKeyError
 from flask_store.naming import (
     MAX_COMPONENT_BYTES,
@@ -154,3 +156,15 @@ def test_candidate_keys_follow_the_policy() -> None:
     renames = candidate_keys("a.jpg", "rename")
     assert next(renames) == "a.jpg"
     assert len({next(renames) for _ in range(100)}) == 100
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127)))
+@example("a" + "\x00" * 3 + "--..__b")
+def test_ascii_names_are_cleaned_as_the_general_rule_cleans_them(name: str) -> None:
+    """The one-pattern shortcut for ASCII names keeps and replaces what the per-character
+    rule (letters, digits, ``_.-``) does."""
+    general = "".join(char if naming._is_safe_in_filename(char) else "_" for char in name)
+    assert naming._sanitised(name) == naming._REPEATED_UNDERSCORES.sub("_", general)
+    assert naming._has_visible_character(name) == any(
+        unicodedata.category(char)[0] in "LN" for char in name
+    )
