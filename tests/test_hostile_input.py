@@ -387,6 +387,8 @@ QUEUED_UNTIL_FULL = textwrap.dedent(
         for folder, _, names in os.walk(root)
         for name in names
     )
+    # The empty lock files record changes take are made once and kept: not debris.
+    left = [path for path in left if not path.startswith(".transfers/stripes/")]
     print(json.dumps({"error": error, "left": left, "keys": list(store.keys())}))
     """
 )

@@ -65,8 +65,12 @@ TransferState = Literal["pending", "failed", "done"]
 _STATES: tuple[TransferState, ...] = ("pending", "failed", "done")
 
 _OPEN, _DONE, _TMP, _LOCKS, _INTENTS = "open", "done", "tmp", "locks", "intents"
+_STRIPES = "stripes"
 #: How often a transfer waiting for another process's transfer of the same key looks again.
 LOCK_POLL_SECONDS = 0.05
+#: Lock files that record changes of different keys take (by the key's hash): changes of
+#: different keys seldom wait for each other, and the files are made once, never removed.
+RECORD_STRIPES = 64
 
 log = logging.getLogger("flask_store.transfer")
 
@@ -225,13 +229,35 @@ class RecordBook:
         # A child forked while a thread held one of them would wait for it for ever.
         book = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _new_locks_of(book))
-        for part in (_OPEN, _DONE, _TMP, _LOCKS, _INTENTS):
+        for part in (_OPEN, _DONE, _TMP, _LOCKS, _INTENTS, _STRIPES):
             os.makedirs(os.path.join(root, part), exist_ok=True)
 
     def _new_locks(self) -> None:
         """This process's locks around records and transfers, none of them held."""
-        self._lock = threading.Lock()
+        self._lock = _process_lock(self.root)
         self._key_locks = KeyLocks()
+
+    @contextlib.contextmanager
+    def _changing(self, key: str) -> Iterator[None]:
+        """Hold the right to change ``key``'s record, in every process sharing the folder.
+
+        A change reads the record, compares, then writes: the three must be one step, or a
+        worker marking a transfer ``done`` between another process's read and write is
+        written over (the transfer then runs again with its local copy deleted). This
+        process's lock for the folder is taken first, then a POSIX record lock (``lockf``)
+        on the key's stripe file: the kernel drops it when its holder dies, and a child
+        forked meanwhile does not inherit it. The lock is held for a record write (a few
+        ``fsync`` calls); a process waiting for it polls, so a gevent hub is never blocked.
+        """
+        stripe = int(_file_name(key)[:8], 16) % RECORD_STRIPES
+        path = os.path.join(self.root, _STRIPES, f"{stripe:02d}.lock")
+        with self._lock:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                _lockf_polled(fd)
+                yield
+            finally:
+                os.close(fd)  # drops the record lock
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -273,19 +299,19 @@ class RecordBook:
         :raises StorageFullError: when the disk is full (nothing half-written is left);
             other OS errors become Flask-Store errors too, naming the key and no path.
         """
-        with self._lock:
-            previous = self.get(record.key)
-            stamp = _now()
-            fresh = replace(
-                record,
-                version=(previous.version + 1) if previous else 1,
-                created=stamp,
-                updated=stamp,
-            )
-            try:
+        try:
+            with self._changing(record.key):
+                previous = self.get(record.key)
+                stamp = _now()
+                fresh = replace(
+                    record,
+                    version=(previous.version + 1) if previous else 1,
+                    created=stamp,
+                    updated=stamp,
+                )
                 self._write(fresh)
-            except OSError as exc:
-                raise as_store_error(exc, f"record the transfer of {record.key!r}") from exc
+        except OSError as exc:
+            raise as_store_error(exc, f"record the transfer of {record.key!r}") from exc
         return fresh
 
     def _write(self, record: TransferRecord) -> None:
@@ -307,10 +333,10 @@ class RecordBook:
 
         A transfer that took a while must not bring back the record of a file deleted
         meanwhile, nor overwrite the record of a file saved again under the same key.
-        ``False`` when the record changed (nothing is written). The check runs under this
-        process's lock; processes sharing the folder rely on the transfer being idempotent.
+        ``False`` when the record changed (nothing is written). The check and the write are
+        one step for every process sharing the folder (:meth:`_changing`).
         """
-        with self._lock:
+        with self._changing(expected.key):
             current = self.get(expected.key)
             if current is None or not current.same_save(expected):
                 return False
@@ -319,7 +345,7 @@ class RecordBook:
 
     def forget(self, key: str) -> bool:
         """Remove every record of ``key`` (the file was deleted); ``True`` if there was one."""
-        with self._lock:
+        with self._changing(key):
             removed = [self._remove(folder, key) for folder in (_OPEN, _DONE)]
         return any(removed)
 
@@ -342,7 +368,7 @@ class RecordBook:
     def discard(self, record: TransferRecord) -> bool:
         """Remove the ``done`` ``record`` if it is still exactly the current record of its
         key (a new save of the key meanwhile keeps its own); whether it was removed."""
-        with self._lock:
+        with self._changing(record.key):
             if record.state != "done" or self.get(record.key) != record:
                 return False
             return self._remove(_DONE, record.key)
@@ -653,6 +679,45 @@ class Intent:
 
 def _log_waiting(key: str) -> None:
     log.info("Transfer of %r waits for another transfer of it.", key)
+
+
+#: One lock per records folder in this process: every book on a folder shares it, so no two
+#: threads of the process hold a stripe file open at once (closing any descriptor of a file
+#: drops the process's ``lockf`` locks on it).
+_PROCESS_LOCKS: dict[str, threading.Lock] = {}
+_PROCESS_LOCKS_GUARD = threading.Lock()
+
+
+def _process_lock(root: str) -> threading.Lock:
+    """This process's lock around record changes in the folder ``root``."""
+    with _PROCESS_LOCKS_GUARD:
+        return _PROCESS_LOCKS.setdefault(os.path.realpath(root), threading.Lock())
+
+
+def _forget_process_locks() -> None:
+    """After a fork: the parent's locks may be held by threads the child does not have."""
+    global _PROCESS_LOCKS_GUARD
+    _PROCESS_LOCKS_GUARD = threading.Lock()
+    _PROCESS_LOCKS.clear()
+
+
+# Before any book renews its locks in the child (handlers run in registration order).
+os.register_at_fork(after_in_child=_forget_process_locks)
+
+
+def _lockf_polled(fd: int) -> None:
+    """Take an exclusive ``lockf`` on ``fd``, looking again every millisecond or so while
+    another process holds it (record changes hold it for milliseconds)."""
+    delay = 0.001
+    while True:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, LOCK_POLL_SECONDS)
 
 
 def _new_locks_of(book: weakref.ref[RecordBook]) -> None:
