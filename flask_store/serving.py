@@ -215,8 +215,8 @@ def _answer_from_span(
     A 206 for the very span opened sends those bytes; an answer without them (304, 412,
     416) closes them. An answer that needs other bytes (the whole file for an If-Range
     that does not match, or for an empty file) is left to the caller: the version and its
-    decision, as after ``info()``, the bytes opened closed. ``None`` when the file was
-    replaced between the store's steps: the caller starts over.
+    decision, as after ``info()``, the bytes opened closed. ``None`` when the store has no
+    such step, or the file was replaced between its steps: the caller starts over.
 
     :raises RequestedRangeNotSatisfiable: when the range does not lie in the file.
     """
@@ -224,6 +224,8 @@ def _answer_from_span(
         opened = store.open_span_with_info(key, byte_range)
     except FileChangedError:
         return None
+    if opened is None:
+        return None  # no one-step open: decide on info() first
     stream = opened.stream
     try:
         decided = _decide(store, opened.info, environ)

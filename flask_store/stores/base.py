@@ -21,12 +21,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Protocol
 from urllib.parse import quote
 
+from ..byteranges import Span
 from ..config import COMMON_SETTINGS, Schema, Setting, StoreConfig
 from ..content_checks import ContentRules, apply_rules
 from ..exceptions import (
     FileChangedError,
     FileExistsInStoreError,
     FileNotFoundInStoreError,
+    InvalidArgumentError,
     InvalidFilenameError,
     StoreError,
     UnsupportedOperationError,
@@ -59,9 +61,12 @@ if TYPE_CHECKING:
 __all__ = [
     "ESCAPED_KEYS_SEGMENT",
     "BaseStore",
+    "ByteRange",
     "FileInfo",
     "FileMeta",
+    "OpenedSpan",
     "ReadSource",
+    "check_byte_range",
     "first_free_key",
     "guess_content_type",
     "md5_of",
@@ -103,6 +108,44 @@ def skip_to(stream: BinaryIO, position: int) -> None:
     left = position
     while left > 0 and (chunk := stream.read(min(left, CHUNK_SIZE))):
         left -= len(chunk)
+
+
+#: One byte range as Werkzeug's ``parse_range_header`` gives it: ``(start, stop)`` with
+#: ``stop`` exclusive, ``(start, None)`` from ``start`` to the end, ``(-n, None)`` for the
+#: last ``n`` bytes.
+ByteRange = tuple[int, int | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenedSpan:
+    """One byte range of a file, opened with the metadata of that same version
+    (:meth:`BaseStore.open_span_with_info`).
+
+    :param info: the version whose bytes ``stream`` holds.
+    :param span: ``(start, stop)``: the bytes of the range asked for that lie in the file,
+        as a 206 answers it (:func:`~flask_store.byteranges.spans_to_serve`); ``None`` when
+        none do (the range starts at or past the end, or the file is empty).
+    :param stream: the file's bytes from ``span``'s start; it may go on past its stop
+        (readers stop there). ``None`` when ``span`` is. The caller closes it.
+
+    .. versionadded:: 0.2
+    """
+
+    info: FileInfo
+    span: Span | None
+    stream: BinaryIO | None
+
+
+def check_byte_range(byte_range: ByteRange) -> ByteRange:
+    """``byte_range`` when it is one :data:`ByteRange`.
+
+    :raises InvalidArgumentError: for a range that is empty, ends before it starts, or
+        counts from the end and has a stop.
+    """
+    start, stop = byte_range
+    if stop is not None and not 0 <= start < stop:
+        raise InvalidArgumentError(f"The byte range {start}-{stop} is empty or negative.")
+    return byte_range
 
 
 def md5_of(store: BaseStore, key: str) -> str:
@@ -486,6 +529,30 @@ class BaseStore(ABC):
             stream.close()
             raise
         return stream
+
+    def open_span_with_info(self, key: str, byte_range: ByteRange) -> OpenedSpan | None:
+        """Open one byte range of ``key`` with the metadata of that same version, in one
+        step; ``None`` (the default) for a store that has no such step.
+
+        The serving route asks this first for a GET of one range, and decides its answer
+        (206, or 304, 412, 416, 200) on the metadata returned, as on :meth:`info`'s. A store
+        that learns a file's metadata from the request that fetches its bytes offers it (S3:
+        one ranged GET instead of a HEAD and a GET, the object's size read from its
+        ``Content-Range``). Without it the route calls :meth:`info`, decides, and opens
+        only what the answer needs (:meth:`open_range`): a 304, 412 or 416 opens nothing.
+
+        :param byte_range: ``(start, stop)`` with ``stop`` exclusive, ``(start, None)`` from
+            ``start`` on, or ``(-n, None)`` for the last ``n`` bytes (the form of Werkzeug's
+            ``parse_range_header``), cut to the file as a 206 cuts it
+            (:func:`~flask_store.byteranges.spans_to_serve`).
+        :raises FileNotFoundInStoreError: when there is no such file.
+        :raises InvalidKeyError: when the key is not acceptable.
+        :raises InvalidArgumentError: for a range that is empty or ends before it starts.
+
+        .. versionadded:: 0.2
+        """
+        check_byte_range(byte_range)
+        return None
 
     def read(self, key: str) -> bytes:
         """The whole content of ``key``: for small files only; use :meth:`open` otherwise."""

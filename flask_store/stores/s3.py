@@ -13,6 +13,7 @@ import functools
 import gzip
 import importlib
 import itertools
+import re
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
@@ -25,6 +26,7 @@ from botocore.exceptions import ClientError
 from s3transfer.manager import TransferConfig
 from werkzeug.http import parse_options_header
 
+from ..byteranges import Span, spans_to_serve
 from ..config import Schema
 from ..exceptions import (
     FileChangedError,
@@ -40,7 +42,7 @@ from ..headers import file_disposition, media_type, parse_content_type, served_c
 from ..meta import FileInfo, FileMeta, guess_content_type
 from ..naming import clean_key, join_key, secure_filename, with_unique_suffix
 from ..sources import Upload
-from .base import BaseStore, first_free_key
+from .base import BaseStore, ByteRange, OpenedSpan, check_byte_range, first_free_key, skip_to
 from .s3_bodies import Body, prepare_body, spool_body
 from .s3_client import (
     CONDITION_FAILED_CODES,
@@ -364,10 +366,110 @@ class S3Store(BaseStore):
         object_key = self.object_key(key)
         with self._errors("open", key):
             response = self.client.get_object(Bucket=self.bucket, Key=object_key)
+        return self._whole(response, key)
+
+    def _whole(self, response: Mapping[str, Any], key: str) -> tuple[BinaryIO, FileInfo]:
+        """The saved bytes and the metadata of a GET's answer with the whole object."""
+        try:
+            info = info_from_response(clean_key(key), response)
+        except BaseException:
+            response["Body"].close()
+            raise
         body = self._body(response, key)
         if response.get("ContentEncoding") == "gzip":
             body = cast(BinaryIO, _GunzipReader(body))
-        return body, info_from_response(clean_key(key), cast("dict[str, Any]", response))
+        return body, info
+
+    def open_span_with_info(self, key: str, byte_range: ByteRange) -> OpenedSpan | None:
+        """One ranged GET: the bytes of the range and the object's metadata come in one
+        answer, the object's size in its ``Content-Range``.
+
+        S3 cuts the range as a 206 would (a suffix longer than the object is all of it, a
+        range running past the end stops there). Some cases take more requests, as
+        :meth:`info` then :meth:`open_range` of that version: S3 refusing the range
+        (``InvalidRange``: past the end of the object, or of a gzip-encoded object's
+        compressed bytes); a gzip-encoded object, whose compressed bytes S3 cuts (read
+        whole instead, with ``If-Match``, and unzipped up to the range; its metadata comes
+        from the ranged GET); a server that cuts the range otherwise than a 206 would (s3rver
+        reads ``bytes=-3`` as ``bytes=0-3``). A server that ignores ``Range`` and sends the
+        whole object is read through to the range.
+
+        :raises StoreUnavailableError: when the answer's ``Content-Range`` is missing or
+            malformed, or states another length than the body's.
+        :raises FileChangedError: when, in the cases that take more requests, the object
+            was replaced between them (asking again opens the new version).
+        """
+        check_byte_range(byte_range)
+        object_key = self.object_key(key)
+        with self._errors("open", key):
+            try:
+                response = self.client.get_object(
+                    Bucket=self.bucket, Key=object_key, Range=_range_header(byte_range)
+                )
+            except ClientError as exc:
+                if error_code(exc) != "InvalidRange":
+                    raise
+                # Past the end of the object, or of a gzip-encoded object's compressed bytes.
+                return self._open_span_of(self.info(key), byte_range)
+        if response["ResponseMetadata"].get("HTTPStatusCode") == 200:
+            stream, info = self._whole(response, key)  # the server ignored Range
+            spans = spans_to_serve([byte_range], info.size)
+            if not spans:
+                stream.close()
+                return OpenedSpan(info, None, None)
+            return OpenedSpan(info, spans[0], _cut(stream, spans[0][0]))
+        try:
+            span, size = self._stated_span(response, key, byte_range)
+            info = info_from_response(clean_key(key), {**response, "ContentLength": size})
+        except BaseException:
+            response["Body"].close()
+            raise
+        wanted = spans_to_serve([byte_range], size)
+        if not wanted or not _starts_and_covers(span, wanted[0]):
+            # Cut otherwise: ask for the bytes by number, of the version HEAD names.
+            response["Body"].close()
+            return self._open_span_of(self.info(key), byte_range)
+        if response.get("ContentEncoding") == "gzip":
+            response["Body"].close()
+            return self._open_span_of(info, byte_range)
+        return OpenedSpan(info, wanted[0], self._body(response, key))
+
+    def _open_span_of(self, info: FileInfo, byte_range: ByteRange) -> OpenedSpan:
+        """The span of ``byte_range`` of the version ``info`` describes, opened by number
+        with :meth:`open_range` (``If-Match``; a gzip-encoded object read whole, unzipped).
+
+        :raises FileChangedError: when the object is no longer that version.
+        """
+        spans = spans_to_serve([byte_range], info.size)
+        if not spans:
+            return OpenedSpan(info, None, None)
+        start, stop = spans[0]
+        return OpenedSpan(info, spans[0], self.open_range(info.key, start, stop, etag=info.etag))
+
+    def _stated_span(
+        self, response: Mapping[str, Any], key: str, asked: ByteRange
+    ) -> tuple[Span, int]:
+        """The span a 206 answering the byte range ``asked`` carries, and the object's size,
+        as its ``Content-Range`` states them.
+
+        :raises StoreUnavailableError: when the ``Content-Range`` is missing or malformed,
+            or states another length than the body's.
+        """
+        found = content_range_of(response.get("ContentRange"), response.get("ContentLength"))
+        if found is None:
+            raise self._range_error(response, key, asked)
+        return found
+
+    def _range_error(
+        self, response: Mapping[str, Any], key: str, asked: ByteRange
+    ) -> StoreUnavailableError:
+        """The error for a 206 answering ``asked`` that does not describe the bytes asked for."""
+        return StoreUnavailableError(
+            f"The server of the {where(self.settings)} answered a GET of "
+            f"{_range_header(asked)} of {key!r} with Content-Range "
+            f"{str(response.get('ContentRange'))[:80]!r}, which does not describe the bytes "
+            "asked for; none of them was used."
+        )
 
     def _body(self, response: Mapping[str, Any], key: str) -> BinaryIO:
         """The response's body, its read failures raised as :class:`StoreUnavailableError`."""
@@ -412,10 +514,20 @@ class S3Store(BaseStore):
             # Servers that ignore If-Match answer with whatever version they have.
             response["Body"].close()
             raise FileChangedError(f"The file stored as {key!r} has changed (ETag {etag!r}).")
-        if response.get("ContentEncoding") != "gzip":
-            return self._body(response, key)
-        response["Body"].close()
-        return super().open_range(key, start, stop, etag=etag)
+        if response.get("ContentEncoding") == "gzip":
+            response["Body"].close()
+            return super().open_range(key, start, stop, etag=etag)
+        if response["ResponseMetadata"].get("HTTPStatusCode") == 200:
+            # The server ignored Range: the whole object, read through to ``start``.
+            return _cut(self._body(response, key), start)
+        try:
+            span, size = self._stated_span(response, key, (start, stop))
+            if not _starts_and_covers(span, (start, min(stop, size))):
+                raise self._range_error(response, key, (start, stop))
+        except BaseException:
+            response["Body"].close()
+            raise
+        return self._body(response, key)
 
     def info(self, key: str) -> FileInfo:
         with self._errors("read the metadata of", key):
@@ -879,6 +991,49 @@ def _check_expires(seconds: object) -> int:
 def _prefixed(prefix: str, name: str) -> str:
     """The object key of ``name`` below ``prefix``, for names no store key may have."""
     return f"{prefix}/{name}" if prefix else name
+
+
+#: ``Content-Range`` of a 206: ``bytes first-last/size`` (at most 20 digits each: no size
+#: S3 holds has more, and ``int()`` refuses thousands).
+_CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,20})-([0-9]{1,20})/([0-9]{1,20})")
+
+
+def content_range_of(content_range: object, length: object) -> tuple[Span, int] | None:
+    """The span of the object a 206 carries, and the object's size, from its
+    ``Content-Range`` and ``Content-Length``; ``None`` unless ``Content-Range`` is
+    ``bytes first-last/size`` with ``first <= last < size`` and the body holds
+    ``last - first + 1`` bytes."""
+    match = _CONTENT_RANGE.fullmatch(content_range) if isinstance(content_range, str) else None
+    if match is None:
+        return None
+    first, last, size = (int(number) for number in match.groups())
+    if not first <= last < size or length != last + 1 - first:
+        return None
+    return (first, last + 1), size
+
+
+def _starts_and_covers(sent: Span, wanted: Span) -> bool:
+    """Whether bytes ``sent`` start where ``wanted`` does and hold all of it (readers stop at
+    its end: s3rver answers ``bytes=0-0`` with the whole object)."""
+    return sent[0] == wanted[0] and sent[1] >= wanted[1]
+
+
+def _range_header(byte_range: ByteRange) -> str:
+    """The ``Range`` header asking for ``byte_range``."""
+    start, stop = byte_range
+    if stop is not None:
+        return f"bytes={start}-{stop - 1}"
+    return f"bytes={start}" if start < 0 else f"bytes={start}-"
+
+
+def _cut(stream: BinaryIO, start: int) -> BinaryIO:
+    """The whole file ``stream``, read through to byte ``start`` (closed if that fails)."""
+    try:
+        skip_to(stream, start)
+    except BaseException:
+        stream.close()
+        raise
+    return stream
 
 
 def _etag_is_md5(response: Mapping[str, Any]) -> bool:
