@@ -134,6 +134,15 @@ class S3Store(BaseStore):
         """
         return join_key(self.settings.prefix, clean_key(key))
 
+    def hidden_object_key(self, name: str) -> str:
+        """The bucket's object key of ``name`` below ``STORE_PATH``, unchecked: for the
+        store's own working objects (a probe's scratch object, a tus upload being
+        assembled), whose names start with a ``.`` so that no store key, listing or serving
+        route reaches them.
+        """
+        prefix = self.settings.prefix
+        return f"{prefix}/{name}" if prefix else name
+
     def _errors(self, action: str, key: str) -> AbstractContextManager[None]:
         return s3_errors(self.settings, f"{action} {key!r}")
 
@@ -237,7 +246,7 @@ class S3Store(BaseStore):
                 if facts.conditional_writes is None:
                     scratch = PROBE_MARK + uuid.uuid4().hex
                     facts.conditional_writes = probe_conditional_writes(
-                        self.client, self.bucket, _prefixed(self.settings.prefix, scratch)
+                        self.client, self.bucket, self.hidden_object_key(scratch)
                     )
         if facts.conditional_writes:
             raise UnsupportedByServerError(
@@ -986,11 +995,6 @@ def _check_expires(seconds: object) -> int:
             f"expires must be from 1 to {MAX_URL_EXPIRES} seconds (7 days), not {seconds}."
         )
     return seconds
-
-
-def _prefixed(prefix: str, name: str) -> str:
-    """The object key of ``name`` below ``prefix``, for names no store key may have."""
-    return f"{prefix}/{name}" if prefix else name
 
 
 #: ``Content-Range`` of a 206: ``bytes first-last/size`` (at most 20 digits each: no size

@@ -62,8 +62,7 @@ class S3Receiver(Receiver):
 
     def staging_key(self, state: UploadState) -> str:
         """The object key the upload is assembled under (hidden: never a store key)."""
-        prefix = self.s3.settings.prefix
-        return f"{prefix}/{STAGING_FOLDER}/{state.id}" if prefix else f"{STAGING_FOLDER}/{state.id}"
+        return self.s3.hidden_object_key(f"{STAGING_FOLDER}/{state.id}")
 
     def create(self, state: UploadState) -> None:
         with s3_errors(self.s3.settings, "start the upload"):
