@@ -9,6 +9,10 @@ from disk, store under a name nobody used yet, and talk to one moto server; roun
 Memory is measured in a fresh child process per contender (``python -m benchmarks.s3_bench
 memory ...``): its resident size after a warm-up save is its idle size, and the kernel's
 high-water mark during one 256 MiB save is its peak.
+
+The proxy scenarios alone run with ``python -m benchmarks.s3_bench proxy [--rounds N]
+[--small]`` (``--small``: without the 64 MiB download), on a moto server of their own; they
+print each scenario's medians and ratio instead of writing BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -31,7 +36,7 @@ from werkzeug.datastructures import FileStorage
 
 from .contenders import s3_client, s3_store_config
 from .payloads import KIB, MIB
-from .server import peak_rss_rise, status_kib
+from .server import moto_server, peak_rss_rise, status_kib
 from .timing import Result, Sampler, batch_size, batched, interleaved
 
 #: Save sizes, with at most how many saves make one sample.
@@ -188,10 +193,14 @@ PROXY_SIZES: Sequence[tuple[str, int, int]] = (("1 MiB", MIB, 20), ("64 MiB", 64
 PROXY_RANGE = (1000, 66535)
 
 
-def proxy_scenarios(endpoint: str, rounds: int) -> list[Result]:
+def proxy_scenarios(
+    endpoint: str, rounds: int, sizes: Sequence[tuple[str, int, int]] = PROXY_SIZES
+) -> list[Result]:
     """A file served by proxy (the route streams the object in 64 KiB reads, and passes a
-    Range on as a ranged GET) against boto3 reading the same object straight from the moto
-    server; through the test client, body read to the end in the chunks sent."""
+    Range on as one ranged GET) against boto3 reading the same object straight from the moto
+    server; through the test client, body read to the end in the chunks sent. ``sizes``:
+    the whole-file downloads (label, bytes, most fetches per sample); the ranged one reads
+    from a 1 MiB object whatever they are."""
     client = s3_client(endpoint)
     bucket = f"bench-proxy-{uuid.uuid4().hex[:8]}"
     client.create_bucket(Bucket=bucket)
@@ -205,7 +214,8 @@ def proxy_scenarios(endpoint: str, rounds: int) -> list[Result]:
     with app.app_context():
         store = app.extensions["store"].resolve()
         keys = {
-            size: store.put(f"proxy-{size}.bin", os.urandom(size)).key for _, size, _ in PROXY_SIZES
+            size: store.put(f"proxy-{size}.bin", os.urandom(size)).key
+            for size in {MIB, *(size for _, size, _ in sizes)}
         }
     object_keys = {size: store.object_key(key) for size, key in keys.items()}
 
@@ -229,8 +239,7 @@ def proxy_scenarios(endpoint: str, rounds: int) -> list[Result]:
 
     first, last = PROXY_RANGE
     cases: list[tuple[str, str, int, Mapping[str, str], int, int]] = [
-        (f"s3_proxy_{size}", f"GET {label}", size, {}, size, batch)
-        for label, size, batch in PROXY_SIZES
+        (f"s3_proxy_{size}", f"GET {label}", size, {}, size, batch) for label, size, batch in sizes
     ]
     cases.append(
         (
@@ -303,13 +312,43 @@ def _child(name: str, endpoint: str, path: str) -> dict[str, Any]:
     return {"bucket": target.bucket, "key": keys[0], "rise": rise, "idle": idle, "seconds": seconds}
 
 
+def run_proxy(rounds: int, *, small: bool) -> list[Result]:
+    """The proxy scenarios alone, on a moto server started for them."""
+    sizes = [case for case in PROXY_SIZES if case[1] <= MIB] if small else PROXY_SIZES
+    with tempfile.TemporaryDirectory() as workdir, moto_server(Path(workdir)) as endpoint:
+        return proxy_scenarios(endpoint, rounds, sizes)
+
+
+def proxy_summary(result: Result) -> str:
+    """One line: the scenario, each contender's median in ms, and the proxy's ratio."""
+    medians = {name: result.median(name) for name in (BASELINE, "store_s3")}
+    shown = ", ".join(
+        f"{PROXY_LABELS[name]} {median * 1000:.2f} ms"
+        for name, median in medians.items()
+        if median is not None
+    )
+    ratio = result.ratio("store_s3", BASELINE)
+    errors = f" errors: {result.errors}" if result.errors else ""
+    return f"{result.title}: {shown}; ratio {ratio and f'{ratio:.2f}x'}{errors}"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.s3_bench")
-    parser.add_argument("mode", choices=["memory"])
-    parser.add_argument("name", choices=NAMES)
-    parser.add_argument("endpoint")
-    parser.add_argument("path")
+    modes = parser.add_subparsers(dest="mode", required=True)
+    memory = modes.add_parser("memory", help="the child process of the memory scenario")
+    memory.add_argument("name", choices=NAMES)
+    memory.add_argument("endpoint")
+    memory.add_argument("path")
+    proxy = modes.add_parser("proxy", help="only the proxy scenarios; print their medians")
+    proxy.add_argument("--rounds", type=int, default=15)
+    proxy.add_argument("--small", action="store_true", help="leave out the 64 MiB download")
     args = parser.parse_args(argv)
+    if args.mode == "proxy":
+        print(f"load average {os.getloadavg()[0]:.2f}")
+        for result in run_proxy(args.rounds, small=args.small):
+            print(proxy_summary(result))
+        print(f"load average {os.getloadavg()[0]:.2f}")
+        return
     print(json.dumps(_child(args.name, args.endpoint, args.path)))
 
 
