@@ -1,0 +1,133 @@
+"""Saves in progress: which keys a save tries, noted before its file lands.
+
+A save writes its file first and its transfer record second. A process killed between the
+two leaves a file that no record describes; the intent file it wrote before claiming a key
+names that file, so the reconciler adopts it (:meth:`SavesInProgress.abandoned`) without a
+walk over the whole local store. Intent files live in the records folder's ``intents/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from ..files import as_store_error
+from .record_files import INTENTS, TMP, append_line, flock_exclusive, log_skipped, try_flock
+
+__all__ = ["Intent", "SavesInProgress"]
+
+
+@dataclass
+class Intent:
+    """A save in progress: its policy and every key it tried to claim, in order.
+
+    :param fd: the intent file, open and ``flock``-ed.
+    """
+
+    fd: int
+    overwrite: bool
+    queued: bool
+    keys: list[str] = field(default_factory=list)
+
+    def noting(self, keys: Iterator[str]) -> Iterator[str]:
+        """``keys``, each one written to the intent file before it is handed on (claimed).
+
+        :raises StorageFullError: when the disk is full.
+        """
+        for key in keys:
+            try:
+                append_line(self.fd, key)
+            except OSError as exc:
+                raise as_store_error(exc, f"note the save of {key!r}") from exc
+            self.keys.append(key)
+            yield key
+
+    @classmethod
+    def read(cls, fd: int) -> Intent | None:
+        """The intent in the open file ``fd``; ``None`` when its first line is incomplete."""
+        os.lseek(fd, 0, os.SEEK_SET)
+        with os.fdopen(os.dup(fd), "rb") as stream:
+            lines = [line for line in stream.read().split(b"\n") if line]
+        try:
+            head = json.loads(lines[0])
+            keys = [json.loads(line) for line in lines[1:]]
+            overwrite, queued = bool(head["overwrite"]), bool(head["queued"])
+        except (IndexError, ValueError, KeyError, TypeError):
+            # Died while writing the first line (nothing was claimed yet), or not an intent.
+            return None
+        return cls(
+            fd=fd, overwrite=overwrite, queued=queued, keys=[k for k in keys if isinstance(k, str)]
+        )
+
+
+class SavesInProgress:
+    """The intent files of a records folder; a part of
+    :class:`~flask_store.transfer.records.RecordBook`."""
+
+    #: The records folder.
+    root: str
+
+    @contextlib.contextmanager
+    def intent(self, *, overwrite: bool, queued: bool) -> Iterator[Intent]:
+        """Note a save in progress until the block ends (its record is written by then).
+
+        The intent file is ``flock``-ed while the save runs, so the reconciler of another
+        process never mistakes a live save for an abandoned one.
+        """
+        name = f"{uuid.uuid4().hex}.intent"
+        # Locked and headed in tmp/ first: a reconciler never sees it before it is held.
+        temp_path = os.path.join(self.root, TMP, name)
+        path = os.path.join(self.root, INTENTS, name)
+        try:
+            fd = os.open(temp_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as exc:
+            raise as_store_error(exc, "note the save in progress") from exc
+        try:
+            try:
+                flock_exclusive(fd)
+                append_line(fd, {"overwrite": overwrite, "queued": queued})
+                os.rename(temp_path, path)
+            except OSError as exc:
+                raise as_store_error(exc, "note the save in progress") from exc
+            yield Intent(fd=fd, overwrite=overwrite, queued=queued)
+        finally:
+            for leftover in (temp_path, path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover)
+            os.close(fd)
+
+    def abandoned(self) -> Iterator[Intent]:
+        """The intents of saves whose process died before writing their record.
+
+        Each is yielded while held (no other reconciler takes it meanwhile) and removed once
+        the caller is done with it. Intents of live saves are skipped.
+        """
+        folder = os.path.join(self.root, INTENTS)
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            try:
+                # Never blocks: a FIFO in its place would wait for a writer on the first read.
+                fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue  # the save finished meanwhile
+            except OSError as exc:
+                log_skipped(INTENTS, name, exc.strerror or str(exc.errno))
+                continue
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    log_skipped(INTENTS, name, "not a regular file")
+                    continue
+                if not try_flock(fd) or not os.path.exists(path):
+                    continue  # a live save, or one that just finished
+                intent = Intent.read(fd)
+                if intent is not None:
+                    yield intent
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            finally:
+                os.close(fd)
