@@ -45,6 +45,7 @@ LAYERS: dict[str, int] = {
     "file_wrapper": 2,
     # 3. features built on the contract
     "stores.queued": 3,
+    "stores.queued_settings": 3,
     "stores.s3_gevent": 3,
     "transfer": 3,
     "transfer.record": 3,
