@@ -53,6 +53,7 @@ LAYERS: dict[str, int] = {
     "transfer.records": 3,
     "transfer.intents": 3,
     "transfer.periodic": 3,
+    "transfer.attempts": 3,
     "read_cache": 3,
     "sync": 3,
     "caches": 3,

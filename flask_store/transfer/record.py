@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from ..exceptions import InvalidKeyError
 from ..headers import normalise_content_type
+from ..meta import FileInfo, FileMeta
 from ..naming import clean_key
 
 __all__ = ["TransferJob", "TransferRecord", "TransferState"]
@@ -100,6 +101,22 @@ class TransferRecord:
             raise ValueError(str(exc)) from None
         return cls(**known)
 
+    @classmethod
+    def pending(
+        cls, info: FileInfo, meta: FileMeta, *, overwrite: bool, queued: bool
+    ) -> TransferRecord:
+        """The record of a file just written locally (``info``), waiting for its transfer."""
+        return cls(
+            key=info.key,
+            state="pending",
+            size=info.size,
+            filename=meta.filename,
+            content_type=meta.content_type,
+            overwrite=overwrite,
+            queued=queued,
+            local_etag=info.etag,
+        )
+
     @property
     def settled(self) -> bool:
         """Whether nothing more will happen without someone asking (done or failed)."""
@@ -113,6 +130,15 @@ class TransferRecord:
         """Whether ``other`` records the same save of the key, whatever state its transfer
         has reached since (a newer save of the key is another file)."""
         return (self.key, self.created) == (other.key, other.created)
+
+    def describes(self, local: FileInfo) -> bool:
+        """Whether this is the record of the local file ``local`` (not of an older one).
+
+        Records written before ETags were kept compare sizes only.
+        """
+        if self.local_etag is None:
+            return self.size == local.size
+        return self.local_etag == local.etag
 
     def moved(self, state: TransferState, **changes: Any) -> TransferRecord:
         """This record in ``state``, with ``changes`` applied and its version bumped."""
