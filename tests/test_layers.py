@@ -54,6 +54,7 @@ LAYERS: dict[str, int] = {
     "transfer.intents": 3,
     "transfer.periodic": 3,
     "transfer.attempts": 3,
+    "transfer.reconciler": 3,
     "read_cache": 3,
     "sync": 3,
     "caches": 3,
