@@ -73,6 +73,7 @@ __all__ = [
     "measure",
     "recorded_md5",
     "skip_to",
+    "skipped_to",
 ]
 
 #: The URL segment below a store's ``URL_PREFIX`` where every key of the store is answered
@@ -108,6 +109,17 @@ def skip_to(stream: BinaryIO, position: int) -> None:
     left = position
     while left > 0 and (chunk := stream.read(min(left, CHUNK_SIZE))):
         left -= len(chunk)
+
+
+def skipped_to(stream: BinaryIO, position: int) -> BinaryIO:
+    """``stream`` moved to byte ``position`` (:func:`skip_to`); closed if that fails, so a
+    range opened by a store never leaks its file or connection."""
+    try:
+        skip_to(stream, position)
+    except BaseException:
+        stream.close()
+        raise
+    return stream
 
 
 #: One byte range as Werkzeug's ``parse_range_header`` gives it: ``(start, stop)`` with
@@ -523,12 +535,7 @@ class BaseStore(ABC):
             if info.etag != etag:
                 stream.close()
                 raise FileChangedError(f"The file stored as {key!r} has changed (ETag {etag!r}).")
-        try:
-            skip_to(stream, start)
-        except BaseException:
-            stream.close()
-            raise
-        return stream
+        return skipped_to(stream, start)
 
     def open_span_with_info(self, key: str, byte_range: ByteRange) -> OpenedSpan | None:
         """Open one byte range of ``key`` with the metadata of that same version, in one

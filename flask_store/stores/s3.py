@@ -42,7 +42,14 @@ from ..headers import file_disposition, media_type, parse_content_type, served_c
 from ..meta import FileInfo, FileMeta, guess_content_type
 from ..naming import clean_key, join_key, secure_filename, with_unique_suffix
 from ..sources import Upload
-from .base import BaseStore, ByteRange, OpenedSpan, check_byte_range, first_free_key, skip_to
+from .base import (
+    BaseStore,
+    ByteRange,
+    OpenedSpan,
+    check_byte_range,
+    first_free_key,
+    skipped_to,
+)
 from .s3_bodies import Body, prepare_body, spool_body
 from .s3_client import (
     CONDITION_FAILED_CODES,
@@ -426,7 +433,7 @@ class S3Store(BaseStore):
             if not spans:
                 stream.close()
                 return OpenedSpan(info, None, None)
-            return OpenedSpan(info, spans[0], _cut(stream, spans[0][0]))
+            return OpenedSpan(info, spans[0], skipped_to(stream, spans[0][0]))
         try:
             span, size = self._stated_span(response, key, byte_range)
             info = info_from_response(clean_key(key), {**response, "ContentLength": size})
@@ -528,7 +535,7 @@ class S3Store(BaseStore):
             return super().open_range(key, start, stop, etag=etag)
         if response["ResponseMetadata"].get("HTTPStatusCode") == 200:
             # The server ignored Range: the whole object, read through to ``start``.
-            return _cut(self._body(response, key), start)
+            return skipped_to(self._body(response, key), start)
         try:
             span, size = self._stated_span(response, key, (start, stop))
             if not _starts_and_covers(span, (start, min(stop, size))):
@@ -1028,16 +1035,6 @@ def _range_header(byte_range: ByteRange) -> str:
     if stop is not None:
         return f"bytes={start}-{stop - 1}"
     return f"bytes={start}" if start < 0 else f"bytes={start}-"
-
-
-def _cut(stream: BinaryIO, start: int) -> BinaryIO:
-    """The whole file ``stream``, read through to byte ``start`` (closed if that fails)."""
-    try:
-        skip_to(stream, start)
-    except BaseException:
-        stream.close()
-        raise
-    return stream
 
 
 def _etag_is_md5(response: Mapping[str, Any]) -> bool:
