@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import socket
 import threading
@@ -348,3 +349,49 @@ def test_tuspy_to_s3_through_a_cut_connection(
     s3 = s3_client(moto_server)
     assert bucket_contents(s3, bucket, "media") == ["s3.bin"]
     assert s3.get_object(Bucket=bucket, Key="media/s3.bin")["Body"].read() == data
+
+
+#: Damaged S3 receiver maps, as an edited or corrupted state file holds them.
+DAMAGED_RECEIVERS = {
+    "upload id not a string": {"upload_id": 7},
+    "upload id empty": {"upload_id": ""},
+    "part size a string": {"part_size": "5242880"},
+    "part size zero": {"part_size": 0},
+    "part size below S3's minimum": {"part_size": 1024},
+    "etags not a list": {"etags": 3},
+    "an etag not a string": {"etags": [None]},
+    "more parts than sent": {"etags": ['"a"'] * 3},
+    "assembled not a bool": {"assembled": "yes"},
+    "missing part size": {"part_size": None},
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGED_RECEIVERS.values(), ids=DAMAGED_RECEIVERS.keys())
+def test_s3_damaged_receiver_state_is_410_and_pruned(
+    tmp_path: Path, moto_server: str, damage: dict[str, Any]
+) -> None:
+    """The S3 receiver's part of an upload's state (upload id, part size, part ETags) is
+    checked like the rest: a damaged one answers 410 on HEAD, PATCH and DELETE, never a
+    500, and an expired upload holding one is still removed by prune."""
+    bucket = create_bucket(moto_server)
+    app, _ = s3_app(tmp_path, moto_server, bucket)
+    client = app.test_client()
+    url = new_upload(client, 20 * MIB, "bad.bin")
+    assert patch(client, url, 0, os.urandom(MIB)).status_code == 204
+    server = tus_server(app)
+    upload_id = url.rpartition("/")[2]
+    path = Path(server.folder.file(upload_id, ".json"))
+    saved = json.loads(path.read_text())
+    for name, value in damage.items():
+        if value is None:
+            del saved["receiver"][name]
+        else:
+            saved["receiver"][name] = value
+    path.write_text(json.dumps(saved))
+    assert patch(client, url, MIB, b"x" * 10).status_code == 410
+    assert client.head(url, headers=TUS).status_code == 410
+    assert client.delete(url, headers=TUS).status_code == 410
+    later = server.clock() + 2 * 24 * 3600
+    server.clock = lambda: later
+    assert server.prune() == 1
+    assert os.listdir(server.folder.path) == []

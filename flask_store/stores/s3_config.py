@@ -50,6 +50,10 @@ __all__ = [
 MIB = 1024 * 1024
 #: S3 refuses multipart parts smaller than this (except the last one).
 MIN_PART_SIZE = 5 * MIB
+#: S3 refuses multipart parts larger than this.
+MAX_PART_SIZE = 5 * 1024 * MIB
+#: S3 allows at most this many parts in one multipart upload.
+MAX_PARTS = 10_000
 #: The longest lifetime a SigV4 presigned URL may have: seven days.
 MAX_URL_EXPIRES = 7 * 24 * 3600
 #: Connections kept open to the endpoint; enough for many threads saving at once.

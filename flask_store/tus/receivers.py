@@ -88,6 +88,14 @@ class Receiver(ABC):
     def create(self, state: UploadState) -> None:
         """Make room for a new upload (an empty file, a multipart upload)."""
 
+    def check(self, state: UploadState) -> None:
+        """Refuse a state whose :attr:`~UploadState.receiver` map is not one this receiver
+        writes (the state file was edited or damaged); nothing to check by default.
+
+        :raises CorruptUploadStateError: when it is not.
+        """
+        return
+
     @abstractmethod
     def appender(self, state: UploadState, *, rollback: bool) -> Appender:
         """An appender adding bytes at ``state.offset``; bytes past it, written by a request

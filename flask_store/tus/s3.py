@@ -30,16 +30,12 @@ from ..files import as_store_error, remove_quietly
 from ..stores.base import BaseStore
 from ..stores.s3 import S3Store
 from ..stores.s3_client import NOT_FOUND_CODES, error_code, s3_errors
+from ..stores.s3_config import MAX_PART_SIZE, MAX_PARTS, MIB, MIN_PART_SIZE
 from .receivers import Appender, Receiver, cut_at, write_all
-from .state import UploadFolder, UploadState
+from .state import UploadFolder, UploadState, damaged_state
 
 __all__ = ["MAX_PARTS", "MIN_PART_SIZE", "STAGING_FOLDER", "S3Receiver", "part_size_for"]
 
-MIB = 1024 * 1024
-#: S3 refuses parts smaller than this, except the last one.
-MIN_PART_SIZE = 5 * MIB
-#: S3 allows at most this many parts in one multipart upload.
-MAX_PARTS = 10_000
 #: The hidden folder (below ``STORE_PATH``) holding assembled uploads until they are saved.
 STAGING_FOLDER = ".tus-uploads"
 
@@ -82,6 +78,24 @@ class S3Receiver(Receiver):
         except OSError as exc:
             self.remove(state)
             raise as_store_error(exc, "create the upload") from exc
+
+    def check(self, state: UploadState) -> None:
+        """The multipart upload's id, a part size S3 takes, the ETags of parts that the
+        committed offset covers, and the ``assembled`` flag: what :meth:`create` writes.
+        Anything else would reach S3 as a malformed request or a wrong part list."""
+        receiver = state.receiver
+        upload_id, part_size = receiver.get("upload_id"), receiver.get("part_size")
+        etags, assembled = receiver.get("etags"), receiver.get("assembled")
+        if not isinstance(upload_id, str) or not upload_id:
+            raise damaged_state("no multipart upload id")
+        if type(part_size) is not int or not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
+            raise damaged_state("a part size S3 does not take")
+        if not isinstance(etags, list) or not all(isinstance(etag, str) for etag in etags):
+            raise damaged_state("part ETags that are not a list of strings")
+        if len(etags) * part_size > state.offset:
+            raise damaged_state("more parts sent than the offset holds")
+        if type(assembled) is not bool:
+            raise damaged_state("an 'assembled' flag that is not true or false")
 
     def spool_path(self, state: UploadState, parts: int) -> str:
         """The spool file holding the bytes after the first ``parts`` parts."""

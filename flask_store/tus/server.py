@@ -270,7 +270,7 @@ class TusServer:
     def _prune_one(self, upload_id: str) -> bool:
         """Remove the upload (its lock held) if it expired; whether it was removed."""
         try:
-            state = self.folder.load(upload_id)
+            state = self._load(upload_id)
         except CorruptUploadStateError as exc:
             return self._prune_damaged(upload_id, exc)
         if state.expires >= self.clock():
@@ -313,9 +313,18 @@ class TusServer:
         if authorize(metadata, length) is not True:
             raise ResumableUploadError("You may not create this upload.", 403)
 
+    def _load(self, upload_id: str) -> UploadState:
+        """The upload's state, checked by the folder and by the receiver whose map it holds.
+
+        :raises CorruptUploadStateError: when either finds it damaged.
+        """
+        state = self.folder.load(upload_id)
+        self.receiver.check(state)
+        return state
+
     def _live(self, upload_id: str) -> UploadState:
         """The upload's state, refusing an expired one (410; its data are removed)."""
-        state = self.folder.load(upload_id)
+        state = self._load(upload_id)
         if state.expires < self.clock():
             raise ResumableUploadError("The upload has expired.", 410)
         return state

@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 from ..exceptions import CorruptUploadStateError, ResumableUploadError
 from ..files import as_store_error, atomic_write, read_up_to, remove_quietly
 
-__all__ = ["UPLOAD_ID", "UploadFolder", "UploadState", "new_upload_id"]
+__all__ = ["UPLOAD_ID", "UploadFolder", "UploadState", "damaged_state", "new_upload_id"]
 
 #: An upload id: 32 URL-safe characters from 192 random bits; nothing else names an upload.
 UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{32}")
@@ -91,20 +91,20 @@ class UploadState:
             of range (a negative length, an offset past it, an expiry no HTTP date can say).
         """
         if len(data) > MAX_STATE_SIZE:
-            raise _damaged("it is too large")
+            raise damaged_state("it is too large")
         try:
             values = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
         except (ValueError, RecursionError):
-            raise _damaged("it is not UTF-8 JSON") from None
+            raise damaged_state("it is not UTF-8 JSON") from None
         if not isinstance(values, dict):
-            raise _damaged("it is not a JSON object")
+            raise damaged_state("it is not a JSON object")
         names = [f.name for f in dataclasses.fields(cls)]
         missing = [name for name in names if name not in values]
         if missing:
-            raise _damaged(f"{', '.join(missing)} missing")
+            raise damaged_state(f"{', '.join(missing)} missing")
         problem = _problem(values)
         if problem is not None:
-            raise _damaged(problem)
+            raise damaged_state(problem)
         return cls(**{name: values[name] for name in names})
 
 
@@ -152,7 +152,8 @@ def _refuse_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _damaged(problem: str) -> CorruptUploadStateError:
+def damaged_state(problem: str) -> CorruptUploadStateError:
+    """The error for an upload whose state on disk shows ``problem``."""
     return CorruptUploadStateError(
         f"The upload's state on the server is damaged ({problem}); start a new upload."
     )
@@ -198,7 +199,7 @@ class UploadFolder:
             raise ResumableUploadError("The upload's state cannot be read.", 410) from exc
         state = UploadState.from_json(data)
         if state.id != upload_id:
-            raise _damaged("it is the state of another upload")
+            raise damaged_state("it is the state of another upload")
         return state
 
     def changed(self, upload_id: str) -> float:
