@@ -740,7 +740,7 @@ class S3Store(BaseStore):
         with self._errors("sign an upload form for", key):
             post = self.client.generate_presigned_post(
                 Bucket=self.bucket,
-                Key=signer.staging_key(self.settings.prefix, object_key),
+                Key=self.hidden_object_key(signer.staging_name(object_key)),
                 Fields=fields,
                 Conditions=conditions,
                 ExpiresIn=seconds,
@@ -783,7 +783,7 @@ class S3Store(BaseStore):
         )
         signer = self._upload_signer()
         object_key = self.object_key(name)
-        staging = signer.staging_key(self.settings.prefix, object_key)
+        staging = self.hidden_object_key(signer.staging_name(object_key))
         with self._errors("confirm the upload", name):
             staged = head_object(self.client, self.bucket, staging)
             if staged is None:

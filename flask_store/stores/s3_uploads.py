@@ -213,10 +213,11 @@ class UploadSigner:
         message = json.dumps([self._bucket, *parts]).encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
-    def staging_key(self, prefix: str, object_key: str) -> str:
-        """The hidden object key the form for ``object_key`` writes to (under ``prefix``)."""
-        token = self._mac("staging", object_key)[:32]
-        return "/".join(part for part in (prefix, STAGING_FOLDER, token) if part)
+    def staging_name(self, object_key: str) -> str:
+        """The hidden name (below the store's ``STORE_PATH``,
+        :meth:`~flask_store.stores.s3.S3Store.hidden_object_key`) the form for
+        ``object_key`` writes to."""
+        return f"{STAGING_FOLDER}/{self._mac('staging', object_key)[:32]}"
 
     def new_ticket(
         self, object_key: str, *, max_size: int, content_type: str, disposition: str, expires: int
