@@ -34,9 +34,12 @@ from ..naming import join_key
 
 __all__ = [
     "CONNECT_TIMEOUT",
+    "MAX_PARTS",
+    "MAX_PART_SIZE",
     "MAX_POOL_CONNECTIONS",
     "MAX_URL_EXPIRES",
     "MIB",
+    "MIN_PART_SIZE",
     "S3_DEFAULTS",
     "S3_SETTINGS",
     "S3_STORE_SETTINGS",

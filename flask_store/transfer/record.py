@@ -19,7 +19,7 @@ from ..headers import normalise_content_type
 from ..meta import FileInfo, FileMeta
 from ..naming import clean_key
 
-__all__ = ["TransferJob", "TransferRecord", "TransferState"]
+__all__ = ["TransferJob", "TransferRecord", "TransferState", "timestamp"]
 
 TransferState = Literal["pending", "failed", "done"]
 _STATES: tuple[TransferState, ...] = ("pending", "failed", "done")

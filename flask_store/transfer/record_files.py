@@ -19,6 +19,27 @@ import time
 
 from ..files import write_all
 
+__all__ = [
+    "DONE",
+    "FOLDERS",
+    "INTENTS",
+    "LOCKS",
+    "LOCK_POLL_SECONDS",
+    "OPEN",
+    "STRIPES",
+    "TMP",
+    "append_line",
+    "file_name",
+    "flock_exclusive",
+    "fsync_folder",
+    "lockf_polled",
+    "log",
+    "log_skipped",
+    "read_regular_file",
+    "try_flock",
+    "try_lockf",
+]
+
 try:
     import fcntl
 except ImportError:  # Windows: neither flock nor lockf
