@@ -168,3 +168,49 @@ def test_ascii_names_are_cleaned_as_the_general_rule_cleans_them(name: str) -> N
     assert naming._has_visible_character(name) == any(
         unicodedata.category(char)[0] in "LN" for char in name
     )
+
+
+@given(
+    st.one_of(
+        st.text(alphabet="aZ09_-.", max_size=300),
+        st.sampled_from(["con", "CON.txt", "lpt1.png", "nul", "Com9.tar", "aux_.x"]),
+        st.builds(lambda n: "a" * n + ".png", st.integers(0, 260)),
+        st.builds(lambda n: "a." + "b" * n, st.integers(25, 40)),
+    ),
+    st.sampled_from([naming.MAX_COMPONENT_BYTES, 100, 60, 40, 20, 16, 0]),
+)
+@example("a__b.png", 255)
+@example("a.gz", 255)
+@example("con.txt", 255)
+def test_plain_names_skip_cleaning_only_when_cleaning_keeps_them(name: str, room: int) -> None:
+    """The shortcut for names that need no cleaning answers exactly what cleaning does."""
+    try:
+        cleaned = naming._cleaned_filename(name, room)
+    except InvalidFilenameError:
+        cleaned = None
+    if naming._is_plain_name(name, room):
+        assert cleaned == name
+    if cleaned is not None and "file_" not in cleaned:
+        assert secure_filename(name, room) == cleaned
+
+
+@given(
+    st.text(alphabet="a9._- /\\", max_size=30) | st.builds(lambda n: "k" * n, st.integers(250, 260))
+)
+@example("a/../b")
+@example("./a")
+@example("a//b/")
+@example("a /b")
+def test_plain_keys_skip_the_checks_only_when_the_checks_keep_them(key: str) -> None:
+    """The shortcut for keys that are already clean answers exactly what the checks do."""
+    try:
+        checked: str | None = naming._checked_key(key)
+    except InvalidKeyError:
+        checked = None
+    if naming._PLAIN_KEY.fullmatch(key) and len(key) <= naming.MAX_COMPONENT_BYTES:
+        assert checked == key
+    if checked is None:
+        with pytest.raises(InvalidKeyError):
+            clean_key(key)
+    else:
+        assert clean_key(key) == checked
