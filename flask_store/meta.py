@@ -7,6 +7,7 @@ Stores, transfers, the read cache and the serving route all speak these types.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import mimetypes
 from dataclasses import dataclass
@@ -32,8 +33,23 @@ def guess_content_type(name: str) -> str:
     """The content type of a file called ``name``, from its extension.
 
     The answer is parsed like any other type: ``mimetypes`` also reads the system's
-    ``mime.types`` files, which this library does not control.
+    ``mime.types`` files, which this library does not control. Answers are kept per
+    extension: call :func:`mimetypes.add_type` before the app saves or serves files.
     """
+    first_dot = name.find(".")
+    if first_dot > 0 and ":" not in name and "/" not in name:
+        # Only the extensions count (a URL scheme or a leading dot aside, which these
+        # names cannot have): "a.tar.gz" and "b.tar.gz" share one answer, worked out once.
+        return _guess_from_extensions(name[first_dot:])
+    return _guessed(name)
+
+
+@functools.lru_cache(maxsize=256)
+def _guess_from_extensions(extensions: str) -> str:
+    return _guessed("x" + extensions)
+
+
+def _guessed(name: str) -> str:
     content_type, encoding = mimetypes.guess_type(name, strict=False)
     if encoding:
         return _COMPRESSED_TYPES.get(encoding, "application/octet-stream")
