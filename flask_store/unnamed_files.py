@@ -11,34 +11,18 @@ store falls back to a named hidden temporary file.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import secrets
-from collections.abc import Callable
-from typing import cast
 
 from .files import remove_quietly
 
 __all__ = ["link_unnamed", "open_unnamed", "supported"]
 
 _O_TMPFILE: int | None = getattr(os, "O_TMPFILE", None)
-_AT_FDCWD = -100
-_AT_SYMLINK_FOLLOW = 0x400
-
-
-def _load_linkat() -> Callable[[int, bytes, int, bytes, int], int] | None:
-    """The C library's ``linkat``: Python's ``os.link`` cannot follow ``/proc/self/fd`` links."""
-    try:
-        function = ctypes.CDLL(None, use_errno=True).linkat
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-    function.restype = ctypes.c_int
-    return cast("Callable[[int, bytes, int, bytes, int], int]", function)
-
-
-_linkat = _load_linkat() if _O_TMPFILE is not None else None
+#: ``os.link`` calls ``linkat`` with ``AT_SYMLINK_FOLLOW`` only when given a folder's
+#: descriptor; plain ``link()`` would not follow ``/proc/self/fd``'s link to the file.
+_LINKAT_FOLLOWS = os.link in os.supports_dir_fd and os.link in os.supports_follow_symlinks
 
 
 def open_unnamed(folder: str) -> int:
@@ -56,15 +40,15 @@ def link_unnamed(fd: int, target: str) -> bool:
 
     :raises OSError: for any other failure.
     """
-    if _linkat is None:
+    if not _LINKAT_FOLLOWS:
         raise OSError(errno.EOPNOTSUPP, "linkat is not available here")
-    source = f"/proc/self/fd/{fd}".encode()
-    if _linkat(_AT_FDCWD, source, _AT_FDCWD, os.fsencode(target), _AT_SYMLINK_FOLLOW) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code == errno.EEXIST:
+    try:
+        # The source path is absolute, so linkat ignores src_dir_fd: it is there only to
+        # make Python call linkat (with AT_SYMLINK_FOLLOW) instead of link().
+        os.link(f"/proc/self/fd/{fd}", target, src_dir_fd=fd, follow_symlinks=True)
+    except FileExistsError:
         return False
-    raise OSError(code, os.strerror(code), target)
+    return True
 
 
 def supported(folder: str) -> bool:

@@ -93,7 +93,7 @@ def test_file_size_limit_raises_storage_full_and_leaves_nothing(tmp_path: Path) 
     assert "LEFT ['fits.txt']" in result.stdout
 
 
-def _no_hard_links(source: str, target: str) -> None:
+def _no_hard_links(source: str, target: str, **options: object) -> None:
     raise OSError(errno.EPERM, "Operation not permitted")  # as on vfat/exFAT, some FUSE mounts
 
 
