@@ -42,6 +42,8 @@ from ..sources import spool_of
 from ..spooling import NO_LINK_ERRNOS, TEMP_PREFIX, temp_path
 from .base import BaseStore, first_free_key
 
+_json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
+
 __all__ = ["LOCAL_SETTINGS", "META_XATTR", "LocalStore"]
 
 META_XATTR = "user.flask_store"
@@ -548,12 +550,18 @@ def _set_meta(fd: int, meta: FileMeta, size: int) -> None:
 
     The size lets :meth:`LocalStore.verify` notice a file changed behind the store's back.
     """
-    value = json.dumps({"filename": meta.filename, "content_type": meta.content_type, "size": size})
     try:
-        os.setxattr(fd, META_XATTR, value.encode())
+        os.setxattr(fd, META_XATTR, _meta_value(meta, size))
     except OSError as exc:
         if exc.errno not in _NO_XATTRS:
             raise
+
+
+def _meta_value(meta: FileMeta, size: int) -> bytes:
+    """``json.dumps`` of the metadata, byte for byte, at a third of its cost (every save):
+    each string goes through the encoder ``json.dumps`` itself uses for them."""
+    filename, content_type = _json_string(meta.filename), _json_string(meta.content_type)
+    return f'{{"filename": {filename}, "content_type": {content_type}, "size": {size:d}}}'.encode()
 
 
 def _recorded(path_or_fd: str | int) -> dict[str, Any]:
