@@ -42,11 +42,11 @@ from ..sources import spool_of
 from ..spooling import NO_LINK_ERRNOS, TEMP_PREFIX, temp_path
 from .base import BaseStore, first_free_key
 
-_json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
-
 __all__ = ["LOCAL_SETTINGS", "META_XATTR", "LocalStore"]
 
 META_XATTR = "user.flask_store"
+#: How ``json.dumps`` writes a string (ASCII, escaped): the metadata is built with it.
+_json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 # Errors meaning "this file system cannot hard-link": claim keys by exclusive create instead.
 _NO_XATTRS = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.EPERM, errno.E2BIG}
