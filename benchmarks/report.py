@@ -94,7 +94,7 @@ def machine(workdir: str, load_at_start: float) -> list[str]:
         f"- Python {platform.python_version()} ({platform.python_implementation()})",
         f"- Load average (1 min): {load_at_start:.2f} at the start, {os.getloadavg()[0]:.2f} "
         "at the end (anything above 0 is other work sharing the cores)",
-        f"- Flask-Store {_version('Flask-Store')} at {_git_revision()}; {versions}",
+        f"- Flask-Store {_version('Flask-Store-NG')} at {_git_revision()}; {versions}",
     ]
 
 
