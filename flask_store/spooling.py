@@ -280,15 +280,12 @@ def spooling_request_class(base: type[R], folder: str) -> type[R]:
 
     Subclassing whatever the app's request class is keeps a user's own customisations.
     Requests no larger than Werkzeug's in-memory limit, and parts whose declared size is
-    that small, stay in memory as with ``base`` (in a ``BytesIO`` where ``base`` has no
-    stream factory of its own). If the folder is not writable the upload goes to
+    that small, keep ``base``'s behaviour. If the folder is not writable the upload goes to
     ``base``'s usual temporary file, so a request never fails because of spooling.
     """
 
     class SpoolingRequest(base):  # type: ignore[valid-type,misc]
         spool_folder = folder
-        #: Whether ``base`` streams file parts as Werkzeug does (not a user's own way).
-        werkzeug_streams = base._get_file_stream is Request._get_file_stream
 
         def _get_file_stream(
             self,
@@ -297,11 +294,6 @@ def spooling_request_class(base: type[R], folder: str) -> type[R]:
             filename: str | None = None,
             content_length: int | None = None,
         ) -> IO[bytes]:
-            small = total_content_length is not None and total_content_length <= IN_MEMORY_LIMIT
-            if small and self.werkzeug_streams:
-                # Werkzeug's SpooledTemporaryFile would never leave memory for a request this
-                # small; a BytesIO holds the part without its bookkeeping (2.5 us per file).
-                return io.BytesIO()
             # Werkzeug passes content_length=0 when the part declares no size.
             size = content_length or total_content_length
             if size is None or size > IN_MEMORY_LIMIT:

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 from flask import Flask, Request, request
@@ -184,34 +184,6 @@ def test_small_upload_keeps_werkzeug_behaviour(root: Path, seen: dict[str, Any])
     assert seen["spooled"] is False
     assert (root / key).read_bytes() == SMALL
     assert temp_files(root) == []
-
-
-def test_small_upload_is_held_in_memory(root: Path, seen: dict[str, Any]) -> None:
-    app = make_app(root, seen)
-    assert post(app, "/upload", SMALL)[0] == 200
-    assert type(seen["stream"]) is io.BytesIO
-
-
-def test_small_upload_goes_through_the_apps_own_stream_factory(root: Path) -> None:
-    made: list[str | None] = []
-
-    class HashingRequest(Request):
-        def _get_file_stream(self, *args: Any, **kwargs: Any) -> IO[bytes]:
-            made.append(kwargs.get("filename", args[2] if len(args) > 2 else None))
-            return super()._get_file_stream(*args, **kwargs)
-
-    app = Flask(__name__)
-    app.request_class = HashingRequest
-    app.config["STORE_PATH"] = str(root)
-    Store(app)
-
-    @app.post("/upload")
-    def upload() -> str:
-        return type(request.files["file"].stream).__name__
-
-    status, answer = post(app, "/upload", SMALL)
-    assert status == 200 and made == ["big.bin"]
-    assert answer == "SpooledTemporaryFile"
 
 
 def test_unsaved_spool_is_removed_when_the_request_ends(root: Path, seen: dict[str, Any]) -> None:
