@@ -395,3 +395,22 @@ def test_s3_damaged_receiver_state_is_410_and_pruned(
     server.clock = lambda: later
     assert server.prune() == 1
     assert os.listdir(server.folder.path) == []
+
+
+def test_s3_offset_past_the_parts_sent_is_410(tmp_path: Path, moto_server: str) -> None:
+    """A committed offset a whole part or more past the parts sent is no state the S3
+    receiver writes (what it holds beyond them is less than a part, in the spool file):
+    resuming it would pad the spool with zeros and send them as the file's bytes."""
+    bucket = create_bucket(moto_server)
+    app, _ = s3_app(tmp_path, moto_server, bucket)
+    client = app.test_client()
+    url = new_upload(client, 20 * MIB, "bad.bin")
+    assert patch(client, url, 0, os.urandom(MIB)).status_code == 204
+    server = tus_server(app)
+    upload_id = url.rpartition("/")[2]
+    path = Path(server.folder.file(upload_id, ".json"))
+    saved = json.loads(path.read_text())
+    saved["offset"] = 12 * MIB  # no part sent, 1 MiB spooled
+    path.write_text(json.dumps(saved))
+    assert patch(client, url, 12 * MIB, b"x" * 10).status_code == 410
+    assert client.head(url, headers=TUS).status_code == 410

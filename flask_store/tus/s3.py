@@ -81,7 +81,8 @@ class S3Receiver(Receiver):
 
     def check(self, state: UploadState) -> None:
         """The multipart upload's id, a part size S3 takes, the ETags of parts that the
-        committed offset covers, and the ``assembled`` flag: what :meth:`create` writes.
+        committed offset covers (less than a part past them), and the ``assembled`` flag:
+        what :meth:`create` and the appender write.
         Anything else would reach S3 as a malformed request or a wrong part list."""
         receiver = state.receiver
         upload_id, part_size = receiver.get("upload_id"), receiver.get("part_size")
@@ -92,8 +93,12 @@ class S3Receiver(Receiver):
             raise damaged_state("a part size S3 does not take")
         if not isinstance(etags, list) or not all(isinstance(etag, str) for etag in etags):
             raise damaged_state("part ETags that are not a list of strings")
-        if len(etags) * part_size > state.offset:
+        spooled = state.offset - len(etags) * part_size
+        if spooled < 0:
             raise damaged_state("more parts sent than the offset holds")
+        if spooled >= part_size:
+            # Parts are sent as soon as they fill: the spool file holds less than one.
+            raise damaged_state("an offset a whole part past the parts sent")
         if type(assembled) is not bool:
             raise damaged_state("an 'assembled' flag that is not true or false")
 
