@@ -35,7 +35,7 @@ from tests.moto_server import (
     s3_client,
 )
 from tests.test_first_hour import served_on_loopback
-from tests.test_tus import TUS, b64, new_upload, patch
+from tests.test_tus import TUS, b64, create, new_upload, patch
 
 __all__ = ["moto_server"]  # a fixture, imported for the tests below
 
@@ -414,3 +414,20 @@ def test_s3_offset_past_the_parts_sent_is_410(tmp_path: Path, moto_server: str) 
     path.write_text(json.dumps(saved))
     assert patch(client, url, 12 * MIB, b"x" * 10).status_code == 410
     assert client.head(url, headers=TUS).status_code == 410
+
+
+def test_s3_deferred_length_under_a_huge_size_limit(tmp_path: Path, moto_server: str) -> None:
+    """A deferred-length upload is sized for STORE_TUS_MAX_SIZE; a limit above 10,000
+    parts of S3's largest part (an app's "no limit") still gives parts S3 takes, so the
+    upload is not refused as damaged."""
+    bucket = create_bucket(moto_server)
+    s3 = s3_client(moto_server)
+    app, _ = s3_app(tmp_path, moto_server, bucket, STORE_TUS_MAX_SIZE=2**62)
+    client = app.test_client()
+    metadata = f"filename {b64('big.bin')}"
+    answer = create(client, None, **{"Upload-Defer-Length": "1", "Upload-Metadata": metadata})
+    assert answer.status_code == 201, answer.data
+    url = answer.headers["Location"]
+    assert patch(client, url, 0, b"abc").status_code == 204
+    assert patch(client, url, 3, b"de", **{"Upload-Length": "5"}).status_code == 204
+    assert s3.get_object(Bucket=bucket, Key="media/big.bin")["Body"].read() == b"abcde"

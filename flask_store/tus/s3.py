@@ -42,9 +42,11 @@ STAGING_FOLDER = ".tus-uploads"
 
 def part_size_for(size: int) -> int:
     """The part size for an upload of at most ``size`` bytes: 5 MiB, or more (whole MiB)
-    when 10,000 parts of 5 MiB would not hold it."""
+    when 10,000 parts of 5 MiB would not hold it, and never more than S3 takes (5 GiB:
+    10,000 of those hold more than S3's largest object, 5 TiB, so a larger ``size`` is
+    only a ``STORE_TUS_MAX_SIZE`` meaning "no limit")."""
     needed = -(-size // MAX_PARTS)
-    return max(MIN_PART_SIZE, -(-needed // MIB) * MIB)
+    return min(MAX_PART_SIZE, max(MIN_PART_SIZE, -(-needed // MIB) * MIB))
 
 
 class S3Receiver(Receiver):
