@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from flask import Flask
 
 from flask_store import Store
@@ -431,3 +432,35 @@ def test_s3_deferred_length_under_a_huge_size_limit(tmp_path: Path, moto_server:
     assert patch(client, url, 0, b"abc").status_code == 204
     assert patch(client, url, 3, b"de", **{"Upload-Length": "5"}).status_code == 204
     assert s3.get_object(Bucket=bucket, Key="media/big.bin")["Body"].read() == b"abcde"
+
+
+def test_s3_data_lost_from_the_spool_is_410_not_zeros(tmp_path: Path, moto_server: str) -> None:
+    """The spool file holds fewer bytes than the state counts past the parts sent (a power
+    cut without fsync): neither resuming nor finishing may send a short or zero-filled
+    part as the client's bytes."""
+    bucket = create_bucket(moto_server)
+    app, _ = s3_app(tmp_path, moto_server, bucket)
+    client = app.test_client()
+    server = tus_server(app)
+    resumed = new_upload(client, 20, "resumed.bin")
+    assert patch(client, resumed, 0, b"0123456789").status_code == 204
+    spool = Path(server.folder.file(resumed.rpartition("/")[2], ".0.tail"))
+    os.truncate(spool, 3)
+    assert patch(client, resumed, 10, b"abcdefghij").status_code == 410
+    finished = new_upload(client, 10, "finished.bin")
+    real_complete = server.receiver.s3.client.complete_multipart_upload
+    calls = []
+
+    def failing_complete(**kwargs: Any) -> Any:
+        calls.append(kwargs)
+        raise ClientError({"Error": {"Code": "InternalError", "Message": "down"}}, "Complete")
+
+    server.receiver.s3.client.complete_multipart_upload = failing_complete
+    try:
+        assert patch(client, finished, 0, b"0123456789").status_code >= 500
+    finally:
+        server.receiver.s3.client.complete_multipart_upload = real_complete
+    assert calls
+    os.truncate(Path(server.folder.file(finished.rpartition("/")[2], ".0.tail")), 4)
+    assert client.head(finished, headers=TUS).status_code == 410
+    assert list(s3_client(moto_server).list_objects_v2(Bucket=bucket).get("Contents", [])) == []

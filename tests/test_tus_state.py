@@ -22,10 +22,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flask_store import Store
-from flask_store.exceptions import CorruptUploadStateError, ResumableUploadError
+from flask_store.exceptions import (
+    CorruptUploadStateError,
+    ResumableUploadError,
+    StoreUnavailableError,
+)
 from flask_store.tus import UploadState
 from flask_store.tus_views import tus_server
-from tests.test_tus import TUS, head, make_app, new_upload, patch, working_files
+from tests.test_tus import TUS, head, make_app, new_upload, patch, stored, working_files
 
 GOOD_ID = "A" * 32
 
@@ -278,3 +282,43 @@ def test_nothing_of_a_wrong_state_reaches_the_store(app: Flask) -> None:
     assert patch(client, url, 0, b"hello").status_code == 410
     with app.app_context():
         assert list(Store.registry(app).resolve().keys()) == []
+
+
+def partial_file(app: Flask, url: str) -> Path:
+    return Path(tus_server(app).folder.path) / (url.rpartition("/")[2] + ".part")
+
+
+def test_data_lost_from_the_partial_file_is_410_not_zeros(app: Flask) -> None:
+    """The state counts bytes the partial file no longer has (a power cut without
+    ``STORE_FSYNC``, a disk restored from an older copy): resuming would fill the hole with
+    zeros and store them as the client's bytes."""
+    client = app.test_client()
+    url = new_upload(client, length=11)
+    assert patch(client, url, 0, b"hello").status_code == 204
+    os.truncate(partial_file(app, url), 2)
+    answer = patch(client, url, 5, b" world")
+    assert answer.status_code == 410, answer.data
+    assert "damaged" in answer.get_data(as_text=True)
+    assert stored(app) == []
+
+
+def test_a_finished_upload_missing_data_is_not_saved_short(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last PATCH's save failed, the partial file then lost data: the save the next
+    HEAD retries must not store a file shorter than what the client sent."""
+    client = app.test_client()
+    url = new_upload(client, length=11)
+    server = tus_server(app)
+    real_save = server.store.save
+
+    def failing_save(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailableError("the store is down")
+
+    monkeypatch.setattr(server.store, "save", failing_save)
+    assert patch(client, url, 0, b"hello world").status_code >= 500
+    monkeypatch.setattr(server.store, "save", real_save)
+    os.truncate(partial_file(app, url), 4)
+    answer = head(client, url)
+    assert answer.status_code == 410, answer.data
+    assert stored(app) == []

@@ -27,7 +27,7 @@ from ..files import as_store_error, remove_quietly
 from ..files import write_all as write_all_raw
 from ..spooling import SpoolFile
 from ..stores.base import BaseStore
-from .state import UploadFolder, UploadState
+from .state import UploadFolder, UploadState, damaged_state
 
 __all__ = [
     "RECEIVERS",
@@ -144,6 +144,9 @@ class FileReceiver(Receiver):
         except OSError as exc:
             raise as_store_error(exc, "read the finished upload") from exc
         with spool:
+            held = os.fstat(spool.fileno()).st_size
+            if held != state.offset:
+                raise damaged_state(f"its data hold {held} bytes, not {state.offset}")
             yield spool
 
     def remove(self, state: UploadState) -> None:
@@ -185,13 +188,23 @@ class _FileAppender(Appender):
 
 def cut_at(fd: int, offset: int) -> None:
     """Truncate the open spool or partial file ``fd`` to ``offset`` and write on from there:
-    what a request wrote before dying uncommitted is dropped. Closes ``fd`` on failure."""
+    what a request wrote before dying uncommitted is dropped. Closes ``fd`` on failure.
+
+    :raises CorruptUploadStateError: when the file is shorter than ``offset``: bytes the
+        state counts are gone (a power cut without fsync), and writing on would fill the
+        hole with zeros.
+    """
     try:
-        os.ftruncate(fd, offset)
-        os.lseek(fd, offset, os.SEEK_SET)
+        held = os.fstat(fd).st_size
+        if held >= offset:
+            os.ftruncate(fd, offset)
+            os.lseek(fd, offset, os.SEEK_SET)
     except OSError as exc:
         os.close(fd)
         raise as_store_error(exc, "resume the upload") from exc
+    if held < offset:
+        os.close(fd)
+        raise damaged_state(f"{offset - held} bytes it counts are missing from its data")
 
 
 def write_all(fd: int, data: bytes) -> None:

@@ -134,7 +134,10 @@ class S3Receiver(Receiver):
             rest = state.offset - len(etags) * receiver["part_size"]
             if rest or not etags:
                 with open(spool_path, "rb") as spool:
-                    etags.append(self.send_part(state, len(etags) + 1, spool.read(rest)))
+                    last = spool.read(rest)
+                if len(last) != rest:
+                    raise damaged_state(f"{rest - len(last)} bytes it counts are missing")
+                etags.append(self.send_part(state, len(etags) + 1, last))
             parts: list[Any] = [
                 {"ETag": etag, "PartNumber": number} for number, etag in enumerate(etags, 1)
             ]
