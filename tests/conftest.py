@@ -10,9 +10,16 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from flask_store.stores.base import BaseStore
 from tests.stores import STORE_KINDS, StoreKind
+
+# No time limit per example: on a shared, loaded machine a slow example is no failure (the
+# project keeps timings out of tests), and Hypothesis's 200 ms deadline made one flaky. Under
+# CI=true Hypothesis's own "ci" profile (derandomised, no deadline) stays the parent.
+settings.register_profile("flask_store", parent=settings.default, deadline=None)
+settings.load_profile("flask_store")
 
 ON_CI = os.environ.get("CI", "").lower() == "true"
 
