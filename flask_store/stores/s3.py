@@ -15,11 +15,11 @@ import importlib
 import itertools
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Literal, NoReturn, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Literal, NoReturn, TypeVar, cast
 from urllib.parse import quote
 
 from botocore.exceptions import ClientError
@@ -35,6 +35,7 @@ from ..exceptions import (
     InvalidKeyError,
     StoreUnavailableError,
     UnsupportedByServerError,
+    UploadReadError,
     UploadRejectedError,
 )
 from ..file_wrapper import FileWrapper
@@ -64,6 +65,7 @@ from .s3_client import (
 )
 from .s3_config import MAX_URL_EXPIRES, S3_STORE_SETTINGS, S3Settings, read_s3_settings
 from .s3_probes import PROBE_MARK, facts_about, probe_conditional_writes
+from .s3_staged import StagedObject
 from .s3_uploads import (
     Confirmation,
     DirectUpload,
@@ -85,6 +87,8 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 __all__ = ["S3Store"]
+
+T = TypeVar("T")
 
 #: Object metadata holding the size of a gzip-encoded file before compression.
 ORIGINAL_SIZE_META = "uncompressed-size"
@@ -164,8 +168,28 @@ class S3Store(BaseStore):
     def _write_upload(
         self, upload: Upload, keys: Iterator[str], meta: FileMeta, overwrite: bool
     ) -> FileInfo:
+        staged = upload.stream
+        if isinstance(staged, StagedObject) and self.copies_in_place(staged, meta):
+            return self._write_copy(staged, keys, meta, overwrite)
         with prepare_body(upload, self._gzipped(meta)) as body:
             return self._write_body(body, keys, meta, overwrite)
+
+    def copies_in_place(self, staged: StagedObject, meta: FileMeta) -> bool:
+        """Whether saving ``staged`` as ``meta`` copies it inside the bucket: it is an
+        object of this bucket read with these very settings (so with rights to read it),
+        wanted whole (nothing read of it yet), not a type stored compressed, and from
+        ``STORE_S3_MULTIPART_THRESHOLD``: a copy in parts ends with the
+        ``CompleteMultipartUpload`` that servers check ``If-None-Match`` on (some, moto
+        among them, ignore it on ``CopyObject``), and a smaller file is cheap to send again.
+
+        .. versionadded:: 0.2
+        """
+        return (
+            staged.settings == self.settings
+            and staged.size >= self.settings.multipart_threshold
+            and staged.tell() == 0
+            and not self._gzipped(meta)
+        )
 
     def _gzipped(self, meta: FileMeta) -> bool:
         return media_type(meta.content_type) in self.settings.gzip_types
@@ -174,24 +198,12 @@ class S3Store(BaseStore):
         self, body: Body, keys: Iterator[str], meta: FileMeta, overwrite: bool
     ) -> FileInfo:
         args = self._upload_args(meta, body)
-        sent: dict[str, tuple[str, datetime]] = {}
-        conditional = False
 
-        def claim(key: str) -> bool:
-            result = self._claim(body, key, args, conditional=conditional)
-            if result is not None:
-                sent[key] = result
-            return result is not None
+        def send(key: str, conditional: bool) -> tuple[str, datetime]:
+            return self._send(body, key, args, conditional=conditional)
 
-        first = next(keys)
-        with self._errors("save", first):
-            if overwrite:
-                sent[first] = self._send(body, first, args, conditional=False)
-                key = first
-            else:
-                conditional = self._claims_conditionally(first)
-                key = first_free_key(itertools.chain([first], keys), claim)
-        etag, last_modified = sent[key]
+        large = body.size >= self.settings.multipart_threshold
+        key, (etag, last_modified) = self._place(keys, overwrite, send, large=large)
         return FileInfo(
             key,
             body.original_size,
@@ -200,6 +212,51 @@ class S3Store(BaseStore):
             last_modified,
             _content_etag(etag, gzipped=body.gzipped),
         )
+
+    def _write_copy(
+        self, staged: StagedObject, keys: Iterator[str], meta: FileMeta, overwrite: bool
+    ) -> FileInfo:
+        """:meth:`_write_body` for an object already in the bucket: a copy of it, stored
+        as a save stores a file (its arguments replace every header and metadata of the
+        staged object), under the same rules for keys."""
+        args = confirmed_copy_args(self._upload_args(meta, copy_body()), {}, staged.etag)
+
+        def send(key: str, conditional: bool) -> FileInfo:
+            return self._copy(staged, key, args, conditional=conditional)
+
+        return self._place(keys, overwrite, send, large=True)[1]
+
+    def _place(
+        self,
+        keys: Iterator[str],
+        overwrite: bool,
+        send: Callable[[str, bool], T],
+        *,
+        large: bool,
+    ) -> tuple[str, T]:
+        """Write with ``send(key, conditional)`` under the first of ``keys`` no other file
+        holds (the first, replaced, with ``overwrite``): the key and what ``send`` gave.
+
+        :param large: whether a refused conditional write would cost much: a HEAD first.
+        """
+        sent: dict[str, T] = {}
+        conditional = False
+
+        def claim(key: str) -> bool:
+            result = self._claim(key, send, conditional=conditional, large=large)
+            if result is not None:
+                sent[key] = result
+            return result is not None
+
+        first = next(keys)
+        with self._errors("save", first):
+            if overwrite:
+                sent[first] = send(first, False)
+                key = first
+            else:
+                conditional = self._claims_conditionally(first)
+                key = first_free_key(itertools.chain([first], keys), claim)
+        return key, sent[key]
 
     def _upload_args(self, meta: FileMeta, body: Body) -> dict[str, Any]:
         """Upload arguments: ``STORE_S3_OBJECT_PARAMS`` plus what is set for each file.
@@ -267,16 +324,16 @@ class S3Store(BaseStore):
         return True
 
     def _claim(
-        self, body: Body, key: str, args: dict[str, Any], *, conditional: bool
-    ) -> tuple[str, datetime] | None:
-        """Store ``body`` as ``key`` unless a file has it: its ETag and time, or ``None``."""
+        self, key: str, send: Callable[[str, bool], T], *, conditional: bool, large: bool
+    ) -> T | None:
+        """``send(key, conditional)`` unless a file has ``key``: what it gave, or ``None``."""
         if not conditional:
             # Checked rename for servers without If-None-Match: a race can still overwrite.
-            return None if self._head(key) else self._send(body, key, args, conditional=False)
-        if body.size >= self.settings.multipart_threshold and self._head(key):
+            return None if self._head(key) else send(key, False)
+        if large and self._head(key):
             return None  # spare a large upload that would be refused
         try:
-            return self._send(body, key, args, conditional=True)
+            return send(key, True)
         except ClientError as exc:
             if error_code(exc) in CONDITION_FAILED_CODES:
                 return None
@@ -318,6 +375,41 @@ class S3Store(BaseStore):
         if head["ContentLength"] != body.size:
             self._discard(key, etag, f"{head['ContentLength']} bytes, not the {body.size} sent")
         return etag, head["LastModified"]
+
+    def _copy(
+        self, staged: StagedObject, key: str, args: dict[str, Any], *, conditional: bool
+    ) -> FileInfo:
+        """Copy ``staged`` to ``key`` inside the bucket; the metadata of the copy.
+
+        The copy names the staged object's ETag: when it fails on a condition and ``key``
+        holds no file, it was that ETag (the staged object changed), not the key taken.
+
+        :raises UploadReadError: when the staged object changed since it was checked.
+        :raises UnsupportedByServerError: when the copy's size is not the staged object's.
+        """
+        extra = {**args, "IfNoneMatch": "*"} if conditional else args
+        try:
+            copy_object(
+                self.client,
+                self._transfer_config,
+                self.bucket,
+                staged.object_key,
+                self.object_key(key),
+                extra,
+            )
+        except ClientError as exc:
+            if error_code(exc) in CONDITION_FAILED_CODES and self._head(key) is None:
+                raise UploadReadError(
+                    f"The staged upload for {key!r} changed while it was saved."
+                ) from exc
+            raise
+        copied = self._head(key)
+        if copied is None:
+            raise FileNotFoundInStoreError(f"The copy of the upload {key!r} is missing.")
+        if copied["ContentLength"] != staged.size:
+            problem = f"{copied['ContentLength']} bytes, not the {staged.size} copied"
+            self._discard(key, unquoted_etag(copied), problem)
+        return info_from_response(key, copied)
 
     def _discard(self, key: str, etag: str, problem: str) -> NoReturn:
         """Delete the object just written as ``key`` (ETag ``etag``) that holds other bytes

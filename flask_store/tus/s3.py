@@ -31,6 +31,8 @@ from ..stores.base import BaseStore
 from ..stores.s3 import S3Store
 from ..stores.s3_client import NOT_FOUND_CODES, error_code, s3_errors
 from ..stores.s3_config import MAX_PART_SIZE, MAX_PARTS, MIB, MIN_PART_SIZE
+from ..stores.s3_staged import StagedObject
+from ..stores.s3_uploads import head_object, unquoted_etag
 from .receivers import Appender, Receiver, cut_at, write_all
 from .state import UploadFolder, UploadState, damaged_state
 
@@ -125,8 +127,10 @@ class S3Receiver(Receiver):
 
     @contextlib.contextmanager
     def assembled(self, state: UploadState) -> Iterator[BinaryIO]:
-        """Send the spooled rest as the last part, complete the multipart upload, and read
-        the object it made."""
+        """Send the spooled rest as the last part, complete the multipart upload, and hand
+        on the object it made: the store copies it in the bucket (a
+        :class:`~flask_store.stores.s3_staged.StagedObject`), reading only what content
+        checks need."""
         receiver = state.receiver
         if not receiver.get("assembled"):
             etags: list[str] = list(receiver["etags"])
@@ -152,12 +156,20 @@ class S3Receiver(Receiver):
             self.folder.save(state)
             remove_quietly(spool_path)
         with s3_errors(self.s3.settings, "read the upload"):
-            body = self.s3.client.get_object(Bucket=self.s3.bucket, Key=self.staging_key(state))
-        stream = cast(BinaryIO, body["Body"])
-        try:
-            yield stream
-        finally:
-            stream.close()
+            staged = head_object(self.s3.client, self.s3.bucket, self.staging_key(state))
+        if staged is None:
+            raise damaged_state("its assembled object is missing")
+        if staged["ContentLength"] != state.offset:
+            raise damaged_state(f"its assembled object holds {staged['ContentLength']} bytes")
+        stream = StagedObject(
+            self.s3.client,
+            self.s3.settings,
+            self.staging_key(state),
+            state.offset,
+            unquoted_etag(staged),
+        )
+        with stream:
+            yield cast(BinaryIO, stream)
 
     def remove(self, state: UploadState) -> None:
         """Abort the multipart upload (or delete the assembled object) and the spool files."""

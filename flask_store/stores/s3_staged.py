@@ -1,0 +1,102 @@
+"""An object already in a bucket, handed to ``save()`` as an upload: copied, never re-sent.
+
+A resumable (tus) upload to an S3 store is assembled in the bucket, under a hidden staging
+key. Saving it through ``save()`` keeps every rule of a save (naming, conflicts, content
+checks); reading it back to do so would move the whole file through the web process twice
+and spool it to its disk. A :class:`StagedObject` is the object as a seekable stream (each
+read a ranged GET, so content checks read only the head); an
+:class:`~flask_store.stores.s3.S3Store` with the same settings copies it inside the bucket
+instead (:meth:`~flask_store.stores.s3.S3Store.copies_in_place`), and any other store reads
+it like any stream.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..exceptions import UploadReadError
+from .s3_config import S3Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+__all__ = ["StagedObject"]
+
+
+class StagedObject(io.RawIOBase):
+    """``size`` bytes of the object ``object_key`` (ETag ``etag``) in the bucket of
+    ``settings``, read through ``client``.
+
+    A read sends one ranged GET from the position to the end and reads on from its answer;
+    a seek elsewhere drops that answer. Every GET names the ETag, so the bytes read are of
+    the version that was checked, or the read fails.
+    """
+
+    def __init__(
+        self, client: S3Client, settings: S3Settings, object_key: str, size: int, etag: str
+    ) -> None:
+        super().__init__()
+        self.client = client
+        self.settings = settings
+        self.object_key = object_key
+        self.size = size
+        self.etag = etag
+        self._position = 0
+        self._answer: Any = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
+        position = base + offset
+        if position < 0:
+            raise ValueError(f"negative seek position {position}")
+        if position != self._position:
+            self._drop_answer()
+            self._position = position
+        return position
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        wanted = min(len(view), self.size - self._position)
+        if wanted <= 0:
+            return 0
+        try:
+            if self._answer is None:
+                self._answer = self.client.get_object(
+                    Bucket=self.settings.bucket,
+                    Key=self.object_key,
+                    Range=f"bytes={self._position}-{self.size - 1}",
+                    IfMatch=f'"{self.etag}"',
+                )["Body"]
+            data = self._answer.read(wanted)
+        except (BotoCoreError, ClientError, OSError) as exc:
+            self._drop_answer()
+            raise UploadReadError(f"Reading the staged upload failed part-way: {exc}") from exc
+        if not data:
+            self._drop_answer()
+            raise UploadReadError(
+                f"The staged upload ended {self.size - self._position} bytes early."
+            )
+        view[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._drop_answer()
+        super().close()
+
+    def _drop_answer(self) -> None:
+        if self._answer is not None:
+            answer, self._answer = self._answer, None
+            answer.close()

@@ -1,0 +1,278 @@
+"""A finished tus upload on S3 is copied into place inside the bucket, never read back, and
+still saved by every rule of ``save()``; :class:`StagedObject` reads the object it names."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flask_store import Store
+from flask_store.exceptions import FileTooLargeError, UploadReadError
+from flask_store.stores.s3 import S3Store
+from flask_store.stores.s3_staged import StagedObject
+from flask_store.tus.s3 import STAGING_FOLDER
+from flask_store.tus_views import tus_server
+from tests.moto_server import create_bucket, s3_client
+from tests.test_tus import new_upload, patch
+from tests.test_tus_clients import MIB, moto_server, s3_app
+
+__all__ = ["moto_server"]  # a fixture, imported for the tests below
+
+#: Files from this size on are copied in the bucket (the store's multipart threshold here).
+LARGE = 5 * MIB
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + os.urandom(LARGE)
+
+
+@pytest.fixture
+def bucket(moto_server: str) -> str:
+    return create_bucket(moto_server)
+
+
+def calls_of(store: S3Store) -> Counter[str]:
+    """The S3 operations ``store``'s client sends from now on, counted by name."""
+    seen: Counter[str] = Counter()
+
+    def count(model: Any, **kwargs: Any) -> None:
+        seen[model.name] += 1
+
+    store.client.meta.events.register("before-call.s3", count)
+    return seen
+
+
+def app_for(tmp_path: Path, moto_server: str, bucket: str, **config: Any) -> Flask:
+    """A tus app on an S3 store that copies files from :data:`LARGE` bytes on."""
+    app, _ = s3_app(
+        tmp_path,
+        moto_server,
+        bucket,
+        STORE_S3_MULTIPART_THRESHOLD=LARGE,
+        STORE_S3_MULTIPART_CHUNKSIZE=LARGE,
+        STORE_TUS_MAX_SIZE=64 * MIB,
+        **config,
+    )
+    return app
+
+
+def upload(app: Flask, data: bytes, filename: str) -> Any:
+    """One tus upload of ``data`` in one PATCH: the answer to that PATCH."""
+    client = app.test_client()
+    url = new_upload(client, len(data), filename)
+    return patch(client, url, 0, data)
+
+
+def store_of(app: Flask) -> S3Store:
+    store = tus_server(app).store
+    assert isinstance(store, S3Store)
+    return store
+
+
+def objects(moto_server: str, bucket: str) -> list[str]:
+    listed = s3_client(moto_server).list_objects_v2(Bucket=bucket)
+    return sorted(item["Key"] for item in listed.get("Contents", []))
+
+
+def test_a_finished_upload_is_copied_not_read_back(
+    tmp_path: Path, moto_server: str, bucket: str
+) -> None:
+    app = app_for(tmp_path, moto_server, bucket)
+    store = store_of(app)
+    data = os.urandom(LARGE + 7)
+    calls = calls_of(store)
+    answer = upload(app, data, "clip.mp4")
+    assert answer.status_code == 204, answer.data
+    assert calls["GetObject"] == 0
+    assert (calls["CopyObject"], calls["UploadPartCopy"]) == (0, 2)
+    with app.app_context():
+        assert store.read("clip.mp4") == data
+        copied = store.info("clip.mp4")
+        saved = store.save(data, name="clip.mp4")  # a save of the same bytes, to compare
+    assert saved.key != "clip.mp4"
+    s3 = s3_client(moto_server)
+    heads = [s3.head_object(Bucket=bucket, Key=f"media/{key}") for key in ("clip.mp4", saved.key)]
+    for field in ("ContentType", "Metadata", "ContentLength"):
+        assert heads[0][field] == heads[1][field], field
+    assert heads[0]["ContentDisposition"].replace("clip.mp4", "") == heads[1][
+        "ContentDisposition"
+    ].replace("clip.mp4", "")
+    assert (copied.size, copied.content_type, copied.filename) == (
+        len(data),
+        "video/mp4",
+        "clip.mp4",
+    )
+    assert not [key for key in objects(moto_server, bucket) if STAGING_FOLDER in key]
+
+
+def test_content_checks_read_only_the_head(tmp_path: Path, moto_server: str, bucket: str) -> None:
+    app = app_for(tmp_path, moto_server, bucket, STORE_ALLOWED_TYPES=["image/png"])
+    store = store_of(app)
+    calls = calls_of(store)
+    assert upload(app, PNG, "dot.png").status_code == 204
+    assert (calls["GetObject"], calls["UploadPartCopy"]) == (1, 2)
+    with app.app_context():
+        assert store.read("dot.png") == PNG
+    answer = upload(app, b"<script>alert(1)</script>" + bytes(LARGE), "fake.png")
+    assert answer.status_code == 415, answer.data
+    assert objects(moto_server, bucket) == ["media/dot.png"]
+
+
+@pytest.mark.parametrize("conditional_writes", ["probe", "off"])
+def test_a_taken_name_is_renamed(
+    tmp_path: Path, moto_server: str, bucket: str, conditional_writes: str
+) -> None:
+    app = app_for(tmp_path, moto_server, bucket, STORE_S3_CONDITIONAL_WRITES=conditional_writes)
+    store = store_of(app)
+    with app.app_context():
+        store.save(b"first", name="taken.txt")
+    data = os.urandom(LARGE)
+    assert upload(app, data, "taken.txt").status_code == 204
+    with app.app_context():
+        assert store.read("taken.txt") == b"first"
+        renamed = [key for key in sorted(store.keys()) if key != "taken.txt"]
+        assert len(renamed) == 1 and renamed[0].startswith("taken_")
+        assert store.read(renamed[0]) == data
+
+
+def test_a_taken_name_with_conflicts_refused_keeps_both_as_they_were(
+    tmp_path: Path, moto_server: str, bucket: str
+) -> None:
+    app = app_for(tmp_path, moto_server, bucket, STORE_ON_CONFLICT="error")
+    store = store_of(app)
+    with app.app_context():
+        store.save(b"first", name="taken.txt")
+    assert upload(app, bytes(LARGE), "taken.txt").status_code == 409
+    with app.app_context():
+        assert store.read("taken.txt") == b"first"
+    assert objects(moto_server, bucket) == ["media/taken.txt"]
+
+
+def test_overwrite_replaces(tmp_path: Path, moto_server: str, bucket: str) -> None:
+    app = app_for(tmp_path, moto_server, bucket, STORE_ON_CONFLICT="overwrite")
+    store = store_of(app)
+    with app.app_context():
+        store.save(b"first", name="taken.txt")
+    data = os.urandom(LARGE)
+    assert upload(app, data, "taken.txt").status_code == 204
+    with app.app_context():
+        assert store.read("taken.txt") == data
+
+
+def test_a_copy_in_parts_above_the_multipart_threshold(
+    tmp_path: Path, moto_server: str, bucket: str
+) -> None:
+    app = app_for(tmp_path, moto_server, bucket)
+    store = store_of(app)
+    data = os.urandom(2 * LARGE + MIB)
+    calls = calls_of(store)
+    assert upload(app, data, "large.bin").status_code == 204
+    assert calls["UploadPartCopy"] == 3 and calls["GetObject"] == 0
+    with app.app_context():
+        assert store.read("large.bin") == data
+    assert upload(app, data[: LARGE + 1], "large.bin").status_code == 204
+    with app.app_context():
+        assert store.read("large.bin") == data
+        assert sorted(store.keys())[0] == "large.bin" and len(list(store.keys())) == 2
+
+
+def test_a_small_file_is_read_and_sent_again(tmp_path: Path, moto_server: str, bucket: str) -> None:
+    """Below the multipart threshold the staged object is read back (ranged GETs) and sent
+    with the conditional PUT of any save, which servers keep, unlike a conditional copy."""
+    app = app_for(tmp_path, moto_server, bucket)
+    store = store_of(app)
+    with app.app_context():
+        store.save(b"first", name="small.txt")
+    calls = calls_of(store)
+    data = os.urandom(LARGE - 1)
+    assert upload(app, data, "small.txt").status_code == 204
+    assert calls["GetObject"] >= 1 and calls["CopyObject"] + calls["UploadPartCopy"] == 0
+    with app.app_context():
+        assert store.read("small.txt") == b"first"
+        (renamed,) = [key for key in sorted(store.keys()) if key != "small.txt"]
+        assert store.read(renamed) == data
+
+
+def test_a_type_stored_compressed_is_read_and_compressed(
+    tmp_path: Path, moto_server: str, bucket: str
+) -> None:
+    app = app_for(tmp_path, moto_server, bucket, STORE_S3_GZIP_TYPES=["text/plain"])
+    store = store_of(app)
+    data = b"line of text\n" * (LARGE // 13 + 1)
+    assert upload(app, data, "notes.txt").status_code == 204
+    stored = s3_client(moto_server).get_object(Bucket=bucket, Key="media/notes.txt")
+    assert stored["ContentEncoding"] == "gzip"
+    assert gzip.decompress(stored["Body"].read()) == data
+    with app.app_context():
+        assert store.read("notes.txt") == data
+
+
+# -- StagedObject, read as a stream ------------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path, moto_server: str, bucket: str) -> Iterator[S3Store]:
+    app = app_for(tmp_path, moto_server, bucket)
+    with app.app_context():
+        yield store_of(app)
+
+
+def staged_object(store: S3Store, data: bytes, size: int | None = None) -> StagedObject:
+    """``data`` put in the bucket under a hidden key, as a :class:`StagedObject`."""
+    put = store.client.put_object(Bucket=store.bucket, Key="media/.staged", Body=data)
+    etag = put["ETag"].strip('"')
+    return StagedObject(store.client, store.settings, "media/.staged", size or len(data), etag)
+
+
+def test_a_staged_object_reads_like_a_file(store: S3Store) -> None:
+    data = os.urandom(100_000)
+    with staged_object(store, data) as stream:
+        assert stream.read(10) == data[:10]
+        assert stream.read(5) == data[10:15]
+        assert stream.seek(-7, os.SEEK_END) == len(data) - 7
+        assert stream.read() == data[-7:]
+        assert stream.read(1) == b""
+        stream.seek(50_000)
+        assert stream.read() == data[50_000:]
+        stream.seek(0)
+        assert stream.read() == data
+        with pytest.raises(ValueError, match="negative"):
+            stream.seek(-1)
+
+
+def test_a_staged_object_replaced_meanwhile_is_not_read(store: S3Store) -> None:
+    with staged_object(store, os.urandom(1000)) as stream:
+        store.client.put_object(Bucket=store.bucket, Key="media/.staged", Body=b"other")
+        with pytest.raises(UploadReadError, match="failed"):
+            stream.read(10)
+
+
+def test_a_staged_object_shorter_than_said_is_not_read_short(store: S3Store) -> None:
+    with staged_object(store, b"12345", size=10) as stream:
+        assert stream.read(5) == b"12345"
+        with pytest.raises(UploadReadError, match="early"):
+            stream.read(5)
+
+
+def test_a_save_with_a_smaller_size_limit_copies_nothing(store: S3Store) -> None:
+    """(tus refuses an upload over ``STORE_MAX_SIZE`` when it is created; a save with its
+    own, smaller limit checks the staged object's size before copying anything.)"""
+    data = os.urandom(1000)
+    with staged_object(store, data) as stream, pytest.raises(FileTooLargeError):
+        store.save(stream, name="big.bin", max_size=len(data) - 1)
+    assert list(store.keys()) == []
+
+
+def test_another_store_reads_a_staged_object(store: S3Store, tmp_path: Path) -> None:
+    data = os.urandom(100_000)
+    app = Flask(__name__)
+    app.config["STORE_PATH"] = str(tmp_path / "local")
+    local = Store(app)
+    with staged_object(store, data) as stream, app.app_context():
+        saved = local.Provider().save(stream, name="copied.bin")
+        assert saved.key == "copied.bin"
+        assert local.Provider().read("copied.bin") == data
