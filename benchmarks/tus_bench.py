@@ -278,7 +278,8 @@ def run(size: int, chunk: int, workdir: str, rounds: int, endpoint: str | None) 
 def report(rows: list[Row], size: int, s3: bool, rounds: int) -> str:
     where = "S3Store on a moto server" if s3 else "LocalStore"
     finish = (
-        "reads the assembled object back and stores it with `S3Store.save()`"
+        "copies the assembled object inside the bucket to the file's key (`UploadPartCopy`; "
+        "on moto the copy is moto's own work in this machine's Python, on S3 the bucket's)"
         if s3
         else "moves the partial file into place"
     )
