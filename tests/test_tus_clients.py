@@ -464,3 +464,27 @@ def test_s3_data_lost_from_the_spool_is_410_not_zeros(tmp_path: Path, moto_serve
     os.truncate(Path(server.folder.file(finished.rpartition("/")[2], ".0.tail")), 4)
     assert client.head(finished, headers=TUS).status_code == 410
     assert list(s3_client(moto_server).list_objects_v2(Bucket=bucket).get("Contents", [])) == []
+
+
+def test_s3_spool_file_gone_at_finish_is_410(tmp_path: Path, moto_server: str) -> None:
+    """The spool file holding the last part's bytes is gone altogether (not just short)
+    when a failed finish is retried: the upload is damaged (410), as when resuming, not an
+    unhandled ``FileNotFoundError``."""
+    bucket = create_bucket(moto_server)
+    app, _ = s3_app(tmp_path, moto_server, bucket)
+    client = app.test_client()
+    server = tus_server(app)
+    url = new_upload(client, 10, "gone.bin")
+    real_complete = server.receiver.s3.client.complete_multipart_upload
+
+    def failing_complete(**kwargs: Any) -> Any:
+        raise ClientError({"Error": {"Code": "InternalError", "Message": "down"}}, "Complete")
+
+    server.receiver.s3.client.complete_multipart_upload = failing_complete
+    try:
+        assert patch(client, url, 0, b"0123456789").status_code >= 500
+    finally:
+        server.receiver.s3.client.complete_multipart_upload = real_complete
+    os.remove(server.folder.file(url.rpartition("/")[2], ".0.tail"))
+    assert client.head(url, headers=TUS).status_code == 410
+    assert list(s3_client(moto_server).list_objects_v2(Bucket=bucket).get("Contents", [])) == []

@@ -137,8 +137,13 @@ class S3Receiver(Receiver):
             spool_path = self.spool_path(state, len(etags))
             rest = state.offset - len(etags) * receiver["part_size"]
             if rest or not etags:
-                with open(spool_path, "rb") as spool:
-                    last = spool.read(rest)
+                try:
+                    with open(spool_path, "rb") as spool:
+                        last = spool.read(rest)
+                except FileNotFoundError:
+                    last = b""  # gone altogether: as damaged as a short one
+                except OSError as exc:
+                    raise as_store_error(exc, "read the upload") from exc
                 if len(last) != rest:
                     raise damaged_state(f"{rest - len(last)} bytes it counts are missing")
                 etags.append(self.send_part(state, len(etags) + 1, last))
