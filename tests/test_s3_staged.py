@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from flask import Flask
 
 from flask_store import Store
@@ -276,3 +277,46 @@ def test_another_store_reads_a_staged_object(store: S3Store, tmp_path: Path) -> 
         saved = local.Provider().save(stream, name="copied.bin")
         assert saved.key == "copied.bin"
         assert local.Provider().read("copied.bin") == data
+
+
+def test_a_staged_object_changed_before_an_overwriting_copy_is_a_read_error(
+    tmp_path: Path, moto_server: str, bucket: str
+) -> None:
+    """The copy's source condition failed (the staged object is not the version checked):
+    an :class:`UploadReadError`, also when the key holds a file to replace."""
+    app = app_for(tmp_path, moto_server, bucket, STORE_ON_CONFLICT="overwrite")
+    store = store_of(app)
+    with app.app_context():
+        store.save(b"first", name="a.bin")
+        stream = staged_object(store, os.urandom(LARGE))
+        store.client.put_object(Bucket=store.bucket, Key="media/.staged", Body=os.urandom(LARGE))
+        with stream, pytest.raises(UploadReadError, match="changed"):
+            store.save(stream, name="a.bin")
+        assert store.read("a.bin") == b"first"
+
+
+def test_a_conditional_copy_in_conflict_tries_the_next_name(
+    store: S3Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 answers 409 ConditionalRequestConflict to a conditional CompleteMultipartUpload
+    while another write of the key is in flight: the key is taken, as for a save."""
+    client = store.client
+    real_complete = client.complete_multipart_upload
+    refused: list[str] = []
+
+    def complete(**kwargs: Any) -> Any:
+        if not refused:
+            refused.append(kwargs["Key"])
+            client.abort_multipart_upload(
+                Bucket=kwargs["Bucket"], Key=kwargs["Key"], UploadId=kwargs["UploadId"]
+            )
+            error = {"Code": "ConditionalRequestConflict", "Message": "in flight"}
+            raise ClientError({"Error": error}, "CompleteMultipartUpload")
+        return real_complete(**kwargs)
+
+    monkeypatch.setattr(client, "complete_multipart_upload", complete)
+    data = os.urandom(LARGE)
+    with staged_object(store, data) as stream:
+        saved = store.save(stream, name="b.bin")
+    assert refused == ["media/b.bin"]
+    assert saved.key.startswith("b_") and store.read(saved.key) == data

@@ -381,8 +381,9 @@ class S3Store(BaseStore):
     ) -> FileInfo:
         """Copy ``staged`` to ``key`` inside the bucket; the metadata of the copy.
 
-        The copy names the staged object's ETag: when it fails on a condition and ``key``
-        holds no file, it was that ETag (the staged object changed), not the key taken.
+        The copy names the staged object's ETag, checked by the HEAD of the source and by
+        every part copied; ``CompleteMultipartUpload`` checks ``IfNoneMatch`` (the key):
+        :meth:`_source_changed` tells which condition failed.
 
         :raises UploadReadError: when the staged object changed since it was checked.
         :raises UnsupportedByServerError: when the copy's size is not the staged object's.
@@ -398,7 +399,7 @@ class S3Store(BaseStore):
                 extra,
             )
         except ClientError as exc:
-            if error_code(exc) in CONDITION_FAILED_CODES and self._head(key) is None:
+            if error_code(exc) in CONDITION_FAILED_CODES and self._source_changed(exc, key):
                 raise UploadReadError(
                     f"The staged upload for {key!r} changed while it was saved."
                 ) from exc
@@ -410,6 +411,19 @@ class S3Store(BaseStore):
             problem = f"{copied['ContentLength']} bytes, not the {staged.size} copied"
             self._discard(key, unquoted_etag(copied), problem)
         return info_from_response(key, copied)
+
+    def _source_changed(self, exc: ClientError, key: str) -> bool:
+        """Whether a copy to ``key`` refused on a condition (:meth:`_copy`) was refused
+        because its source changed, not because ``key`` is taken."""
+        if exc.operation_name in {"HeadObject", "UploadPartCopy"}:
+            return True
+        if exc.operation_name == "CompleteMultipartUpload" and (
+            error_code(exc) == "ConditionalRequestConflict"
+        ):
+            return False
+        # A CopyObject checks both conditions. A 412 on completing with the key free says
+        # neither: ending here keeps a server that always answers so from copying for ever.
+        return self._head(key) is None
 
     def _discard(self, key: str, etag: str, problem: str) -> NoReturn:
         """Delete the object just written as ``key`` (ETag ``etag``) that holds other bytes
