@@ -320,3 +320,17 @@ def test_a_conditional_copy_in_conflict_tries_the_next_name(
         saved = store.save(stream, name="b.bin")
     assert refused == ["media/b.bin"]
     assert saved.key.startswith("b_") and store.read(saved.key) == data
+
+
+def test_a_staged_object_keeps_the_file_contract(store: S3Store) -> None:
+    """A bad ``whence`` is a ``ValueError``; a closed one reads nothing (no GET)."""
+    stream = staged_object(store, os.urandom(1000))
+    with pytest.raises(ValueError, match="whence"):
+        stream.seek(0, 3)
+    stream.close()
+    calls = calls_of(store)
+    with pytest.raises(ValueError, match="closed"):
+        stream.read(3)
+    with pytest.raises(ValueError, match="closed"):
+        stream.seek(0)
+    assert calls["GetObject"] == 0

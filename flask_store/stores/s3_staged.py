@@ -57,7 +57,11 @@ class StagedObject(io.RawIOBase):
         return self._position
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
+        self._check_open()
+        bases = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}
+        if whence not in bases:
+            raise ValueError(f"invalid whence ({whence!r})")
+        base = bases[whence]
         position = base + offset
         if position < 0:
             raise ValueError(f"negative seek position {position}")
@@ -67,6 +71,7 @@ class StagedObject(io.RawIOBase):
         return position
 
     def readinto(self, buffer: Any) -> int:
+        self._check_open()
         view = memoryview(buffer).cast("B")
         wanted = min(len(view), self.size - self._position)
         if wanted <= 0:
@@ -95,6 +100,10 @@ class StagedObject(io.RawIOBase):
     def close(self) -> None:
         self._drop_answer()
         super().close()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed staged object")
 
     def _drop_answer(self) -> None:
         if self._answer is not None:
