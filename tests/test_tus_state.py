@@ -322,3 +322,31 @@ def test_a_finished_upload_missing_data_is_not_saved_short(
     answer = head(client, url)
     assert answer.status_code == 410, answer.data
     assert stored(app) == []
+
+
+def test_a_saved_upload_whose_data_cannot_be_removed_is_not_saved_twice(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Removing an upload's data after its file was saved fails (an S3 outage): the answer
+    still names the file, and a retry or a HEAD finds it saved rather than saving it again
+    under a second name. What is left is removed by ``prune`` when the upload expires."""
+    client = app.test_client()
+    url = new_upload(client, length=11)
+    server = tus_server(app)
+    real_remove = server.receiver.remove
+    monkeypatch.setattr(
+        server.receiver,
+        "remove",
+        lambda state: (_ for _ in ()).throw(StoreUnavailableError("down")),
+    )
+    answer = patch(client, url, 0, b"hello world")
+    assert answer.status_code == 204, answer.data
+    assert "Flask-Store-File" in answer.headers
+    assert head(client, url).status_code == 200
+    assert patch(client, url, 11, b"").status_code in (204, 409)
+    assert stored(app) == ["hello.txt"]
+    assert partial_file(app, url).exists()
+    monkeypatch.setattr(server.receiver, "remove", real_remove)
+    server.clock = lambda: time.time() + 10 * 24 * 3600
+    assert server.prune() == 1
+    assert not partial_file(app, url).exists()

@@ -445,9 +445,15 @@ class TusServer:
             if isinstance(exc, (ResumableUploadError, InvalidFileError)):
                 raise _rejection(exc) from exc
             raise
-        self.receiver.remove(state)
         state.file = file.path
         state.url = file.relative_url()
+        # Recorded before the upload's data go: if removing them fails, a retry finds the
+        # file saved instead of saving it again, and prune removes the rest at expiry.
+        self.folder.save(state)
+        try:
+            self.receiver.remove(state)
+        except StoreError as exc:
+            log.warning("Upload %s is saved; its data stay until it expires: %s", state.id, exc)
 
     def _remove(self, state: UploadState) -> None:
         self.receiver.remove(state)
