@@ -18,6 +18,7 @@ The rules, chosen with nginx and Apache in mind and allowed by RFC 9110 §14.3:
 from __future__ import annotations
 
 import io
+import re
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,15 @@ from typing import BinaryIO
 
 from .exceptions import FileChangedError
 
-__all__ = ["MAX_RANGES", "MultipartBody", "MultipartByteranges", "Span", "spans_to_serve"]
+__all__ = [
+    "MAX_RANGES",
+    "MultipartBody",
+    "MultipartByteranges",
+    "Span",
+    "content_range_of",
+    "spans_to_serve",
+    "starts_and_covers",
+]
 
 #: Most ranges one request may ask for and still be split; more are answered with the file.
 MAX_RANGES = 16
@@ -37,6 +46,31 @@ _SKIP_BLOCK = 64 * 1024
 
 #: ``(start, stop)``: the bytes from ``start`` up to, not including, ``stop``.
 Span = tuple[int, int]
+
+
+#: ``Content-Range`` of a 206: ``bytes first-last/size`` (at most 20 digits each: no size
+#: S3 holds has more, and ``int()`` refuses thousands).
+_CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,20})-([0-9]{1,20})/([0-9]{1,20})")
+
+
+def content_range_of(content_range: object, length: object) -> tuple[Span, int] | None:
+    """The span of the object a 206 carries, and the object's size, from its
+    ``Content-Range`` and ``Content-Length``; ``None`` unless ``Content-Range`` is
+    ``bytes first-last/size`` with ``first <= last < size`` and the body holds
+    ``last - first + 1`` bytes."""
+    match = _CONTENT_RANGE.fullmatch(content_range) if isinstance(content_range, str) else None
+    if match is None:
+        return None
+    first, last, size = (int(number) for number in match.groups())
+    if not first <= last < size or length != last + 1 - first:
+        return None
+    return (first, last + 1), size
+
+
+def starts_and_covers(sent: Span, wanted: Span) -> bool:
+    """Whether bytes ``sent`` start where ``wanted`` does and hold all of it (readers stop at
+    its end: s3rver answers ``bytes=0-0`` with the whole object)."""
+    return sent[0] == wanted[0] and sent[1] >= wanted[1]
 
 
 def spans_to_serve(ranges: Sequence[tuple[int, int | None]], size: int) -> list[Span] | None:

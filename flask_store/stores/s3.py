@@ -13,7 +13,6 @@ import functools
 import gzip
 import importlib
 import itertools
-import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
@@ -26,7 +25,7 @@ from botocore.exceptions import ClientError
 from s3transfer.manager import TransferConfig
 from werkzeug.http import parse_options_header
 
-from ..byteranges import Span, spans_to_serve
+from ..byteranges import Span, content_range_of, spans_to_serve, starts_and_covers
 from ..config import Schema
 from ..exceptions import (
     FileChangedError,
@@ -547,7 +546,7 @@ class S3Store(BaseStore):
             response["Body"].close()
             raise
         wanted = spans_to_serve([byte_range], size)
-        if not wanted or not _starts_and_covers(span, wanted[0]):
+        if not wanted or not starts_and_covers(span, wanted[0]):
             # Cut otherwise: ask for the bytes by number, of the version HEAD names.
             response["Body"].close()
             return self._open_span_of(self.info(key), byte_range)
@@ -644,7 +643,7 @@ class S3Store(BaseStore):
             return skipped_to(self._body(response, key), start)
         try:
             span, size = self._stated_span(response, key, (start, stop))
-            if not _starts_and_covers(span, (start, min(stop, size))):
+            if not starts_and_covers(span, (start, min(stop, size))):
                 raise self._range_error(response, key, (start, stop))
         except BaseException:
             response["Body"].close()
@@ -1108,31 +1107,6 @@ def _check_expires(seconds: object) -> int:
             f"expires must be from 1 to {MAX_URL_EXPIRES} seconds (7 days), not {seconds}."
         )
     return seconds
-
-
-#: ``Content-Range`` of a 206: ``bytes first-last/size`` (at most 20 digits each: no size
-#: S3 holds has more, and ``int()`` refuses thousands).
-_CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,20})-([0-9]{1,20})/([0-9]{1,20})")
-
-
-def content_range_of(content_range: object, length: object) -> tuple[Span, int] | None:
-    """The span of the object a 206 carries, and the object's size, from its
-    ``Content-Range`` and ``Content-Length``; ``None`` unless ``Content-Range`` is
-    ``bytes first-last/size`` with ``first <= last < size`` and the body holds
-    ``last - first + 1`` bytes."""
-    match = _CONTENT_RANGE.fullmatch(content_range) if isinstance(content_range, str) else None
-    if match is None:
-        return None
-    first, last, size = (int(number) for number in match.groups())
-    if not first <= last < size or length != last + 1 - first:
-        return None
-    return (first, last + 1), size
-
-
-def _starts_and_covers(sent: Span, wanted: Span) -> bool:
-    """Whether bytes ``sent`` start where ``wanted`` does and hold all of it (readers stop at
-    its end: s3rver answers ``bytes=0-0`` with the whole object)."""
-    return sent[0] == wanted[0] and sent[1] >= wanted[1]
 
 
 def _range_header(byte_range: ByteRange) -> str:
