@@ -4,6 +4,7 @@ still saved by every rule of ``save()``; :class:`StagedObject` reads the object 
 from __future__ import annotations
 
 import gzip
+import io
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -253,8 +254,30 @@ def test_a_staged_object_replaced_meanwhile_is_not_read(store: S3Store) -> None:
 
 
 def test_a_staged_object_shorter_than_said_is_not_read_short(store: S3Store) -> None:
-    with staged_object(store, b"12345", size=10) as stream:
-        assert stream.read(5) == b"12345"
+    """The object holds fewer bytes than the upload counted: its answer says so at once."""
+    with (
+        staged_object(store, b"12345", size=10) as stream,
+        pytest.raises(UploadReadError, match="answered"),
+    ):
+        stream.read(5)
+
+
+def test_an_answer_that_ends_early_is_not_read_short(
+    store: S3Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection ends before the bytes its answer announced."""
+    real_get = store.client.get_object
+
+    def cut_get(**kwargs: Any) -> Any:
+        answer = real_get(**kwargs)
+        body = answer["Body"]
+        answer["Body"] = io.BytesIO(body.read(5))
+        body.close()
+        return answer
+
+    with staged_object(store, b"0123456789") as stream:
+        monkeypatch.setattr(store.client, "get_object", cut_get)
+        assert stream.read(5) == b"01234"
         with pytest.raises(UploadReadError, match="early"):
             stream.read(5)
 
@@ -334,3 +357,35 @@ def test_a_staged_object_keeps_the_file_contract(store: S3Store) -> None:
     with pytest.raises(ValueError, match="closed"):
         stream.seek(0)
     assert calls["GetObject"] == 0
+
+
+@pytest.mark.parametrize(
+    "lie",
+    [
+        {"ContentRange": None},  # Range ignored: the whole object from byte 0
+        {"ContentRange": "bytes 0-99999/100000"},  # the wrong start
+        {"ContentRange": "bytes 50000-99998/100000", "ContentLength": 49999},  # short
+        {"ContentRange": "bytes 50000-99999/200000"},  # another object's size
+        {"ContentRange": "bytes 50000-99999/" + "9" * 30},  # not a number S3 has
+    ],
+)
+def test_a_staged_object_refuses_an_answer_of_other_bytes(
+    store: S3Store, monkeypatch: pytest.MonkeyPatch, lie: dict[str, Any]
+) -> None:
+    """A server that ignores ``Range`` or says it sent other bytes than asked: the reader
+    refuses the answer instead of handing on bytes from the wrong place."""
+    data = os.urandom(100_000)
+    real_get = store.client.get_object
+
+    def lying_get(**kwargs: Any) -> Any:
+        answer = real_get(**{name: value for name, value in kwargs.items() if name != "Range"})
+        answer.pop("ContentRange", None)
+        answer.update({name: value for name, value in lie.items() if value is not None})
+        answer.setdefault("ContentLength", 50_000)
+        return answer
+
+    with staged_object(store, data) as stream:
+        stream.seek(50_000)
+        monkeypatch.setattr(store.client, "get_object", lying_get)
+        with pytest.raises(UploadReadError, match="answered"):
+            stream.read(10)

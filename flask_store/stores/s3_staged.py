@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..byteranges import content_range_of, starts_and_covers
 from ..exceptions import UploadReadError
 from .s3_config import S3Settings
 
@@ -78,13 +79,10 @@ class StagedObject(io.RawIOBase):
             return 0
         try:
             if self._answer is None:
-                self._answer = self.client.get_object(
-                    Bucket=self.settings.bucket,
-                    Key=self.object_key,
-                    Range=f"bytes={self._position}-{self.size - 1}",
-                    IfMatch=f'"{self.etag}"',
-                )["Body"]
+                self._answer = self._ranged_body()
             data = self._answer.read(wanted)
+        except UploadReadError:
+            raise
         except (BotoCoreError, ClientError, OSError) as exc:
             self._drop_answer()
             raise UploadReadError(f"Reading the staged upload failed part-way: {exc}") from exc
@@ -96,6 +94,34 @@ class StagedObject(io.RawIOBase):
         view[: len(data)] = data
         self._position += len(data)
         return len(data)
+
+    def _ranged_body(self) -> Any:
+        """The body of a GET from the position to the end, its answer checked: a server
+        that ignores ``Range`` (or answers other bytes) would hand on the wrong ones.
+
+        :raises UploadReadError: when the answer does not hold exactly those bytes.
+        """
+        answer = self.client.get_object(
+            Bucket=self.settings.bucket,
+            Key=self.object_key,
+            Range=f"bytes={self._position}-{self.size - 1}",
+            IfMatch=f'"{self.etag}"',
+        )
+        sent = content_range_of(answer.get("ContentRange"), answer.get("ContentLength"))
+        whole = answer.get("ContentRange") is None and answer.get("ContentLength") == self.size
+        if whole and self._position == 0:
+            return answer["Body"]
+        if (
+            sent is None
+            or sent[1] != self.size
+            or not starts_and_covers(sent[0], (self._position, self.size))
+        ):
+            answer["Body"].close()
+            raise UploadReadError(
+                f"The server answered a read of bytes {self._position}- of the staged upload "
+                f"with others (Content-Range {answer.get('ContentRange')!r})."
+            )
+        return answer["Body"]
 
     def close(self) -> None:
         self._drop_answer()
