@@ -124,14 +124,24 @@ def test_content_checks_read_only_the_head(tmp_path: Path, moto_server: str, buc
     assert objects(moto_server, bucket) == ["media/dot.png"]
 
 
+def with_taken_name(
+    tmp_path: Path, moto_server: str, bucket: str, **config: Any
+) -> tuple[Flask, S3Store]:
+    """:func:`app_for` whose store already holds ``taken.txt`` (``b"first"``)."""
+    app = app_for(tmp_path, moto_server, bucket, **config)
+    store = store_of(app)
+    with app.app_context():
+        store.save(b"first", name="taken.txt")
+    return app, store
+
+
 @pytest.mark.parametrize("conditional_writes", ["probe", "off"])
 def test_a_taken_name_is_renamed(
     tmp_path: Path, moto_server: str, bucket: str, conditional_writes: str
 ) -> None:
-    app = app_for(tmp_path, moto_server, bucket, STORE_S3_CONDITIONAL_WRITES=conditional_writes)
-    store = store_of(app)
-    with app.app_context():
-        store.save(b"first", name="taken.txt")
+    app, store = with_taken_name(
+        tmp_path, moto_server, bucket, STORE_S3_CONDITIONAL_WRITES=conditional_writes
+    )
     data = os.urandom(LARGE)
     assert upload(app, data, "taken.txt").status_code == 204
     with app.app_context():
@@ -144,10 +154,7 @@ def test_a_taken_name_is_renamed(
 def test_a_taken_name_with_conflicts_refused_keeps_both_as_they_were(
     tmp_path: Path, moto_server: str, bucket: str
 ) -> None:
-    app = app_for(tmp_path, moto_server, bucket, STORE_ON_CONFLICT="error")
-    store = store_of(app)
-    with app.app_context():
-        store.save(b"first", name="taken.txt")
+    app, store = with_taken_name(tmp_path, moto_server, bucket, STORE_ON_CONFLICT="error")
     assert upload(app, bytes(LARGE), "taken.txt").status_code == 409
     with app.app_context():
         assert store.read("taken.txt") == b"first"
@@ -155,10 +162,7 @@ def test_a_taken_name_with_conflicts_refused_keeps_both_as_they_were(
 
 
 def test_overwrite_replaces(tmp_path: Path, moto_server: str, bucket: str) -> None:
-    app = app_for(tmp_path, moto_server, bucket, STORE_ON_CONFLICT="overwrite")
-    store = store_of(app)
-    with app.app_context():
-        store.save(b"first", name="taken.txt")
+    app, store = with_taken_name(tmp_path, moto_server, bucket, STORE_ON_CONFLICT="overwrite")
     data = os.urandom(LARGE)
     assert upload(app, data, "taken.txt").status_code == 204
     with app.app_context():

@@ -367,6 +367,19 @@ DAMAGED_RECEIVERS = {
 }
 
 
+def state_path(app: Flask, url: str) -> Path:
+    return Path(tus_server(app).folder.file(url.rpartition("/")[2], ".json"))
+
+
+def read_state(app: Flask, url: str) -> dict[str, Any]:
+    """The upload's state file as JSON, to damage it."""
+    return dict(json.loads(state_path(app, url).read_text()))
+
+
+def write_state(app: Flask, url: str, state: dict[str, Any]) -> None:
+    state_path(app, url).write_text(json.dumps(state))
+
+
 @pytest.mark.parametrize("damage", DAMAGED_RECEIVERS.values(), ids=DAMAGED_RECEIVERS.keys())
 def test_s3_damaged_receiver_state_is_410_and_pruned(
     tmp_path: Path, moto_server: str, damage: dict[str, Any]
@@ -380,15 +393,13 @@ def test_s3_damaged_receiver_state_is_410_and_pruned(
     url = new_upload(client, 20 * MIB, "bad.bin")
     assert patch(client, url, 0, os.urandom(MIB)).status_code == 204
     server = tus_server(app)
-    upload_id = url.rpartition("/")[2]
-    path = Path(server.folder.file(upload_id, ".json"))
-    saved = json.loads(path.read_text())
+    saved = read_state(app, url)
     for name, value in damage.items():
         if value is None:
             del saved["receiver"][name]
         else:
             saved["receiver"][name] = value
-    path.write_text(json.dumps(saved))
+    write_state(app, url, saved)
     assert patch(client, url, MIB, b"x" * 10).status_code == 410
     assert client.head(url, headers=TUS).status_code == 410
     assert client.delete(url, headers=TUS).status_code == 410
@@ -407,12 +418,9 @@ def test_s3_offset_past_the_parts_sent_is_410(tmp_path: Path, moto_server: str) 
     client = app.test_client()
     url = new_upload(client, 20 * MIB, "bad.bin")
     assert patch(client, url, 0, os.urandom(MIB)).status_code == 204
-    server = tus_server(app)
-    upload_id = url.rpartition("/")[2]
-    path = Path(server.folder.file(upload_id, ".json"))
-    saved = json.loads(path.read_text())
+    saved = read_state(app, url)
     saved["offset"] = 12 * MIB  # no part sent, 1 MiB spooled
-    path.write_text(json.dumps(saved))
+    write_state(app, url, saved)
     assert patch(client, url, 12 * MIB, b"x" * 10).status_code == 410
     assert client.head(url, headers=TUS).status_code == 410
 
