@@ -16,13 +16,13 @@ from botocore.exceptions import ClientError
 from flask import Flask
 
 from flask_store import Store
-from flask_store.exceptions import FileTooLargeError, UploadReadError
+from flask_store.exceptions import FileTooLargeError, StoreUnavailableError, UploadReadError
 from flask_store.stores.s3 import S3Store
 from flask_store.stores.s3_staged import StagedObject
 from flask_store.tus.s3 import STAGING_FOLDER
 from flask_store.tus_views import tus_server
 from tests.moto_server import create_bucket, s3_client
-from tests.test_tus import new_upload, patch
+from tests.test_tus import TUS, new_upload, patch
 from tests.test_tus_clients import MIB, moto_server, s3_app
 
 __all__ = ["moto_server"]  # a fixture, imported for the tests below
@@ -393,3 +393,34 @@ def test_a_staged_object_refuses_an_answer_of_other_bytes(
         monkeypatch.setattr(store.client, "get_object", lying_get)
         with pytest.raises(UploadReadError, match="answered"):
             stream.read(10)
+
+
+@pytest.mark.parametrize("change", ["deleted", "replaced"])
+def test_an_assembled_object_gone_or_changed_is_a_damaged_upload(
+    tmp_path: Path, moto_server: str, bucket: str, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """The last PATCH completed the multipart upload but its save failed; before the retry
+    the assembled object went, or another of a different size took its key (what the bucket
+    says is not trusted): the retry answers 410 and stores nothing."""
+    app = app_for(tmp_path, moto_server, bucket)
+    server = tus_server(app)
+    client = app.test_client()
+    url = new_upload(client, LARGE, "clip.bin")
+
+    def failing_save(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailableError("the store is down")
+
+    monkeypatch.setattr(server.store, "save", failing_save)
+    assert patch(client, url, 0, os.urandom(LARGE)).status_code == 503
+    monkeypatch.undo()
+    state = server.folder.load(url.rpartition("/")[2])
+    assert state.receiver["assembled"] is True
+    staging = server.receiver.staging_key(state)
+    s3 = s3_client(moto_server)
+    if change == "deleted":
+        s3.delete_object(Bucket=bucket, Key=staging)
+    else:
+        s3.put_object(Bucket=bucket, Key=staging, Body=os.urandom(LARGE + 1))
+    answer = client.head(url, headers=TUS)
+    assert answer.status_code == 410, answer.data
+    assert not [key for key in objects(moto_server, bucket) if STAGING_FOLDER not in key]
