@@ -352,7 +352,6 @@ class TusServer:
             self.folder.save(state)
             if _unsaved(state):
                 self._finish(state)
-                self.folder.save(state)
         return TusResponse(204, self._progress_headers(state))
 
     def _save_if_whole(self, state: UploadState) -> UploadState:
@@ -368,7 +367,6 @@ class TusServer:
             state = self._live(state.id)
             if _unsaved(state):
                 self._finish(state)
-                self.folder.save(state)
         return state
 
     def _set_deferred_length(self, state: UploadState, value: str | None) -> None:
@@ -425,7 +423,8 @@ class TusServer:
             appender.close()
 
     def _finish(self, state: UploadState) -> None:
-        """Save the complete upload through the store and run the app's hooks."""
+        """Save the complete upload through the store, run the app's hooks, and record the
+        state as saved."""
         filename = state.metadata.get("filename") or DEFAULT_FILENAME
         try:
             with self.receiver.assembled(state) as stream:
