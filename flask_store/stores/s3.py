@@ -168,20 +168,18 @@ class S3Store(BaseStore):
         self, upload: Upload, keys: Iterator[str], meta: FileMeta, overwrite: bool
     ) -> FileInfo:
         staged = upload.stream
-        if isinstance(staged, StagedObject) and self.copies_in_place(staged, meta):
+        if isinstance(staged, StagedObject) and self._copies_in_place(staged, meta):
             return self._write_copy(staged, keys, meta, overwrite)
         with prepare_body(upload, self._gzipped(meta)) as body:
             return self._write_body(body, keys, meta, overwrite)
 
-    def copies_in_place(self, staged: StagedObject, meta: FileMeta) -> bool:
+    def _copies_in_place(self, staged: StagedObject, meta: FileMeta) -> bool:
         """Whether saving ``staged`` as ``meta`` copies it inside the bucket: it is an
         object of this bucket read with these very settings (so with rights to read it),
         wanted whole (nothing read of it yet), not a type stored compressed, and from
         ``STORE_S3_MULTIPART_THRESHOLD``: a copy in parts ends with the
         ``CompleteMultipartUpload`` that servers check ``If-None-Match`` on (some, moto
         among them, ignore it on ``CopyObject``), and a smaller file is cheap to send again.
-
-        .. versionadded:: 0.2
         """
         return (
             staged.settings == self.settings

@@ -6,8 +6,8 @@ checks); reading it back to do so would move the whole file through the web proc
 and spool it to its disk. A :class:`StagedObject` is the object as a seekable stream (each
 read a ranged GET, so content checks read only the head); an
 :class:`~flask_store.stores.s3.S3Store` with the same settings copies it inside the bucket
-instead (:meth:`~flask_store.stores.s3.S3Store.copies_in_place`), and any other store reads
-it like any stream.
+instead (from its multipart threshold, when the type is not stored compressed), and any
+other store reads it like any stream.
 """
 
 from __future__ import annotations
