@@ -424,3 +424,13 @@ def test_an_assembled_object_gone_or_changed_is_a_damaged_upload(
     answer = client.head(url, headers=TUS)
     assert answer.status_code == 410, answer.data
     assert not [key for key in objects(moto_server, bucket) if STAGING_FOLDER not in key]
+
+
+@pytest.mark.parametrize("etag", ['a"\r\nX-Injected: 1', "\x00", "é" * 10, "a" * 5000])
+def test_a_hostile_etag_from_the_server_is_a_read_error(store: S3Store, etag: str) -> None:
+    """The ETag the bucket gave for the staged object goes into ``If-Match``: one with
+    quotes, CR/LF, NUL or non-ASCII is refused as a read error, never a header."""
+    store.client.put_object(Bucket=store.bucket, Key="media/.staged", Body=b"data")
+    staged = StagedObject(store.client, store.settings, "media/.staged", 4, etag)
+    with staged, pytest.raises(UploadReadError):
+        staged.read(4)
