@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import tempfile
 from collections.abc import Iterable
@@ -12,8 +13,10 @@ from typing import BinaryIO
 from .exceptions import StorageFullError, StoreAccessDeniedError, StoreError, StoreUnavailableError
 
 __all__ = [
+    "FileSpan",
     "as_store_error",
     "atomic_write",
+    "copy_span",
     "read_up_to",
     "remove_if_same_file",
     "remove_quietly",
@@ -125,3 +128,81 @@ def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def copy_span(source_fd: int, target_fd: int, start: int, length: int) -> None:
+    """Append ``length`` bytes of ``source_fd`` from ``start`` to ``target_fd``, at most
+    :data:`READ_CHUNK` in memory at a time (the source's position is left alone).
+
+    :raises OSError: from reading or writing, or when the source ends before ``length``
+        bytes (``EIO``).
+    """
+    copied = 0
+    while copied < length:
+        chunk = os.pread(source_fd, min(READ_CHUNK, length - copied), start + copied)
+        if not chunk:
+            raise OSError(errno.EIO, f"The file ended {length - copied} bytes early.")
+        write_all(target_fd, chunk)
+        copied += len(chunk)
+
+
+class FileSpan(io.RawIOBase):
+    """``length`` bytes of the open file ``fd`` from ``start``, as a seekable stream.
+
+    It reads with ``preadv`` into the caller's buffer, so the descriptor's own position is
+    left alone, and a large span (an S3 part of up to 5 GiB) is sent a block at a time
+    instead of being held in memory whole. The descriptor stays its owner's: closing the
+    span leaves it open.
+
+    :raises OSError: from a read, when the file ends before the span does (``EIO``): a body
+        shorter than its announced length must not be sent as if it were whole.
+    """
+
+    def __init__(self, fd: int, start: int, length: int) -> None:
+        super().__init__()
+        self._fd = fd
+        self._start = start
+        self._length = length
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        self._refuse_if_closed()
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move to ``offset`` from the span's start, the position, or its end."""
+        self._refuse_if_closed()
+        if whence == io.SEEK_SET:
+            target = offset
+        elif whence == io.SEEK_CUR:
+            target = self._position + offset
+        elif whence == io.SEEK_END:
+            target = self._length + offset
+        else:
+            raise ValueError(f"invalid whence ({whence!r})")
+        if target < 0:
+            raise ValueError(f"negative seek position {target}")
+        self._position = target
+        return target
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        self._refuse_if_closed()
+        wanted = min(len(buffer), self._length - self._position)
+        if wanted <= 0:
+            return 0
+        got = os.preadv(self._fd, [memoryview(buffer)[:wanted]], self._start + self._position)
+        if got == 0:
+            left = self._length - self._position
+            raise OSError(errno.EIO, f"The file ended {left} bytes before its span did.")
+        self._position += got
+        return got
+
+    def _refuse_if_closed(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")

@@ -5,7 +5,9 @@ size (tuspy: 1 MiB by default; a browser: often the whole file). So a PATCH's by
 small spool file on local disk, ``<id>.<n>.tail`` (``n``: the parts sent so far), and every
 time it holds a full part, that part is sent and the rest starts the next spool file. Local
 disk holds less than one part per upload (plus, for a PATCH with a checksum, that PATCH
-until it is checked), memory one part at most, whatever the file's size.
+until it is checked). A part is sent from the spool file a block at a time
+(:class:`~flask_store.files.FileSpan`), never held in memory whole: with a huge
+``STORE_TUS_MAX_SIZE`` parts grow up to S3's limit of 5 GiB.
 
 The order of steps keeps a crash harmless: a part is sent, then the rest is written to the
 next spool file, then the state naming both is saved, then the old spool file is deleted.
@@ -26,7 +28,7 @@ from typing import Any, BinaryIO, cast
 
 from botocore.exceptions import ClientError
 
-from ..files import as_store_error, remove_quietly
+from ..files import FileSpan, as_store_error, copy_span, remove_quietly
 from ..stores.base import BaseStore
 from ..stores.s3 import S3Store
 from ..stores.s3_client import NOT_FOUND_CODES, error_code, s3_errors
@@ -113,15 +115,17 @@ class S3Receiver(Receiver):
     def appender(self, state: UploadState, *, rollback: bool) -> Appender:
         return _PartAppender(self, state, eager=not rollback)
 
-    def send_part(self, state: UploadState, number: int, data: bytes) -> str:
-        """Send ``data`` as part ``number`` of the upload; its ETag."""
+    def send_part(self, state: UploadState, number: int, fd: int, start: int, size: int) -> str:
+        """Send ``size`` bytes of the spool file ``fd`` from ``start`` as part ``number`` of
+        the upload, a block at a time; its ETag."""
         with s3_errors(self.s3.settings, "send a part of the upload"):
             sent = self.s3.client.upload_part(
                 Bucket=self.s3.bucket,
                 Key=self.staging_key(state),
                 UploadId=state.receiver["upload_id"],
                 PartNumber=number,
-                Body=data,
+                Body=cast(BinaryIO, FileSpan(fd, start, size)),
+                ContentLength=size,
             )
         return sent["ETag"]
 
@@ -137,16 +141,7 @@ class S3Receiver(Receiver):
             spool_path = self.spool_path(state, len(etags))
             rest = state.offset - len(etags) * receiver["part_size"]
             if rest or not etags:
-                try:
-                    with open(spool_path, "rb") as spool:
-                        last = spool.read(rest)
-                except FileNotFoundError:
-                    last = b""  # gone altogether: as damaged as a short one
-                except OSError as exc:
-                    raise as_store_error(exc, "read the upload") from exc
-                if len(last) != rest:
-                    raise damaged_state(f"{rest - len(last)} bytes it counts are missing")
-                etags.append(self.send_part(state, len(etags) + 1, last))
+                etags.append(self._send_last_part(state, spool_path, len(etags) + 1, rest))
             parts: list[Any] = [
                 {"ETag": etag, "PartNumber": number} for number, etag in enumerate(etags, 1)
             ]
@@ -175,6 +170,25 @@ class S3Receiver(Receiver):
         )
         with stream:
             yield cast(BinaryIO, stream)
+
+    def _send_last_part(self, state: UploadState, spool_path: str, number: int, size: int) -> str:
+        """Send the first ``size`` bytes of the spool file as the last part; its ETag.
+
+        :raises CorruptUploadStateError: when the spool file holds fewer bytes (or is gone).
+        """
+        try:
+            fd = os.open(spool_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise damaged_state(f"{size} bytes it counts are missing") from None
+        except OSError as exc:
+            raise as_store_error(exc, "read the upload") from exc
+        try:
+            held = os.fstat(fd).st_size
+            if held < size:
+                raise damaged_state(f"{size - held} bytes it counts are missing")
+            return self.send_part(state, number, fd, 0, size)
+        finally:
+            os.close(fd)
 
     def remove(self, state: UploadState) -> None:
         """Abort the multipart upload (or delete the assembled object) and the spool files."""
@@ -238,21 +252,23 @@ class _PartAppender(Appender):
         old_parts = len(etags)
         position = 0
         while self.size - position >= self.part_size:
-            data = os.pread(self.fd, self.part_size, position)
-            etags.append(self.receiver.send_part(self.state, len(etags) + 1, data))
+            number = len(etags) + 1
+            etags.append(
+                self.receiver.send_part(self.state, number, self.fd, position, self.part_size)
+            )
             position += self.part_size
         if position == 0:
             return
-        rest = os.pread(self.fd, self.size - position, position)
+        rest = self.size - position
         new_fd = self._open(len(etags), truncate_to=0)
         try:
-            write_all(new_fd, rest)
+            _copy_rest(self.fd, new_fd, position, rest)
         except BaseException:
             os.close(new_fd)
             raise
         os.close(self.fd)
         self.fd = new_fd
-        self.size = self.kept = len(rest)
+        self.size = self.kept = rest
         self.state.offset = self._sent_bytes() + self.size
         self.written = 0
         self.receiver.folder.save(self.state)
@@ -272,3 +288,11 @@ class _PartAppender(Appender):
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def _copy_rest(spool_fd: int, next_fd: int, start: int, size: int) -> None:
+    """Copy the bytes after the parts sent to the next spool file."""
+    try:
+        copy_span(spool_fd, next_fd, start, size)
+    except OSError as exc:
+        raise as_store_error(exc, "receive the upload") from exc
