@@ -28,7 +28,8 @@ Whatever the setting, Flask answers everything but a plain answer: other methods
 Flask's routing would redirect or give to another route (any rule of the app under a store's
 prefix), a host that ``TRUSTED_HOSTS`` refuses or that is not the ``SERVER_NAME``, a missing or
 refused key (the 404 goes through the app's error handlers), a 416, a
-store error. The fast path sits directly around Flask's own ``wsgi_app``, inside any
+store error. A 404 or 416 found here is handed to the view, which raises it without asking
+the store again. The fast path sits directly around Flask's own ``wsgi_app``, inside any
 middleware added after ``init_app``; with ``True`` and middleware set before it,
 ``init_app`` refuses (:class:`~flask_store.exceptions.NotConfiguredError`), since the fast
 path would run outside that middleware.
@@ -54,7 +55,7 @@ from functools import lru_cache
 from typing import Any, BinaryIO
 
 from flask import Flask, Response, request_finished, request_started
-from werkzeug.exceptions import SecurityError
+from werkzeug.exceptions import HTTPException, SecurityError
 from werkzeug.wsgi import get_host
 
 from .config import app_setting
@@ -67,6 +68,7 @@ from .serving import (
     answer,
     answer_for_version,
     is_conditional,
+    leave_refusal_to_view,
     status_line,
     version_headers,
 )
@@ -159,7 +161,9 @@ class FastServing:
         if found is not None:
             try:
                 made = self._answer(found[0], found[1], environ)
-            except Exception:  # a 404, 416 or store error: Flask answers it, as without us
+            except HTTPException as refusal:  # a 404 or 416: Flask answers it, unasked
+                leave_refusal_to_view(environ, found[0], found[1], refusal)
+            except Exception:  # a store error: Flask answers it, as without us
                 made = None
         if made is None:
             return self.pass_on(environ, start_response)

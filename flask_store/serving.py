@@ -31,7 +31,7 @@ from functools import lru_cache
 from typing import Any, BinaryIO, cast
 
 from werkzeug.datastructures import Headers
-from werkzeug.exceptions import NotFound, RequestedRangeNotSatisfiable
+from werkzeug.exceptions import HTTPException, NotFound, RequestedRangeNotSatisfiable
 from werkzeug.http import (
     http_date,
     parse_date,
@@ -68,6 +68,7 @@ __all__ = [
     "answer",
     "answer_for_version",
     "is_conditional",
+    "leave_refusal_to_view",
     "serve_file",
     "status_line",
     "version_headers",
@@ -114,13 +115,30 @@ def status_line(status: int) -> str:
 _STATUS_LINES = {code: Response(status=code).status for code in (200, 206, 304, 412)}
 
 
-def serve_file(store: BaseStore, key: str, environ: dict[str, object]) -> Response:
+#: The ``environ`` entry where the fast path leaves the refusal it found for the view.
+_REFUSED = "flask_store.refused"
+
+
+def leave_refusal_to_view(
+    environ: dict[str, Any], store: BaseStore, key: str, refusal: HTTPException
+) -> None:
+    """Hand the 404 or 416 that :func:`answer` raised for ``key`` to the Flask view of the
+    same request (the fast path leaves error answers to Flask and its error handlers), so
+    :func:`serve_file` raises it again instead of asking the store a second time: on S3
+    that is a second request to the bucket."""
+    environ[_REFUSED] = (store, key, refusal)
+
+
+def serve_file(store: BaseStore, key: str, environ: dict[str, Any]) -> Response:
     """The response for ``GET``/``HEAD`` of ``key`` in ``store``: :func:`answer` as a
     Werkzeug ``Response`` (what the Flask view returns).
 
     :raises NotFound: for a missing file or a key that is not acceptable.
     :raises RequestedRangeNotSatisfiable: when no byte range asked for lies in the file.
     """
+    refused = environ.pop(_REFUSED, None)
+    if refused is not None and refused[0] is store and refused[1] == key:
+        raise refused[2]
     made = answer(store, key, environ)
     response = Response(made.body, status=made.status, direct_passthrough=True)
     response.headers = Headers(made.headers)
