@@ -279,3 +279,22 @@ def test_an_rq_worker_loads_the_app_named_by_the_job(
     assert store.join(timeout=JOIN)
     assert store.state("r.pdf") == "done"
     assert bucket.read("r.pdf") == b"report"
+
+
+def test_a_range_of_a_transferred_file_is_one_ranged_get(tmp_path: Path, moto_server: str) -> None:
+    """Once sent to S3, one byte range of a file is one ranged GET whose answer carries the
+    metadata too, as in an S3 store of its own (before: a HEAD, then a GET)."""
+    bucket = Bucket(moto_server).create()
+    store = queued_on_s3(tmp_path, s3_remote(moto_server, bucket.name))
+    key = store.save(b"0123456789", name="digits.bin").key
+    assert store.wait(key, timeout=30) == "done"
+    asked: list[str] = []
+    s3_remote_of(store).client.meta.events.register(
+        "before-call.s3", lambda model, **_: asked.append(model.name)
+    )
+    opened = store.open_span_with_info(key, (2, 6))
+    assert opened is not None and opened.stream is not None
+    with opened.stream as stream:
+        assert stream.read(4) == b"2345"
+    assert (opened.span, opened.info.size) == ((2, 6), 10)
+    assert asked == ["GetObject"]

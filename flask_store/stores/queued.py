@@ -53,7 +53,7 @@ from ..transfer.reconciler import Reconciler
 from ..transfer.records import RecordBook, TransferJob, TransferRecord
 from ..transfer.signals import file_saved
 from . import load_provider
-from .base import BaseStore
+from .base import BaseStore, ByteRange, OpenedSpan
 from .queued_settings import QUEUED_DEFAULTS, QUEUED_SETTINGS, TRANSFER_SETTINGS
 
 __all__ = [
@@ -328,6 +328,10 @@ class QueuedStore(TransferAttempts, Reconciler, BaseStore):
 
     def open_range(self, key: str, start: int, stop: int, *, etag: str | None = None) -> BinaryIO:
         return self.holder(key).open_range(key, start, stop, etag=etag)
+
+    def open_span_with_info(self, key: str, byte_range: ByteRange) -> OpenedSpan | None:
+        # A file sent to S3 is one ranged GET there, as in an S3 store of its own.
+        return self.holder(key).open_span_with_info(key, byte_range)
 
     def info(self, key: str) -> FileInfo:
         return self.holder(key).info(key)
