@@ -795,3 +795,46 @@ def test_a_conditional_delete_never_removes_a_newer_local_save(tmp_path: Path) -
     assert store.delete("other-means.txt", if_etag=old) is True
     with store.local.open("other-means.txt") as newer:
         assert newer.read() == b"newer save"
+
+
+def read_and_close(stream: io.IOBase) -> bytes:
+    with stream:
+        data: bytes = stream.read()
+    return data
+
+
+#: Each way of reading a queued store's file: what it answers for ``digits.txt``.
+READS: dict[str, Callable[[QueuedStore], Any]] = {
+    "open": lambda store: read_and_close(store.open("digits.txt")),
+    "open_with_info": lambda store: read_and_close(store.open_with_info("digits.txt")[0]),
+    "open_range": lambda store: read_and_close(store.open_range("digits.txt", 2, 5)),
+    "info": lambda store: store.info("digits.txt").size,
+    "exists": lambda store: store.exists("digits.txt"),
+    "read": lambda store: store.read("digits.txt"),
+}
+
+
+@pytest.mark.parametrize("local", LOCAL_SIDES)
+@pytest.mark.parametrize("read", sorted(READS))
+def test_a_read_racing_the_end_of_the_transfer_finds_the_remote_copy(
+    tmp_path: Path, local: str, read: str
+) -> None:
+    """A read picks the local side (transfer pending); before it reaches the file, the
+    transfer ends and deletes the local copy (TRANSFER_DELETE_LOCAL). The file exists, on
+    the remote: the read must find it there, not answer "no such file"."""
+    store = make_store(tmp_path, local=local, transfer_delayed=True, transfer_delete_local=True)
+    store.save(b"0123456789", name="digits.txt")
+    expected = READS[read](store)
+    side = store.local
+    method = {"read": "open"}.get(read, read)
+    real = getattr(side, method)
+
+    def transferred_first(*args: Any, **kwargs: Any) -> Any:
+        setattr(side, method, real)  # once
+        store.transfer("digits.txt")
+        assert store.join(JOIN)
+        assert store.state("digits.txt") == "done" and not side.exists("digits.txt")
+        return real(*args, **kwargs)
+
+    setattr(side, method, transferred_first)
+    assert READS[read](store) == expected

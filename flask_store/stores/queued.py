@@ -37,8 +37,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from typing import Any, BinaryIO, ClassVar, Literal
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, BinaryIO, ClassVar, Literal, TypeVar
 
 from ..config import Schema, StoreConfig
 from ..exceptions import FileExistsInStoreError, FileNotFoundInStoreError, InvalidKeyError
@@ -67,6 +67,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("flask_store.transfer")
+
+T = TypeVar("T")
 
 Role = Literal["local", "remote"]
 #: How often :meth:`QueuedStore.wait` reads the record of the file it waits for.
@@ -320,25 +322,48 @@ class QueuedStore(TransferAttempts, Reconciler, BaseStore):
         # No record: a file put there by other means; the local copy wins if there is one.
         return self.local if self.local.exists(key) else self.remote
 
+    def _read(self, key: str, read: Callable[[BaseStore], T]) -> T:
+        """``read(store)`` on the store holding ``key``.
+
+        A transfer may end between choosing the local side and reading from it, and delete
+        the local copy (``TRANSFER_DELETE_LOCAL``): the file is not gone, it is on the
+        remote, where the record now says it is. So a file missing locally is read there.
+        """
+        holder = self.holder(key)
+        try:
+            return read(holder)
+        except FileNotFoundInStoreError:
+            if holder is self.local and self._sent_meanwhile(key):
+                return read(self.remote)
+            raise
+
+    def _sent_meanwhile(self, key: str) -> bool:
+        """Whether the record of ``key`` now says its transfer is done."""
+        record = self.records.get(clean_key(key))
+        return record is not None and record.state == "done"
+
     def open(self, key: str) -> BinaryIO:
-        return self.holder(key).open(key)
+        return self._read(key, lambda store: store.open(key))
 
     def open_with_info(self, key: str) -> tuple[BinaryIO, FileInfo]:
-        return self.holder(key).open_with_info(key)
+        return self._read(key, lambda store: store.open_with_info(key))
 
     def open_range(self, key: str, start: int, stop: int, *, etag: str | None = None) -> BinaryIO:
-        return self.holder(key).open_range(key, start, stop, etag=etag)
+        return self._read(key, lambda store: store.open_range(key, start, stop, etag=etag))
 
     def open_span_with_info(self, key: str, byte_range: ByteRange) -> OpenedSpan | None:
         # A file sent to S3 is one ranged GET there, as in an S3 store of its own.
-        return self.holder(key).open_span_with_info(key, byte_range)
+        return self._read(key, lambda store: store.open_span_with_info(key, byte_range))
 
     def info(self, key: str) -> FileInfo:
-        return self.holder(key).info(key)
+        return self._read(key, lambda store: store.info(key))
 
     def exists(self, key: str) -> bool:
         try:
-            return self.holder(key).exists(key)
+            holder = self.holder(key)
+            if holder.exists(key):
+                return True
+            return holder is self.local and self._sent_meanwhile(key) and self.remote.exists(key)
         except InvalidKeyError:
             return False
 
