@@ -395,7 +395,13 @@ def copy_object(
     args: Mapping[str, Any],
 ) -> None:
     """Copy ``source`` to ``target`` in ``bucket``: one ``CopyObject`` below the multipart
-    threshold, parts copied in parallel (``UploadPartCopy``) above it."""
+    threshold, parts copied in parallel (``UploadPartCopy``) above it.
+
+    s3transfer HEADs the source first, though callers know its size and ETag. That HEAD is
+    kept on purpose: it carries ``args``' ``CopySourceIfMatch`` as ``If-Match``, the one
+    check of the source's version that servers ignoring the copy-source conditions of
+    ``UploadPartCopy`` (moto among them) still enforce.
+    """
     with _CopyManager(client, config) as manager:
         source_object = {"Bucket": bucket, "Key": source}
         manager.copy(source_object, bucket, target, extra_args=dict(args)).result()
