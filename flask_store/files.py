@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import operator
 import os
 import tempfile
 from collections.abc import Iterable
@@ -160,15 +161,20 @@ class FileSpan(io.RawIOBase):
 
     def __init__(self, fd: int, start: int, length: int) -> None:
         super().__init__()
+        start, length = operator.index(start), operator.index(length)
+        if start < 0 or length < 0:
+            raise ValueError(f"A span starts and lasts 0 bytes or more, not {start}, {length}.")
         self._fd = fd
         self._start = start
         self._length = length
         self._position = 0
 
     def readable(self) -> bool:
+        self._refuse_if_closed()
         return True
 
     def seekable(self) -> bool:
+        self._refuse_if_closed()
         return True
 
     def tell(self) -> int:
@@ -178,6 +184,7 @@ class FileSpan(io.RawIOBase):
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         """Move to ``offset`` from the span's start, the position, or its end."""
         self._refuse_if_closed()
+        offset = operator.index(offset)
         if whence == io.SEEK_SET:
             target = offset
         elif whence == io.SEEK_CUR:
@@ -192,11 +199,14 @@ class FileSpan(io.RawIOBase):
         return target
 
     def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        """Read into ``buffer`` (any writable buffer: counted in bytes, whatever the size of
+        its items) what fits of the rest of the span; how many bytes."""
         self._refuse_if_closed()
-        wanted = min(len(buffer), self._length - self._position)
-        if wanted <= 0:
-            return 0
-        got = os.preadv(self._fd, [memoryview(buffer)[:wanted]], self._start + self._position)
+        with memoryview(buffer) as view, view.cast("B") as space:
+            wanted = min(len(space), self._length - self._position)
+            if wanted <= 0:
+                return 0
+            got = os.preadv(self._fd, [space[:wanted]], self._start + self._position)
         if got == 0:
             left = self._length - self._position
             raise OSError(errno.EIO, f"The file ended {left} bytes before its span did.")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import array
 import errno
 import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -100,3 +102,38 @@ def test_copy_span_copies_in_blocks_and_refuses_a_short_source(tmp_path: Path) -
     finally:
         os.close(source)
         os.close(target)
+
+
+def test_a_span_counts_bytes_into_a_buffer_of_wider_items(fd: int) -> None:
+    """``readinto`` takes any writable buffer, as ``FileIO`` does: a buffer of 4-byte items
+    holds four times its ``len()`` in bytes, and the span still ends where it ends."""
+    span = FileSpan(fd, 10, 20)
+    items = array.array("I", bytes(400))
+    assert span.readinto(memoryview(items)) == 20
+    assert items.tobytes()[:20] == DATA[10:30]
+    assert items.tobytes()[20:] == bytes(380)
+    assert span.tell() == 20
+    assert span.read() == b""
+
+
+@pytest.mark.parametrize(("start", "length"), [(-1, 5), (0, -1), (1.5, 5), (0, 2.0)])
+def test_a_span_refuses_a_start_or_length_no_file_has(start: Any, length: Any) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        FileSpan(0, start, length)
+
+
+def test_a_span_seeks_to_whole_positions_only(fd: int) -> None:
+    span = FileSpan(fd, 0, 10)
+    with pytest.raises(TypeError):
+        span.seek(1.5)  # type: ignore[arg-type]
+    assert span.tell() == 0
+
+
+def test_a_closed_span_is_neither_readable_nor_seekable(fd: int) -> None:
+    """As ``FileIO``: asking a closed stream what it can do is an error."""
+    span = FileSpan(fd, 0, 10)
+    with span:
+        assert span.read(2) == DATA[:2]
+    for call in (span.readable, span.seekable, span.readall, lambda: span.readinto(bytearray(1))):
+        with pytest.raises(ValueError, match="closed"):
+            call()
