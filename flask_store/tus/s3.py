@@ -28,6 +28,7 @@ from typing import Any, BinaryIO, cast
 
 from botocore.exceptions import ClientError
 
+from ..exceptions import StoreError
 from ..files import FileSpan, as_store_error, copy_span, remove_quietly
 from ..stores.base import BaseStore
 from ..stores.s3 import S3Store
@@ -117,16 +118,29 @@ class S3Receiver(Receiver):
 
     def send_part(self, state: UploadState, number: int, fd: int, start: int, size: int) -> str:
         """Send ``size`` bytes of the spool file ``fd`` from ``start`` as part ``number`` of
-        the upload, a block at a time; its ETag."""
-        with s3_errors(self.s3.settings, "send a part of the upload"):
-            sent = self.s3.client.upload_part(
-                Bucket=self.s3.bucket,
-                Key=self.staging_key(state),
-                UploadId=state.receiver["upload_id"],
-                PartNumber=number,
-                Body=cast(BinaryIO, FileSpan(fd, start, size)),
-                ContentLength=size,
-            )
+        the upload, a block at a time; its ETag.
+
+        A spool file that ends before the part (cut short under it) makes the span raise
+        ``EIO`` wherever botocore reads it: raised as it is from the checksum or the
+        signature, or wrapped as a connection error (retried, then raised as one) while
+        sending. Either is a :class:`~flask_store.exceptions.StoreError` here; whether
+        bytes the state counts are gone is the caller's to tell (:func:`_check_spool`).
+
+        :raises StoreError: when S3 refuses the part or cannot be reached, or reading the
+            spool file fails.
+        """
+        try:
+            with s3_errors(self.s3.settings, "send a part of the upload"):
+                sent = self.s3.client.upload_part(
+                    Bucket=self.s3.bucket,
+                    Key=self.staging_key(state),
+                    UploadId=state.receiver["upload_id"],
+                    PartNumber=number,
+                    Body=cast(BinaryIO, FileSpan(fd, start, size)),
+                    ContentLength=size,
+                )
+        except OSError as exc:  # from the span; S3's errors are StoreErrors already
+            raise as_store_error(exc, "read the upload") from exc
         return sent["ETag"]
 
     @contextlib.contextmanager
@@ -183,10 +197,12 @@ class S3Receiver(Receiver):
         except OSError as exc:
             raise as_store_error(exc, "read the upload") from exc
         try:
-            held = os.fstat(fd).st_size
-            if held < size:
-                raise damaged_state(f"{size - held} bytes it counts are missing")
-            return self.send_part(state, number, fd, 0, size)
+            _check_spool(fd, size)
+            try:
+                return self.send_part(state, number, fd, 0, size)
+            except StoreError:
+                _check_spool(fd, size)  # cut short while it was sent
+                raise
         finally:
             os.close(fd)
 
@@ -253,9 +269,16 @@ class _PartAppender(Appender):
         position = 0
         while self.size - position >= self.part_size:
             number = len(etags) + 1
-            etags.append(
-                self.receiver.send_part(self.state, number, self.fd, position, self.part_size)
-            )
+            try:
+                etag = self.receiver.send_part(
+                    self.state, number, self.fd, position, self.part_size
+                )
+            except StoreError:
+                # Cut short while it was sent: damaged if bytes the state counts are gone,
+                # else only this request's bytes are (the client resumes from the offset).
+                _check_spool(self.fd, self.kept)
+                raise
+            etags.append(etag)
             position += self.part_size
         if position == 0:
             return
@@ -281,7 +304,10 @@ class _PartAppender(Appender):
         self.written = 0
 
     def roll_back(self) -> None:
-        os.ftruncate(self.fd, self.kept)
+        # Never grown back to ``kept``: a spool file cut short under a part must stay short,
+        # so the next request finds it damaged (a hole of zeros would pass for the bytes).
+        if os.fstat(self.fd).st_size > self.kept:
+            os.ftruncate(self.fd, self.kept)
         os.lseek(self.fd, self.kept, os.SEEK_SET)
         self.size = self.kept
         self.written = 0
@@ -296,3 +322,17 @@ def _copy_rest(spool_fd: int, next_fd: int, start: int, size: int) -> None:
         copy_span(spool_fd, next_fd, start, size)
     except OSError as exc:
         raise as_store_error(exc, "receive the upload") from exc
+
+
+def _check_spool(fd: int, counted: int) -> None:
+    """Refuse a spool file holding fewer than the ``counted`` bytes the state counts in it.
+
+    :raises CorruptUploadStateError: when it holds fewer.
+    :raises StoreError: when it cannot be looked at.
+    """
+    try:
+        held = os.fstat(fd).st_size
+    except OSError as exc:
+        raise as_store_error(exc, "read the upload") from exc
+    if held < counted:
+        raise damaged_state(f"{counted - held} bytes it counts are missing")
