@@ -29,10 +29,13 @@ Flask's routing would redirect or give to another route (any rule of the app und
 prefix), a host that ``TRUSTED_HOSTS`` refuses or that is not the ``SERVER_NAME``, a missing or
 refused key (the 404 goes through the app's error handlers), a 416, a
 store error. A 404 or 416 found here is handed to the view, which raises it without asking
-the store again. The fast path sits directly around Flask's own ``wsgi_app``, inside any
-middleware added after ``init_app``; with ``True`` and middleware set before it,
-``init_app`` refuses (:class:`~flask_store.exceptions.NotConfiguredError`), since the fast
-path would run outside that middleware.
+the store again, unless app code runs before the view (``before_request`` hooks, URL value
+preprocessors, ``request_started`` receivers, under ``True``): that code may change what the
+view would find, so the view asks the store itself. The fast path sits directly around
+Flask's own ``wsgi_app``, inside any middleware added after ``init_app``; with ``True`` and
+middleware set before it, ``init_app`` refuses
+(:class:`~flask_store.exceptions.NotConfiguredError`), since the fast path would run outside
+that middleware.
 
 **Local files.** For a :class:`~flask_store.stores.local.LocalStore` a request costs one
 ``lstat`` per folder of the key, then one ``fstat`` of the opened file (a GET) or one
@@ -161,8 +164,9 @@ class FastServing:
         if found is not None:
             try:
                 made = self._answer(found[0], found[1], environ)
-            except HTTPException as refusal:  # a 404 or 416: Flask answers it, unasked
-                leave_refusal_to_view(environ, found[0], found[1], refusal)
+            except HTTPException as refusal:  # a 404 or 416: Flask answers it
+                if not self._app_runs_before_view():  # else the view asks again
+                    leave_refusal_to_view(environ, found[0], found[1], refusal)
             except Exception:  # a store error: Flask answers it, as without us
                 made = None
         if made is None:
@@ -188,13 +192,24 @@ class FastServing:
         if not self._routes_are_ours or not _host_is_plain(app, environ):
             return False
         return self.always or not (
-            app.before_request_funcs.get(None)
+            self._app_runs_before_view()
             or app.after_request_funcs.get(None)
             or app.teardown_request_funcs.get(None)
-            or app.url_value_preprocessors.get(None)
-            or request_started.has_receivers_for(app)
             or request_finished.has_receivers_for(app)
             or app.response_class is not Response
+        )
+
+    def _app_runs_before_view(self) -> bool:
+        """Whether Flask runs code of the app before the serving view: ``before_request``
+        hooks, URL value preprocessors, ``request_started`` receivers. Such code may change
+        what the view finds (make a missing file on its first request), so a refusal found
+        here before it ran is not handed to the view (only with ``STORE_SERVE_FAST = True``
+        does the fast path run at all then)."""
+        app = self.app
+        return bool(
+            app.before_request_funcs.get(None)
+            or app.url_value_preprocessors.get(None)
+            or request_started.has_receivers_for(app)
         )
 
     def _answer(self, store: BaseStore, key: str, environ: dict[str, Any]) -> Answer | None:

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from flask import Flask
+from flask import Flask, request
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
+from werkzeug.exceptions import HTTPException
 from werkzeug.test import EnvironBuilder, TestResponse
 
 from flask_store import Store
@@ -247,6 +248,59 @@ def test_a_missing_file_is_asked_for_once(proxied: Proxied, headers: dict[str, s
     assert response.status_code == 404
     assert len(seen) == 1
     assert seen[0][1] == 404
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "requests"),
+    [({}, 404, [("GET", 404)]), ({"Range": "bytes=99999-"}, 416, [("GET", 416), ("HEAD", 200)])],
+    ids=["404", "416"],
+)
+def test_the_apps_error_handler_answers_a_refusal_asked_for_once(
+    proxied: Proxied, headers: dict[str, str], status: int, requests: list[tuple[str, int]]
+) -> None:
+    """The refusal the fast path hands to the view goes through the app's own error
+    handler, as any 404 or 416 of the view; S3 is not asked again for it."""
+    app = proxied.client.application
+
+    @app.errorhandler(status)
+    def own_page(error: HTTPException) -> tuple[str, int]:
+        return f"our own {error.code} page", status
+
+    url = "/flaskstore/missing.bin" if status == 404 else URL
+    proxied.sent({"If-None-Match": '"x"'}, url="/flaskstore/other.bin")  # see above
+    response, seen = proxied.sent(headers, url=url)
+    assert response.status_code == status
+    assert response.data == f"our own {status} page".encode()
+    assert seen == requests
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"), [({}, 404), ({"Range": "bytes=20000-20009"}, 416)], ids=["404", "416"]
+)
+def test_a_refusal_is_not_raised_after_app_code_that_ran_before_the_view(
+    proxied: Proxied, headers: dict[str, str], status: int
+) -> None:
+    """With ``STORE_SERVE_FAST = True`` the fast path answers whatever the app's hooks, but a
+    refusal goes to Flask, which runs them before the view. A hook that makes the file on
+    its first request (a thumbnail, a file longer than the range asked) must be seen: the
+    view answers from the store, not with what the fast path found before the hook ran."""
+    app = proxied.client.application
+    url = "/flaskstore/made.bin"
+    made = BODY * 2  # 32 KiB: bytes 20000-20009 lie in it
+
+    @app.before_request
+    def make_on_first_request() -> None:
+        if request.path == url and request.headers.get("X-Make") == "yes":
+            proxied.store.put("made.bin", made, overwrite=True)
+
+    if status == 416:
+        proxied.store.put("made.bin", BODY)  # 16 KiB: bytes 20000-20009 do not lie in it
+        assert proxied.sent(headers, url=url)[0].status_code == 416
+    else:
+        assert proxied.sent(headers, url=url)[0].status_code == 404
+    response, _ = proxied.sent({**headers, "X-Make": "yes"}, url=url)
+    assert response.status_code == (206 if headers else 200)
+    assert response.data == (made[20000:20010] if headers else made)
 
 
 # -- the store method, on every S3 server the tests run ---------------------------------------
