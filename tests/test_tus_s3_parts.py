@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 from botocore.auth import S3SigV4Auth
 
+from flask_store import Store
 from flask_store.files import FileSpan
+from flask_store.stores.s3 import S3Store
 from flask_store.tus.s3 import MAX_PARTS, MIN_PART_SIZE, part_size_for
 from tests.moto_server import create_bucket, s3_client
 from tests.test_tus import b64, create, head, new_upload, patch
@@ -78,23 +80,34 @@ def test_a_part_cut_mid_body_is_sent_again_from_its_start(
     tmp_path: Path, moto_server: str, cut_proxy: Any
 ) -> None:
     """The connection carrying a part drops in the middle of its body; botocore sends the
-    part again on a new connection, rewinding the span to the part's first byte (not the
-    spool file's, nor where the cut left it). The part's ETag and the object are the
-    client's bytes."""
+    part again on a new connection, rewinding the span to the part's first byte: not the
+    spool file's (the part starts a part into it), nor where the cut left it. The part's
+    ETag and the object are the client's bytes."""
     bucket = create_bucket(moto_server)
     proxy = cut_proxy(moto_server, cut_at=1 << 62)  # set below, once the upload exists
     app, _ = s3_app(tmp_path, proxy.url, bucket)
+    sends: list[int] = []
+    with app.app_context():
+        s3_store = Store.registry(app).resolve()
+        assert isinstance(s3_store, S3Store)
+        s3_store.client.meta.events.register(
+            "before-send.s3.UploadPart", lambda **_: sends.append(1)
+        )
     data = os.urandom(3 * MIN_PART_SIZE + 77)
     client = app.test_client()
     url = new_upload(client, len(data), "cut.bin")
-    cuts = [0, MIN_PART_SIZE + MIB, 2 * MIN_PART_SIZE + MIB, len(data)]
+    cuts = [0, MIB, 2 * MIN_PART_SIZE + MIB, len(data)]
     answer = patch(client, url, cuts[0], data[cuts[0] : cuts[1]])
     assert answer.status_code == 204, answer.data
-    # Part 2 starts a MiB into the spool file: cut its connection 2 MiB into the body.
-    proxy.cut_at = proxy.sent + 2 * MIB
-    answer = patch(client, url, cuts[1], data[cuts[1] : cuts[2]])
+    # With a checksum, a PATCH's parts are sent once it is checked, from one spool file:
+    # part 1 from its start, part 2 from a part into it. Cut part 2, 2 MiB into its body.
+    proxy.cut_at = proxy.sent + MIN_PART_SIZE + 2 * MIB
+    body = data[cuts[1] : cuts[2]]
+    checksum = f"sha1 {b64(hashlib.sha1(body).digest())}"
+    answer = patch(client, url, cuts[1], body, **{"Upload-Checksum": checksum})
     assert answer.status_code == 204, answer.data
     assert proxy.cuts == 1
+    assert len(sends) == 3  # part 1, part 2 cut, part 2 again
     s3 = s3_client(moto_server)
     [upload] = s3.list_multipart_uploads(Bucket=bucket)["Uploads"]
     parts = s3.list_parts(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
