@@ -32,7 +32,7 @@ from flask_store.exceptions import (
 )
 from flask_store.file_wrapper import FileWrapper
 from flask_store.stores.local import LocalStore
-from flask_store.tus import UploadState
+from flask_store.tus import UploadState, receivers
 from flask_store.tus.protocol import OFFSET_CONTENT_TYPE
 from flask_store.tus.state import UPLOAD_ID
 from flask_store.tus_views import tus_server
@@ -983,3 +983,26 @@ def test_completion_hook_crash_keeps_neither_file_nor_upload(tmp_path: Path) -> 
     assert stored(app) == []
     assert working_files(tmp_path) == []
     assert head(client, url).status_code == 404
+
+
+def test_a_partial_file_cut_short_during_a_refused_patch_is_not_grown_back_with_zeros(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The partial file loses committed bytes while a PATCH is written (outside damage), and
+    the PATCH is then rolled back (its checksum does not match). Rolling back must not grow
+    the file to the committed offset with zeros: the next PATCH would carry on as if the
+    lost bytes were there. The upload is damaged: 410."""
+    url = new_upload(client, 20, "cut.txt")
+    assert patch(client, url, 0, b"0123456789").status_code == 204
+    real_write = receivers._FileAppender.write
+
+    def write_then_lose(appender: Any, data: bytes) -> None:
+        real_write(appender, data)
+        os.ftruncate(appender.fd, 4)
+
+    wrong = f"sha1 {b64(hashlib.sha1(b'other').digest())}"
+    with monkeypatch.context() as patched:
+        patched.setattr(receivers._FileAppender, "write", write_then_lose)
+        answer = patch(client, url, 10, b"abcdefghij", **{"Upload-Checksum": wrong})
+    assert answer.status_code == 460
+    assert patch(client, url, 10, b"abcdefghij").status_code == 410

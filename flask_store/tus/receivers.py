@@ -36,6 +36,7 @@ __all__ = [
     "Receiver",
     "cut_at",
     "receiver_class_for",
+    "shrink_to",
     "write_all",
 ]
 
@@ -179,7 +180,7 @@ class _FileAppender(Appender):
         self.written = 0
 
     def roll_back(self) -> None:
-        os.ftruncate(self.fd, self.state.offset)
+        shrink_to(self.fd, self.state.offset)
         self.written = 0
 
     def close(self) -> None:
@@ -205,6 +206,15 @@ def cut_at(fd: int, offset: int) -> None:
     if held < offset:
         os.close(fd)
         raise damaged_state(f"{offset - held} bytes it counts are missing from its data")
+
+
+def shrink_to(fd: int, size: int) -> None:
+    """Drop what a rolled-back request wrote past ``size`` and write on from there. Never
+    grows the file: one cut short by outside damage must stay short, so the next request
+    finds it damaged (:func:`cut_at`); a hole of zeros would pass for the client's bytes."""
+    if os.fstat(fd).st_size > size:
+        os.ftruncate(fd, size)
+    os.lseek(fd, size, os.SEEK_SET)
 
 
 def write_all(fd: int, data: bytes) -> None:

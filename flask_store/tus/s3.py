@@ -36,7 +36,7 @@ from ..stores.s3_client import NOT_FOUND_CODES, error_code, s3_errors
 from ..stores.s3_config import MAX_PART_SIZE, MAX_PARTS, MIB, MIN_PART_SIZE
 from ..stores.s3_staged import StagedObject
 from ..stores.s3_uploads import head_object, unquoted_etag
-from .receivers import Appender, Receiver, cut_at, write_all
+from .receivers import Appender, Receiver, cut_at, shrink_to, write_all
 from .state import UploadFolder, UploadState, damaged_state
 
 __all__ = ["MAX_PARTS", "MIN_PART_SIZE", "STAGING_FOLDER", "S3Receiver", "part_size_for"]
@@ -304,11 +304,7 @@ class _PartAppender(Appender):
         self.written = 0
 
     def roll_back(self) -> None:
-        # Never grown back to ``kept``: a spool file cut short under a part must stay short,
-        # so the next request finds it damaged (a hole of zeros would pass for the bytes).
-        if os.fstat(self.fd).st_size > self.kept:
-            os.ftruncate(self.fd, self.kept)
-        os.lseek(self.fd, self.kept, os.SEEK_SET)
+        shrink_to(self.fd, self.kept)
         self.size = self.kept
         self.written = 0
 
