@@ -34,6 +34,7 @@ __all__ = [
     "Appender",
     "FileReceiver",
     "Receiver",
+    "check_holds",
     "cut_at",
     "receiver_class_for",
     "shrink_to",
@@ -196,16 +197,31 @@ def cut_at(fd: int, offset: int) -> None:
         hole with zeros.
     """
     try:
-        held = os.fstat(fd).st_size
-        if held >= offset:
+        check_holds(fd, offset, "resume the upload")
+        try:
             os.ftruncate(fd, offset)
             os.lseek(fd, offset, os.SEEK_SET)
+        except OSError as exc:
+            raise as_store_error(exc, "resume the upload") from exc
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def check_holds(fd: int, counted: int, doing: str) -> None:
+    """Refuse a spool or partial file ``fd`` that holds fewer than the ``counted`` bytes the
+    state counts in it (cut short by a power cut without fsync, or under a running request).
+
+    :param doing: what was being done, for the message of an error looking at the file.
+    :raises CorruptUploadStateError: when it holds fewer: the upload is damaged.
+    :raises StoreError: when the file cannot be looked at.
+    """
+    try:
+        held = os.fstat(fd).st_size
     except OSError as exc:
-        os.close(fd)
-        raise as_store_error(exc, "resume the upload") from exc
-    if held < offset:
-        os.close(fd)
-        raise damaged_state(f"{offset - held} bytes it counts are missing from its data")
+        raise as_store_error(exc, doing) from exc
+    if held < counted:
+        raise damaged_state(f"{counted - held} bytes it counts are missing from its data")
 
 
 def shrink_to(fd: int, size: int) -> None:

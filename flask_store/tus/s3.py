@@ -36,7 +36,7 @@ from ..stores.s3_client import NOT_FOUND_CODES, error_code, s3_errors
 from ..stores.s3_config import MAX_PART_SIZE, MAX_PARTS, MIB, MIN_PART_SIZE
 from ..stores.s3_staged import StagedObject
 from ..stores.s3_uploads import head_object, unquoted_etag
-from .receivers import Appender, Receiver, cut_at, shrink_to, write_all
+from .receivers import Appender, Receiver, check_holds, cut_at, shrink_to, write_all
 from .state import UploadFolder, UploadState, damaged_state
 
 __all__ = ["MAX_PARTS", "MIN_PART_SIZE", "STAGING_FOLDER", "S3Receiver", "part_size_for"]
@@ -124,7 +124,8 @@ class S3Receiver(Receiver):
         ``EIO`` wherever botocore reads it: raised as it is from the checksum or the
         signature, or wrapped as a connection error (retried, then raised as one) while
         sending. Either is a :class:`~flask_store.exceptions.StoreError` here; whether
-        bytes the state counts are gone is the caller's to tell (:func:`_check_spool`).
+        bytes the state counts are gone is the caller's to tell
+        (:func:`~flask_store.tus.receivers.check_holds`).
 
         :raises StoreError: when S3 refuses the part or cannot be reached, or reading the
             spool file fails.
@@ -197,11 +198,11 @@ class S3Receiver(Receiver):
         except OSError as exc:
             raise as_store_error(exc, "read the upload") from exc
         try:
-            _check_spool(fd, size)
+            check_holds(fd, size, "read the upload")
             try:
                 return self.send_part(state, number, fd, 0, size)
             except StoreError:
-                _check_spool(fd, size)  # cut short while it was sent
+                check_holds(fd, size, "read the upload")  # cut short while it was sent
                 raise
         finally:
             os.close(fd)
@@ -276,7 +277,7 @@ class _PartAppender(Appender):
             except StoreError:
                 # Cut short while it was sent: damaged if bytes the state counts are gone,
                 # else only this request's bytes are (the client resumes from the offset).
-                _check_spool(self.fd, self.kept)
+                check_holds(self.fd, self.kept, "read the upload")
                 raise
             etags.append(etag)
             position += self.part_size
@@ -318,17 +319,3 @@ def _copy_rest(spool_fd: int, next_fd: int, start: int, size: int) -> None:
         copy_span(spool_fd, next_fd, start, size)
     except OSError as exc:
         raise as_store_error(exc, "receive the upload") from exc
-
-
-def _check_spool(fd: int, counted: int) -> None:
-    """Refuse a spool file holding fewer than the ``counted`` bytes the state counts in it.
-
-    :raises CorruptUploadStateError: when it holds fewer.
-    :raises StoreError: when it cannot be looked at.
-    """
-    try:
-        held = os.fstat(fd).st_size
-    except OSError as exc:
-        raise as_store_error(exc, "read the upload") from exc
-    if held < counted:
-        raise damaged_state(f"{counted - held} bytes it counts are missing")
