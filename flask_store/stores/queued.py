@@ -327,20 +327,17 @@ class QueuedStore(TransferAttempts, Reconciler, BaseStore):
 
         A transfer may end between choosing the local side and reading from it, and delete
         the local copy (``TRANSFER_DELETE_LOCAL``): the file is not gone, it is on the
-        remote, where the record now says it is. So a file missing locally is read there.
+        remote, where the record now says it is. So a miss is read again from the store
+        that holds the file now, when that is another one.
         """
         holder = self.holder(key)
         try:
             return read(holder)
         except FileNotFoundInStoreError:
-            if holder is self.local and self._sent_meanwhile(key):
-                return read(self.remote)
-            raise
-
-    def _sent_meanwhile(self, key: str) -> bool:
-        """Whether the record of ``key`` now says its transfer is done."""
-        record = self.records.get(clean_key(key))
-        return record is not None and record.state == "done"
+            now = self.holder(key)
+            if now is holder:
+                raise
+            return read(now)
 
     def open(self, key: str) -> BinaryIO:
         return self._read(key, lambda store: store.open(key))
@@ -363,7 +360,8 @@ class QueuedStore(TransferAttempts, Reconciler, BaseStore):
             holder = self.holder(key)
             if holder.exists(key):
                 return True
-            return holder is self.local and self._sent_meanwhile(key) and self.remote.exists(key)
+            now = self.holder(key)  # moved by a transfer that ended meanwhile?
+            return now is not holder and now.exists(key)
         except InvalidKeyError:
             return False
 
