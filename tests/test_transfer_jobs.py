@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import os
+import random
 import subprocess
 import sys
 import time
@@ -275,6 +276,30 @@ with RecordBook(sys.argv[1]).lease("reconcile", every=0) as mine:
     print("held" if mine else "refused", flush=True)
     sys.stdin.read()
 """
+
+
+def test_the_periodic_passes_leave_the_apps_random_numbers_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reconciler's jitter has its own generator: an app (or a test framework) that
+    seeds the module ``random`` gets the same numbers however many passes run meanwhile."""
+    store = queued(tmp_path, transfer_reconcile_interval=0.01)
+    passes: list[None] = []
+    due = store.reconcile_if_due
+
+    def counted(**options: Any) -> list[str] | None:
+        passes.append(None)
+        return due(**options)
+
+    monkeypatch.setattr(store, "reconcile_if_due", counted)
+    random.seed(16)
+    expected = random.getstate()
+    store.start()  # as init_app does
+    try:
+        wait_until(lambda: len(passes) >= 3, "three periodic passes", SAFETY_NET)
+    finally:
+        assert store.stop(timeout=SAFETY_NET)
+    assert random.getstate() == expected
 
 
 def test_a_running_app_reconciles_periodically_without_anyone_asking(tmp_path: Path) -> None:

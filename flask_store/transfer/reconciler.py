@@ -30,6 +30,10 @@ from .records import RecordBook
 
 __all__ = ["DEBRIS_SECONDS", "READY_WARNING_SECONDS", "RECONCILE_LEASE", "Reconciler"]
 
+#: The periodic passes' jitter draws from a generator of its own: drawing from the module
+#: ``random`` would change the numbers an app (or its tests) seeded it for.
+_JITTER = random.Random()
+
 log = logging.getLogger("flask_store.transfer")
 
 #: Seconds the background reconciler waits for its executor before it says so in the log.
@@ -247,7 +251,7 @@ class Reconciler(abc.ABC):
         if not self.reconcile_interval:
             return
         # Jitter spreads the processes of a deployment that started together.
-        while not self._stopping.wait(self.reconcile_interval * random.uniform(0.5, 1.0)):
+        while not self._stopping.wait(self.reconcile_interval * _JITTER.uniform(0.5, 1.0)):
             self._reconcile_logged("periodically", self.reconcile_if_due)
 
     def stop(self, timeout: float | None = None) -> bool:
