@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, current_app, request
+from flask import Blueprint, Flask, current_app, request
 from werkzeug.utils import import_string
 from werkzeug.wrappers import Response
 
@@ -33,6 +33,11 @@ from .tus_views import mount_tus
 __all__ = ["SERVE_ENDPOINT", "Store"]
 
 SERVE_ENDPOINT = "flask_store.serve"
+
+#: The blueprint holding the serving routes. Flask reads the part of an endpoint before its
+#: last dot as a blueprint name and runs that blueprint's hooks for the route, whoever added
+#: it: owning the name keeps an app's blueprint of the same name from being one.
+ROUTES_BLUEPRINT, _, _DEFAULT_ENDPOINT = SERVE_ENDPOINT.rpartition(".")
 
 
 class Store:
@@ -66,12 +71,12 @@ class Store:
         :raises ProviderImportError: when a ``PROVIDER`` cannot be imported.
         """
         registry = build_registry(app)
+        routes = _serving_routes(registry)
+        if routes:
+            _check_blueprint_name_is_free(app)
         register_error_handlers(app)  # STORE_HANDLE_ERRORS: 400/413/415/507/503, not 500
         app.extensions[EXTENSION_KEY] = registry
-        endpoints: list[str] = []
-        for name, store in registry.stores.items():
-            if store.serve:
-                endpoints += _add_serving_routes(app, name, store)
+        endpoints = _add_serving_routes(app, routes)
         install_fast_path(app, registry, endpoints)  # STORE_SERVE_FAST: before Flask's routing
         if "store" not in app.cli.commands:
             app.cli.add_command(store_cli)
@@ -189,25 +194,64 @@ def _spool_folder(registry: StoreRegistry) -> str | None:
     return None
 
 
-def _add_serving_routes(app: Flask, name: str, store: BaseStore) -> list[str]:
-    """Route ``URL_PREFIX/<key>`` to the store, and ``URL_PREFIX/.files/<key>`` too when
-    other stores' URL prefixes cover some of its folders (see
-    :func:`~flask_store.registry.lay_out_urls`); the endpoints added."""
-    endpoint = SERVE_ENDPOINT if name == DEFAULT_NAME else f"{SERVE_ENDPOINT}_{name}"
-    rules = [(f"{store.url_prefix}/<path:key>", endpoint)]
-    if store.covered_folders:
-        # "." is in no store name, so this endpoint is never another store's.
-        escaped = f"{store.url_prefix}/{ESCAPED_KEYS_SEGMENT}/<path:key>"
-        rules.append((escaped, f"{endpoint}.escaped"))
-    for rule, rule_endpoint in rules:
-        app.add_url_rule(
-            rule,
-            endpoint=rule_endpoint,
-            view_func=_serve_view,
-            methods=["GET", "HEAD"],
-            defaults={"store_name": name},
+class _ServingRoutes(Blueprint):
+    """Flask-Store's blueprint of file routes: a class of its own, so a second ``init_app``
+    on the app tells it from an app's blueprint of the same name."""
+
+
+#: One serving route: its URL rule, its endpoint in the blueprint, the store it serves.
+_Route = tuple[str, str, str]
+
+
+def _serving_routes(registry: StoreRegistry) -> list[_Route]:
+    """``URL_PREFIX/<key>`` of each store that serves, and ``URL_PREFIX/.files/<key>`` too
+    when other stores' URL prefixes cover some of its folders (see
+    :func:`~flask_store.registry.lay_out_urls`)."""
+    routes: list[_Route] = []
+    for name, store in registry.stores.items():
+        if not store.serve:
+            continue
+        endpoint = _DEFAULT_ENDPOINT if name == DEFAULT_NAME else f"{_DEFAULT_ENDPOINT}_{name}"
+        routes.append((f"{store.url_prefix}/<path:key>", endpoint, name))
+        if store.covered_folders:
+            # No store name starts with "escaped_serve", so it is never another store's.
+            escaped = f"{store.url_prefix}/{ESCAPED_KEYS_SEGMENT}/<path:key>"
+            routes.append((escaped, f"escaped_{endpoint}", name))
+    return routes
+
+
+def _check_blueprint_name_is_free(app: Flask) -> None:
+    """Refuse an app whose own blueprint took :data:`ROUTES_BLUEPRINT`: its hooks would run
+    for file URLs when Flask answers them, but not on the fast path.
+
+    :raises NotConfiguredError: naming the blueprint to rename.
+    """
+    found = app.blueprints.get(ROUTES_BLUEPRINT)
+    if found is not None and not isinstance(found, _ServingRoutes):
+        raise NotConfiguredError(
+            f"The app registered a blueprint named {ROUTES_BLUEPRINT!r}, the name of "
+            f"Flask-Store's file routes ({SERVE_ENDPOINT!r}): register it under another "
+            f"name (app.register_blueprint(bp, name=...))."
         )
-    return [rule_endpoint for _, rule_endpoint in rules]
+
+
+def _add_serving_routes(app: Flask, routes: list[_Route]) -> list[str]:
+    """Add ``routes`` to the app in the blueprint :data:`ROUTES_BLUEPRINT`; their endpoints."""
+    options: dict[str, Any] = {"view_func": _serve_view, "methods": ["GET", "HEAD"]}
+    if isinstance(app.blueprints.get(ROUTES_BLUEPRINT), _ServingRoutes):
+        # A second init_app: Flask takes a blueprint name once, so the rules the app lacks
+        # go to the app directly, under the same endpoints (and so the same blueprint).
+        present = {(rule.rule, rule.endpoint) for rule in app.url_map.iter_rules()}
+        for rule, endpoint, name in routes:
+            endpoint = f"{ROUTES_BLUEPRINT}.{endpoint}"
+            if (rule, endpoint) not in present:
+                app.add_url_rule(rule, endpoint, defaults={"store_name": name}, **options)
+    elif routes:
+        blueprint = _ServingRoutes(ROUTES_BLUEPRINT, __name__)
+        for rule, endpoint, name in routes:
+            blueprint.add_url_rule(rule, endpoint, defaults={"store_name": name}, **options)
+        app.register_blueprint(blueprint)
+    return [f"{ROUTES_BLUEPRINT}.{endpoint}" for _, endpoint, _ in routes]
 
 
 def _serve_view(store_name: str, key: str) -> Response:

@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 import pytest
-from flask import Flask, request
+from flask import Blueprint, Flask, request, url_for
 
 from flask_store import FileWrapper, Store
 from flask_store.exceptions import NotConfiguredError, ProviderImportError
@@ -192,6 +192,42 @@ def test_serve_false_registers_no_route(tmp_path: Path) -> None:
     with app.app_context():
         store.Provider().save(b"x", name="a.txt")
     assert app.test_client().get("/flaskstore/a.txt").status_code == 404
+
+
+@pytest.mark.parametrize("serve_fast", [False, "auto"])
+def test_the_file_routes_own_their_blueprint_name(tmp_path: Path, serve_fast: object) -> None:
+    """The serving endpoint ``flask_store.serve`` names a blueprint: Flask runs the hooks of
+    the app's blueprint of that name for its URLs. Flask-Store holds the name, so such a
+    blueprint is refused at registration instead of guarding file URLs only when Flask
+    answers them (the fast path never looked at it)."""
+    app = make_app(tmp_path, STORE_SERVE_FAST=serve_fast)
+    Store(app)
+    theirs = Blueprint("flask_store", __name__)
+    theirs.before_request(lambda: ("members only", 403))
+    with pytest.raises(ValueError, match="'flask_store' is already registered"):
+        app.register_blueprint(theirs)
+    assert app.test_client().get("/flaskstore/missing.txt").status_code == 404
+    with app.test_request_context():
+        assert url_for("flask_store.serve", key="a b.txt") == "/flaskstore/a%20b.txt"
+
+
+def test_a_blueprint_named_flask_store_before_init_app_is_refused(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    app.register_blueprint(Blueprint("flask_store", __name__))
+    with pytest.raises(NotConfiguredError, match="blueprint named 'flask_store'"):
+        Store(app)
+
+
+def test_init_app_twice_on_one_app_keeps_serving(tmp_path: Path) -> None:
+    app = make_app(tmp_path, STORE_STORES={"avatars": {"PROVIDER": "memory"}})
+    store = Store(app)
+    store.init_app(app)
+    with app.test_request_context():
+        store.Provider().save(b"data", name="a.txt")
+        face = store.Provider("avatars").save(b"face", name="me.png").relative_url()
+    client = app.test_client()
+    assert client.get("/flaskstore/a.txt").data == b"data"
+    assert client.get(face).data == b"face"
 
 
 def test_file_wrapper_is_exported_and_rebuilt_from_a_key(tmp_path: Path) -> None:
