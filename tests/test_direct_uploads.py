@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ from flask_store.exceptions import (
     InvalidFilenameError,
     InvalidKeyError,
     NotConfiguredError,
+    StoreAccessDeniedError,
     UploadRejectedError,
 )
 from flask_store.stores import s3_uploads
@@ -350,6 +352,37 @@ def test_a_large_upload_is_copied_in_parts(endpoint: str | None) -> None:
     assert store.read(upload.key) == data
     assert object_of(store, upload.key)["ContentType"] == "video/mp4"
     assert stored(store) == [upload.key]
+
+
+def test_a_large_copy_whose_tags_are_refused_leaves_no_file(endpoint: str | None) -> None:
+    """s3transfer completes a copy in parts, then tags the object in a call of its own: when
+    the server refuses that call, the store held an untagged file the caller was told had
+    failed. It is deleted, and the confirmation can be tried again."""
+    store = new_store(
+        endpoint,
+        S3_MULTIPART_THRESHOLD=5 * MIB,
+        S3_MULTIPART_CHUNKSIZE=5 * MIB,
+        S3_OBJECT_PARAMS={"Tagging": "kind=clip"},
+    )
+    data = bytes(range(256)) * (6 * MIB // 256)
+
+    def refuse(**kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        error = {"Code": "AccessDenied", "Message": "No tagging for you."}
+        return SimpleNamespace(status_code=403), {
+            "Error": error,
+            "ResponseMetadata": {"HTTPStatusCode": 403},
+        }
+
+    store.client.meta.events.register("before-call.s3.PutObjectTagging", refuse)
+    upload = store.presigned_upload("clip.mp4", max_size=7 * MIB)
+    post(upload, data)
+    with pytest.raises(StoreAccessDeniedError):
+        store.confirm_upload(upload.key)
+    assert upload.key not in stored(store)
+    store.client.meta.events.unregister("before-call.s3.PutObjectTagging", refuse)
+    assert store.confirm_upload(upload.key).read() == data
+    tags = store.client.get_object_tagging(Bucket=store.bucket, Key=store.object_key(upload.key))
+    assert tags["TagSet"] == [{"Key": "kind", "Value": "clip"}]
 
 
 # -- objects that did not come from presigned_upload() ---------------------------------------

@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import io
 import json
+import logging
 import secrets
 import time
 from collections.abc import Mapping
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from flask import current_app, has_app_context
 from s3transfer.manager import TransferConfig, TransferManager
 
@@ -62,6 +63,8 @@ __all__ = [
     "unquoted_etag",
     "upload_secret",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Object metadata holding a direct upload's signed limits (``x-amz-meta-<name>``).
 MAX_SIZE_META = "upload-max-size"
@@ -401,10 +404,28 @@ def copy_object(
     kept on purpose: it carries ``args``' ``CopySourceIfMatch`` as ``If-Match``, the one
     check of the source's version that servers ignoring the copy-source conditions of
     ``UploadPartCopy`` (moto among them) still enforce.
+
+    A copy in parts cannot carry ``args``' ``Tagging``: s3transfer completes it, then sets
+    the tags in a call of its own. When the server refuses that call, the completed object
+    is deleted before the error is raised, so a copy that failed leaves no untagged file.
     """
     with _CopyManager(client, config) as manager:
         source_object = {"Bucket": bucket, "Key": source}
-        manager.copy(source_object, bucket, target, extra_args=dict(args)).result()
+        try:
+            manager.copy(source_object, bucket, target, extra_args=dict(args)).result()
+        except ClientError as exc:
+            if exc.operation_name == "PutObjectTagging":
+                _delete_after_failed_copy(client, bucket, target)
+            raise
+
+
+def _delete_after_failed_copy(client: S3Client, bucket: str, target: str) -> None:
+    """Delete the object a failed copy completed; a failure to do so is logged, not raised:
+    the caller gets the copy's own error."""
+    try:
+        client.delete_object(Bucket=bucket, Key=target)
+    except (ClientError, BotoCoreError):
+        log.warning("Could not delete %r, left behind by a failed copy.", target, exc_info=True)
 
 
 def head_object(client: S3Client, bucket: str, object_key: str) -> dict[str, Any] | None:
