@@ -443,10 +443,15 @@ SMALL_REQUEST = (
     "than that difference."
 )
 SENDFILE = (
-    "Both hand the open file to gunicorn, which sends it with `sendfile`; Flask-Store also "
-    "caps the socket's send buffer for a loopback peer so the pages are still in cache when "
-    "the client reads them. Where this ratio misses, the spread between rounds on the "
-    "shared machine (see the load average) was larger than that gain."
+    "Flask-Store hands gunicorn the file's descriptor and gunicorn sends it with `sendfile`; "
+    "filedepot's file object has no descriptor, so gunicorn reads it in 256 KiB blocks and "
+    "writes each one (`strace` of the worker: one `sendfile` against 4,097 `read` and "
+    "`sendto` calls per GiB). Flask-Store also caps the socket's send buffer for a loopback "
+    "peer. Over loopback on this 2-core VM a large body is bound by the kernel's TCP path, "
+    "not by either library: `perf` puts most of the worker's time in waking the reading "
+    "client for each segment, the same for both methods, and which of them is faster "
+    "changed between sessions by more than 5% either way. Where this ratio misses, that "
+    "is the cause."
 )
 #: The contender that saves uploads with exactly Flask-Store's code (it differs in serving
 #: only): how far its upload ratio is from Flask-Store's shows the noise of the run.
