@@ -214,7 +214,7 @@ def _serving_routes(registry: StoreRegistry) -> list[_Route]:
         endpoint = _DEFAULT_ENDPOINT if name == DEFAULT_NAME else f"{_DEFAULT_ENDPOINT}_{name}"
         routes.append((f"{store.url_prefix}/<path:key>", endpoint, name))
         if store.covered_folders:
-            # No store name starts with "escaped_serve", so it is never another store's.
+            # Every store's own endpoint starts with "serve": this one is never another's.
             escaped = f"{store.url_prefix}/{ESCAPED_KEYS_SEGMENT}/<path:key>"
             routes.append((escaped, f"escaped_{endpoint}", name))
     return routes
