@@ -347,9 +347,15 @@ class StoredFile(TypeDecorator[FileWrapper]):
 
     @staticmethod
     def _parsed(text: str) -> Mapping[str, Any]:
+        """The JSON object a row holds.
+
+        :raises InvalidValueError: for text that is not a JSON object, including JSON nested
+            too deep to parse (``json.loads`` recurses once per level and raises
+            ``RecursionError``, which must not escape as anything but a bad value).
+        """
         try:
             document = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InvalidValueError("A StoredFile column holds text that is not JSON.") from None
         if not isinstance(document, Mapping):
             raise InvalidValueError("A StoredFile column holds JSON that is not an object.")

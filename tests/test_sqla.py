@@ -318,6 +318,7 @@ def test_hostile_filenames_stay_inside_the_store(
         '{"store":5,"key":["a"]}',
         "{not json",
         "../../etc/passwd",
+        '{"store":' + "[" * 100_000 + "]" * 100_000 + "}",  # json.loads recurses per level
     ],
     ids=[
         "key-outside-the-store",
@@ -326,6 +327,7 @@ def test_hostile_filenames_stay_inside_the_store(
         "wrong-types",
         "not-json",
         "bare-key-outside-the-store",
+        "nested-too-deep",
     ],
 )
 def test_a_tampered_row_is_refused_when_read(session: Session, stored: str) -> None:
