@@ -333,9 +333,19 @@ class StoredFile(TypeDecorator[FileWrapper]):
         )
 
     def process_result_value(self, value: Any, dialect: Dialect) -> FileWrapper | None:
+        """The FileWrapper a row's value names: its JSON document, or a bare key.
+
+        :raises InvalidValueError: for a value that is not text (SQLite keeps a BLOB written
+            into a TEXT column as ``bytes``, whose ``str()`` would be read as a key), or a
+            document or key that is not acceptable.
+        """
         if value is None:
             return None
-        text = str(value)
+        if not isinstance(value, str):
+            raise InvalidValueError(
+                f"A StoredFile column holds a {type(value).__name__}, not the text it writes."
+            )
+        text = value
         if not text.lstrip().startswith("{"):
             # A bare key, as Flask-Store 0.0.x's FlaskStoreType stored: the default store's
             # (or this column's) file, its metadata fetched when first used.

@@ -803,3 +803,18 @@ def test_rolled_back_image_leaves_no_thumbnail(app: Flask, session: Session) -> 
     assert len(kept(app)) == 3
     session.rollback()
     assert kept(app) == []
+
+
+def test_a_row_holding_bytes_is_refused_not_read_as_a_key(app: Flask, tmp_path: Path) -> None:
+    # SQLite keeps a BLOB written into a TEXT column as bytes (PostgreSQL refuses it); str()
+    # of it is "b'...'", which named a file "b'legacy.png'" instead of being refused.
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'blob.db'}")
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.execute(
+            sa.text("INSERT INTO docs (id, title, file) VALUES (1, 'a', :f)"), {"f": b"legacy.png"}
+        )
+        assert session.execute(sa.text("SELECT file FROM docs")).scalar_one() == b"legacy.png"
+        with pytest.raises(InvalidValueError, match="StoredFile column holds"):
+            session.scalars(sa.select(Doc)).one()
+    engine.dispose()
