@@ -6,10 +6,10 @@ these look at the bytes, with the very checks ``save()`` runs
 See "In forms" in the content checks guide for an example.
 
 Without arguments they read the store's settings (``STORE_ALLOWED_TYPES``,
-``STORE_MAX_SIZE``) from the current app; ``store="avatars"`` names another store. A field
-with no file passes (``FileRequired`` is the check for that), and so does a check whose
-setting is unset. WTForms is imported only when a validator runs (``pip install
-Flask-WTF``).
+``STORE_MAX_SIZE``) from the current app; ``store="avatars"`` names another store. Each
+file of a ``MultipleFileField`` is checked. A field with no file passes (``FileRequired`` is
+the check for that), and so does a check whose setting is unset. WTForms is imported only
+when a validator runs (``pip install Flask-WTF``).
 
 .. versionadded:: 0.2
 """
@@ -43,11 +43,16 @@ class _StoreCheck:
         return get_registry().resolve(self.store).config.value(name)
 
     def __call__(self, form: Any, field: Any) -> None:
-        data = field.data
-        if not isinstance(data, FileStorage) or not data:
-            return  # no file chosen: FileRequired's job
+        """Check the field's file, or each file of a ``MultipleFileField`` (a list).
+
+        A list is checked file by file, as Flask-WTF's ``FileAllowed`` and ``FileSize`` do:
+        otherwise one file of many would never be looked at.
+
+        :raises StopValidation: at the first file refused, with its message.
+        """
         try:
-            self.check(data)
+            for upload in _chosen_files(field.data):
+                self.check(upload)
         except UploadRejectedError as exc:
             # lazily: Flask-WTF is optional
             from wtforms.validators import StopValidation  # type: ignore[import-untyped]
@@ -57,6 +62,15 @@ class _StoreCheck:
     def check(self, upload: FileStorage) -> None:
         """Raise :class:`~flask_store.exceptions.UploadRejectedError` for a refused file."""
         raise NotImplementedError
+
+
+def _chosen_files(data: Any) -> list[FileStorage]:
+    """The files chosen in a field holding ``data``: a ``FileStorage`` or a list of them.
+
+    A field with no file chosen gives none (``FileRequired`` is the check for that).
+    """
+    uploads = data if isinstance(data, list) else [data]
+    return [upload for upload in uploads if isinstance(upload, FileStorage) and upload]
 
 
 class StoreAllowed(_StoreCheck):

@@ -136,3 +136,25 @@ def test_an_unseekable_page_named_as_an_image_is_refused() -> None:
     field = _field_of(_Unseekable(HTML), "cat.png")
     with pytest.raises(StopValidation, match="text/html"):
         StoreAllowed(["image/*"])(None, field)
+
+
+def test_every_file_of_a_multiple_file_field_is_checked(app: Flask) -> None:
+    """A MultipleFileField holds a list: one page among images is refused, as Flask-WTF's
+    own FileAllowed and FileSize refuse one bad file of many."""
+    from flask_wtf.file import MultipleFileField
+
+    class Form(FlaskForm):  # type: ignore[misc]
+        files = MultipleFileField(validators=[StoreAllowed(), StoreMaxSize()])
+
+    def errors_of(*files: tuple[bytes, str]) -> list[str]:
+        data = {"files": [(io.BytesIO(body), name) for body, name in files]}
+        with app.test_request_context(method="POST", data=data):
+            form = Form()
+            form.validate()
+            return list(form.files.errors)
+
+    assert errors_of((PNG, "a.png"), (PNG, "b.png")) == []
+    refused = errors_of((PNG, "a.png"), (HTML, "cat.png"))
+    assert len(refused) == 1 and "cat.png" in refused[0] and "text/html" in refused[0]
+    too_large = errors_of((PNG, "a.png"), (PNG * 10, "big.png"))
+    assert len(too_large) == 1 and "big.png" in too_large[0] and "1000" in too_large[0]
