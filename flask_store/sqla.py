@@ -67,6 +67,7 @@ from .file_wrapper import FileWrapper
 from .images import save_image
 from .meta import FileInfo
 from .naming import clean_key
+from .sources import seekable_extent
 from .sqla_deletes import delete_or_owe
 from .stores.base import BaseStore
 
@@ -129,12 +130,40 @@ class UnsavedFile:
     :param filename: the name to save it under (default: the source's own).
     """
 
-    __slots__ = ("filename", "source")
+    __slots__ = ("_start", "filename", "source")
 
     def __init__(self, source: Any, filename: str | None = None) -> None:
         self.source = source
         #: The name the file will be saved under, or ``None`` to use the source's own.
         self.filename = filename
+        # Where the source's stream began when first read (-1: it cannot seek back).
+        self._start: int | None = None
+
+    def readable(self) -> Any:
+        """The source, positioned where it began: what each save reads.
+
+        One UnsavedFile can be saved more than once (assigned to two rows, or saved again
+        after its transaction rolled back); each save must read the whole file, never the
+        spent rest of the stream, which would store an empty file without a word.
+
+        :raises InvalidFileError: when the source was read before and cannot seek back
+            (a pipe, a socket).
+        """
+        if isinstance(self.source, (bytes, bytearray, memoryview)):
+            return self.source
+        stream = self.source.stream if isinstance(self.source, FileStorage) else self.source
+        if self._start is None:
+            extent = seekable_extent(stream)
+            self._start = -1 if extent is None else extent[0]
+        elif self._start < 0:
+            raise InvalidFileError(
+                f"The file {self.filename or ''!r} was read by an earlier save (for another "
+                "row, or in a transaction that rolled back) and its stream cannot be read "
+                "again: assign the saved FileWrapper, or the file again."
+            )
+        else:
+            stream.seek(self._start)
+        return self.source
 
     def __repr__(self) -> str:
         return f"<UnsavedFile {self.filename or type(self.source).__name__!r}>"
@@ -320,7 +349,7 @@ class StoredFile(TypeDecorator[FileWrapper]):
 
     def save(self, unsaved: UnsavedFile) -> FileWrapper:
         """Save ``unsaved`` in :meth:`target_store`; what the flush runs."""
-        return self.target_store().save(unsaved.source, name=unsaved.filename)
+        return self.target_store().save(unsaved.readable(), name=unsaved.filename)
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
         if value is None:
@@ -426,7 +455,7 @@ class StoredImage(StoredFile):
     def save(self, unsaved: UnsavedFile) -> FileWrapper:
         saved = save_image(
             self.target_store(),
-            unsaved.source,
+            unsaved.readable(),
             filename=unsaved.filename,
             thumbnails=self._thumbnails,
             strip_metadata=self._strip_metadata,

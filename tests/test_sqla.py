@@ -487,6 +487,51 @@ def test_going_back_to_the_old_file_keeps_it(app: Flask, session: Session) -> No
     assert doc.file.read() == b"first"
 
 
+class Pipe(io.RawIOBase):
+    """A binary stream that cannot seek back, like a socket or a pipe."""
+
+    def __init__(self, data: bytes) -> None:
+        self.rest = data
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = min(len(buffer), len(self.rest))
+        buffer[:count], self.rest = self.rest[:count], self.rest[count:]
+        return count
+
+
+@pytest.mark.parametrize("flushed_between", [False, True])
+def test_one_upload_assigned_to_two_rows_is_saved_whole_for_each(
+    app: Flask, session: Session, flushed_between: bool
+) -> None:
+    unsaved = UnsavedFile(upload(b"shared upload", "up.txt"), "up.txt")
+    first = Doc(title="a", file=unsaved)
+    session.add(first)
+    if flushed_between:
+        session.flush()
+    second = Doc(title="b", file=unsaved)  # the second save read the spent stream: b""
+    session.add(second)
+    session.commit()
+    assert first.file.read() == second.file.read() == b"shared upload"
+    assert first.file.key != second.file.key  # each row owns its file
+    first.file = None
+    session.commit()
+    assert kept(app) == [second.file.key]
+
+
+def test_a_stream_that_cannot_seek_back_is_not_saved_twice(app: Flask, session: Session) -> None:
+    unsaved = UnsavedFile(Pipe(b"read once"), "once.txt")
+    session.add(Doc(title="a", file=unsaved))
+    session.flush()
+    session.add(Doc(title="b", file=unsaved))
+    with pytest.raises(InvalidFileError, match="cannot be read again"):
+        session.flush()
+    session.rollback()
+    assert kept(app) == []
+
+
 def test_a_moved_file_let_go_of_again_is_deleted(app: Flask, session: Session) -> None:
     draft = committed_doc(session, "draft")
     final = committed_doc(session, "final", b"old final")
