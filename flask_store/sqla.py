@@ -52,6 +52,7 @@ from flask import current_app, has_app_context
 from sqlalchemy import Select, event, inspect
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import (
+    InstanceState,
     Mapper,
     Session,
     SessionTransaction,
@@ -529,6 +530,8 @@ def _on_set(target: object, value: Any, oldvalue: Any, initiator: object) -> Any
 # -- the transaction rules ---------------------------------------------------------------------
 
 
+#: A row's attribute holding a file: the row's ORM state and the attribute's name.
+Holder = tuple[InstanceState[Any], str]
 #: What a transaction did with a file (:class:`_Owed`).
 SAVED, HELD, LET_GO = "saved", "held", "let go"
 #: Where a session counts its flushes (``session.info[STEP_KEY]``), to order what they saw.
@@ -539,7 +542,8 @@ STEP_KEY = "flask_store.step"
 class _Owed:
     """A file a transaction has a say over.
 
-    ``kind`` :data:`SAVED`: saved in ``origin``, deleted if ``origin`` rolls back.
+    ``kind`` :data:`SAVED`: saved in ``origin`` from ``unsaved`` for ``holder``, deleted if
+    ``origin`` rolls back (and ``unsaved`` given back to the holder, see :func:`_undo`).
     :data:`LET_GO`: ``holder`` (a row's attribute) no longer holds it; :data:`HELD`:
     ``holder`` was given it (another row's file moved there, an old file put back). A
     let-go file is deleted once the outermost transaction commits, unless some holder's
@@ -551,7 +555,8 @@ class _Owed:
     origin: SessionTransaction
     kind: str
     step: int
-    holder: tuple[object, str] | None = None
+    holder: Holder | None = None
+    unsaved: UnsavedFile | None = None
 
 
 def _ledger(session: Session) -> list[_Owed]:
@@ -587,10 +592,11 @@ def _note(
     files: Iterable[FileWrapper],
     kind: str,
     step: int,
-    holder: tuple[object, str] | None = None,
+    holder: Holder | None = None,
+    unsaved: UnsavedFile | None = None,
 ) -> None:
     origin = _current_transaction(session)
-    _ledger(session).extend(_Owed(file, origin, kind, step, holder) for file in files)
+    _ledger(session).extend(_Owed(file, origin, kind, step, holder, unsaved) for file in files)
 
 
 def _let_go_for_good(ledger: Iterable[_Owed]) -> list[FileWrapper]:
@@ -600,7 +606,7 @@ def _let_go_for_good(ledger: Iterable[_Owed]) -> list[FileWrapper]:
     back the file it had keeps it), so a file moved from one row to another, in one flush
     or across several, is kept.
     """
-    last: dict[tuple[FileWrapper, tuple[object, str] | None], str] = {}
+    last: dict[tuple[FileWrapper, Holder | None], str] = {}
     for owed in sorted(
         (owed for owed in ledger if owed.kind != SAVED),
         key=lambda owed: (owed.step, owed.kind == HELD),
@@ -625,7 +631,7 @@ def _before_flush(session: Session, context: UOWTransaction, instances: object) 
             value = state.dict.get(key)
             if isinstance(value, UnsavedFile):
                 saved = column.save(value)
-                _note(session, files_of(saved), SAVED, step)
+                _note(session, files_of(saved), SAVED, step, (state, key), value)
                 setattr(target, key, saved)
             history = state.attrs[key].history
             added = [f for new in history.added for f in files_of(new)]
@@ -691,14 +697,31 @@ def _boundary(transaction: SessionTransaction) -> SessionTransaction:
 
 
 def _undo(session: Session, transaction: SessionTransaction) -> None:
+    """Forget what ``transaction`` did with files, and delete the files saved inside it."""
     ledger = session.info.get(LEDGER_KEY)
     if not ledger:
         return
     undone = [owed for owed in ledger if _within(owed.origin, transaction)]
     ledger[:] = [owed for owed in ledger if not _within(owed.origin, transaction)]
-    _delete_quietly(
-        [owed.file for owed in undone if owed.kind == SAVED], "saved in a rolled back transaction"
-    )
+    saved = [owed for owed in undone if owed.kind == SAVED]
+    for owed in saved:
+        _give_back(owed)
+    _delete_quietly([owed.file for owed in saved], "saved in a rolled back transaction")
+
+
+def _give_back(owed: _Owed) -> None:
+    """Put the :class:`UnsavedFile` back on a row that still holds the file it was saved as.
+
+    A rollback expires the rows it can reload, but a row it expunges (added in the rolled
+    back transaction) or detaches (``close()``) keeps the saved FileWrapper in its
+    ``__dict__``. Added or merged again, that row would commit a document naming a file the
+    rollback deleted; holding the UnsavedFile instead, it saves the file again at the flush.
+    """
+    if owed.holder is None or owed.unsaved is None:
+        return
+    state, key = owed.holder
+    if state.dict.get(key) is owed.file:  # the file itself, not one of its thumbnails
+        state.dict[key] = owed.unsaved
 
 
 def _delete_quietly(files: Iterable[FileWrapper], why: str) -> None:

@@ -390,6 +390,55 @@ def test_a_failed_flush_deletes_what_it_saved_even_without_rollback(
     assert len(kept(app)) == 1
 
 
+def test_a_row_retried_after_a_failed_commit_saves_its_file_again(
+    app: Flask, session: Session
+) -> None:
+    committed_doc(session, "taken")
+    doc = Doc(title="taken", file=upload(b"the upload", "up.txt"))  # unique title: refused
+    session.add(doc)
+    with pytest.raises(sa.exc.IntegrityError):
+        session.commit()
+    session.rollback()  # the file is deleted; the row kept a FileWrapper naming it
+    assert isinstance(doc.file, UnsavedFile)
+    doc.title = "free"
+    session.add(doc)
+    session.commit()
+    assert doc.file.read() == b"the upload"
+    assert len(kept(app)) == 2
+
+
+def test_a_row_added_again_after_its_savepoint_rolled_back_saves_its_file_again(
+    app: Flask, session: Session
+) -> None:
+    doc = Doc(title="a", file=upload(b"the upload", "up.txt"))
+    with session.begin_nested() as savepoint:
+        session.add(doc)
+        session.flush()
+        savepoint.rollback()
+    assert kept(app) == []
+    session.add(doc)
+    session.commit()
+    session.expire_all()
+    assert session.scalars(sa.select(Doc)).one().file.read() == b"the upload"
+
+
+def test_a_detached_row_merged_after_its_session_closed_saves_its_file_again(
+    app: Flask, session: Session
+) -> None:
+    doc = committed_doc(session)
+    first = doc.file.key
+    doc.file = upload(b"second", "second.txt")
+    session.flush()
+    session.close()  # no commit: the second file is deleted, the detached row still names it
+    assert kept(app) == [first]
+    with Session(session.get_bind()) as later:
+        later.merge(doc)
+        later.commit()
+        again = later.scalars(sa.select(Doc)).one()
+        assert again.file.read() == b"second"
+        assert kept(app) == [again.file.key]
+
+
 # -- deletes wait for the commit -----------------------------------------------------------------
 
 
