@@ -22,9 +22,9 @@ from typing import Any, BinaryIO, cast
 from werkzeug.datastructures import FileStorage
 
 from .content_checks import ContentRules, check_size, check_type, read_head
-from .exceptions import UploadRejectedError
+from .exceptions import InvalidFilenameError, UploadRejectedError
 from .meta import guess_content_type
-from .naming import recorded_filename
+from .naming import recorded_filename, room_for_name, secure_filename
 from .registry import get_registry
 from .sources import seekable_extent
 
@@ -48,12 +48,13 @@ class _StoreCheck:
         A list is checked file by file, as Flask-WTF's ``FileAllowed`` and ``FileSize`` do:
         otherwise one file of many would never be looked at.
 
-        :raises StopValidation: at the first file refused, with its message.
+        :raises StopValidation: at the first file refused (or whose name ``save()`` would
+            refuse), with its message.
         """
         try:
             for upload in _chosen_files(field.data):
                 self.check(upload)
-        except UploadRejectedError as exc:
+        except (UploadRejectedError, InvalidFilenameError) as exc:
             # lazily: Flask-WTF is optional
             from wtforms.validators import StopValidation  # type: ignore[import-untyped]
 
@@ -62,6 +63,20 @@ class _StoreCheck:
     def check(self, upload: FileStorage) -> None:
         """Raise :class:`~flask_store.exceptions.UploadRejectedError` for a refused file."""
         raise NotImplementedError
+
+
+def _stored_name(filename: str) -> str:
+    """The name ``save()`` gives a file the client called ``filename``, whose extension is
+    the type it is stored with: the last path part, made safe (``"cat.png."`` is stored as
+    ``cat.png``, ``"data:image/png,x.html"`` as ``png_x.html``).
+
+    The form must judge that name, not the raw one: else it refuses files ``save()`` takes,
+    and lets through names ``save()`` then refuses.
+
+    :raises InvalidFilenameError: when nothing usable is left (``"a.png/"``): ``save()``
+        refuses the name too.
+    """
+    return secure_filename(filename, room_for_name(None))
 
 
 def _chosen_files(data: Any) -> list[FileStorage]:
@@ -100,11 +115,12 @@ class StoreAllowed(_StoreCheck):
         if types is None:
             return
         filename = recorded_filename(upload.filename or "upload")
+        declared = guess_content_type(_stored_name(upload.filename or "upload"))
         stream = cast(BinaryIO, upload.stream)
         head, same = read_head(stream)
         if same is not stream:  # not seekable: the head is read for good; keep it readable
             upload.stream = same
-        check_type(head, guess_content_type(filename), types, filename)
+        check_type(head, declared, types, filename)
 
 
 class StoreMaxSize(_StoreCheck):

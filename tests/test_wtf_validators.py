@@ -13,7 +13,11 @@ from werkzeug.datastructures import FileStorage
 from wtforms.validators import StopValidation  # type: ignore[import-untyped]
 
 from flask_store import Store
-from flask_store.exceptions import InvalidArgumentError
+from flask_store.exceptions import (
+    FileTypeRejectedError,
+    InvalidArgumentError,
+    InvalidFilenameError,
+)
 from flask_store.wtf import StoreAllowed, StoreMaxSize
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(200))
@@ -158,3 +162,33 @@ def test_every_file_of_a_multiple_file_field_is_checked(app: Flask) -> None:
     assert len(refused) == 1 and "cat.png" in refused[0] and "text/html" in refused[0]
     too_large = errors_of((PNG, "a.png"), (PNG * 10, "big.png"))
     assert len(too_large) == 1 and "big.png" in too_large[0] and "1000" in too_large[0]
+
+
+@pytest.mark.parametrize(
+    "filename",
+    [
+        "data:image/png,x.html",  # the raw name reads as a PNG, save() stores png_x.html
+        "data:text/html,cat.png",
+        "cat.png.",
+        "cat.png\u200b",
+        "a/b\\cat.png",
+        "a.png/",
+    ],
+)
+def test_the_form_judges_the_name_as_save_will_store_it(app: Flask, filename: str) -> None:
+    """The type a file is stored with comes from its safe name: the form refuses exactly
+    what save() would (a name the form let through must not make save() raise)."""
+
+    class Form(FlaskForm):  # type: ignore[misc]
+        file = FileField(validators=[StoreAllowed()])
+
+    data = {"file": (io.BytesIO(PNG), filename, "image/png")}
+    with app.test_request_context(method="POST", data=data):
+        form = Form()
+        ok = form.validate()
+        try:
+            Store().Provider().save(form.file.data)
+            saved = True
+        except (FileTypeRejectedError, InvalidFilenameError):
+            saved = False
+    assert ok == saved, form.file.errors
