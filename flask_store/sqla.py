@@ -402,10 +402,35 @@ class StoredFile(TypeDecorator[FileWrapper]):
         return document
 
     def from_document(self, document: Mapping[str, Any]) -> FileWrapper:
-        """The FileWrapper a row's document describes, without asking the store."""
+        """The FileWrapper a row's document describes, without asking the store.
+
+        A document listing thumbnails gives an :class:`ImageFile` here too: an image moved
+        from a :class:`StoredImage` column keeps its thumbnails in the document, and the row
+        must know them to delete them with the image when it lets go of it.
+        """
         described = _described(document)
         store = self.store_named(described.store)
-        return FileWrapper(store, described.info.key, info=described.info)
+        if "thumbnails" not in document:
+            return FileWrapper(store, described.info.key, info=described.info)
+        return ImageFile(
+            store, described.info.key, info=described.info, thumbnails=self.thumbnails_in(document)
+        )
+
+    def thumbnails_in(self, document: Mapping[str, Any]) -> dict[str, FileWrapper]:
+        """The thumbnails a row's document lists, by name.
+
+        :raises InvalidValueError: when they are not an object of file documents.
+        """
+        parts = document.get("thumbnails") or {}
+        if not isinstance(parts, Mapping):
+            raise InvalidValueError("A StoredFile column holds thumbnails that are not an object.")
+        thumbnails: dict[str, FileWrapper] = {}
+        for name, part in parts.items():
+            thumbnail = _described(part)
+            thumbnails[str(name)] = FileWrapper(
+                self.store_named(thumbnail.store), thumbnail.info.key, info=thumbnail.info
+            )
+        return thumbnails
 
     def __repr__(self) -> str:
         # What Alembic writes into a migration: a call with literals only.
@@ -468,18 +493,12 @@ class StoredImage(StoredFile):
         )
 
     def from_document(self, document: Mapping[str, Any]) -> FileWrapper:
+        """An :class:`ImageFile`, with the thumbnails the document lists (maybe none)."""
         described = _described(document)
         store = self.store_named(described.store)
-        parts = document.get("thumbnails") or {}
-        if not isinstance(parts, Mapping):
-            raise InvalidValueError("A StoredImage column holds thumbnails that are not an object.")
-        thumbnails: dict[str, FileWrapper] = {}
-        for name, part in parts.items():
-            thumbnail = _described(part)
-            thumbnails[str(name)] = FileWrapper(
-                self.store_named(thumbnail.store), thumbnail.info.key, info=thumbnail.info
-            )
-        return ImageFile(store, described.info.key, info=described.info, thumbnails=thumbnails)
+        return ImageFile(
+            store, described.info.key, info=described.info, thumbnails=self.thumbnails_in(document)
+        )
 
     def _repr_arguments(self) -> str:
         arguments = [super()._repr_arguments()]

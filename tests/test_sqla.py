@@ -319,6 +319,10 @@ def test_hostile_filenames_stay_inside_the_store(
         "{not json",
         "../../etc/passwd",
         '{"store":' + "[" * 100_000 + "]" * 100_000 + "}",  # json.loads recurses per level
+        '{"store":"default","key":"a.png","filename":"x","content_type":"image/png",'
+        '"size":1,"etag":"e","modified":"2026-01-01T00:00:00+00:00","thumbnails":{"s":'
+        '{"store":"default","key":"../../etc/passwd","filename":"x","content_type":"image/png",'
+        '"size":1,"etag":"e","modified":"2026-01-01T00:00:00+00:00"}}}',
     ],
     ids=[
         "key-outside-the-store",
@@ -328,6 +332,7 @@ def test_hostile_filenames_stay_inside_the_store(
         "not-json",
         "bare-key-outside-the-store",
         "nested-too-deep",
+        "thumbnail-outside-the-store",
     ],
 )
 def test_a_tampered_row_is_refused_when_read(session: Session, stored: str) -> None:
@@ -912,3 +917,21 @@ def test_a_row_holding_bytes_is_refused_not_read_as_a_key(app: Flask, tmp_path: 
         with pytest.raises(InvalidValueError, match="StoredFile column holds"):
             session.scalars(sa.select(Doc)).one()
     engine.dispose()
+
+
+def test_an_image_moved_to_a_file_column_keeps_its_thumbnails_with_it(
+    app: Flask, session: Session
+) -> None:
+    photo = Photo(image=upload(make_png(80, 60), "one.png"))
+    session.add(photo)
+    session.commit()
+    assert len(kept(app)) == 3
+    doc = Doc(title="a", file=photo.image)  # the row's document names the thumbnails too
+    photo.image = None
+    session.add(doc)
+    session.commit()
+    assert len(kept(app)) == 3
+    session.expire_all()
+    doc.file = None
+    session.commit()
+    assert kept(app) == []  # the thumbnails were read back as nothing and stayed for good
