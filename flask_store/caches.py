@@ -32,12 +32,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import values
 from .exceptions import FileNotFoundInStoreError, InvalidArgumentError, InvalidValueError
 from .file_wrapper import FileWrapper
+from .files import read_up_to
 from .headers import media_type
 from .meta import FileInfo
 from .stores.base import BaseStore
-from .values import JSON_CONTENT_TYPE, decode_json, decode_text, encode_json
+from .values import (
+    JSON_CONTENT_TYPE,
+    TEXT_CONTENT_TYPE,
+    decode_json,
+    decode_text,
+    encode_json,
+    encode_text,
+)
 
 __all__ = [
     "ENTRY_MARK",
@@ -132,7 +141,7 @@ class JsonCache(_StoreCache):
         :raises InvalidValueError: naming the key when its file is not a cache entry (one
             larger than :data:`MAX_ENTRY_BYTES` is not read whole).
         """
-        found = _read(self.store, key, MAX_ENTRY_BYTES)
+        found = _read(self.store, key, MAX_ENTRY_BYTES, _not_an_entry)
         if found is None:
             return None
         data, info = found
@@ -159,17 +168,29 @@ class TextCache(_StoreCache):
     def dump(self, key: str, value: str) -> FileWrapper:
         """Store the string ``value`` under ``key`` (its age starts now).
 
-        :raises InvalidArgumentError: for a value that is not a ``str``; nothing is written.
+        :raises InvalidArgumentError: for a value that is not a ``str``, or that is larger
+            in UTF-8 than :data:`~flask_store.values.MAX_VALUE_SIZE` (``load()`` would
+            refuse it); nothing is written.
         """
-        return self.store.dump_text(key, value)
+        data = encode_text(value)
+        if len(data) > values.MAX_VALUE_SIZE:
+            raise InvalidArgumentError(
+                f"The text is too large for a cache entry ({len(data)} bytes in UTF-8; "
+                f"at most {values.MAX_VALUE_SIZE})."
+            )
+        return self.store.put(key, data, content_type=TEXT_CONTENT_TYPE, overwrite=True)
 
     def load(self, key: str) -> str | None:
         """The string stored under ``key``, or ``None`` when there is none or it is too old
         (an expired entry is deleted).
 
-        :raises InvalidValueError: naming the key when its file is not UTF-8.
+        A file larger than :data:`~flask_store.values.MAX_VALUE_SIZE` (an upload under the
+        key) is refused, as ``store.load_text()`` refuses it, after reading no more than
+        that and one byte: it is no entry of this cache, and is left as it is.
+
+        :raises InvalidValueError: naming the key when its file is not UTF-8, or too large.
         """
-        found = _read(self.store, key)
+        found = _read(self.store, key, values.MAX_VALUE_SIZE, _too_large_for_text)
         if found is None:
             return None
         data, info = found
@@ -217,23 +238,28 @@ def expired_text_entry(store: BaseStore, key: str, max_age: float, now: float) -
     return store.delete(info.key, if_etag=info.etag)
 
 
-def _read(store: BaseStore, key: str, limit: int | None = None) -> tuple[bytes, FileInfo] | None:
+def _read(
+    store: BaseStore, key: str, limit: int, too_large: Callable[[str], InvalidValueError]
+) -> tuple[bytes, FileInfo] | None:
     """The bytes of ``key`` and the metadata of that same version, or ``None`` if missing.
 
-    :param limit: the most bytes a cache entry has (``None``: no limit).
-    :raises InvalidValueError: for a file larger than ``limit`` (no more than ``limit + 1``
-        bytes of it are read).
+    Every cache read is bounded: a key may hold an upload of gigabytes, which must not be
+    read into memory.
+
+    :param limit: the most bytes a cache entry has.
+    :param too_large: the error for a larger file, given its key.
+    :raises InvalidValueError: ``too_large``'s, for a file larger than ``limit`` (no more
+        than ``limit + 1`` bytes of it are read).
     """
     try:
         stream, info = store.open_with_info(key)
     except FileNotFoundInStoreError:
         return None
     with stream:
-        if limit is None:
-            return stream.read(), info
-        data = stream.read(limit + 1)
+        # read_up_to: a single read may come short (S3 bodies) and cut a whole entry.
+        data = b"" if info.size > limit else read_up_to(stream, limit + 1)
     if info.size > limit or len(data) > limit:
-        raise _not_an_entry(info.key)
+        raise too_large(info.key)
     return data, info
 
 
@@ -258,6 +284,13 @@ def _entry(key: str, data: bytes) -> tuple[float, Any]:
 def _not_an_entry(key: str) -> InvalidValueError:
     return InvalidValueError(
         f"The file stored as {key!r} is not a JsonCache entry; load() it from the store."
+    )
+
+
+def _too_large_for_text(key: str) -> InvalidValueError:
+    return InvalidValueError(
+        f"{key!r} holds more than {values.MAX_VALUE_SIZE} bytes: too large for a TextCache "
+        "entry (use open() to stream it)."
     )
 
 

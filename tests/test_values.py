@@ -392,3 +392,49 @@ def test_json_cache_entries_are_bounded_both_ways(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(InvalidValueError, match="'huge' is not a JsonCache entry"):
         cache.load("huge")
     assert store.load("huge")["value"] == "x" * 64  # left as it is
+
+
+def test_text_cache_entries_are_bounded_both_ways(
+    store: BaseStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key of a TextCache that holds a large upload is not read into memory by load():
+    it is refused as store.load_text() refuses it, and left as it is; dump() refuses to
+    write a string that load() would refuse."""
+    monkeypatch.setattr(values, "MAX_VALUE_SIZE", 1000)
+    cache = TextCache(store, timeout=60)
+    store.put("big.txt", b"x" * 1001, content_type="text/plain")
+    store.put("small.txt", b"y" * 1000, content_type="text/plain")
+    with pytest.raises(InvalidValueError, match=r"'big\.txt' holds more than 1000 bytes"):
+        cache.load("big.txt")
+    assert store.read("big.txt") == b"x" * 1001  # left as it is
+    assert cache.load("small.txt") == "y" * 1000
+    with pytest.raises(InvalidArgumentError, match="too large"):
+        cache.dump("new.txt", "é" * 501)  # 1002 bytes in UTF-8
+    assert "new.txt" not in store
+
+
+def test_text_cache_reads_no_more_than_the_limit_and_one_byte(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(values, "MAX_VALUE_SIZE", 1000)
+    store = MemoryStore()
+    store.put("huge.txt", b"x" * 100_000)
+    read: list[int] = []
+    opened = store.open_with_info
+
+    def counted(key: str) -> Any:
+        stream, info = opened(key)
+        original = stream.read
+
+        def read_counted(size: int = -1) -> bytes:
+            data = original(size)
+            read.append(len(data))
+            return data
+
+        stream.read = read_counted  # type: ignore[method-assign]
+        return stream, info
+
+    monkeypatch.setattr(store, "open_with_info", counted)
+    with pytest.raises(InvalidValueError):
+        TextCache(store, timeout=60).load("huge.txt")
+    assert sum(read) <= 1001
