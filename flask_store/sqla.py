@@ -619,24 +619,29 @@ def _note(
 
 
 def _let_go_for_good(ledger: Iterable[_Owed]) -> list[FileWrapper]:
-    """The files some row let go of and that no row holds in the end.
+    """The files the transaction saved, or that a row holding them before it let go of,
+    and that no row holds in the end.
 
-    Each holder's last word on a file counts (within a step, holding wins: a row given
-    back the file it had keeps it), so a file moved from one row to another, in one flush
-    or across several, is kept.
+    A row's first word on a file says whether it held it before the transaction: a row
+    given a file in the transaction (another row's file copied to it) that lets go of it
+    again only takes back its own gain; the rows that named the file before still do, so
+    that is no reason to delete it. Each holder's last word says whether it holds the file
+    in the end (within a step, holding wins: a row given back the file it had keeps it),
+    so a file moved from one row to another, in one flush or across several, is kept.
     """
+    first: dict[tuple[FileWrapper, Holder | None], str] = {}
     last: dict[tuple[FileWrapper, Holder | None], str] = {}
-    for owed in sorted(
-        (owed for owed in ledger if owed.kind != SAVED),
-        key=lambda owed: (owed.step, owed.kind == HELD),
-    ):
+    candidates: dict[FileWrapper, None] = {}
+    for owed in sorted(ledger, key=lambda owed: (owed.step, owed.kind == HELD)):
+        if owed.kind == SAVED:
+            candidates[owed.file] = None
+            continue
+        kind = first.setdefault((owed.file, owed.holder), owed.kind)
+        if kind == LET_GO:
+            candidates[owed.file] = None
         last[owed.file, owed.holder] = owed.kind
     held = {file for (file, _), kind in last.items() if kind == HELD}
-    return list(
-        dict.fromkeys(
-            file for (file, _), kind in last.items() if kind == LET_GO and file not in held
-        )
-    )
+    return [file for file in candidates if file not in held]
 
 
 @event.listens_for(Session, "before_flush")
@@ -673,11 +678,15 @@ def _before_delete(mapper: Mapper[Any], connection: Connection, target: object) 
 
 
 def _held_files(target: object, key: str) -> list[FileWrapper]:
-    """Every file attribute ``key`` of ``target`` holds or held since it was loaded: its
-    committed value, and any FileWrapper assigned since (the row takes both along)."""
+    """The files attribute ``key`` of ``target`` holds in the database: its flushed value.
+
+    A FileWrapper assigned since and not flushed never reached this row in the database:
+    it is still held wherever it came from (another row's file copied here), so deleting
+    the row does not take it along.
+    """
     getattr(target, key)  # loads the value if it was expired
     history = inspect(target).attrs[key].history
-    return [file for value in history.sum() for file in files_of(value)]
+    return [file for value in (*history.unchanged, *history.deleted) for file in files_of(value)]
 
 
 @event.listens_for(Session, "after_commit")

@@ -597,6 +597,28 @@ def test_a_moved_file_let_go_of_again_is_deleted(app: Flask, session: Session) -
     assert kept(app) == []
 
 
+@pytest.mark.parametrize("how", ["set-to-none", "flushed-then-deleted", "deleted-unflushed"])
+def test_a_file_copied_to_a_row_and_taken_away_again_stays_with_its_first_row(
+    app: Flask, session: Session, how: str
+) -> None:
+    owner = committed_doc(session, "owner")
+    other = committed_doc(session, "other", b"other")
+    shared, others = owner.file.key, other.file.key
+    other.file = owner.file  # a copy: the owner keeps naming the file
+    if how == "set-to-none":
+        session.flush()
+        other.file = None
+    elif how == "flushed-then-deleted":
+        session.flush()
+        session.delete(other)
+    else:
+        session.delete(other)  # the copy never reached the database
+    session.commit()
+    assert kept(app) == [shared]  # the owner's file was deleted while the owner named it
+    assert owner.file.read() == b"first"
+    assert others not in kept(app)
+
+
 def test_failed_commit_keeps_the_old_file_constraint_at_commit(
     app: Flask, session: Session
 ) -> None:
