@@ -148,7 +148,7 @@ class UnsavedFile:
         spent rest of the stream, which would store an empty file without a word.
 
         :raises InvalidFileError: when the source was read before and cannot seek back
-            (a pipe, a socket).
+            (a pipe, a socket, a file closed since).
         """
         if isinstance(self.source, (bytes, bytearray, memoryview)):
             return self.source
@@ -156,18 +156,28 @@ class UnsavedFile:
         if self._start is None:
             extent = seekable_extent(stream)
             self._start = -1 if extent is None else extent[0]
-        elif self._start < 0:
+            return self.source
+        if not _seek(stream, self._start):
             raise InvalidFileError(
                 f"The file {self.filename or ''!r} was read by an earlier save (for another "
                 "row, or in a transaction that rolled back) and its stream cannot be read "
                 "again: assign the saved FileWrapper, or the file again."
             )
-        else:
-            stream.seek(self._start)
         return self.source
 
     def __repr__(self) -> str:
         return f"<UnsavedFile {self.filename or type(self.source).__name__!r}>"
+
+
+def _seek(stream: Any, position: int) -> bool:
+    """Move ``stream`` to ``position`` (``-1``: it cannot seek); whether that worked."""
+    if position < 0:
+        return False
+    try:
+        stream.seek(position)
+    except (OSError, ValueError):  # ValueError: the file was closed since
+        return False
+    return True
 
 
 def accepted(value: Any) -> FileWrapper | UnsavedFile | None:

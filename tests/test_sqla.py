@@ -586,6 +586,22 @@ def test_a_stream_that_cannot_seek_back_is_not_saved_twice(app: Flask, session: 
     assert kept(app) == []
 
 
+def test_a_closed_file_saved_again_raises_an_invalid_file_error(
+    app: Flask, session: Session, tmp_path: Path
+) -> None:
+    on_disk = tmp_path / "notes.txt"
+    on_disk.write_bytes(b"from disk")
+    with open(on_disk, "rb") as opened:
+        unsaved = UnsavedFile(opened, "notes.txt")
+        session.add(Doc(title="a", file=unsaved))
+        session.flush()
+    session.add(Doc(title="b", file=unsaved))  # seeking the closed file raised ValueError
+    with pytest.raises(InvalidFileError, match="cannot be read again"):
+        session.flush()
+    session.rollback()
+    assert kept(app) == []
+
+
 def test_a_moved_file_let_go_of_again_is_deleted(app: Flask, session: Session) -> None:
     draft = committed_doc(session, "draft")
     final = committed_doc(session, "final", b"old final")
