@@ -62,8 +62,9 @@ def encode_json(value: Any) -> bytes:
 
     Follows :func:`json.dumps`: tuples become lists and dict keys that are numbers, ``True``
     or ``None`` become strings. Refused: what JSON cannot hold (sets, bytes, objects), NaN
-    and infinities (not JSON: most parsers reject them), cycles, and strings with lone
-    surrogates (not UTF-8).
+    and infinities (not JSON: most parsers reject them), cycles, strings with lone
+    surrogates (not UTF-8), and a dict whose keys would become one JSON key (``{1: "a",
+    "1": "b"}``: written twice, it would load back with one value lost).
 
     >>> encode_json({"name": "Zoë", "sizes": (1, 2.5)}).decode()
     '{"name":"Zoë","sizes":[1,2.5]}'
@@ -72,10 +73,17 @@ def encode_json(value: Any) -> bytes:
     """
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        return text.encode("utf-8")
+        data = text.encode("utf-8")
     except (TypeError, ValueError, RecursionError) as exc:
         # UnicodeEncodeError (lone surrogates) is a ValueError; cycles and NaN are too.
         raise InvalidArgumentError(f"The value cannot be stored as JSON: {_reason(exc)}") from None
+    clash = _clashing_key(value)
+    if clash is not None:
+        raise InvalidArgumentError(
+            f"The value cannot be stored as JSON: a dict has two keys that become the same "
+            f"JSON key {clash!r}."
+        )
+    return data
 
 
 def decode_json(key: str, data: bytes) -> Any:
@@ -119,6 +127,43 @@ def decode_text(key: str, data: bytes) -> str:
         raise InvalidValueError(
             f"The file stored as {key!r} is not UTF-8 text (byte {exc.start})."
         ) from None
+
+
+def _clashing_key(value: Any) -> str | None:
+    """The first JSON key two keys of one dict in ``value`` would both become, if any.
+
+    Walked without recursion, after :func:`json.dumps` took ``value`` (so it has no cycle,
+    and every key is a string, a number, a bool or ``None``). Only a dict with keys that
+    are not strings can clash, so the others cost one look at their keys.
+    """
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            if not all(isinstance(key, str) for key in item):
+                seen: set[str] = set()
+                for key in item:
+                    name = _json_key(key)
+                    if name in seen:
+                        return name
+                    seen.add(name)
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+    return None
+
+
+def _json_key(key: object) -> str:
+    """The JSON key :func:`json.dumps` writes for the dict key ``key``."""
+    if isinstance(key, str):
+        return key
+    if key is True or key is False or key is None:
+        return json.dumps(key)
+    if isinstance(key, float):
+        return float.__repr__(key)
+    if isinstance(key, int):
+        return int.__repr__(key)
+    return str(key)  # never reached: json.dumps refused any other key
 
 
 def _refuse_constant(name: str) -> float:

@@ -112,6 +112,29 @@ def test_a_value_json_cannot_hold_is_refused_and_nothing_is_written(
     assert store.load("kept.json") == {"old": True}
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        {1: "int", "1": "str"},
+        {"deep": [{True: "bool", "true": "str"}]},
+        {None: "none", "null": "str"},
+        {1.5: "float", "1.5": "str"},
+        {False: "bool", "false": "str", "x": 1},
+    ],
+    ids=["int", "nested-bool", "none", "float", "false"],
+)
+def test_dict_keys_that_would_become_one_json_key_are_refused(store: BaseStore, value: Any) -> None:
+    """JSON keys are strings: {1: "a", "1": "b"} would be written with the key "1" twice and
+    load back as {"1": "b"}, one value silently lost. Refused, nothing written."""
+    with pytest.raises(InvalidArgumentError, match=r"cannot be stored as JSON.*same JSON key"):
+        store.dump("k.json", value)
+    with pytest.raises(InvalidArgumentError):
+        JsonCache(store, timeout=60).dump("c.json", value)
+    assert list(store.keys()) == []
+    store.dump("ok.json", {1: "int", "2": "str", None: "none"})  # no clash: as json.dumps
+    assert store.load("ok.json") == {"1": "int", "2": "str", "null": "none"}
+
+
 @pytest.mark.parametrize("value", [b"bytes", None, 3, ["a"], "\udfff"])
 def test_text_that_is_not_a_unicode_string_is_refused(store: BaseStore, value: Any) -> None:
     with pytest.raises(InvalidArgumentError):
