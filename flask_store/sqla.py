@@ -63,7 +63,13 @@ from sqlalchemy.orm import (
 from sqlalchemy.types import Text, TypeDecorator
 from werkzeug.datastructures import FileStorage
 
-from .exceptions import InvalidFileError, InvalidKeyError, InvalidValueError, NotConfiguredError
+from .exceptions import (
+    InvalidFileError,
+    InvalidKeyError,
+    InvalidValueError,
+    NotConfiguredError,
+    StoreError,
+)
 from .file_wrapper import FileWrapper
 from .images import save_image
 from .meta import FileInfo
@@ -361,6 +367,26 @@ class StoredFile(TypeDecorator[FileWrapper]):
     def save(self, unsaved: UnsavedFile) -> FileWrapper:
         """Save ``unsaved`` in :meth:`target_store`; what the flush runs."""
         return self.target_store().save(unsaved.readable(), name=unsaved.filename)
+
+    def compare_values(self, x: Any, y: Any) -> bool:
+        """Whether the ORM sees no change: the same file *in the same version*.
+
+        FileWrappers are equal when they name the same key, but a file replaced under its
+        key (``store.replace()``) is a new version: the row must write its new document
+        (size, ETag). Kept, the old document would later delete "the old version", find a
+        newer one and keep the file for good. When a version cannot be told (the store
+        cannot describe the file), the key alone decides, as before.
+        """
+        if not (isinstance(x, FileWrapper) and isinstance(y, FileWrapper)):
+            return bool(x == y)
+        if x is y:
+            return True
+        if x != y:
+            return False
+        try:
+            return x.etag == y.etag
+        except StoreError:
+            return True
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
         if value is None:

@@ -973,3 +973,17 @@ def test_an_image_moved_to_a_file_column_keeps_its_thumbnails_with_it(
     doc.file = None
     session.commit()
     assert kept(app) == []  # the thumbnails were read back as nothing and stayed for good
+
+
+def test_a_file_replaced_in_place_is_described_anew_and_deleted_when_let_go(
+    app: Flask, session: Session
+) -> None:
+    doc = committed_doc(session)
+    key = doc.file.key
+    doc.file = store_of(app).replace(key, upload(b"second version", "second.txt"))
+    session.commit()
+    session.expire_all()
+    assert doc.file.size == len(b"second version")  # the row kept the first version's document
+    doc.file = None
+    session.commit()
+    assert kept(app) == []  # deleting "the first version" found a newer one and kept it
