@@ -128,7 +128,7 @@ class ReadThroughCache:
                 ours = self.entry_folder(key) == entry
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # no record (a fill in progress), damaged, or not a key of ours
-            if ours and self.clock() - fetched >= self.ttl:
+            if ours and not self._is_fresh(fetched):
                 _remove_superseded(entry, keep="")
                 remove_quietly(os.path.join(entry, _RECORD))
                 with contextlib.suppress(OSError):
@@ -152,7 +152,16 @@ class ReadThroughCache:
             return None
         if not isinstance(data_name, str) or os.path.basename(data_name) != data_name:
             return None
-        return (info, data_name) if self.clock() - fetched < self.ttl else None
+        return (info, data_name) if self._is_fresh(fetched) else None
+
+    def _is_fresh(self, fetched: float) -> bool:
+        """Whether a copy fetched at ``fetched`` (by the clock) may still be used.
+
+        A copy fetched after now is not: the clock stepped back (NTP, a VM resumed), and
+        ``now - fetched`` below the TTL would keep it for that step and the TTL, stale.
+        """
+        age = self.clock() - fetched
+        return 0 <= age < self.ttl
 
     def _open_fresh(self, entry: str) -> tuple[BinaryIO, FileInfo] | None:
         """The fresh entry's data with its metadata, or ``None`` (stale, missing, damaged)."""

@@ -461,3 +461,28 @@ def test_text_cache_reads_no_more_than_the_limit_and_one_byte(
     with pytest.raises(InvalidValueError):
         TextCache(store, timeout=60).load("huge.txt")
     assert sum(read) <= 1001
+
+
+# -- the read-through cache (STORE_CACHE_TTL) --------------------------------------------------
+
+
+def test_a_read_cache_entry_from_the_future_is_stale(tmp_path: Any) -> None:
+    """The system clock stepped back (NTP correcting an hour): an entry fetched 'later'
+    than now is not taken as fresh for an hour and the TTL, nor skipped by prune."""
+    from flask_store.read_cache import ReadThroughCache
+
+    store = MemoryStore()
+    clock = Clock()
+    cache = ReadThroughCache(store, str(tmp_path / "cache"), ttl=60, clock=clock)
+    store.put("a.txt", b"old")
+    stream, _ = cache.open_with_info("a.txt")
+    with stream:
+        assert stream.read() == b"old"
+    store.put("a.txt", b"new", overwrite=True)
+    clock.now -= 3600
+    stream, _ = cache.open_with_info("a.txt")
+    with stream:
+        assert stream.read() == b"new"
+    clock.now -= 3600  # a second step back: prune removes the entry filled 'later'
+    assert cache.prune() == 1
+    assert cache.prune() == 0
