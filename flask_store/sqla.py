@@ -296,6 +296,11 @@ def _described(part: object) -> _Described:
         size, modified = part["size"], part["modified"]
         if not all(isinstance(value, str) for value in text.values()):
             raise TypeError("names must be strings")
+        for value in text.values():
+            # A lone surrogate ("\ud800" in the JSON) parses, but no database can store the
+            # document again: refused here (UnicodeEncodeError is a ValueError), not at a
+            # later flush that copies it to another row.
+            value.encode("utf-8")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise TypeError("size must be a count of bytes")
         info = FileInfo(

@@ -323,6 +323,9 @@ def test_hostile_filenames_stay_inside_the_store(
         '"size":1,"etag":"e","modified":"2026-01-01T00:00:00+00:00","thumbnails":{"s":'
         '{"store":"default","key":"../../etc/passwd","filename":"x","content_type":"image/png",'
         '"size":1,"etag":"e","modified":"2026-01-01T00:00:00+00:00"}}}',
+        # A lone surrogate: read back, then no database could store the document again.
+        '{"store":"default","key":"a.txt","filename":"a\\ud800.txt","content_type":"text/plain",'
+        '"size":1,"etag":"e","modified":"2026-01-01T00:00:00+00:00"}',
     ],
     ids=[
         "key-outside-the-store",
@@ -333,6 +336,7 @@ def test_hostile_filenames_stay_inside_the_store(
         "bare-key-outside-the-store",
         "nested-too-deep",
         "thumbnail-outside-the-store",
+        "lone-surrogate",
     ],
 )
 def test_a_tampered_row_is_refused_when_read(session: Session, stored: str) -> None:
