@@ -694,12 +694,41 @@ def test_a_conditional_delete_goes_to_the_copy_that_is_served(tmp_path: Path, lo
 
     store.save(b"two", name="b.txt")
     assert store.transfer_now("b.txt") == "done"
-    local_etag, done = store.local.info("b.txt").etag, store.info("b.txt").etag
+    done = store.info("b.txt").etag
     assert done == store.remote.info("b.txt").etag
-    if local_etag != done:  # a memory local side's MD5 ETag is the memory remote's too
-        assert store.delete("b.txt", if_etag=local_etag) is False
+    assert store.delete("b.txt", if_etag="another version") is False
     assert store.delete("b.txt", if_etag=done) is True
     assert (list(store.records), list(store.keys())) == ([], [])
+
+
+@pytest.mark.parametrize("local", LOCAL_SIDES)
+@pytest.mark.parametrize("delete_local", [False, True])
+def test_the_etag_a_save_returned_still_deletes_its_file_after_the_transfer(
+    tmp_path: Path, local: str, delete_local: bool
+) -> None:
+    """An app keeps the ETag ``save()`` returned (a database column does) and deletes with
+    it later: by then the remote serves the file under the remote store's own ETag. The
+    version is the same, so it goes; another save of the key since keeps its file."""
+    store = make_store(
+        tmp_path,
+        local=local,
+        transfer_delayed=True,
+        on_conflict="overwrite",
+        transfer_delete_local=delete_local,
+    )
+    saved = store.save(b"one", name="a.txt").etag
+    assert store.transfer_now("a.txt") == "done"
+    assert store.delete("a.txt", if_etag=saved) is True
+    assert (list(store.records), list(store.keys()), list(store.remote.keys())) == ([], [], [])
+
+    old = store.save(b"old", name="b.txt").etag
+    assert store.transfer_now("b.txt") == "done"
+    store.save(b"newer", name="b.txt")  # saved again: the old ETag names no file now
+    assert store.delete("b.txt", if_etag=old) is False
+    assert store.read("b.txt") == b"newer"
+    assert store.transfer_now("b.txt") == "done"
+    assert store.delete("b.txt", if_etag=old) is False
+    assert store.remote.read("b.txt") == b"newer"
 
 
 def test_the_records_folder_defaults_to_one_inside_the_local_stores_folder(

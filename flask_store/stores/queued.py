@@ -369,8 +369,9 @@ class QueuedStore(TransferAttempts, Reconciler, BaseStore):
         """Delete the file everywhere: record, local copy, remote copy.
 
         With ``if_etag``, only if the copy read now (:meth:`holder`: the local one until the
-        transfer is done, then the remote one) has that ETag: it is deleted conditionally,
-        then the rest of the file, unless the key was saved again meanwhile.
+        transfer is done, then the remote one) has that ETag, or is the transferred copy of
+        the version whose ETag :meth:`save` returned (an app keeps that one): it is deleted
+        conditionally, then the rest of the file, unless the key was saved again meanwhile.
         """
         key = clean_key(key)
         if if_etag is None:
@@ -380,6 +381,10 @@ class QueuedStore(TransferAttempts, Reconciler, BaseStore):
             return had_record or on_local or on_remote
         record = self.records.get(key)
         holder = self._holder(key, record)
+        if holder is self.remote and record is not None and if_etag == record.local_etag:
+            if_etag = self._transferred_etag(key, record)
+            if if_etag is None:
+                return False
         if not holder.delete(key, if_etag=if_etag):
             return False
         if _same_file(self.records.get(key), record):  # else a newer save owns the key now
@@ -391,6 +396,17 @@ class QueuedStore(TransferAttempts, Reconciler, BaseStore):
             if holder is not self.remote:
                 self.remote.delete(key)
         return True
+
+    def _transferred_etag(self, key: str, record: TransferRecord) -> str | None:
+        """The remote's ETag of ``key``, while ``record`` (a done transfer) is still the
+        key's: the remote copy is then that record's version. ``None`` when the file is
+        gone or was saved again. (Read before the record is checked again, so a newer
+        version's transfer after the check fails the conditional delete instead.)"""
+        try:
+            etag = self.remote.info(key).etag
+        except FileNotFoundInStoreError:
+            return None
+        return etag if _same_file(self.records.get(key), record) else None
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         return iter(sorted(set(self.local.keys(prefix)) | set(self.remote.keys(prefix))))
