@@ -279,6 +279,17 @@ def to_document(wrapper: FileWrapper) -> str:
     return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
 
 
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` can be stored again: a lone surrogate (``"\\ud800"`` in the JSON)
+    parses, but no database takes the document holding it, so a row read with one would
+    fail at a later flush that writes it (the file copied to another row)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class _Described:
     """One file as a column's document describes it."""
@@ -296,11 +307,8 @@ def _described(part: object) -> _Described:
         size, modified = part["size"], part["modified"]
         if not all(isinstance(value, str) for value in text.values()):
             raise TypeError("names must be strings")
-        for value in text.values():
-            # A lone surrogate ("\ud800" in the JSON) parses, but no database can store the
-            # document again: refused here (UnicodeEncodeError is a ValueError), not at a
-            # later flush that copies it to another row.
-            value.encode("utf-8")
+        if not all(_is_unicode(value) for value in text.values()):
+            raise ValueError("names must be Unicode text")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise TypeError("size must be a count of bytes")
         info = FileInfo(
@@ -467,6 +475,8 @@ class StoredFile(TypeDecorator[FileWrapper]):
             raise InvalidValueError("A StoredFile column holds thumbnails that are not an object.")
         thumbnails: dict[str, FileWrapper] = {}
         for name, part in parts.items():
+            if not _is_unicode(name):
+                raise InvalidValueError(f"A StoredFile column holds a bad thumbnail name {name!r}.")
             thumbnail = _described(part)
             thumbnails[str(name)] = FileWrapper(
                 self.store_named(thumbnail.store), thumbnail.info.key, info=thumbnail.info

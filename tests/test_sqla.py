@@ -326,6 +326,10 @@ def test_hostile_filenames_stay_inside_the_store(
         # A lone surrogate: read back, then no database could store the document again.
         '{"store":"default","key":"a.txt","filename":"a\\ud800.txt","content_type":"text/plain",'
         '"size":1,"etag":"e","modified":"2026-01-01T00:00:00+00:00"}',
+        '{"store":"default","key":"a.png","filename":"x","content_type":"image/png",'
+        '"size":1,"etag":"e","modified":"2026-01-01T00:00:00+00:00","thumbnails":{"\\ud800":'
+        '{"store":"default","key":"a.s.png","filename":"x","content_type":"image/png",'
+        '"size":1,"etag":"e","modified":"2026-01-01T00:00:00+00:00"}}}',
     ],
     ids=[
         "key-outside-the-store",
@@ -337,6 +341,7 @@ def test_hostile_filenames_stay_inside_the_store(
         "nested-too-deep",
         "thumbnail-outside-the-store",
         "lone-surrogate",
+        "lone-surrogate-thumbnail-name",
     ],
 )
 def test_a_tampered_row_is_refused_when_read(session: Session, stored: str) -> None:
