@@ -266,7 +266,8 @@ def _read(
 def _entry(key: str, data: bytes) -> tuple[float, Any]:
     """``(expires, value)`` of the cache entry ``data`` stored as ``key``.
 
-    :raises InvalidValueError: when ``data`` is not one.
+    :raises InvalidValueError: when ``data`` is not one (an expiry that is not a number a
+        float holds included).
     """
     document = decode_json(key, data)
     expires = document.get("expires") if isinstance(document, dict) else None
@@ -278,7 +279,12 @@ def _entry(key: str, data: bytes) -> tuple[float, Any]:
         or not isinstance(expires, (int, float))
     ):
         raise _not_an_entry(key)
-    return float(expires), document["value"]
+    try:
+        return float(expires), document["value"]
+    except OverflowError:
+        # An integer no float holds (10**400): no expiry dump() wrote, and load() and
+        # prune must refuse it as they refuse any other file, not fail with OverflowError.
+        raise _not_an_entry(key) from None
 
 
 def _not_an_entry(key: str) -> InvalidValueError:

@@ -350,11 +350,21 @@ def test_json_cache_entry_is_one_json_document_with_its_expiry(store: BaseStore)
     assert store.load("e") == {"flask_store_cache": 1, "expires": clock.now + 60, "value": {"v": 1}}
 
 
-@pytest.mark.parametrize("document", [{"v": 1}, [1], {"flask_store_cache": 1, "expires": "x"}])
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"v": 1},
+        [1],
+        {"flask_store_cache": 1, "expires": "x"},
+        {"flask_store_cache": 1, "expires": 10**400, "value": 1},  # no float holds it
+    ],
+    ids=["dict", "list", "expires-str", "expires-huge-int"],
+)
 def test_json_cache_refuses_a_file_that_is_no_entry(store: BaseStore, document: Any) -> None:
     store.dump("plain.json", document)
     with pytest.raises(InvalidValueError, match=re.escape("'plain.json' is not a JsonCache entry")):
         JsonCache(store, timeout=60).load("plain.json")
+    assert expired_json_entry(store, "plain.json", time.time()) is False  # prune goes on
     assert store.load("plain.json") == document  # left alone
 
 
