@@ -182,12 +182,6 @@ def test_rendered_types_rebuild_equal_columns() -> None:
             assert rebuilt.store == column.type.store
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="QueuedStore.delete(if_etag=) compares the remote copy's ETag with the local one "
-    "the row recorded at save time, finds 'another version' and keeps the remote file "
-    "(flask_store/stores/queued.py, outside this module)",
-)
 def test_queued_store_file_transferred_then_deleted_from_a_fresh_row(tmp_path: Path) -> None:
     app = Flask(__name__, instance_path=str(tmp_path / "instance"))
     app.config.update(
