@@ -135,12 +135,13 @@ class UnsavedFile:
 
     :param source: the ``FileStorage``, binary file object or bytes assigned.
     :param filename: the name to save it under (default: the source's own).
+    :raises InvalidFileError: for any other source (see :func:`checked_source`).
     """
 
     __slots__ = ("_start", "filename", "source")
 
     def __init__(self, source: Any, filename: str | None = None) -> None:
-        self.source = source
+        self.source = checked_source(source)
         #: The name the file will be saved under, or ``None`` to use the source's own.
         self.filename = filename
         # Where the source's stream began when first read (-1: it cannot seek back).
@@ -186,13 +187,41 @@ def _seek(stream: Any, position: int) -> bool:
     return True
 
 
+def checked_source(source: Any) -> Any:
+    """``source``, when it is a file a column can save: a ``FileStorage``, ``bytes`` (or a
+    ``bytearray``/``memoryview``) or a binary file object.
+
+    The store's ``save()`` also reads a ``str`` or path as a file on the server; a column
+    never does, whether the value is assigned or wrapped in an :class:`UnsavedFile`, so a
+    form value can never choose which server file is stored.
+
+    :raises InvalidFileError: for a ``str`` or path, a text stream, or anything else.
+    """
+    if isinstance(source, (FileStorage, bytes, bytearray, memoryview)):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        raise InvalidFileError(
+            "A StoredFile column takes the file itself, not a path or a string: assign "
+            "request.files[...], bytes, or a file opened with open(path, 'rb')."
+        )
+    if isinstance(source, io.TextIOBase):
+        raise InvalidFileError(
+            "A StoredFile column needs a binary file; open it with 'rb', not 'r'."
+        )
+    if callable(getattr(source, "read", None)):
+        return source
+    raise InvalidFileError(
+        f"A StoredFile column cannot store a {type(source).__name__}; assign a FileStorage, "
+        "a binary file object, bytes, a FileWrapper or None."
+    )
+
+
 def accepted(value: Any) -> FileWrapper | UnsavedFile | None:
     """What the attribute holds once ``value`` is assigned to a stored-file column.
 
     :raises InvalidFileError: for anything but a ``FileStorage``, a binary file object,
         ``bytes`` (or a ``bytearray``/``memoryview``), a FileWrapper, an
-        :class:`UnsavedFile` or ``None``. A ``str`` is refused too: it would be read as a
-        path on the server, and a form value must never choose which server file is stored.
+        :class:`UnsavedFile` or ``None`` (:func:`checked_source`).
     """
     if value is None or isinstance(value, (FileWrapper, UnsavedFile)):
         return value
@@ -200,22 +229,9 @@ def accepted(value: Any) -> FileWrapper | UnsavedFile | None:
         return UnsavedFile(value, value.filename or None)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return UnsavedFile(bytes(value))
-    if isinstance(value, (str, os.PathLike)):
-        raise InvalidFileError(
-            "A StoredFile column takes the file itself, not a path or a string: assign "
-            "request.files[...], bytes, or a file opened with open(path, 'rb')."
-        )
-    if isinstance(value, io.TextIOBase):
-        raise InvalidFileError(
-            "A StoredFile column needs a binary file; open it with 'rb', not 'r'."
-        )
-    if callable(getattr(value, "read", None)):
-        own_name = getattr(value, "name", None)
-        return UnsavedFile(value, os.path.basename(own_name) if isinstance(own_name, str) else None)
-    raise InvalidFileError(
-        f"A StoredFile column cannot store a {type(value).__name__}; assign a FileStorage, "
-        "a binary file object, bytes, a FileWrapper or None."
-    )
+    source = checked_source(value)
+    own_name = getattr(source, "name", None)
+    return UnsavedFile(source, os.path.basename(own_name) if isinstance(own_name, str) else None)
 
 
 # -- what is read back -----------------------------------------------------------------------

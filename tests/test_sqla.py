@@ -279,6 +279,31 @@ def test_assigning_junk_raises_at_once_and_changes_nothing(
 
 
 @pytest.mark.parametrize(
+    "source",
+    ["path", "pathlike", "text-stream", "object"],
+)
+def test_an_unsaved_file_never_names_a_server_file(
+    app: Flask, session: Session, tmp_path: Path, source: str
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"server secret")
+    # An app wrapping a form's text in UnsavedFile (thinking it the content) must not let
+    # the client choose a server file: the store reads a str as a path.
+    junk: object = {
+        "path": str(secret),
+        "pathlike": secret,
+        "text-stream": io.StringIO("text"),
+        "object": object(),
+    }[source]
+    doc = committed_doc(session)
+    before = doc.file
+    with pytest.raises(InvalidFileError):
+        doc.file = UnsavedFile(junk, "note.txt")
+    session.commit()
+    assert kept(app) == [before.key]
+
+
+@pytest.mark.parametrize(
     "filename",
     [
         "../../../etc/passwd",
