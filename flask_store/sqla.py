@@ -64,6 +64,7 @@ from sqlalchemy.types import Text, TypeDecorator
 from werkzeug.datastructures import FileStorage
 
 from .exceptions import (
+    InvalidArgumentError,
     InvalidFileError,
     InvalidKeyError,
     InvalidValueError,
@@ -854,7 +855,14 @@ def delete_files_after_commit(
 
     :param session: a session, or a ``scoped_session`` (Flask-SQLAlchemy's ``db.session``).
     :returns: how many files will be deleted.
+    :raises InvalidArgumentError: when ``statement`` selects anything but whole rows of one
+        model (columns, or two models, whose second one's files would be missed).
     """
+    if not _selects_one_model(statement):
+        raise InvalidArgumentError(
+            "delete_files_after_commit() takes a select() of whole rows of one model, such "
+            "as select(Doc).where(...): the same rows the bulk delete removes."
+        )
     own = session() if isinstance(session, scoped_session) else session
     step = _next_step(own)
     count = 0
@@ -865,3 +873,14 @@ def delete_files_after_commit(
             _note(own, files, LET_GO, step, (state, key))
             count += len(files)
     return count
+
+
+def _selects_one_model(statement: Select[Any]) -> bool:
+    """Whether ``statement`` selects whole rows of one mapped class (or an alias of one):
+    columns would have no files to read, and a second model's rows would be left out."""
+    described = statement.column_descriptions
+    return (
+        len(described) == 1
+        and described[0].get("entity") is not None
+        and described[0]["expr"] is described[0]["entity"]
+    )

@@ -26,6 +26,7 @@ from werkzeug.datastructures import FileStorage
 
 from flask_store import FileWrapper, Store
 from flask_store.exceptions import (
+    InvalidArgumentError,
     InvalidFileError,
     InvalidImageError,
     InvalidValueError,
@@ -1021,3 +1022,18 @@ def test_a_file_replaced_in_place_is_described_anew_and_deleted_when_let_go(
     doc.file = None
     session.commit()
     assert kept(app) == []  # deleting "the first version" found a newer one and kept it
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [sa.select(Doc.id), sa.select(Doc.file), sa.select(Doc, Page), sa.select(sa.literal(1))],
+    ids=["ids", "column-values", "two-models", "no-model"],  # two models: Page's files were missed
+)
+def test_bulk_delete_helper_refuses_a_select_of_anything_but_rows(
+    app: Flask, session: Session, statement: sa.Select[Any]
+) -> None:
+    committed_doc(session)
+    with pytest.raises(InvalidArgumentError, match="select\\(Doc\\)"):
+        delete_files_after_commit(session, statement)
+    session.commit()
+    assert len(kept(app)) == 1
