@@ -63,6 +63,8 @@ Clock = Callable[[], float]
 ENTRY_MARK = "flask_store_cache"
 #: Larger JSON files are never cache entries to ``flask store prune``: it does not read them.
 MAX_ENTRY_BYTES = 16 * 1024 * 1024
+#: The media type of a :class:`TextCache` entry: files of another are not its entries.
+_TEXT_TYPE = media_type(TEXT_CONTENT_TYPE)
 
 
 def check_timeout(timeout: object) -> float:
@@ -184,16 +186,24 @@ class TextCache(_StoreCache):
         """The string stored under ``key``, or ``None`` when there is none or it is too old
         (an expired entry is deleted).
 
-        A file larger than :data:`~flask_store.values.MAX_VALUE_SIZE` (an upload under the
-        key) is refused, as ``store.load_text()`` refuses it, after reading no more than
-        that and one byte: it is no entry of this cache, and is left as it is.
+        Only a ``text/plain`` file is an entry, as to ``flask store prune``: another (an
+        upload under the key, a JSON value) is refused and left as it is, however old,
+        never deleted as expired. So is one larger than
+        :data:`~flask_store.values.MAX_VALUE_SIZE`, after reading no more than that and
+        one byte.
 
-        :raises InvalidValueError: naming the key when its file is not UTF-8, or too large.
+        :raises InvalidValueError: naming the key when its file is not ``text/plain``, not
+            UTF-8, or too large.
         """
         found = _read(self.store, key, values.MAX_VALUE_SIZE, _too_large_for_text)
         if found is None:
             return None
         data, info = found
+        if media_type(info.content_type) != _TEXT_TYPE:
+            raise InvalidValueError(
+                f"The file stored as {info.key!r} is not a TextCache entry (it is "
+                f"{media_type(info.content_type)}, not {_TEXT_TYPE}); load() it from the store."
+            )
         if _age(info, self.clock()) >= self.timeout:
             self.store.delete(info.key, if_etag=info.etag)
             return None
@@ -233,7 +243,7 @@ def expired_text_entry(store: BaseStore, key: str, max_age: float, now: float) -
         info = store.info(key)
     except FileNotFoundInStoreError:
         return False
-    if media_type(info.content_type) != "text/plain" or _age(info, now) < max_age:
+    if media_type(info.content_type) != _TEXT_TYPE or _age(info, now) < max_age:
         return False
     return store.delete(info.key, if_etag=info.etag)
 

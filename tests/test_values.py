@@ -496,3 +496,21 @@ def test_a_read_cache_entry_from_the_future_is_stale(tmp_path: Any) -> None:
     clock.now -= 3600  # a second step back: prune removes the entry filled 'later'
     assert cache.prune() == 1
     assert cache.prune() == 0
+
+
+def test_text_cache_leaves_a_file_that_is_no_text_alone(store: BaseStore) -> None:
+    """A TextCache key that holds an upload (an image, a JSON document) is no entry: load()
+    refuses it, old or not, as prune leaves it; it never deletes someone's photo."""
+    clock = Clock()
+    cache = TextCache(store, timeout=60, clock=clock)
+    store.put("photo.png", b"\x89PNG\r\n\x1a\n" + bytes(100))
+    store.dump("doc.json", {"a": 1})
+    _settle(store)
+    for key in ("photo.png", "doc.json"):
+        with pytest.raises(InvalidValueError, match=f"'{re.escape(key)}' is not a TextCache"):
+            cache.load(key)
+    clock.now += 3600
+    for key in ("photo.png", "doc.json"):
+        with pytest.raises(InvalidValueError, match=f"'{re.escape(key)}' is not a TextCache"):
+            cache.load(key)
+    assert sorted(store.keys()) == ["doc.json", "photo.png"]
