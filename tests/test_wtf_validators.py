@@ -192,3 +192,20 @@ def test_the_form_judges_the_name_as_save_will_store_it(app: Flask, filename: st
         except (FileTypeRejectedError, InvalidFilenameError):
             saved = False
     assert ok == saved, form.file.errors
+
+
+def test_a_file_exactly_at_the_limit_passes_and_one_byte_more_is_refused(app: Flask) -> None:
+    at_limit = PNG + bytes(1000 - len(PNG))
+    assert validate(app, [StoreAllowed(), StoreMaxSize()], (at_limit, "a.png"))[0]
+    ok, errors, _ = validate(app, [StoreMaxSize()], (at_limit + b"\0", "a.png"))
+    assert not ok and "1000" in errors[0]
+
+
+def test_an_empty_file_is_judged_as_save_judges_it(app: Flask) -> None:
+    """A chosen file with no bytes: no image, so refused where images are required, and
+    saved (zero bytes) by save() with no type rule."""
+    ok, errors, _ = validate(app, [StoreAllowed(), StoreMaxSize()], (b"", "a.png"))
+    assert not ok and "a.png" in errors[0]
+    assert validate(app, [StoreMaxSize()], (b"", "a.png"))[0]
+    with app.test_request_context(), pytest.raises(FileTypeRejectedError):
+        Store().Provider().save(b"", name="a.png")
