@@ -72,7 +72,7 @@ from .exceptions import (
     StoreError,
 )
 from .file_wrapper import FileWrapper
-from .images import save_image
+from .images import checked_thumbnail_sizes, save_image
 from .meta import FileInfo
 from .naming import clean_key
 from .sources import seekable_extent
@@ -519,7 +519,8 @@ class StoredImage(StoredFile):
     :class:`ImageFile`; its thumbnails are deleted with it.
 
     :param thumbnails: ``{name: (width, height)}``: each thumbnail fits in its box, made
-        once, when the image is saved.
+        once, when the image is saved. A bad name or size raises
+        :class:`~flask_store.exceptions.InvalidArgumentError` here.
     :param strip_metadata: remove EXIF (GPS...) and other metadata from the saved original
         (default: the store's ``STORE_IMAGE_STRIP_METADATA``; thumbnails never keep any).
     :param max_pixels: the most pixels an image may declare (default: the store's
@@ -535,9 +536,14 @@ class StoredImage(StoredFile):
         max_pixels: int | None = None,
     ) -> None:
         super().__init__(store)
-        self._thumbnails: dict[str, tuple[int, int]] = {
-            str(name): (int(size[0]), int(size[1])) for name, size in (thumbnails or {}).items()
-        }
+        if not isinstance(thumbnails, (Mapping, type(None))):
+            raise InvalidArgumentError(
+                "StoredImage(thumbnails=...) takes {name: (width, height)}, "
+                f"not a {type(thumbnails).__name__}."
+            )
+        # Checked now, as save_image() would at every flush: a bad size fails where the
+        # column is defined, and is never rounded into another one.
+        self._thumbnails = checked_thumbnail_sizes(thumbnails or {})
         self._strip_metadata = strip_metadata
         self._max_pixels = max_pixels
 

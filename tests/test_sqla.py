@@ -1037,3 +1037,22 @@ def test_bulk_delete_helper_refuses_a_select_of_anything_but_rows(
         delete_files_after_commit(session, statement)
     session.commit()
     assert len(kept(app)) == 1
+
+
+@pytest.mark.parametrize(
+    "thumbnails",
+    [{"s": "ab"}, {"s": (10,)}, {"s": None}, {"s": (1.5, 2)}, {"s": (True, 2)}, {"s": (0, 9)}],
+    ids=["text", "one-side", "none", "float", "bool", "zero"],
+)
+def test_an_image_column_with_bad_thumbnail_sizes_is_refused_when_defined(
+    thumbnails: dict[str, Any],
+) -> None:
+    # These raised ValueError, IndexError or TypeError, were rounded to other sizes, or
+    # were accepted until every upload failed at the flush.
+    with pytest.raises(InvalidArgumentError, match="thumbnail"):
+        StoredImage(thumbnails=thumbnails)
+
+
+def test_an_image_column_with_thumbnails_not_a_mapping_is_refused_when_defined() -> None:
+    with pytest.raises(InvalidArgumentError, match="thumbnails="):
+        StoredImage(thumbnails=[("s", (1, 1))])  # type: ignore[arg-type]
