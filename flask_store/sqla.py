@@ -639,9 +639,10 @@ class _Owed:
     ``origin`` rolls back (and ``unsaved`` given back to the holder, see :func:`_undo`).
     :data:`LET_GO`: ``holder`` (a row's attribute) no longer holds it; :data:`HELD`:
     ``holder`` was given it (another row's file moved there, an old file put back). A
-    let-go file is deleted once the outermost transaction commits, unless some holder's
-    last word on it, by ``step`` (a flush), is that it holds it. Every entry is forgotten
-    if ``origin`` rolls back.
+    saved file, or one let go of by a holder that held it before the transaction, is
+    deleted once the outermost transaction commits, unless some holder's last word on it,
+    by ``step`` (a flush), is that it holds it (:func:`_let_go_for_good`). Every entry is
+    forgotten if ``origin`` rolls back.
     """
 
     file: FileWrapper
