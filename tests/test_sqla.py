@@ -1056,3 +1056,18 @@ def test_an_image_column_with_bad_thumbnail_sizes_is_refused_when_defined(
 def test_an_image_column_with_thumbnails_not_a_mapping_is_refused_when_defined() -> None:
     with pytest.raises(InvalidArgumentError, match="thumbnails="):
         StoredImage(thumbnails=[("s", (1, 1))])  # type: ignore[arg-type]
+
+
+def test_an_image_row_added_again_after_a_rollback_saves_image_and_thumbnails_again(
+    app: Flask, session: Session
+) -> None:
+    photo = Photo(id=1, image=upload(make_png(80, 60), "one.png"))
+    session.add(photo)
+    session.flush()
+    assert len(kept(app)) == 3
+    session.rollback()
+    assert kept(app) == []
+    session.add(photo)
+    session.commit()
+    assert len(kept(app)) == 3
+    assert photo.image.read().startswith(b"\x89PNG")
