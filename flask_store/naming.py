@@ -289,7 +289,14 @@ def _checked_key(key: str) -> str:
 
 
 def join_key(*parts: str | None) -> str:
-    """Join key parts (destination folders, a name) into one checked key."""
+    """Join key parts (destination folders, a name) into one checked key.
+
+    :raises InvalidKeyError: when a part is neither a string nor ``None``, or the joined
+        key is not acceptable (:func:`clean_key`).
+    """
+    for part in parts:
+        if part is not None and not isinstance(part, str):
+            raise InvalidKeyError(f"A key must be a string, not {type(part).__name__}.")
     return clean_key("/".join(part.strip("/") for part in parts if part and part.strip("/")))
 
 

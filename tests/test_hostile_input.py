@@ -41,6 +41,7 @@ from werkzeug.test import TestResponse
 from flask_store import Store
 from flask_store.exceptions import (
     FileNotFoundInStoreError,
+    InvalidKeyError,
     NotConfiguredError,
 )
 from flask_store.naming import MAX_COMPONENT_BYTES, MAX_KEY_BYTES, clean_key, secure_filename
@@ -199,6 +200,43 @@ def test_emoji_and_invisible_names_upload_and_serve(tmp_path: Path) -> None:
         keys.append(answer.text)
         assert app.test_client().get(f"/flaskstore/{answer.text}").data == filename.encode()
     assert len(set(keys)) == 3
+
+
+# -- keys of the wrong type, keys naming a folder ---------------------------------------------
+
+
+@pytest.mark.parametrize("key", [123, b"a.txt", 1.5, ["a.txt"]], ids=repr)
+def test_a_key_that_is_no_string_is_an_invalid_key_on_every_path(tmp_path: Path, key: Any) -> None:
+    """Writing, replacing, naming and reading a value each check the key's type, as reading
+    a file already did: an ``AttributeError`` from deep inside was a 500 for the app."""
+    store = LocalStore(path=str(tmp_path))
+    calls: list[Callable[[], object]] = [
+        lambda: store.put(key, b"x"),
+        lambda: store.replace(key, b"x"),
+        lambda: store.file(key),
+        lambda: store.dump(key, {"a": 1}),
+        lambda: store.load(key),
+        lambda: store.at(key),
+        lambda: store.open(key),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidKeyError, match="must be a string"):
+            call()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_replacing_a_folder_of_files_by_a_file_is_an_invalid_key(tmp_path: Path) -> None:
+    """``put("a", overwrite=True)`` where ``a/`` holds files: the key names a folder. It was
+    a ``StoreUnavailableError`` (a 503, "try again later") from the failed rename."""
+    store = LocalStore(path=str(tmp_path))
+    store.put("a/b.txt", b"kept")
+    with pytest.raises(InvalidKeyError, match="folder"):
+        store.put("a", b"file", overwrite=True)
+    assert store.read("a/b.txt") == b"kept"
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "a",
+        "a/b.txt",
+    ]
 
 
 # -- no server path in errors -----------------------------------------------------------------

@@ -292,7 +292,12 @@ class LocalStore(BaseStore):
     ) -> str:
         """Give the complete file ``temp_path`` its key: ``first`` replaced, or the first free."""
         if overwrite:
-            os.replace(temp_path, first_path)
+            try:
+                os.replace(temp_path, first_path)
+            except IsADirectoryError:
+                raise InvalidKeyError(
+                    f"The key {first!r} is a folder of other files, not a file to replace."
+                ) from None
             return first
         return self._first_free(first, first_path, keys, lambda path: _claim(temp_path, path))
 
