@@ -16,6 +16,7 @@ when a validator runs (``pip install Flask-WTF``).
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterable
 from typing import Any, BinaryIO, cast
 
@@ -31,7 +32,7 @@ from .sources import seekable_extent
 __all__ = ["StoreAllowed", "StoreMaxSize"]
 
 
-class _StoreCheck:
+class _StoreCheck(abc.ABC):
     """What both validators share: the store whose settings fill in, the message."""
 
     def __init__(self, *, store: str | None = None, message: str | None = None) -> None:
@@ -60,9 +61,9 @@ class _StoreCheck:
 
             raise StopValidation(self.message or str(exc)) from exc
 
+    @abc.abstractmethod
     def check(self, upload: FileStorage) -> None:
         """Raise :class:`~flask_store.exceptions.UploadRejectedError` for a refused file."""
-        raise NotImplementedError
 
 
 def _stored_name(filename: str) -> str:
