@@ -45,7 +45,6 @@ from .values import (
     decode_json,
     decode_text,
     encode_json,
-    encode_text,
 )
 
 __all__ = [
@@ -174,13 +173,7 @@ class TextCache(_StoreCache):
             in UTF-8 than :data:`~flask_store.values.MAX_VALUE_SIZE` (``load()`` would
             refuse it); nothing is written.
         """
-        data = encode_text(value)
-        if len(data) > values.MAX_VALUE_SIZE:
-            raise InvalidArgumentError(
-                f"The text is too large for a cache entry ({len(data)} bytes in UTF-8; "
-                f"at most {values.MAX_VALUE_SIZE})."
-            )
-        return self.store.put(key, data, content_type=TEXT_CONTENT_TYPE, overwrite=True)
+        return self.store.dump_text(key, value)
 
     def load(self, key: str) -> str | None:
         """The string stored under ``key``, or ``None`` when there is none or it is too old

@@ -64,7 +64,8 @@ def encode_json(value: Any) -> bytes:
     or ``None`` become strings. Refused: what JSON cannot hold (sets, bytes, objects), NaN
     and infinities (not JSON: most parsers reject them), cycles, strings with lone
     surrogates (not UTF-8), and a dict whose keys would become one JSON key (``{1: "a",
-    "1": "b"}``: written twice, it would load back with one value lost).
+    "1": "b"}``: written twice, it would load back with one value lost); and a document
+    larger than :data:`MAX_VALUE_SIZE`, which ``load()`` would refuse.
 
     >>> encode_json({"name": "Zoë", "sizes": (1, 2.5)}).decode()
     '{"name":"Zoë","sizes":[1,2.5]}'
@@ -83,7 +84,7 @@ def encode_json(value: Any) -> bytes:
             f"The value cannot be stored as JSON: a dict has two keys that become the same "
             f"JSON key {clash!r}."
         )
-    return data
+    return _loadable(data)
 
 
 def decode_json(key: str, data: bytes) -> Any:
@@ -104,16 +105,32 @@ def decode_json(key: str, data: bytes) -> Any:
 def encode_text(value: str) -> bytes:
     """``value`` as UTF-8.
 
-    :raises InvalidArgumentError: for a value that is not a ``str``, or holds lone surrogates.
+    :raises InvalidArgumentError: for a value that is not a ``str``, holds lone surrogates,
+        or is larger than :data:`MAX_VALUE_SIZE` in UTF-8.
     """
     if not isinstance(value, str):
         raise InvalidArgumentError(
             f"A text value must be a str, not {type(value).__name__}; use dump() for JSON."
         )
     try:
-        return value.encode("utf-8")
+        data = value.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidArgumentError(f"The text cannot be stored as UTF-8: {exc.reason}") from None
+    return _loadable(data)
+
+
+def _loadable(data: bytes) -> bytes:
+    """``data``, an encoded value, if :func:`read_value` would read it back.
+
+    :raises InvalidArgumentError: when it is larger than :data:`MAX_VALUE_SIZE`: written,
+        it could never be loaded.
+    """
+    if len(data) > MAX_VALUE_SIZE:
+        raise InvalidArgumentError(
+            f"The value is too large to store: {len(data):,} bytes encoded, at most "
+            f"{MAX_VALUE_SIZE:,} (load() reads no more); put() it as a file instead."
+        )
+    return data
 
 
 def decode_text(key: str, data: bytes) -> str:

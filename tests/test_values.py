@@ -207,6 +207,22 @@ def test_a_file_too_large_for_a_value_is_refused_without_reading_it_all(
     assert store.load("small.json") == [1] * 401
 
 
+def test_a_value_too_large_to_load_is_refused_when_dumped(
+    store: BaseStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dump() and dump_text() never write what load() and load_text() would refuse: a
+    value stored is a value that can be read back. Nothing is written."""
+    monkeypatch.setattr(values, "MAX_VALUE_SIZE", 1000)
+    with pytest.raises(InvalidArgumentError, match="1,002 bytes"):
+        store.dump_text("big.txt", "é" * 501)
+    with pytest.raises(InvalidArgumentError, match="1,001 bytes"):
+        store.dump("big.json", "x" * 999)  # two quotes more in JSON
+    assert ("big.txt" in store, "big.json" in store) == (False, False)
+    store.dump_text("edge.txt", "y" * 1000)
+    store.dump("edge.json", "x" * 998)
+    assert (store.load_text("edge.txt"), store.load("edge.json")) == ("y" * 1000, "x" * 998)
+
+
 # -- items / clear ----------------------------------------------------------------------------
 
 
