@@ -139,7 +139,7 @@ class UnsavedFile:
     :raises InvalidFileError: for any other source (see :func:`checked_source`).
     """
 
-    __slots__ = ("_start", "filename", "source")
+    __slots__ = ("__weakref__", "_start", "filename", "source")
 
     def __init__(self, source: Any, filename: str | None = None) -> None:
         self.source = checked_source(source)
@@ -625,6 +625,11 @@ def _on_set(target: object, value: Any, oldvalue: Any, initiator: object) -> Any
 
 #: A row's attribute holding a file: the row's ORM state and the attribute's name.
 Holder = tuple[InstanceState[Any], str]
+#: Where a row keeps the uploads its open transaction saved (``row.__dict__[UPLOADS_KEY]``),
+#: for :func:`_give_back`. On the row, not in the session's ledger, so an upload lives no
+#: longer than its row: an import that flushes row by row does not hold every upload (its
+#: bytes, its open file) until the commit.
+UPLOADS_KEY = "_flask_store_uploads"
 #: What a transaction did with a file (:class:`_Owed`).
 SAVED, HELD, LET_GO = "saved", "held", "let go"
 #: Where a session counts its flushes (``session.info[STEP_KEY]``), to order what they saw.
@@ -635,8 +640,9 @@ STEP_KEY = "flask_store.step"
 class _Owed:
     """A file a transaction has a say over.
 
-    ``kind`` :data:`SAVED`: saved in ``origin`` from ``unsaved`` for ``holder``, deleted if
-    ``origin`` rolls back (and ``unsaved`` given back to the holder, see :func:`_undo`).
+    ``kind`` :data:`SAVED`: saved in ``origin`` from ``unsaved`` (a weak reference: the
+    holder's row keeps it, see :data:`UPLOADS_KEY`) for ``holder``, deleted if ``origin``
+    rolls back (and ``unsaved`` given back to the holder, see :func:`_undo`).
     :data:`LET_GO`: ``holder`` (a row's attribute) no longer holds it; :data:`HELD`:
     ``holder`` was given it (another row's file moved there, an old file put back). A
     saved file, or one let go of by a holder that held it before the transaction, is
@@ -650,7 +656,7 @@ class _Owed:
     kind: str
     step: int
     holder: Holder | None = None
-    unsaved: UnsavedFile | None = None
+    unsaved: weakref.ref[UnsavedFile] | None = None
 
 
 def _ledger(session: Session) -> list[_Owed]:
@@ -690,7 +696,8 @@ def _note(
     unsaved: UnsavedFile | None = None,
 ) -> None:
     origin = _current_transaction(session)
-    _ledger(session).extend(_Owed(file, origin, kind, step, holder, unsaved) for file in files)
+    upload = None if unsaved is None else weakref.ref(unsaved)
+    _ledger(session).extend(_Owed(file, origin, kind, step, holder, upload) for file in files)
 
 
 def _let_go_for_good(ledger: Iterable[_Owed]) -> list[FileWrapper]:
@@ -731,6 +738,7 @@ def _before_flush(session: Session, context: UOWTransaction, instances: object) 
             if isinstance(value, UnsavedFile):
                 saved = column.save(value)
                 _note(session, files_of(saved), SAVED, step, (state, key), value)
+                state.dict.setdefault(UPLOADS_KEY, []).append(value)
                 setattr(target, key, saved)
             history = state.attrs[key].history
             added = [f for new in history.added for f in files_of(new)]
@@ -770,6 +778,8 @@ def _after_commit(session: Session) -> None:
     if session.in_nested_transaction():
         return  # a savepoint was released; its files now follow the enclosing transaction
     ledger = session.info.pop(LEDGER_KEY, [])
+    for owed in ledger:
+        _drop_upload(owed)
     _delete_quietly(_let_go_for_good(ledger), "let go of by a committed row")
 
 
@@ -809,6 +819,8 @@ def _undo(session: Session, transaction: SessionTransaction) -> None:
     saved = [owed for owed in undone if owed.kind == SAVED]
     for owed in saved:
         _give_back(owed)
+    for owed in saved:  # after every give-back: the row's list may be an upload's last hold
+        _drop_upload(owed)
     _delete_quietly([owed.file for owed in saved], "saved in a rolled back transaction")
 
 
@@ -820,11 +832,25 @@ def _give_back(owed: _Owed) -> None:
     ``__dict__``. Added or merged again, that row would commit a document naming a file the
     rollback deleted; holding the UnsavedFile instead, it saves the file again at the flush.
     """
-    if owed.holder is None or owed.unsaved is None:
+    unsaved = None if owed.unsaved is None else owed.unsaved()
+    if owed.holder is None or unsaved is None:
         return
     state, key = owed.holder
     if state.dict.get(key) is owed.file:  # the file itself, not one of its thumbnails
-        state.dict[key] = owed.unsaved
+        state.dict[key] = unsaved
+
+
+def _drop_upload(owed: _Owed) -> None:
+    """Let the row forget the upload ``owed`` was saved from: its transaction is over."""
+    unsaved = None if owed.unsaved is None else owed.unsaved()
+    if owed.holder is None or unsaved is None:
+        return
+    row = owed.holder[0].dict  # empty once the row is gone
+    uploads = [kept for kept in row.get(UPLOADS_KEY, ()) if kept is not unsaved]
+    if uploads:
+        row[UPLOADS_KEY] = uploads
+    else:
+        row.pop(UPLOADS_KEY, None)
 
 
 def _delete_quietly(files: Iterable[FileWrapper], why: str) -> None:

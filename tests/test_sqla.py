@@ -9,10 +9,12 @@ The stores are local folders, so "gone" and "kept" are checked on disk.
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import logging
 import os
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -1071,3 +1073,29 @@ def test_an_image_row_added_again_after_a_rollback_saves_image_and_thumbnails_ag
     session.commit()
     assert len(kept(app)) == 3
     assert photo.image.read().startswith(b"\x89PNG")
+
+
+def test_a_flushed_upload_is_not_kept_in_memory_until_the_commit(
+    app: Flask, session: Session
+) -> None:
+    # An import that flushes row by row and commits once must not hold every upload (its
+    # bytes, its open file) until the commit: once saved and let go of by the app, it goes.
+    source = io.BytesIO(b"a large upload")
+    still_held = weakref.ref(source)
+    session.add(Doc(title="a", file=UnsavedFile(source, "import.txt")))
+    session.flush()
+    del source
+    gc.collect()
+    assert still_held() is None
+    # A row the app keeps drops its upload at the commit (it kept it for a rollback).
+    source = io.BytesIO(b"another upload")
+    still_held = weakref.ref(source)
+    doc = Doc(title="b", file=UnsavedFile(source, "kept.txt"))
+    session.add(doc)
+    session.flush()
+    del source
+    session.commit()
+    gc.collect()
+    assert still_held() is None
+    assert doc.file.read() == b"another upload"
+    assert len(kept(app)) == 2
