@@ -23,7 +23,10 @@ without committing) are deleted; a savepoint (``begin_nested()``) that rolls bac
 only the files saved inside it. A file the row no longer holds (replaced, set to ``None``,
 or its row deleted) is deleted only **after the commit succeeded**: a failed commit leaves it
 in place. Those deletes never raise into the app; a failure is logged and owed
-(:mod:`flask_store.sqla_deletes`), and ``flask store prune`` retries it.
+(:mod:`flask_store.sqla_deletes`), and ``flask store prune`` retries it. A FileWrapper given
+to a row in the transaction and dropped again in it is kept: it may be another row's file.
+So a file the app saved itself stays the app's until a committed row holds it; assign the
+upload instead to have the transaction save it and clean up after it.
 
 The rules run on SQLAlchemy's session and mapper events, registered when this module is
 imported; they work the same with Flask-SQLAlchemy and with a plain SQLAlchemy 2 session.

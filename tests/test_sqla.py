@@ -1099,3 +1099,29 @@ def test_a_flushed_upload_is_not_kept_in_memory_until_the_commit(
     assert still_held() is None
     assert doc.file.read() == b"another upload"
     assert len(kept(app)) == 2
+
+
+@pytest.mark.parametrize("how", ["set-to-none", "rollback"])
+def test_a_file_the_app_saved_itself_stays_the_apps_until_a_row_committed_it(
+    app: Flask, session: Session, how: str
+) -> None:
+    # A view saves the upload itself, puts it on a new row, then a validation error drops
+    # it. The column cannot tell that file from another row's file copied here (deleting
+    # that one lost data, 534f456), so it keeps it either way; the view deletes it, or
+    # assigns the upload itself to have the transaction own it.
+    saved = store_of(app).save(upload(b"mine", "mine.txt"))
+    doc = Doc(title="a", file=saved)
+    session.add(doc)
+    session.flush()
+    if how == "set-to-none":
+        doc.file = None
+        session.commit()
+    else:
+        session.rollback()
+    assert kept(app) == [saved.key]
+    doc = Doc(title="b", file=upload(b"mine", "mine.txt"))  # the upload, not a FileWrapper
+    session.add(doc)
+    session.flush()
+    doc.file = None
+    session.commit()
+    assert kept(app) == [saved.key]
