@@ -151,7 +151,7 @@ class UnsavedFile:
         # Where the source's stream began when first read (-1: it cannot seek back).
         self._start: int | None = None
 
-    def readable(self) -> Any:
+    def source_from_start(self) -> Any:
         """The source, positioned where it began: what each save reads.
 
         One UnsavedFile can be saved more than once (assigned to two rows, or saved again
@@ -399,7 +399,7 @@ class StoredFile(TypeDecorator[FileWrapper]):
 
     def save(self, unsaved: UnsavedFile) -> FileWrapper:
         """Save ``unsaved`` in :meth:`target_store`; what the flush runs."""
-        return self.target_store().save(unsaved.readable(), name=unsaved.filename)
+        return self.target_store().save(unsaved.source_from_start(), name=unsaved.filename)
 
     def compare_values(self, x: Any, y: Any) -> bool:
         """Whether the ORM sees no change: the same file *in the same version*.
@@ -558,7 +558,7 @@ class StoredImage(StoredFile):
     def save(self, unsaved: UnsavedFile) -> FileWrapper:
         saved = save_image(
             self.target_store(),
-            unsaved.readable(),
+            unsaved.source_from_start(),
             filename=unsaved.filename,
             thumbnails=self._thumbnails,
             strip_metadata=self._strip_metadata,
