@@ -30,7 +30,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from . import caches, prune, sqla_deletes, sync
-from .console import echo_error, progress, report_plain
+from .console import echo_error, printable, progress, report_plain
 from .exceptions import (
     FileExistsInStoreError,
     FileNotFoundInStoreError,
@@ -194,6 +194,7 @@ def _listing(store: str | None, prefix: str) -> tuple[BaseStore, str, bool]:
 @_one_line_errors
 def stat_file(path: str) -> None:
     """Show the metadata of the file at PATH (STORE/KEY, or a KEY of the default store)."""
+    # Values are shown printable(): the filename is whatever the client sent.
     wrapper = _file(path)
     info = wrapper.info
     for label, value in [
@@ -204,7 +205,7 @@ def stat_file(path: str) -> None:
         ("last-modified", info.last_modified.isoformat()),
         ("etag", info.etag),
     ]:
-        click.echo(f"{label + ':':<15}{value}")
+        click.echo(f"{label + ':':<15}{printable(str(value))}")
 
 
 @store_cli.command("url")
@@ -281,7 +282,7 @@ def clean_temp_files(store: str | None, older_than: float) -> None:
         )
     removed = target.remove_stale_temp_files(older_than)
     for path in removed:
-        click.echo(f"removed {path}")
+        click.echo(f"removed {printable(path)}")
     click.echo(f"removed {len(removed)} temporary file(s) from the store {target.name!r}")
 
 

@@ -291,3 +291,25 @@ def test_starting_the_app_removes_stale_temporary_files(tmp_path: Path) -> None:
     while stale.exists():
         assert time.monotonic() < deadline, "the stale temporary file was never removed"
         time.sleep(0.01)
+
+
+def test_hostile_names_reach_the_output_escaped(
+    runner: FlaskCliRunner, app: Flask, tmp_path: Path
+) -> None:
+    """A client's filename, or a file someone left in a store's folder, may hold terminal
+    escape sequences or newlines: output shows them escaped, one line per file."""
+    hostile = "ok\x1b]0;pwned\x07\nerror: default/forged.txt: fake"
+    with app.app_context():
+        Store().Provider().put("upload.txt", b"x", filename=hostile)
+    (tmp_path / "local" / "evil\x1b[2J\nforged.txt").write_bytes(b"y")
+
+    stat = runner.invoke(args=["store", "stat", "default/upload.txt"])
+    synced = runner.invoke(args=["store", "sync", "default", "backup"])
+
+    assert stat.exit_code == 0, stat.output
+    assert "filename:      ok\\x1b]0;pwned\\x07\\nerror: default/forged.txt: fake" in stat.stdout
+    assert synced.exit_code == 1
+    (error,) = synced.stderr.splitlines()
+    assert error.startswith("error: default/evil\\x1b[2J\\nforged.txt: ")
+    for output in (stat.output, synced.output):
+        assert "\x1b" not in output and "\x07" not in output
