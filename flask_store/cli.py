@@ -15,6 +15,7 @@ bar on a terminal and plain lines elsewhere (:mod:`flask_store.console`).
 from __future__ import annotations
 
 import functools
+import math
 import sys
 import time
 import warnings
@@ -134,6 +135,23 @@ def _file(path: str) -> FileWrapper:
             f"({store.name}); stores: {_known_stores()}."
         ) from None
     return wrapper
+
+
+class Seconds(click.FloatRange):
+    """A number of seconds within a range, never ``nan``.
+
+    ``click.FloatRange`` lets ``nan`` through (every comparison with it is false), and an
+    age of ``nan`` turns the age checks upside down: ``prune --text-older-than nan``
+    deleted every text file, fresh ones too.
+    """
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if math.isnan(seconds):
+            self.fail(f"{value!r} is not a number of seconds.", param, ctx)
+        return seconds
 
 
 _jobs_option = click.option(
@@ -262,7 +280,7 @@ def cat_files(paths: tuple[str, ...]) -> None:
 @click.argument("store", required=False)
 @click.option(
     "--older-than",
-    type=click.FloatRange(min=0),
+    type=Seconds(min=0),
     default=LocalStore.STALE_TEMP_SECONDS,
     show_default=True,
     help="Seconds a temporary file must have been untouched.",
@@ -441,7 +459,7 @@ def verify_store(store: str | None, jobs: int) -> None:
 )
 @click.option(
     "--text-older-than",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Seconds(min=0, min_open=True),
     help="Also delete text files (TextCache entries) under PREFIX this many seconds old.",
 )
 @_jobs_option

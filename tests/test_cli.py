@@ -313,3 +313,9 @@ def test_hostile_names_reach_the_output_escaped(
     assert error.startswith("error: default/evil\\x1b[2J\\nforged.txt: ")
     for output in (stat.output, synced.output):
         assert "\x1b" not in output and "\x07" not in output
+
+
+def test_clean_refuses_an_age_that_is_not_a_number(runner: FlaskCliRunner) -> None:
+    result = runner.invoke(args=["store", "clean", "--older-than", "nan"])
+    assert result.exit_code == 2
+    assert "not a number" in result.stderr

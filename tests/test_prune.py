@@ -283,3 +283,19 @@ def test_a_done_record_stays_when_the_remote_cannot_be_asked(tmp_path: Path) -> 
     assert queued.save(b"two", name="a.txt").name != "a.txt"  # still reserved
     assert queued.join(timeout=60)
     assert queued.remote.read("a.txt") == b"one"
+
+
+@pytest.mark.parametrize("age", ["nan", "NaN", "-nan"])
+def test_prune_refuses_an_age_that_is_not_a_number(tmp_path: Path, age: str) -> None:
+    """``nan`` passes a range check (every comparison with it is false), and "younger than
+    nan" is false for every file: it must be a usage error, not "delete every text file"."""
+    app, store = _app(tmp_path, STORE_PROVIDER="memory")
+    with app.app_context():
+        TextCache(store.Provider(), timeout=60).dump("texts/fresh", "still wanted")
+
+    result = _prune(app, "default", "texts/", "--text-older-than", age)
+
+    assert result.exit_code == 2, result.output
+    assert "not a number" in result.stderr
+    with app.app_context():
+        assert list(store.Provider().keys()) == ["texts/fresh"]
