@@ -477,7 +477,7 @@ def prune_store(
     --text-older-than, expired value-cache entries under PREFIX (each file there is looked
     at: give the prefix your caches use).
     """
-    target, start, _ = _listing(store, prefix)
+    target, start = _prune_target(store, prefix)
     now = time.time()
     removed = PruneSummary()
     if values or text_older_than is not None:
@@ -491,6 +491,26 @@ def prune_store(
     click.echo(removed.line())
     if removed.failed:
         sys.exit(1)
+
+
+def _prune_target(store: str | None, prefix: str) -> tuple[BaseStore, str]:
+    """What ``prune [STORE [PREFIX]]`` works on: ``(store, prefix)``.
+
+    Unlike ``ls``, a lone argument must name a store (``STORE`` or ``STORE/PREFIX``): prune
+    runs from cron, and a mistyped store name read as a prefix of the default store pruned
+    the default store instead and exited 0, while the store meant was never pruned.
+
+    :raises UsageProblem: when the lone argument names no store.
+    """
+    if store is None or prefix or _is_store_name(store):
+        return _store(store), prefix
+    if not _names_a_store(store):
+        name = store.partition("/")[0]
+        raise UsageProblem(
+            f"No store is called {name!r}; known: {_known_stores()}. "
+            "A prefix of the default store is written default/PREFIX."
+        )
+    return _locate(store)
 
 
 @dataclass

@@ -299,3 +299,24 @@ def test_prune_refuses_an_age_that_is_not_a_number(tmp_path: Path, age: str) -> 
     assert "not a number" in result.stderr
     with app.app_context():
         assert list(store.Provider().keys()) == ["texts/fresh"]
+
+
+def test_prune_of_a_mistyped_store_is_a_usage_error(tmp_path: Path) -> None:
+    """``prune reprots`` from cron must fail loudly, not prune the default store under the
+    prefix ``reprots`` and exit 0 while ``reports`` is never pruned."""
+    app, store = _app(
+        tmp_path, STORE_PROVIDER="memory", STORE_STORES={"reports": {"PROVIDER": "memory"}}
+    )
+    with app.app_context():
+        JsonCache(store.Provider(), timeout=60, clock=Clock(-120)).dump("reprots/old", 1)
+
+    for args in (["reprots"], ["reprots", "--values"], ["reprots/", "--values"]):
+        result = _prune(app, *args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "No store is called 'reprots'; known: default, reports." in result.stderr
+    with app.app_context():
+        assert list(store.Provider().keys()) == ["reprots/old"]
+    assert _prune(app, "reports").exit_code == 0
+    assert _prune(app, "default/reprots/", "--values").exit_code == 0
+    with app.app_context():
+        assert list(store.Provider().keys()) == []
