@@ -21,7 +21,7 @@ store's index of which names are taken.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from .stores.queued import QueuedStore
 from .transfer.records import TransferRecord
@@ -31,9 +31,17 @@ __all__ = ["old_done_records", "prune_record"]
 
 def old_done_records(store: QueuedStore, now: float) -> list[TransferRecord]:
     """``store``'s ``done`` records older than its ``TRANSFER_RECORDS_KEEP`` at ``now``
-    (Unix seconds): the candidates for :func:`prune_record`."""
+    (Unix seconds): the candidates for :func:`prune_record`.
+
+    A keep reaching back before the first date a record can carry (``float("inf")``, or
+    ``10**12`` seconds, for "keep them for ever") leaves no candidate: it used to raise
+    ``OverflowError`` or ``ValueError`` out of ``flask store prune``.
+    """
     keep: float = store.config.value("TRANSFER_RECORDS_KEEP")
-    cutoff = datetime.fromtimestamp(now - keep, timezone.utc)
+    try:
+        cutoff = datetime.fromtimestamp(now, timezone.utc) - timedelta(seconds=keep)
+    except OverflowError:  # further back than any date: no record is that old
+        return []
     return list(store.records.done_before(cutoff))
 
 

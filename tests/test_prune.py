@@ -320,3 +320,25 @@ def test_prune_of_a_mistyped_store_is_a_usage_error(tmp_path: Path) -> None:
     assert _prune(app, "default/reprots/", "--values").exit_code == 0
     with app.app_context():
         assert list(store.Provider().keys()) == []
+
+
+@pytest.mark.parametrize("keep", [float("inf"), 10**12])
+def test_records_kept_for_ever_are_never_pruned(tmp_path: Path, keep: float) -> None:
+    """A keep the configuration accepts but no date can be that far back ("for ever") keeps
+    every record; prune ran into an OverflowError/ValueError: a traceback."""
+    app, store = _queued_app(tmp_path, STORE_TRANSFER_RECORDS_KEEP=keep)
+    queued = _queued(app, store)
+    queued.save(b"one", name="gone.txt")
+    assert queued.join(timeout=60)
+    queued.local.delete("gone.txt")
+    queued.remote.delete("gone.txt")
+    record = queued.records.get("gone.txt")
+    assert record is not None
+    long_ago = datetime(1, 1, 2, tzinfo=timezone.utc).isoformat()
+    assert queued.records.update(record, dataclasses.replace(record, updated=long_ago))
+
+    result = _prune(app)
+
+    assert result.exit_code == 0, result.output
+    assert "0 transfer record(s); failed 0" in result.output
+    assert queued.records.get("gone.txt") is not None
