@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import sys
 import time
 import warnings
@@ -386,6 +387,13 @@ def sync_stores(source: str, destination: str, dry_run: bool, checksum: bool, jo
     again: files already copied are skipped, and each copy appears whole or not at all.
     """
     src, dst = _store(source), _store(destination)
+    nested = _folder_inside(src, dst)
+    if nested is not None:
+        raise UsageProblem(
+            f"{dst.name!r} is a folder of {src.name!r} ({nested}/): a sync would copy its "
+            "files into it again, one level deeper at every run. Keep the two stores' "
+            "folders apart."
+        )
     keys = list(src.keys())
     present = set(dst.keys())
     summary = SyncSummary()
@@ -421,6 +429,30 @@ def sync_stores(source: str, destination: str, dry_run: bool, checksum: bool, jo
     click.echo(summary.line(verb))
     if summary.failed:
         sys.exit(1)
+
+
+def _local_root(store: BaseStore) -> str | None:
+    """The folder ``store`` keeps its files in on local disk (a queued store's local
+    side), or ``None``."""
+    if isinstance(store, QueuedStore):
+        store = store.local
+    return store.local_folder()
+
+
+def _folder_inside(source: BaseStore, target: BaseStore) -> str | None:
+    """The key of the folder of ``source`` that holds ``target``'s files, when ``target``'s
+    folder lies below ``source``'s on local disk; else ``None``.
+
+    ``source`` then lists ``target``'s files as its own, and syncing them into ``target``
+    nests them one level deeper at every run.
+    """
+    outer, inner = _local_root(source), _local_root(target)
+    if outer is None or inner is None:
+        return None
+    below = os.path.relpath(inner, outer)
+    if below == os.curdir or below == os.pardir or below.startswith(os.pardir + os.sep):
+        return None
+    return below.replace(os.sep, "/")
 
 
 @store_cli.command("verify")

@@ -319,3 +319,26 @@ def test_clean_refuses_an_age_that_is_not_a_number(runner: FlaskCliRunner) -> No
     result = runner.invoke(args=["store", "clean", "--older-than", "nan"])
     assert result.exit_code == 2
     assert "not a number" in result.stderr
+
+
+def test_sync_into_a_store_inside_the_source_is_refused(tmp_path: Path) -> None:
+    """A destination whose folder lies inside the source's has its files listed as the
+    source's (``bk/...``): every run copied them into it again, one level deeper, and a
+    cron job filled the disk."""
+    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config.update(
+        STORE_PATH=str(tmp_path / "files"),
+        STORE_STORES={"bk": {"PATH": str(tmp_path / "files" / "bk")}},
+    )
+    store = Store(app)
+    with app.app_context():
+        store.Provider().save(b"alpha", name="a.txt")
+    runner = app.test_cli_runner()
+
+    for _ in range(3):
+        result = runner.invoke(args=["store", "sync", "default", "bk"])
+        assert result.exit_code == 2, result.output
+        assert "'bk' is a folder of 'default'" in result.stderr
+    assert list((tmp_path / "files" / "bk").iterdir()) == []
+    # The other way round copies nothing back into itself.
+    assert runner.invoke(args=["store", "sync", "bk", "default"]).exit_code == 0
