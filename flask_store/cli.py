@@ -492,7 +492,8 @@ def verify_store(store: str | None, jobs: int) -> None:
 @click.option(
     "--text-older-than",
     type=Seconds(min=0, min_open=True),
-    help="Also delete text files (TextCache entries) under PREFIX this many seconds old.",
+    help="Also delete text files (TextCache entries) under PREFIX (required) this many "
+    "seconds old.",
 )
 @_jobs_option
 @with_appcontext
@@ -510,6 +511,13 @@ def prune_store(
     at: give the prefix your caches use).
     """
     target, start = _prune_target(store, prefix)
+    if text_older_than is not None and not start:
+        # Every text/plain file under the prefix counts as a TextCache entry: without one,
+        # every text file uploaded to the store would be deleted as expired.
+        raise UsageProblem(
+            "--text-older-than needs a PREFIX (the TextCache's): every text/plain file "
+            "under it is deleted as an expired entry."
+        )
     now = time.time()
     removed = PruneSummary()
     if values or text_older_than is not None:

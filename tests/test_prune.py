@@ -342,3 +342,19 @@ def test_records_kept_for_ever_are_never_pruned(tmp_path: Path, keep: float) -> 
     assert result.exit_code == 0, result.output
     assert "0 transfer record(s); failed 0" in result.output
     assert queued.records.get("gone.txt") is not None
+
+
+@pytest.mark.parametrize("where", [[], ["default"], ["default/"], ["default", ""]])
+def test_prune_text_older_than_needs_a_prefix(tmp_path: Path, where: list[str]) -> None:
+    """Every ``text/plain`` file under the prefix counts as a TextCache entry: without a
+    prefix, that was every text file uploaded to the store."""
+    app, store = _app(tmp_path, STORE_PROVIDER="memory")
+    with app.app_context():
+        store.Provider().save(b"an upload, not a cache entry", name="notes.txt")
+
+    result = _prune(app, *where, "--text-older-than", "0.000001")
+
+    assert result.exit_code == 2, result.output
+    assert "--text-older-than needs a PREFIX" in result.stderr
+    with app.app_context():
+        assert list(store.Provider().keys()) == ["notes.txt"]
