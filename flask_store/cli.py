@@ -14,6 +14,7 @@ bar on a terminal and plain lines elsewhere (:mod:`flask_store.console`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 from flask import current_app
@@ -78,10 +79,25 @@ def _one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except USAGE_ERRORS as exc:
             raise UsageProblem(str(exc)) from None
+        except BrokenPipeError:
+            _reader_went_away()
         except (StoreError, OSError) as exc:
             raise click.ClickException(str(exc)) from None
 
     return run
+
+
+def _reader_went_away() -> NoReturn:
+    """Stop quietly: whoever read stdout has closed it (``flask store cat big | head``).
+
+    That is no failure of a store, so no ``Error: [Errno 32] Broken pipe`` line. As Python's
+    documentation advises for EPIPE, stdout is pointed at /dev/null first, so that flushing
+    it at exit cannot fail again, and the exit code is 1.
+    """
+    with contextlib.suppress(OSError, ValueError):  # ValueError: stdout has no file
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(1)
 
 
 def _registry() -> StoreRegistry:

@@ -342,3 +342,23 @@ def test_sync_into_a_store_inside_the_source_is_refused(tmp_path: Path) -> None:
     assert list((tmp_path / "files" / "bk").iterdir()) == []
     # The other way round copies nothing back into itself.
     assert runner.invoke(args=["store", "sync", "bk", "default"]).exit_code == 0
+
+
+def test_a_reader_that_stops_early_gets_no_error_line(tmp_path: Path) -> None:
+    """``flask store cat big.bin | head -c 10``: the reader closing the pipe is not an error
+    of the store, so no ``Error: [Errno 32] Broken pipe`` line (nor a traceback) on stderr."""
+    write_copy_app(tmp_path)
+    (tmp_path / "instance" / "uploads" / "big.bin").write_bytes(b"x" * (4 * 1024 * 1024))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flask", "store", "cat", "big.bin"],
+        cwd=tmp_path,
+        env={**os.environ, "FLASK_APP": "cliapp"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.read(10) == b"x" * 10
+    process.stdout.close()  # more than a pipe holds is still to come: the next write fails
+    errors = process.stderr.read()
+    assert process.wait(timeout=60) == 1
+    assert errors == b""
