@@ -71,18 +71,22 @@ class UsageProblem(click.ClickException):
 
 
 def _one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Report store errors escaping ``command`` as one ``Error:`` line, not a traceback."""
+    """Report store errors escaping ``command`` as one ``Error:`` line, not a traceback.
+
+    The message is made :func:`~flask_store.console.printable`: its text may come from a
+    server (an S3-compatible one answers what it likes) or name a hostile key.
+    """
 
     @functools.wraps(command)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
         except USAGE_ERRORS as exc:
-            raise UsageProblem(str(exc)) from None
+            raise UsageProblem(printable(str(exc))) from None
         except BrokenPipeError:
             _reader_went_away()
         except (StoreError, OSError) as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(printable(str(exc))) from None
 
     return run
 

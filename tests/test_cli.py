@@ -15,6 +15,8 @@ from flask import Flask
 from flask.testing import FlaskCliRunner
 
 from flask_store import Store
+from flask_store.exceptions import StoreUnavailableError
+from flask_store.registry import get_registry
 
 
 @pytest.fixture
@@ -313,6 +315,23 @@ def test_hostile_names_reach_the_output_escaped(
     assert error.startswith("error: default/evil\\x1b[2J\\nforged.txt: ")
     for output in (stat.output, synced.output):
         assert "\x1b" not in output and "\x07" not in output
+
+
+def test_a_store_error_message_reaches_the_output_escaped(
+    runner: FlaskCliRunner, app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error's text may come from a server (an S3-compatible one answers what it likes):
+    the ``Error:`` line shows its control characters escaped, as one line."""
+    with app.app_context():
+        store = get_registry(app).resolve()
+
+    def down(key: str) -> None:
+        raise StoreUnavailableError("down\x1b]0;pwned\x07\nforged line")
+
+    monkeypatch.setattr(store, "info", down)
+    result = runner.invoke(args=["store", "stat", "default/a.txt"])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == ["Error: down\\x1b]0;pwned\\x07\\nforged line"]
 
 
 def test_clean_refuses_an_age_that_is_not_a_number(runner: FlaskCliRunner) -> None:
