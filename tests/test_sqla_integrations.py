@@ -117,7 +117,9 @@ def test_flask_sqlalchemy_replace_deletes_the_old_file_after_commit(app: Flask) 
         assert (invoice.pdf.filename, invoice.pdf.read()) == ("april.pdf", b"%PDF new")
 
 
-def test_queued_store_file_on_a_row_transfers_on_request(tmp_path: Path) -> None:
+def queued_invoice_app(tmp_path: Path) -> Flask:
+    """An app whose default store is queued (local folder -> local "remote" folder, with
+    delayed transfers), with the invoice table created."""
     app = Flask(__name__, instance_path=str(tmp_path / "instance"))
     app.config.update(
         SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'queued.db'}",
@@ -130,9 +132,21 @@ def test_queued_store_file_on_a_row_transfers_on_request(tmp_path: Path) -> None
     Store(app)
     with app.app_context():
         db.create_all()
-        invoice = Invoice(pdf=FileStorage(io.BytesIO(b"%PDF"), filename="a.pdf"))
-        db.session.add(invoice)
-        db.session.commit()
+    return app
+
+
+def committed_invoice() -> Invoice:
+    """A committed invoice with a PDF (inside an app context)."""
+    invoice = Invoice(pdf=FileStorage(io.BytesIO(b"%PDF"), filename="a.pdf"))
+    db.session.add(invoice)
+    db.session.commit()
+    return invoice
+
+
+def test_queued_store_file_on_a_row_transfers_on_request(tmp_path: Path) -> None:
+    app = queued_invoice_app(tmp_path)
+    with app.app_context():
+        invoice = committed_invoice()
         store = get_registry(app).resolve()
         assert isinstance(store, QueuedStore)
         assert not (tmp_path / "remote" / invoice.pdf.key).exists()
@@ -183,21 +197,9 @@ def test_rendered_types_rebuild_equal_columns() -> None:
 
 
 def test_queued_store_file_transferred_then_deleted_from_a_fresh_row(tmp_path: Path) -> None:
-    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
-    app.config.update(
-        SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'queued.db'}",
-        STORE_PROVIDER="queued",
-        STORE_QUEUED_LOCAL={"PROVIDER": "local", "PATH": str(tmp_path / "local")},
-        STORE_QUEUED_REMOTE={"PROVIDER": "local", "PATH": str(tmp_path / "remote")},
-        STORE_TRANSFER_DELAYED=True,
-    )
-    db.init_app(app)
-    Store(app)
+    app = queued_invoice_app(tmp_path)
     with app.app_context():
-        db.create_all()
-        invoice = Invoice(pdf=FileStorage(io.BytesIO(b"%PDF"), filename="a.pdf"))
-        db.session.add(invoice)
-        db.session.commit()
+        invoice = committed_invoice()
         number = invoice.id
         invoice.pdf.transfer()
         assert invoice.pdf.wait(timeout=30) == "done"
