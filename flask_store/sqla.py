@@ -49,7 +49,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from flask import current_app, has_app_context
 from sqlalchemy import Select, event, inspect
@@ -362,6 +362,9 @@ class StoredFile(TypeDecorator[FileWrapper]):
 
     impl = Text
     cache_ok = True
+    #: Whether every file read back is an :class:`ImageFile` (else only one whose document
+    #: lists thumbnails).
+    reads_images: ClassVar[bool] = False
 
     def __init__(self, store: str | BaseStore | None = None) -> None:
         super().__init__()
@@ -479,7 +482,7 @@ class StoredFile(TypeDecorator[FileWrapper]):
         """
         described = _described(document)
         store = self.store_named(described.store)
-        if "thumbnails" not in document:
+        if "thumbnails" not in document and not self.reads_images:
             return FileWrapper(store, described.info.key, info=described.info)
         return ImageFile(
             store, described.info.key, info=described.info, thumbnails=self.thumbnails_in(document)
@@ -530,6 +533,8 @@ class StoredImage(StoredFile):
         ``STORE_IMAGE_MAX_PIXELS``).
     """
 
+    reads_images = True
+
     def __init__(
         self,
         store: str | BaseStore | None = None,
@@ -567,14 +572,6 @@ class StoredImage(StoredFile):
         original = saved.original
         return ImageFile(
             original.store, original.key, info=original.info, thumbnails=saved.thumbnails
-        )
-
-    def from_document(self, document: Mapping[str, Any]) -> FileWrapper:
-        """An :class:`ImageFile`, with the thumbnails the document lists (maybe none)."""
-        described = _described(document)
-        store = self.store_named(described.store)
-        return ImageFile(
-            store, described.info.key, info=described.info, thumbnails=self.thumbnails_in(document)
         )
 
     def _repr_arguments(self) -> str:
