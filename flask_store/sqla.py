@@ -658,6 +658,14 @@ class _Owed:
     holder: Holder | None = None
     unsaved: weakref.ref[UnsavedFile] | None = None
 
+    def upload(self) -> tuple[Holder, UnsavedFile] | None:
+        """The holder of a saved file and the upload it was saved from, while both are
+        known (the upload lives as long as its row keeps it)."""
+        unsaved = None if self.unsaved is None else self.unsaved()
+        if self.holder is None or unsaved is None:
+            return None
+        return self.holder, unsaved
+
 
 def _ledger(session: Session) -> list[_Owed]:
     """What ``session``'s open transactions did with files, in the order it was seen."""
@@ -832,20 +840,21 @@ def _give_back(owed: _Owed) -> None:
     ``__dict__``. Added or merged again, that row would commit a document naming a file the
     rollback deleted; holding the UnsavedFile instead, it saves the file again at the flush.
     """
-    unsaved = None if owed.unsaved is None else owed.unsaved()
-    if owed.holder is None or unsaved is None:
+    upload = owed.upload()
+    if upload is None:
         return
-    state, key = owed.holder
+    (state, key), unsaved = upload
     if state.dict.get(key) is owed.file:  # the file itself, not one of its thumbnails
         state.dict[key] = unsaved
 
 
 def _drop_upload(owed: _Owed) -> None:
     """Let the row forget the upload ``owed`` was saved from: its transaction is over."""
-    unsaved = None if owed.unsaved is None else owed.unsaved()
-    if owed.holder is None or unsaved is None:
+    upload = owed.upload()
+    if upload is None:
         return
-    row = owed.holder[0].dict  # empty once the row is gone
+    (state, _), unsaved = upload
+    row = state.dict  # empty once the row is gone
     uploads = [kept for kept in row.get(UPLOADS_KEY, ()) if kept is not unsaved]
     if uploads:
         row[UPLOADS_KEY] = uploads
