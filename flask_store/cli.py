@@ -562,15 +562,14 @@ def _prune_target(store: str | None, prefix: str) -> tuple[BaseStore, str]:
 
     :raises UsageProblem: when the lone argument names no store.
     """
-    if store is None or prefix or _is_store_name(store):
-        return _store(store), prefix
-    if not _names_a_store(store):
-        name = store.partition("/")[0]
+    target, start, named = _listing(store, prefix)
+    if not named:
+        name = (store or "").partition("/")[0]
         raise UsageProblem(
             f"No store is called {name!r}; known: {_known_stores()}. "
             "A prefix of the default store is written default/PREFIX."
         )
-    return _locate(store)
+    return target, start
 
 
 @dataclass
