@@ -188,7 +188,7 @@ class TextCache(_StoreCache):
         :raises InvalidValueError: naming the key when its file is not ``text/plain``, not
             UTF-8, or too large.
         """
-        found = _read(self.store, key, values.MAX_VALUE_SIZE, _too_large_for_text)
+        found = _read(self.store, key, values.MAX_VALUE_SIZE, values.value_too_large)
         if found is None:
             return None
         data, info = found
@@ -293,13 +293,6 @@ def _entry(key: str, data: bytes) -> tuple[float, Any]:
 def _not_an_entry(key: str) -> InvalidValueError:
     return InvalidValueError(
         f"The file stored as {key!r} is not a JsonCache entry; load() it from the store."
-    )
-
-
-def _too_large_for_text(key: str) -> InvalidValueError:
-    return InvalidValueError(
-        f"{key!r} holds more than {values.MAX_VALUE_SIZE} bytes: too large for a TextCache "
-        "entry (use open() to stream it)."
     )
 
 

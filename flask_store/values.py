@@ -30,6 +30,7 @@ __all__ = [
     "encode_json",
     "encode_text",
     "read_value",
+    "value_too_large",
 ]
 
 #: The content type a JSON value is stored with.
@@ -50,11 +51,18 @@ def read_value(key: str, stream: BinaryIO, limit: int | None = None) -> bytes:
     limit = MAX_VALUE_SIZE if limit is None else limit
     data = read_up_to(stream, limit + 1)
     if len(data) > limit:
-        raise InvalidValueError(
-            f"{key!r} holds more than {limit} bytes: too large to load as a value (use "
-            "open() to stream it)."
-        )
+        raise value_too_large(key, limit)
     return data
+
+
+def value_too_large(key: str, limit: int | None = None) -> InvalidValueError:
+    """The error for a file under ``key`` too large to load as a value (more than ``limit``
+    bytes, :data:`MAX_VALUE_SIZE` by default)."""
+    limit = MAX_VALUE_SIZE if limit is None else limit
+    return InvalidValueError(
+        f"{key!r} holds more than {limit} bytes: too large to load as a value (use open() "
+        "to stream it)."
+    )
 
 
 def encode_json(value: Any) -> bytes:
