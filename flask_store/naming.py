@@ -31,6 +31,7 @@ __all__ = [
     "room_for_name",
     "secure_filename",
     "split_extension",
+    "stored_name",
     "with_unique_suffix",
 ]
 
@@ -152,6 +153,17 @@ def recorded_filename(filename: str) -> str:
     if len(text.encode()) <= MAX_COMPONENT_BYTES:
         return text
     return _shortened(*split_extension(text), MAX_COMPONENT_BYTES)
+
+
+def stored_name(filename: str, folder: str | None = None) -> str:
+    """The name ``save()`` gives a file the client called ``filename`` in ``folder`` (before
+    any suffix a taken name gets): its last part, made safe, shortened to fit the key beside
+    the folder. Its extension is the type the file is stored as, so a form judging an upload
+    judges this name (:mod:`flask_store.wtf`), never the raw one.
+
+    :raises InvalidFilenameError: when nothing usable is left of ``filename``.
+    """
+    return secure_filename(filename, room_for_name(folder))
 
 
 def room_for_name(folder: str | None) -> int:

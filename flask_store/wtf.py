@@ -25,7 +25,7 @@ from werkzeug.datastructures import FileStorage
 from .content_checks import ContentRules, check_size, check_type, read_head
 from .exceptions import InvalidFilenameError, UploadRejectedError
 from .meta import guess_content_type
-from .naming import recorded_filename, room_for_name, secure_filename
+from .naming import recorded_filename, stored_name
 from .registry import get_registry
 from .sources import seekable_extent
 
@@ -66,20 +66,6 @@ class _StoreCheck(abc.ABC):
         """Raise :class:`~flask_store.exceptions.UploadRejectedError` for a refused file."""
 
 
-def _stored_name(filename: str) -> str:
-    """The name ``save()`` gives a file the client called ``filename``, whose extension is
-    the type it is stored with: the last path part, made safe (``"cat.png."`` is stored as
-    ``cat.png``, ``"data:image/png,x.html"`` as ``png_x.html``).
-
-    The form must judge that name, not the raw one: else it refuses files ``save()`` takes,
-    and lets through names ``save()`` then refuses.
-
-    :raises InvalidFilenameError: when nothing usable is left (``"a.png/"``): ``save()``
-        refuses the name too.
-    """
-    return secure_filename(filename, room_for_name(None))
-
-
 def _chosen_files(data: Any) -> list[FileStorage]:
     """The files chosen in a field holding ``data``: a ``FileStorage`` or a list of them.
 
@@ -116,7 +102,9 @@ class StoreAllowed(_StoreCheck):
         if types is None:
             return
         filename = recorded_filename(upload.filename or "upload")
-        declared = guess_content_type(_stored_name(upload.filename or "upload"))
+        # The name save() stores it under, not the raw one: else the form refuses files
+        # save() takes ("cat.png."), and lets through names save() then refuses.
+        declared = guess_content_type(stored_name(upload.filename or "upload"))
         stream = cast(BinaryIO, upload.stream)
         head, same = read_head(stream)
         if same is not stream:  # not seekable: the head is read for good; keep it readable

@@ -41,8 +41,7 @@ from ..naming import (
     clean_key,
     join_key,
     recorded_filename,
-    room_for_name,
-    secure_filename,
+    stored_name,
 )
 from ..sources import CHUNK_SIZE, Upload, open_upload
 from ..values import (
@@ -363,7 +362,7 @@ class BaseStore(ABC):
                     "The file has no filename to derive a key from; pass name='...' to save()."
                 )
             # Shortened to fit the key beside the destination folder: a long name still saves.
-            safe_name = secure_filename(upload.filename, room_for_name(self.destination))
+            safe_name = stored_name(upload.filename, self.destination)
             key = join_key(self.destination, safe_name)
             keys = candidate_keys(key, self.on_conflict)
             overwrite = self.on_conflict == "overwrite"
