@@ -10,13 +10,18 @@ The app's registry gives each store whose ``CACHE_TTL`` is set its cache
 (:func:`attach_read_cache`); the serving route reads through it. This module builds on the
 store contract and is not part of it: stores know nothing of their cache.
 
-Layout: each key gets a folder named by the SHA-256 of the store's name and the key (so no key,
-however odd, can name a path outside the cache or clash with another key's files) holding one
-``entry.json`` record and the data file it names. A fill writes a new, uniquely named data
-file, then atomically replaces the record, then removes the data it superseded. A reader opens
-the data file the record names and checks its size against the record, so it gets a complete
-copy that matches its metadata or falls back to the store: never half a file, never the bytes
-of one version with the headers of another.
+Layout: each key gets a folder named by the SHA-256 of the store's location and the key (so no
+key, however odd, can name a path outside the cache or clash with another key's files) holding
+one ``entry.json`` record and the data file it names. The location is where the store's files
+live (:meth:`~flask_store.stores.base.BaseStore.location`: an S3 store's endpoint, bucket and
+prefix), not its name: apps sharing one ``CACHE_PATH`` whose stores have the same name but
+different buckets never answer with each other's copies, and stores on the same files share
+them. The record names the location too, and a copy is used only for that location.
+
+A fill writes a new, uniquely named data file, then atomically replaces the record, then
+removes the data it superseded. A reader opens the data file the record names and checks its
+size against the record, so it gets a complete copy that matches its metadata or falls back to
+the store: never half a file, never the bytes of one version with the headers of another.
 """
 
 from __future__ import annotations
@@ -70,6 +75,9 @@ class ReadThroughCache:
         self.folder = folder
         self.ttl = ttl
         self.clock = clock
+        #: Where the store's files live (its :meth:`~BaseStore.location`, as JSON): what
+        #: entry folders are named by and records name.
+        self.location = json.dumps(store.location())
         self._locks = KeyLocks()
         os.makedirs(folder, exist_ok=True)
 
@@ -106,18 +114,18 @@ class ReadThroughCache:
 
         :raises InvalidKeyError: when the key is not acceptable.
         """
-        # The store's name is hashed too: two stores given one CACHE_PATH never answer
-        # each other's keys.
-        named = f"{self.store.name}\0{clean_key(key)}"
-        digest = hashlib.sha256(named.encode()).hexdigest()
-        return os.path.join(self.folder, digest[:2], digest)
+        return _entry_named(self.folder, self.location, clean_key(key))
 
     def prune(self) -> int:
         """Remove this store's entries older than the TTL (``flask store prune``); how many.
 
-        Safe while the app serves: a reader that opened an entry's data keeps reading it, one
-        that finds the entry gone fetches the file again. Entries of another store sharing
-        the folder, and damaged ones, are left alone (a read replaces a damaged one).
+        This store's entries are those of its location, and those a store of its name left
+        at another location (its bucket changed) or named by name and key alone (as entries
+        were before they were named by location): this cache never serves those, and only
+        its prune can find them. Safe while the app serves: a reader that opened an entry's
+        data keeps reading it, one that finds the entry gone fetches the file again. Entries
+        of another store sharing the folder, and damaged ones, are left alone (a read
+        replaces a damaged one).
         """
         removed = 0
         for entry in sorted(glob.glob(os.path.join(glob.escape(self.folder), "??", "*"))):
@@ -125,7 +133,7 @@ class ReadThroughCache:
                 with open(os.path.join(entry, _RECORD), encoding="utf-8") as handle:
                     record = json.load(handle)
                 key, fetched = str(record["info"]["key"]), float(record["fetched"])
-                ours = self.entry_folder(key) == entry
+                ours = self._prunes(entry, record, key)
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # no record (a fill in progress), damaged, or not a key of ours
             if ours and not self._is_fresh(fetched):
@@ -136,15 +144,28 @@ class ReadThroughCache:
                 removed += 1
         return removed
 
+    def _prunes(self, entry: str, record: dict[str, Any], key: str) -> bool:
+        """Whether ``entry``, whose record is ``record`` for ``key``, is this store's to prune
+        (see :meth:`prune`): its record and its folder's name must agree on whose it is."""
+        location = record.get("location")
+        if location is None:  # named by store name and key, before entries had a location
+            return _entry_named(self.folder, self.store.name, key) == entry
+        if location != self.location and record.get("store") != self.store.name:
+            return False
+        return _entry_named(self.folder, str(location), key) == entry
+
     # -- reading entries --------------------------------------------------------------------
 
     def _fresh_record(self, entry: str) -> tuple[FileInfo, str] | None:
-        """The metadata and data file name of the entry's record, if it is readable and
-        younger than the TTL (``None`` for a missing, stale or damaged record, or one written
-        by another version of Flask-Store: the store is asked instead)."""
+        """The metadata and data file name of the entry's record, if it is readable, younger
+        than the TTL and fetched from this store's location (``None`` for a missing, stale or
+        damaged record, one of another location, or one written by another version of
+        Flask-Store: the store is asked instead)."""
         try:
             with open(os.path.join(entry, _RECORD), encoding="utf-8") as handle:
                 record: dict[str, Any] = json.load(handle)
+            if record["location"] != self.location:
+                return None
             fetched = float(record["fetched"])
             info = _info_of(record)
             data_name = record["data"]
@@ -199,6 +220,8 @@ class ReadThroughCache:
                 f"{info.key!r}: got {written} bytes from the store, expected {info.size}."
             )
         record = {
+            "location": self.location,
+            "store": self.store.name,  # for prune(), should the store's location change
             "info": {**asdict(info), "last_modified": info.last_modified.isoformat()},
             "data": data_name,
             "fetched": self.clock(),
@@ -246,6 +269,18 @@ def attach_read_cache(store: BaseStore) -> None:
     """
     ttl: int | None = store.config.value("CACHE_TTL")
     store.read_cache = ReadThroughCache(store, read_cache_folder(store), ttl) if ttl else None
+
+
+def _entry_named(folder: str, owner: str, key: str) -> str:
+    """The entry folder of ``key`` (already cleaned) for ``owner`` in ``folder``.
+
+    ``owner`` is a location as JSON (ASCII, NUL escaped) or, for entries named before
+    locations, a store's name; a clean key has no NUL, so the hashed text splits one way
+    only. SHA-256 because a key is chosen by whoever names files: no key may be made to
+    collide with another's entry. A fixed-length hex name keeps any key inside ``folder``.
+    """
+    digest = hashlib.sha256(f"{owner}\0{key}".encode()).hexdigest()
+    return os.path.join(folder, digest[:2], digest)
 
 
 def _info_of(record: dict[str, Any]) -> FileInfo:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Protocol, TypeAlias
 from urllib.parse import quote
 
 from ..byteranges import Span
@@ -63,6 +64,7 @@ __all__ = [
     "ByteRange",
     "FileInfo",
     "FileMeta",
+    "Location",
     "OpenedSpan",
     "ReadSource",
     "check_byte_range",
@@ -178,6 +180,11 @@ def given_config(
     return StoreConfig.from_kwargs({**(config or {}), **settings})
 
 
+#: What :meth:`BaseStore.location` returns: strings naming a place, nested for a store built
+#: of other stores (a queued store's local and remote).
+Location: TypeAlias = tuple["str | Location", ...]
+
+
 class ReadSource(Protocol):
     """What the serving route reads a store's files through: the store itself, or a cache
     in front of it (:attr:`BaseStore.read_cache`)."""
@@ -258,6 +265,8 @@ class BaseStore(ABC):
         #: here (the schema has checked them) rather than on every save.
         self.content_rules = ContentRules(config.value("ALLOWED_TYPES"), config.value("MAX_SIZE"))
         self.destination: str | None = join_key(destination) if destination else None
+        # Names this store object in the default location(): no other store holds its files.
+        self._own_place = secrets.token_hex(16)
 
     # -- what each backend implements -------------------------------------------------------
 
@@ -311,6 +320,20 @@ class BaseStore(ABC):
     @abstractmethod
     def keys(self, prefix: str = "") -> Iterator[str]:
         """Every key in the store that starts with ``prefix``, in sorted order."""
+
+    def location(self) -> Location:
+        """Where this store's files live: equal for two stores exactly when they hold the
+        same files under the same keys (an S3 store gives its endpoint, bucket and prefix).
+
+        The read-through cache names its entries by it, so apps sharing a ``CACHE_PATH``
+        share copies of one remote's files and never answer with another remote's. This
+        default names this store object alone, as a memory store's files are in no other;
+        a store whose files other processes reach overrides it, or its cache entries serve
+        this object only.
+
+        .. versionadded:: 0.2
+        """
+        return (f"{type(self).__module__}.{type(self).__qualname__}", self._own_place)
 
     # -- the public API built on the contract -----------------------------------------------
 

@@ -40,7 +40,7 @@ from ..meta import FileInfo, FileMeta, guess_content_type
 from ..naming import clean_key
 from ..sources import spool_of
 from ..spooling import NO_LINK_ERRNOS, TEMP_PREFIX, temp_path
-from .base import BaseStore, first_free_key
+from .base import BaseStore, Location, first_free_key
 
 __all__ = ["LOCAL_SETTINGS", "META_XATTR", "LocalStore"]
 
@@ -397,6 +397,10 @@ class LocalStore(BaseStore):
     def local_folder(self) -> str:
         """The store's folder (:attr:`root`): ``STORE_PATH``, resolved."""
         return self.root
+
+    def location(self) -> Location:
+        """The store's folder, symbolic links resolved."""
+        return ("local", self.root)
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         # Walk only the deepest folder the prefix names, then filter by the rest.

@@ -53,7 +53,7 @@ from ..transfer.reconciler import Reconciler
 from ..transfer.records import RecordBook, TransferJob, TransferRecord
 from ..transfer.signals import file_saved
 from . import load_provider
-from .base import BaseStore, ByteRange, OpenedSpan
+from .base import BaseStore, ByteRange, Location, OpenedSpan
 from .queued_settings import QUEUED_DEFAULTS, QUEUED_SETTINGS, TRANSFER_SETTINGS
 
 __all__ = [
@@ -407,6 +407,10 @@ class QueuedStore(TransferAttempts, Reconciler, BaseStore):
         except FileNotFoundInStoreError:
             return None
         return etag if _same_file(self.records.get(key), record) else None
+
+    def location(self) -> Location:
+        """Both places a file is read from: the local store while it waits, then the remote."""
+        return ("queued", self.local.location(), self.remote.location())
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         return iter(sorted(set(self.local.keys(prefix)) | set(self.remote.keys(prefix))))

@@ -45,6 +45,7 @@ from ..sources import Upload
 from .base import (
     BaseStore,
     ByteRange,
+    Location,
     OpenedSpan,
     check_byte_range,
     first_free_key,
@@ -136,6 +137,11 @@ class S3Store(BaseStore):
     def bucket(self) -> str:
         """The bucket's name."""
         return self.settings.bucket
+
+    def location(self) -> Location:
+        """The endpoint, bucket and key prefix: what names this store's objects (the
+        region is in the endpoint when no ``S3_ENDPOINT_URL`` is set)."""
+        return ("s3", self.settings.endpoint, self.bucket, self.settings.prefix)
 
     def object_key(self, key: str) -> str:
         """The bucket's object key for the store key ``key``: ``STORE_PATH/key``.
