@@ -23,13 +23,24 @@ without committing) are deleted; a savepoint (``begin_nested()``) that rolls bac
 only the files saved inside it. A file the row no longer holds (replaced, set to ``None``,
 or its row deleted) is deleted only **after the commit succeeded**: a failed commit leaves it
 in place. Those deletes never raise into the app; a failure is logged and owed
-(:mod:`flask_store.sqla_deletes`), and ``flask store prune`` retries it. A FileWrapper given
-to a row in the transaction and dropped again in it is kept: it may be another row's file.
-So a file the app saved itself stays the app's until a committed row holds it; assign the
-upload instead to have the transaction save it and clean up after it.
+(:mod:`flask_store.sqla_deletes`), and ``flask store prune`` retries it.
 
-The rules run on SQLAlchemy's session and mapper events, registered when this module is
-imported; they work the same with Flask-SQLAlchemy and with a plain SQLAlchemy 2 session.
+A session joined to a transaction begun on its connection outside it (``Session(bind=
+connection)``, in any ``join_transaction_mode`` but a ``"control_fully"`` of the outermost
+transaction) commits only a savepoint, or nothing; its files wait for the connection's own
+transaction instead, after the session is closed if need be. What its rows let go of is
+deleted once that transaction commits (SQLAlchemy tells of a COMMIT only before sending it,
+so the connection's next transaction or its return to the pool says that it succeeded); what
+it saved is deleted if that transaction rolls back, fails to commit or is closed, or a
+savepoint of it around the session's work rolls back.
+
+A FileWrapper given to a row in the transaction and dropped again in it is kept: it may be
+another row's file. So a file the app saved itself stays the app's until a committed row
+holds it; assign the upload instead to have the transaction save it and clean up after it.
+
+The rules run on SQLAlchemy's session, mapper, connection and pool events, registered when
+this module is imported; they work the same with Flask-SQLAlchemy and with a plain
+SQLAlchemy 2 session.
 
 Stores are found by name in the current Flask app (``STORE_STORES``, aliases), or given as
 a store object for code without an app: ``StoredFile(store=MemoryStore())``.
@@ -46,14 +57,22 @@ import logging
 import os
 import weakref
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any, ClassVar, Protocol
 
 from flask import current_app, has_app_context
 from sqlalchemy import Select, event, inspect
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import (
+    Connection,
+    Dialect,
+    Engine,
+    ExceptionContext,
+    NestedTransaction,
+    Transaction,
+)
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import (
     InstanceState,
     Mapper,
@@ -63,6 +82,7 @@ from sqlalchemy.orm import (
     object_session,
     scoped_session,
 )
+from sqlalchemy.pool import ConnectionPoolEntry, Pool
 from sqlalchemy.types import Text, TypeDecorator
 from werkzeug.datastructures import FileStorage
 
@@ -98,6 +118,12 @@ log = logging.getLogger("flask_store")
 APP_STORES_KEY = "store"
 #: Where a session keeps the files its transactions owe (``session.info[LEDGER_KEY]``).
 LEDGER_KEY = "flask_store.files"
+#: Where a session keeps, while its outermost transaction is open, each connection it runs on
+#: with the transaction of that connection its work goes into (``session.info[JOINED_KEY]``).
+JOINED_KEY = "flask_store.joined"
+#: Where a connection keeps the files of sessions whose work went into its transaction and
+#: waits for it (``connection.info[OUTER_KEY]``, an :class:`_Outer`), until it ends.
+OUTER_KEY = "flask_store.outer"
 
 
 class StoreLookup(Protocol):
@@ -780,15 +806,36 @@ def _held_files(target: object, key: str) -> list[FileWrapper]:
     return [file for value in (*history.unchanged, *history.deleted) for file in files_of(value)]
 
 
+@event.listens_for(Session, "after_begin")
+def _after_begin(session: Session, transaction: SessionTransaction, connection: Connection) -> None:
+    """Note the transaction of ``connection`` the session's work goes into: the one the
+    session began, the savepoint it made (``join_transaction_mode="create_savepoint"``), or
+    the outer transaction it joined (``"rollback_only"``, ``"control_fully"``)."""
+    if transaction.parent is not None:
+        return  # a savepoint of the session: its work goes where the outermost one's does
+    joined = connection.get_nested_transaction() or connection.get_transaction()
+    if joined is not None:
+        session.info.setdefault(JOINED_KEY, []).append((connection, joined))
+
+
+def _joined(session: Session) -> list[tuple[Connection, Transaction]]:
+    """Each connection of the session's outermost transaction, with the transaction of that
+    connection the session's work goes into (:func:`_after_begin`)."""
+    joined: list[tuple[Connection, Transaction]] = session.info.get(JOINED_KEY, [])
+    return joined
+
+
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
-    """The outermost transaction committed: delete what its rows let go of."""
+    """The outermost transaction committed: delete what its rows let go of, now if that
+    was the database's COMMIT, else when the connection's own transaction commits.
+
+    A session joined to a transaction begun on its connection outside it commits only a
+    savepoint, or nothing: its work is durable only once that transaction commits.
+    """
     if session.in_nested_transaction():
         return  # a savepoint was released; its files now follow the enclosing transaction
-    ledger = session.info.pop(LEDGER_KEY, [])
-    for owed in ledger:
-        _drop_upload(owed)
-    _delete_quietly(_let_go_for_good(ledger), "let go of by a committed row")
+    _settle(session, [connection for connection, _ in _joined(session) if _uncommitted(connection)])
 
 
 @event.listens_for(Session, "after_soft_rollback")
@@ -804,9 +851,49 @@ def _after_soft_rollback(session: Session, previous_transaction: SessionTransact
 
 @event.listens_for(Session, "after_transaction_end")
 def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
-    """The outermost transaction ended without a commit (``close()``): as a rollback."""
-    if transaction.parent is None:
+    """The outermost transaction ended without a commit (``close()``): as a rollback,
+    unless the session leaves the outer transaction it joined open
+    (``join_transaction_mode="rollback_only"``): what it flushed stays in that transaction,
+    so its files wait for it as a commit's would."""
+    if transaction.parent is not None:
+        return
+    still_open = [connection for connection, joined in _joined(session) if joined.is_active]
+    session.info.pop(JOINED_KEY, None)
+    if still_open:
+        _settle(session, still_open)
+    else:
         _undo(session, transaction)
+
+
+def _uncommitted(connection: Connection) -> bool:
+    """Whether ``connection`` is still in a transaction, so the work in it is not committed.
+
+    SQLAlchemy's word, checked against the driver's where it has one: pysqlite sends no
+    BEGIN for a SAVEPOINT, so on a connection that ran nothing before, SQLite's RELEASE of a
+    session's savepoint commits, though SQLAlchemy still counts the outer transaction open.
+    """
+    if not connection.in_transaction():
+        return False
+    if connection.closed or connection.invalidated:  # the transaction is lost, not committed
+        return True
+    return getattr(connection.connection.driver_connection, "in_transaction", None) is not False
+
+
+def _settle(session: Session, outer: list[Connection]) -> None:
+    """The session's outermost transaction is over and its work kept: in the database, or
+    in the transactions of ``outer``, the connections still in one. Delete the files its
+    rows let go of now, or leave them to those transactions with the files it saved
+    (:func:`_hand_over`)."""
+    ledger = session.info.pop(LEDGER_KEY, [])
+    for owed in ledger:
+        _drop_upload(owed)
+    let_go = _let_go_for_good(ledger)
+    if not outer:
+        _delete_quietly(let_go, LET_GO_WHY)
+        return
+    saved = [owed.file for owed in ledger if owed.kind == SAVED]
+    for connection in outer:
+        _hand_over(connection, let_go, saved)
 
 
 def _boundary(transaction: SessionTransaction) -> SessionTransaction:
@@ -829,7 +916,7 @@ def _undo(session: Session, transaction: SessionTransaction) -> None:
         _give_back(owed)
     for owed in saved:  # after every give-back: the row's list may be an upload's last hold
         _drop_upload(owed)
-    _delete_quietly([owed.file for owed in saved], "saved in a rolled back transaction")
+    _delete_quietly([owed.file for owed in saved], SAVED_WHY)
 
 
 def _give_back(owed: _Owed) -> None:
@@ -875,6 +962,158 @@ def _etag_of(file: FileWrapper) -> str | None:
         return file.etag
     except Exception:  # an undescribable file is still deleted
         return None
+
+
+#: Why a file is deleted, in the log of a delete that failed.
+LET_GO_WHY, SAVED_WHY = "let go of by a committed row", "saved in a rolled back transaction"
+
+
+# -- outer transactions: the connection decides ----------------------------------------------
+
+
+@dataclass
+class _Handed:
+    """What a session's finished work left to the transaction of its connection.
+
+    ``let_go`` is deleted once that transaction commits, ``saved`` (the uploads of the
+    session's rows) if the work rolls back; ``savepoint`` is the connection's savepoint the
+    work is in (``None``: none), so rolling that back undoes it.
+    """
+
+    let_go: list[FileWrapper]
+    saved: list[FileWrapper]
+    savepoint: NestedTransaction | None
+
+
+@dataclass
+class _Outer:
+    """The files waiting for one connection's transaction.
+
+    ``committing``: its COMMIT was sent and no error came back. SQLAlchemy has no event
+    after a COMMIT (the ``commit`` event comes before it, sqlalchemy#4943), so the
+    connection's next ``begin`` or its return to the pool says that it succeeded.
+    """
+
+    handed: list[_Handed] = field(default_factory=list)
+    committing: bool = False
+
+
+def _outer(connection: Connection, create: bool = False) -> _Outer | None:
+    """The files waiting for ``connection``'s transaction (kept in ``connection.info``,
+    which is the DBAPI connection's, so they outlive the sessions and their Connection
+    objects until the transaction ends).
+
+    ``None`` without any, and for a connection closed or invalidated: its ``info`` would
+    reconnect or raise, and the pool's events cover it (:func:`_pool_done`).
+    """
+    if connection.closed or connection.invalidated:
+        return None
+    if create:
+        outer: _Outer = connection.info.setdefault(OUTER_KEY, _Outer())
+        return outer
+    return connection.info.get(OUTER_KEY)
+
+
+def _hand_over(connection: Connection, let_go: list[FileWrapper], saved: list[FileWrapper]) -> None:
+    """Leave ``let_go`` and ``saved`` to ``connection``'s transaction, in its innermost
+    savepoint."""
+    if not (let_go or saved):
+        return
+    outer = _outer(connection, create=True)
+    if outer is None:  # the connection is gone, and its transaction with it
+        _delete_quietly(saved, SAVED_WHY)
+        return
+    outer.handed.append(_Handed(let_go, saved, connection.get_nested_transaction()))
+
+
+def _end(info: dict[Any, Any]) -> None:
+    """The connection's transaction is over: committed if its COMMIT was under way (no error
+    came back), else rolled back. Delete what its rows let go of, or what they saved."""
+    outer: _Outer | None = info.pop(OUTER_KEY, None)
+    if outer is None:
+        return
+    if outer.committing:
+        _delete_quietly([file for handed in outer.handed for file in handed.let_go], LET_GO_WHY)
+    else:
+        _delete_quietly([file for handed in outer.handed for file in handed.saved], SAVED_WHY)
+
+
+def _adopt_released(outer: _Outer, connection: Connection) -> None:
+    """Give work done in savepoints released since to the innermost savepoint still open.
+
+    Called before a savepoint begins or rolls back, so no savepoint began since the release:
+    the innermost one open is the one the released savepoints were inside.
+    """
+    current = connection.get_nested_transaction()
+    for handed in outer.handed:
+        if handed.savepoint is not None and not handed.savepoint.is_active:
+            handed.savepoint = current
+
+
+@event.listens_for(Engine, "commit")
+@event.listens_for(Engine, "commit_twophase")
+def _on_commit(connection: Connection, xid: Any = None, is_prepared: bool = False) -> None:
+    """The connection is about to COMMIT: whether it did, its next step tells."""
+    outer = _outer(connection)
+    if outer is not None:
+        outer.committing = True
+
+
+@event.listens_for(Engine, "handle_error")
+def _on_error(context: ExceptionContext) -> None:
+    """An error during the COMMIT: the transaction did not commit (as for a session whose
+    commit fails, its work counts as rolled back)."""
+    connection = context.connection
+    if connection is None:  # no connection made yet
+        return
+    outer = _outer(connection)
+    if outer is not None and outer.committing:
+        outer.committing = False
+        _end(connection.info)
+
+
+@event.listens_for(Engine, "rollback")
+@event.listens_for(Engine, "rollback_twophase")
+@event.listens_for(Engine, "begin")
+@event.listens_for(Engine, "begin_twophase")
+def _on_transaction_over(
+    connection: Connection, xid: Any = None, is_prepared: bool = False
+) -> None:
+    """A ROLLBACK of the connection's transaction, or the next transaction beginning (the
+    last one's COMMIT succeeded)."""
+    if _outer(connection) is not None:
+        _end(connection.info)
+
+
+@event.listens_for(Pool, "checkin")
+def _pool_done(dbapi_connection: DBAPIConnection | None, record: ConnectionPoolEntry) -> None:
+    """The DBAPI connection is back in the pool, rolled back unless a COMMIT succeeded just
+    before, or thrown away (an invalidated connection is checked in too, its transaction
+    lost): its transaction is over."""
+    _end(record.info)
+
+
+@event.listens_for(Engine, "savepoint")
+def _on_savepoint(connection: Connection, name: str | None) -> None:
+    """A savepoint begins: work of the savepoints released before belongs to the one open."""
+    outer = _outer(connection)
+    if outer is not None:
+        _adopt_released(outer, connection)
+
+
+@event.listens_for(Engine, "rollback_savepoint")
+def _on_rollback_savepoint(connection: Connection, name: str, context: None) -> None:
+    """A savepoint of the connection rolls back: delete the files saved by the work in it."""
+    outer = _outer(connection)
+    if outer is None:
+        return
+    _adopt_released(outer, connection)
+    savepoint = connection.get_nested_transaction()
+    if savepoint is None:  # no savepoint open: nothing SQLAlchemy could roll back to
+        return
+    undone = [handed for handed in outer.handed if handed.savepoint is savepoint]
+    outer.handed = [handed for handed in outer.handed if handed.savepoint is not savepoint]
+    _delete_quietly([file for handed in undone for file in handed.saved], SAVED_WHY)
 
 
 # -- bulk deletes ------------------------------------------------------------------------------
