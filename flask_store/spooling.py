@@ -4,24 +4,31 @@ Werkzeug parses a multipart request by writing each uploaded file into a tempora
 (``/tmp`` by default); ``FileStorage.save()`` then copies it again into place, so a 1 GiB
 upload is written twice. With spooling switched on (``STORE_SPOOL_UPLOADS``, on by default
 for :class:`~flask_store.stores.local.LocalStore`), the app's request class hands Werkzeug a
-:class:`SpoolFile` instead: a hidden ``.upload-*`` file created by Flask-Store in the store's
-folder. ``LocalStore.save()`` then renames that very file into place, with no second copy.
+:class:`SpoolFile` instead: a file created by Flask-Store in the store's folder with no name
+at all (``O_TMPFILE``, see :mod:`flask_store.unnamed_files`). ``LocalStore.save()`` then
+gives that very file its name, with no second copy. A worker killed while the body arrives
+(SIGKILL, the OOM killer) leaves nothing behind: the kernel frees a file nobody named.
+Where the file system or the platform cannot make unnamed files, the spool file is a hidden
+``.upload-*`` file instead, renamed into place; a killed worker leaves that one behind until
+the tidy-up removes it (``LocalStore.remove_stale_temp_files``, ``flask store clean``).
 
 Safety rules kept here:
 
-- Only a :class:`SpoolFile` (created by this module, under a name it chose) is ever moved;
-  an arbitrary stream or a user's file given to ``save()`` is always copied.
-- The file is moved only while its name still leads to the open file, is a regular file with
-  a single link, and nothing has been read from it yet; otherwise ``save()`` copies.
+- Only a :class:`SpoolFile` (created by this module, unnamed or under a name it chose) is
+  ever moved; an arbitrary stream or a user's file given to ``save()`` is always copied.
+- The file is moved only while nothing has been read from it yet, it is a regular file, and
+  it has no name (an unnamed one: no link at all) or only its own (a named one: its name
+  still leads to the open file, with a single link); otherwise ``save()`` copies.
 - A spool file that is never saved is deleted when the request closes its files (Flask does
-  at the end of every request), or when it is garbage collected, or at interpreter exit.
+  at the end of every request), or when it is garbage collected, or at interpreter exit; an
+  unnamed one also when the process dies.
 - When the disk fills up (or a quota or file-size limit is reached) while an upload is
   spooled, the partial file is deleted at once and reading the form raises
   :class:`~flask_store.exceptions.StorageFullError` (answered ``507`` by the error handlers);
   when reading the form fails for any other reason (the client went away, the form is too
   large), every spool file of the request is deleted at once too.
-- Its name is hidden (leading dot), so stores never list it and the serving route never
-  serves it, even if a crash leaves one behind.
+- Every name it gets before its key is hidden (leading dot), so stores never list it and the
+  serving route never serves it, even if a crash leaves one behind.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from werkzeug.wrappers import Request
 
+from . import unnamed_files
 from .files import as_store_error, remove_if_same_file, remove_quietly
 
 if TYPE_CHECKING:
@@ -85,25 +93,31 @@ class SpoolFile(io.BufferedRandom):
     """A readable, writable temporary file that Flask-Store created in ``folder``.
 
     It behaves like the file Werkzeug would have made (C-speed reads and writes, a real
-    ``fileno()``), and additionally remembers its own name so that a store on the same file
-    system can take the file over with :meth:`move_to` instead of copying its bytes.
+    ``fileno()``; like Werkzeug's own temporary file, its ``name`` is that descriptor, not a
+    path), and additionally knows how it was made so that a store on the same file system
+    can take the file over with :meth:`move_to` instead of copying its bytes.
 
     :param folder: where to create the file; normally the store's root folder.
+    :param unnamed: make a file with no name (``O_TMPFILE``) where the file system can; the
+        request class passes what :func:`~flask_store.unnamed_files.supported` found for
+        its folder. Otherwise, or where ``O_TMPFILE`` is refused, a hidden named file.
     :raises OSError: when the file cannot be created there.
     """
 
-    def __init__(self, folder: str) -> None:
-        fd, path = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
+    def __init__(self, folder: str, *, unnamed: bool = True) -> None:
+        fd, path = _create(folder, unnamed)
         try:
             raw = io.FileIO(fd, "r+")
         except BaseException:
             os.close(fd)
-            remove_quietly(path)
+            if path is not None:
+                remove_quietly(path)
             raise
         super().__init__(raw, buffer_size=WRITE_BUFFER)
-        # Deletes the file if the object is dropped without close() (and at interpreter exit),
-        # but only while the name still leads to this file.
-        self._start(path, lent=False, cleanup=remove_if_same_file)
+        # Deletes a named file if the object is dropped without close() (and at interpreter
+        # exit), but only while the name still leads to this file. An unnamed file needs
+        # nothing: the kernel frees it with its last descriptor.
+        self._start(path, lent=False, cleanup=_remove_own_name)
 
     @classmethod
     def lend(cls, path: str) -> SpoolFile:
@@ -126,39 +140,48 @@ class SpoolFile(io.BufferedRandom):
         return spool
 
     def _start(
-        self, path: str, *, lent: bool, cleanup: Callable[[str, os.stat_result], Any]
+        self,
+        path: str | None,
+        *,
+        lent: bool,
+        cleanup: Callable[[str | None, os.stat_result], Any],
     ) -> None:
-        # The name is private to this object: only move_to() hands it over, exactly once.
-        self._path: str | None = path
+        # The file is private to this object: only move_to() hands it over, exactly once.
+        self._path = path  # None: the file has no name
         self._lent = lent
+        self._moved = False
         self._saved = False
         self._discarded = False
         self._cleanup = weakref.finalize(self, cleanup, path, os.fstat(self.fileno()))
 
     def move_to(self, folder: str) -> str | None:
         """Give this file a fresh hidden temporary name in ``folder`` and hand that name over
-        (a lent file, :meth:`lend`, gets a new hard link and keeps its owner's name).
+        (an unnamed file gets its first name, by ``linkat``; a lent file, :meth:`lend`,
+        gets a new hard link and keeps its owner's name).
 
         The caller (a store's ``_write``) then owns the returned name: it claims a key with
         it and removes it afterwards. The open stream keeps reading the same data.
 
         :returns: the new path, or ``None`` when the file cannot be moved there (already
-            moved, partly read, replaced on disk, or ``folder`` is on another file system);
-            the caller then copies the stream as usual.
+            moved, partly read, named or replaced on disk by someone else, or ``folder`` is
+            on another file system); the caller then copies the stream as usual.
         """
-        path = self._path
-        if path is None or not self._untouched(path):
+        if self._moved or not self._untouched():
             return None
         self.flush()
-        if self._lent:
-            target = self._link_into(path, folder)
+        path = self._path
+        if path is None:
+            fd = self.fileno()
+            target = _link_fresh(folder, lambda name: unnamed_files.link_unnamed(fd, name))
+        elif self._lent:
+            target = _link_fresh(folder, lambda name: _hard_link(path, name))
         elif os.path.dirname(path) == folder:
             target = path
         else:
             target = self._rename_into(path, folder)
         if target is None:
             return None
-        self._path = None
+        self._moved = True
         self._cleanup.detach()
         return target
 
@@ -226,35 +249,23 @@ class SpoolFile(io.BufferedRandom):
                 "now so the stored file cannot change."
             )
 
-    def _untouched(self, path: str) -> bool:
-        """Whether ``path`` is still this open file, unread and with no other name."""
+    def _untouched(self) -> bool:
+        """Whether this open file is unread and has no name but its own (an unnamed file:
+        none at all, so nobody else can have opened or changed it through a name)."""
         if self.closed or self.tell() != 0:
             return False
+        opened = os.fstat(self.fileno())
+        if self._path is None:
+            return stat.S_ISREG(opened.st_mode) and opened.st_nlink == 0
         try:
-            named = os.lstat(path)
+            named = os.lstat(self._path)
         except OSError:
             return False
-        opened = os.fstat(self.fileno())
         return (
             stat.S_ISREG(named.st_mode)
             and (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
             and named.st_nlink == 1
         )
-
-    @staticmethod
-    def _link_into(path: str, folder: str) -> str | None:
-        """A new hidden hard link to ``path`` in ``folder``; ``None`` where links fail."""
-        while True:
-            target = temp_path(folder)
-            try:
-                os.link(path, target)
-            except FileExistsError:
-                continue  # 72 random bits taken already: try another name
-            except OSError as exc:
-                if exc.errno in NO_LINK_ERRNOS:
-                    return None
-                raise
-            return target
 
     @staticmethod
     def _rename_into(path: str, folder: str) -> str | None:
@@ -271,7 +282,54 @@ class SpoolFile(io.BufferedRandom):
         return target
 
 
-def _leave_alone(path: str, expected: os.stat_result) -> None:
+def _create(folder: str, unnamed: bool) -> tuple[int, str | None]:
+    """A new spool file in ``folder``, open for reading and writing: its descriptor, and its
+    path (``None`` for an unnamed file).
+
+    An unnamed file where ``unnamed`` asks for one and the file system makes them; else a
+    hidden named file, private to the process (``mkstemp``).
+    """
+    if unnamed:
+        try:
+            return unnamed_files.open_unnamed(folder, readable=True), None
+        except OSError as exc:
+            if exc.errno not in unnamed_files.UNSUPPORTED_ERRNOS:
+                raise
+    return tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
+
+
+def _link_fresh(folder: str, link: Callable[[str], bool]) -> str | None:
+    """A fresh hidden temporary name in ``folder`` given by ``link(name)`` (``False`` when
+    the name is taken); ``None`` where the file system makes no link there (EXDEV...)."""
+    while True:
+        target = temp_path(folder)
+        try:
+            if link(target):
+                return target
+        except OSError as exc:
+            if exc.errno in NO_LINK_ERRNOS:
+                return None
+            raise
+        # 72 random bits taken already: try another name
+
+
+def _hard_link(path: str, target: str) -> bool:
+    """A hard link ``target`` to ``path``; ``False`` if ``target`` exists."""
+    try:
+        os.link(path, target)
+    except FileExistsError:
+        return False
+    return True
+
+
+def _remove_own_name(path: str | None, expected: os.stat_result) -> None:
+    """The clean-up of a spool file this module made: its name, if it has one that still
+    leads to the file, is removed (an unnamed file is freed by the kernel once closed)."""
+    if path is not None:
+        remove_if_same_file(path, expected)
+
+
+def _leave_alone(path: str | None, expected: os.stat_result) -> None:
     """The clean-up of a lent spool file (:meth:`SpoolFile.lend`): the file is its owner's."""
 
 
@@ -282,10 +340,13 @@ def spooling_request_class(base: type[R], folder: str) -> type[R]:
     Requests no larger than Werkzeug's in-memory limit, and parts whose declared size is
     that small, keep ``base``'s behaviour. If the folder is not writable the upload goes to
     ``base``'s usual temporary file, so a request never fails because of spooling.
+    Whether the folder's file system makes unnamed files is probed once, here.
     """
 
     class SpoolingRequest(base):  # type: ignore[valid-type,misc]
         spool_folder = folder
+        #: Whether spool files are unnamed (``O_TMPFILE``) rather than hidden named files.
+        spool_unnamed = unnamed_files.supported(folder)
 
         def _get_file_stream(
             self,
@@ -298,7 +359,7 @@ def spooling_request_class(base: type[R], folder: str) -> type[R]:
             size = content_length or total_content_length
             if size is None or size > IN_MEMORY_LIMIT:
                 with contextlib.suppress(OSError):
-                    spool = SpoolFile(self.spool_folder)
+                    spool = SpoolFile(self.spool_folder, unnamed=self.spool_unnamed)
                     self.__dict__.setdefault("_flask_store_spools", []).append(spool)
                     return spool
             stream: IO[bytes] = super()._get_file_stream(

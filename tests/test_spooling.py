@@ -1,8 +1,12 @@
-"""Zero-copy saves: large uploads spooled into the store's folder and renamed into place.
+"""Zero-copy saves: large uploads spooled into the store's folder and named in place.
 
-The cross-file-system fallback is exercised for real where ``/dev/shm`` is a different device
-from the test's temporary folder (a spool file made there cannot be renamed into the store),
-and, on every machine, by making the one ``os.rename`` that moves the spool fail with EXDEV.
+Spool files have no name (``O_TMPFILE``) until a save names them; where the file system
+cannot make such files they are hidden named files, renamed into place. Tests that hold for
+both run twice (``spool_kind``): the second time ``O_TMPFILE`` is refused as on such a file
+system. The cross-file-system fallback is exercised for real where ``/dev/shm`` is a
+different device from the test's temporary folder (a spool file made there cannot be linked
+or renamed into the store), and, on every machine, by making the one ``linkat`` or
+``os.rename`` that moves the spool fail with EXDEV.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import io
 import os
 import shutil
 import tempfile
+import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,10 +25,11 @@ import pytest
 from flask import Flask, Request, request
 from werkzeug.datastructures import FileStorage
 
-from flask_store import Store
+from flask_store import Store, unnamed_files
 from flask_store.exceptions import FileExistsInStoreError
 from flask_store.spooling import IN_MEMORY_LIMIT, TEMP_PREFIX, WRITE_BUFFER, SpoolFile
 from flask_store.stores.local import LocalStore
+from tests.stores import run_python
 
 BIG = os.urandom(3 * IN_MEMORY_LIMIT + 123)
 SMALL = os.urandom(4096)
@@ -54,6 +60,33 @@ def root(tmp_path: Path) -> Path:
     return tmp_path / "store"
 
 
+def refuse_unnamed_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``O_TMPFILE`` fail as on a file system without it (vfat, older NFS, non-Linux):
+    spool files are then hidden named files, and the store writes named temporary files."""
+
+    def refused(folder: str, **options: Any) -> int:
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP), folder)
+
+    monkeypatch.setattr(unnamed_files, "open_unnamed", refused)
+
+
+@pytest.fixture(params=["unnamed", "named"])
+def spool_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each kind of spool file: unnamed, and named where the file system makes no unnamed."""
+    if request.param == "named":
+        refuse_unnamed_files(monkeypatch)
+    return str(request.param)
+
+
+#: Run a test with each kind of spool file (see ``spool_kind``).
+BOTH_KINDS = pytest.mark.usefixtures("spool_kind")
+
+
+@pytest.fixture
+def named_spools(monkeypatch: pytest.MonkeyPatch) -> None:
+    refuse_unnamed_files(monkeypatch)
+
+
 @pytest.fixture
 def seen() -> dict[str, Any]:
     """What the upload view observed about the stream Werkzeug gave it."""
@@ -71,7 +104,8 @@ def make_app(root: Path, seen: dict[str, Any], **config: Any) -> Flask:
         stream = upload.stream
         seen["spooled"] = isinstance(stream, SpoolFile)
         if isinstance(stream, SpoolFile):
-            seen["inode"] = os.fstat(stream.fileno()).st_ino
+            spooled = os.fstat(stream.fileno())
+            seen["inode"], seen["links"] = spooled.st_ino, spooled.st_nlink
         provider = store.Provider(
             request.form.get("store") or None, destination=request.form.get("folder") or None
         )
@@ -94,11 +128,14 @@ def post(app: Flask, path: str, data: bytes, **form: str) -> tuple[int, str]:
     return response.status_code, response.get_data(as_text=True)
 
 
-def test_large_upload_is_moved_not_copied(root: Path, seen: dict[str, Any]) -> None:
+def test_large_upload_is_moved_not_copied(
+    root: Path, seen: dict[str, Any], spool_kind: str
+) -> None:
     app = make_app(root, seen)
     status, key = post(app, "/upload", BIG)
     assert status == 200, key
     assert seen["spooled"] is True
+    assert seen["links"] == (0 if spool_kind == "unnamed" else 1)  # no name until saved
     stored = root / key
     assert stored.read_bytes() == BIG
     # The very file Werkzeug wrote became the stored file: no second copy was made.
@@ -108,6 +145,7 @@ def test_large_upload_is_moved_not_copied(root: Path, seen: dict[str, Any]) -> N
     assert LocalStore(path=str(root)).file(key).filename == "big.bin"
 
 
+@BOTH_KINDS
 def test_upload_smaller_than_the_write_buffer_is_moved_whole(
     root: Path, seen: dict[str, Any]
 ) -> None:
@@ -123,6 +161,7 @@ def test_upload_smaller_than_the_write_buffer_is_moved_whole(
     assert temp_files(root) == []
 
 
+@BOTH_KINDS
 def test_pieces_of_odd_sizes_are_moved_byte_for_byte(root: Path) -> None:
     """As Werkzeug's parser writes: pieces cut wherever a boundary might start."""
     data = os.urandom(3 * WRITE_BUFFER + 12345)
@@ -142,6 +181,7 @@ def test_pieces_of_odd_sizes_are_moved_byte_for_byte(root: Path) -> None:
     assert temp_files(root.parent) == []
 
 
+@BOTH_KINDS
 def test_moved_upload_into_a_subfolder(root: Path, seen: dict[str, Any]) -> None:
     app = make_app(root, seen)
     status, key = post(app, "/upload", BIG, folder="a/b")
@@ -152,6 +192,7 @@ def test_moved_upload_into_a_subfolder(root: Path, seen: dict[str, Any]) -> None
     assert temp_files(root) == []
 
 
+@BOTH_KINDS
 def test_colliding_moved_uploads_get_their_own_files(root: Path, seen: dict[str, Any]) -> None:
     app = make_app(root, seen)
     keys = [post(app, "/upload", BIG[:-i] if i else BIG)[1] for i in range(3)]
@@ -160,6 +201,7 @@ def test_colliding_moved_uploads_get_their_own_files(root: Path, seen: dict[str,
     assert temp_files(root) == []
 
 
+@BOTH_KINDS
 def test_saved_stream_is_read_only_and_at_its_end(root: Path, seen: dict[str, Any]) -> None:
     app = make_app(root, seen)
     post(app, "/upload", BIG)
@@ -186,6 +228,7 @@ def test_small_upload_keeps_werkzeug_behaviour(root: Path, seen: dict[str, Any])
     assert temp_files(root) == []
 
 
+@BOTH_KINDS
 def test_unsaved_spool_is_removed_when_the_request_ends(root: Path, seen: dict[str, Any]) -> None:
     app = make_app(root, seen)
     status, _ = post(app, "/ignore", BIG)
@@ -194,14 +237,117 @@ def test_unsaved_spool_is_removed_when_the_request_ends(root: Path, seen: dict[s
     assert temp_files(root) == []
 
 
-def test_dropped_spool_file_is_removed(tmp_path: Path) -> None:
+class SnapshotsMidBody(io.BytesIO):
+    """A request body that lists ``folder`` once half of it has been read."""
+
+    def __init__(self, body: bytes, folder: Path) -> None:
+        super().__init__(body)
+        self.half = len(body) // 2
+        self.folder = folder
+        self.listed: list[str] | None = None
+
+    def readinto(self, buffer: Any, /) -> int:  # how Werkzeug's LimitedStream reads
+        if self.listed is None and self.tell() >= self.half:
+            self.listed = sorted(name for _, _, names in os.walk(self.folder) for name in names)
+        return super().readinto(buffer)
+
+
+def test_no_file_has_a_name_while_the_body_is_spooled(root: Path, seen: dict[str, Any]) -> None:
+    app = make_app(root, seen)
+    builder_data = {"file": (io.BytesIO(BIG), "big.bin")}
+    with app.test_request_context(method="POST", data=builder_data) as context:
+        body = SnapshotsMidBody(context.request.get_data(), root)
+        content_type = context.request.content_type
+    response = app.test_client().post(
+        "/upload", input_stream=body, content_type=content_type, content_length=len(body.getvalue())
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert seen["spooled"] is True
+    assert body.listed == []  # half the file spooled, and nothing in the folder has a name
+    assert sorted(os.listdir(root)) == ["big.bin"]
+
+
+KILLED_MID_BODY = textwrap.dedent(
+    """
+    import io, os, signal, sys
+    from flask import Flask, request
+    from werkzeug.test import EnvironBuilder
+    from flask_store import Store
+
+    class DiesMidBody(io.BytesIO):
+        def readinto(self, buffer):  # how Werkzeug's LimitedStream reads
+            if self.tell() > len(self.getbuffer()) // 2:
+                os.kill(os.getpid(), signal.SIGKILL)  # the worker is killed mid-body
+            return super().readinto(buffer)
+
+    app = Flask(__name__)
+    app.config["STORE_PATH"] = sys.argv[1]
+    store = Store(app)
+
+    @app.post("/upload")
+    def upload():
+        return store.Provider().save(request.files["file"]).key
+
+    data = {"file": (io.BytesIO(os.urandom(4 * 1024 * 1024)), "big.bin")}
+    environ = EnvironBuilder(path="/upload", method="POST", data=data).get_environ()
+    environ["wsgi.input"] = DiesMidBody(environ["wsgi.input"].read())
+    app.wsgi_app(environ, lambda status, headers: None)
+    sys.exit("the request was not killed")
+    """
+)
+
+
+def test_a_worker_killed_mid_body_leaves_nothing(root: Path) -> None:
+    child = run_python(KILLED_MID_BODY, root)
+    assert child.returncode == -9, child.stderr
+    # Not even a hidden spool file: the kernel freed the unnamed file with the process.
+    assert [name for _, _, names in os.walk(root) for name in names] == []
+
+
+SPOOL_PAST_FILE_SIZE_LIMIT = textwrap.dedent(
+    """
+    import os, resource, signal, sys
+    from flask_store.exceptions import StorageFullError
+    from flask_store.spooling import SpoolFile
+
+    root, kind = sys.argv[1], sys.argv[2]
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1024 * 1024, 1024 * 1024))
+    spool = SpoolFile(root, unnamed=kind == "unnamed")
+    try:
+        while True:
+            spool.write(b"x" * 65536)
+    except StorageFullError:
+        pass
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            held.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except FileNotFoundError:
+            pass  # the descriptor listdir itself used
+    print("HELD", [path for path in held if path.startswith(root)])
+    print("LEFT", os.listdir(root))
+    """
+)
+
+
+@pytest.mark.parametrize("kind", ["unnamed", "named"])
+def test_a_full_disk_frees_the_partial_spool_at_once(tmp_path: Path, kind: str) -> None:
+    """No name left, and no descriptor either: the file's blocks are freed, not just hidden."""
+    child = run_python(SPOOL_PAST_FILE_SIZE_LIMIT, tmp_path, kind)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.splitlines() == ["HELD []", "LEFT []"]
+
+
+def test_dropped_spool_file_is_removed(tmp_path: Path, spool_kind: str) -> None:
     spool = SpoolFile(str(tmp_path))
     spool.write(b"data")
-    assert len(temp_files(tmp_path)) == 1
+    assert len(temp_files(tmp_path)) == (0 if spool_kind == "unnamed" else 1)
     del spool
     assert temp_files(tmp_path) == []
 
 
+@BOTH_KINDS
 def test_refused_save_leaves_nothing_behind(root: Path, seen: dict[str, Any]) -> None:
     app = make_app(root, seen, STORE_ON_CONFLICT="error")
 
@@ -258,6 +404,7 @@ def test_a_users_own_file_is_copied_never_moved(tmp_path: Path, root: Path) -> N
     assert saved.read() == BIG
 
 
+@pytest.mark.usefixtures("named_spools")
 def test_a_spool_replaced_on_disk_is_copied(root: Path) -> None:
     store = LocalStore(path=str(root))
     spool = SpoolFile(str(root))
@@ -273,6 +420,20 @@ def test_a_spool_replaced_on_disk_is_copied(root: Path) -> None:
     assert temp_files(root) == [name]
 
 
+def test_an_unnamed_spool_someone_else_named_is_copied(root: Path, tmp_path: Path) -> None:
+    store = LocalStore(path=str(root))
+    spool = spool_with(root, BIG)
+    theirs = tmp_path / "theirs.bin"
+    assert unnamed_files.link_unnamed(spool.fileno(), str(theirs))  # via /proc/self/fd
+    saved = store.save(FileStorage(spool, "x.bin"))
+    assert saved.read() == BIG
+    assert os.stat(saved.absolute_path()).st_ino != theirs.stat().st_ino
+    spool.close()
+    assert theirs.read_bytes() == BIG and theirs.stat().st_nlink == 1
+    assert temp_files(root) == []
+
+
+@BOTH_KINDS
 def test_a_partly_read_spool_is_copied_from_its_position(root: Path) -> None:
     store = LocalStore(path=str(root))
     with SpoolFile(str(root)) as spool:
@@ -287,15 +448,28 @@ def test_a_partly_read_spool_is_copied_from_its_position(root: Path) -> None:
 
 
 @pytest.fixture
-def exdev_rename(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Make ``os.rename`` fail with EXDEV, as between two file systems; records its calls."""
+def exdev_moves(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make the moves of spool files fail with EXDEV, as between two file systems: every
+    ``os.rename`` (a named spool's), and the ``linkat`` naming an unnamed spool with a hidden
+    temporary name (not the store's own ``linkat`` of its unnamed writes, under their key).
+    Records the sources of the failed calls."""
     calls: list[str] = []
+    link = os.link
 
     def rename(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
         calls.append(os.fspath(src))
         raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), src, dst)
 
+    def link_unless_spool(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        if os.fspath(src).startswith("/proc/self/fd/") and os.path.basename(dst).startswith(
+            TEMP_PREFIX
+        ):
+            calls.append(os.fspath(src))
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), src, dst)
+        link(src, dst, *args, **kwargs)
+
     monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(os, "link", link_unless_spool)
     return calls
 
 
@@ -316,7 +490,7 @@ def spool_elsewhere(
     """A folder for spool files on another file system than the store, real or simulated."""
     other = other_device_folder(tmp_path)
     if other is None:
-        request.getfixturevalue("exdev_rename")
+        request.getfixturevalue("exdev_moves")
         other = tmp_path / "elsewhere"
         other.mkdir()
     made: list[SpoolFile] = []
@@ -331,30 +505,32 @@ def spool_elsewhere(
 
 
 def test_across_file_systems_the_upload_is_copied(
-    root: Path, spool_elsewhere: tuple[Path, SpoolMaker]
+    root: Path, spool_elsewhere: tuple[Path, SpoolMaker], spool_kind: str
 ) -> None:
     other, make = spool_elsewhere
     store = LocalStore(path=str(root))
     spool = make()
     inode = os.fstat(spool.fileno()).st_ino
-    (spooled,) = [path for path in temp_files(other) if os.stat(path).st_ino == inode]
+    spooled = [path for path in temp_files(other) if os.stat(path).st_ino == inode]
+    assert len(spooled) == (0 if spool_kind == "unnamed" else 1)
     saved = store.save(FileStorage(spool, "far.bin"))
     assert saved.read() == BIG
     assert os.stat(saved.absolute_path()).st_ino != inode
     assert temp_files(root) == []
-    # The spool still belongs to its request and disappears with it.
-    assert os.path.exists(spooled)
+    # The spool still belongs to its request (no name was given to it) and goes with it.
+    assert os.fstat(spool.fileno()).st_nlink == len(spooled)
+    assert all(os.path.exists(path) for path in spooled)
     spool.close()
-    assert not os.path.exists(spooled)
+    assert not any(os.path.exists(path) for path in spooled)
 
 
 @pytest.fixture
 def far_folder(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
     """A folder on another file system than ``tmp_path``: real where ``/dev/shm`` is one,
-    else a sibling folder with ``os.rename`` failing as it would between file systems."""
+    else a sibling folder with spool moves failing as they would between file systems."""
     other = other_device_folder(tmp_path)
     if other is None:
-        request.getfixturevalue("exdev_rename")
+        request.getfixturevalue("exdev_moves")
         yield tmp_path / "far"
         return
     folder = Path(tempfile.mkdtemp(prefix="flask-store-test-", dir=other))
@@ -362,6 +538,7 @@ def far_folder(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]
     shutil.rmtree(folder)
 
 
+@BOTH_KINDS
 def test_upload_saved_into_a_store_on_another_file_system_is_copied(
     root: Path, far_folder: Path, seen: dict[str, Any]
 ) -> None:
@@ -379,11 +556,12 @@ def test_upload_saved_into_a_store_on_another_file_system_is_copied(
     assert temp_files(far_folder) == []
 
 
-def test_exdev_on_the_move_falls_back_to_a_copy(root: Path, exdev_rename: list[str]) -> None:
+@BOTH_KINDS
+def test_exdev_on_the_move_falls_back_to_a_copy(root: Path, exdev_moves: list[str]) -> None:
     store = LocalStore(path=str(root))
     with spool_with(root, BIG) as spool:
         saved = store.at("sub").save(FileStorage(spool, "far.bin"))
-        assert len(exdev_rename) == 1  # the move was tried, failed, and the copy took over
+        assert len(exdev_moves) == 1  # the move was tried, failed, and the copy took over
         assert saved.read() == BIG
         assert os.stat(saved.absolute_path()).st_ino != os.fstat(spool.fileno()).st_ino
     assert temp_files(root) == []
