@@ -162,9 +162,14 @@ def _from_file_storage(storage: FileStorage, name: str | None, content_type: str
 
 
 def seekable_extent(stream: IO[bytes]) -> tuple[int, int] | None:
-    """``(position, bytes left)`` of a seekable stream, ``None`` for one that cannot seek."""
+    """``(position, bytes left)`` of a seekable stream, ``None`` for one that cannot seek.
+
+    A stream with ``seek`` and ``tell`` but no ``seekable()`` is tried: Python 3.10's
+    ``SpooledTemporaryFile``, which holds every Werkzeug 3 upload, lacks the method.
+    """
     try:
-        if not stream.seekable():
+        seekable = getattr(stream, "seekable", None)
+        if seekable is not None and not seekable():
             return None
         start = stream.tell()
         stream.seek(0, io.SEEK_END)

@@ -6,6 +6,7 @@ parametrises over all of them.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -226,3 +227,24 @@ def run_python(
         timeout=60,
         check=False,
     )
+
+
+class SeeksWithoutSeekable:
+    """A stream that can seek but has no ``seekable()``, as Python 3.10's
+    ``SpooledTemporaryFile``, the stream of every Werkzeug 3 upload (3.11 added the method).
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._data.read(size)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._data.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._data.tell()
+
+    def close(self) -> None:
+        self._data.close()

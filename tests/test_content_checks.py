@@ -25,7 +25,9 @@ from flask_store.content_checks import (
     ContentRules,
     LimitedStream,
     detected_types,
+    limited,
     parse_allowed_types,
+    read_head,
     type_allowed,
 )
 from flask_store.exceptions import (
@@ -35,12 +37,12 @@ from flask_store.exceptions import (
     NotConfiguredError,
     UploadRejectedError,
 )
-from flask_store.sources import CHUNK_SIZE
+from flask_store.sources import CHUNK_SIZE, seekable_extent
 from flask_store.spooling import SpoolFile
 from flask_store.stores.base import BaseStore
 from flask_store.stores.local import LocalStore
 from flask_store.stores.memory import MemoryStore
-from tests.stores import STORE_KINDS, everything_stored
+from tests.stores import STORE_KINDS, SeeksWithoutSeekable, everything_stored
 
 #: Store kinds whose save paths differ (S3 over HTTP too); s3rver needs node, run elsewhere.
 KINDS = [
@@ -222,6 +224,18 @@ def test_an_unseekable_upload_is_checked_and_saved_whole(make_store: Any) -> Non
     with pytest.raises(FileTypeRejectedError):
         store.save(Unseekable(HTML * 500), name="b.png", allowed_types=["image/png"])
     assert everything_stored(store) == before
+
+
+def test_a_stream_that_seeks_without_seekable_is_measured_and_rewound() -> None:
+    """Python 3.10's ``SpooledTemporaryFile`` (every Werkzeug upload there) has no
+    ``seekable()``: its size is still known before reading, and its head read in place."""
+    stream: Any = SeeksWithoutSeekable(PNG_HEAD)
+    stream.seek(3)
+    assert seekable_extent(stream) == (3, len(PNG_HEAD) - 3)
+    with pytest.raises(FileTooLargeError):
+        limited(stream, 10, "big.png")  # refused before a byte is read
+    head, same = read_head(stream)
+    assert same is stream and head == PNG_HEAD[3:] and stream.tell() == 3
 
 
 def test_checks_keep_a_spooled_upload_moved_not_copied(tmp_path: Path) -> None:
