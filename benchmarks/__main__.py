@@ -293,7 +293,9 @@ def targets(run: Run) -> list[Target]:
             "1 KiB upload request vs plain Flask ≤ 1.05x",
             ratio(f"upload_{KIB}"),
             1.05,
-            why=small_save_why(ratio(f"upload_{KIB}", SAME_SAVE)),
+            why=small_save_why(
+                ratio(f"upload_{KIB}", SAME_SAVE), ratio(f"upload_{KIB}", "reuploaded")
+            ),
         ),
         Target(
             "1 KiB serve request vs plain Flask ≤ 1.05x",
@@ -429,7 +431,10 @@ def serving_targets(run: Run, ratio: Callable[[str, str, str], float | None]) ->
             "upload request 1 KiB (test client) ≤ 1.0x plain Flask",
             ratio(f"upload_{KIB}", STORE, BASELINE),
             1.0,
-            why=small_save_why(ratio(f"upload_{KIB}", SAME_SAVE, BASELINE)),
+            why=small_save_why(
+                ratio(f"upload_{KIB}", SAME_SAVE, BASELINE),
+                ratio(f"upload_{KIB}", "reuploaded", BASELINE),
+            ),
         ),
     ]
     return found
@@ -458,8 +463,9 @@ SENDFILE = (
 SAME_SAVE = "store_view"
 
 
-def small_save_why(same_code_ratio: float | None) -> str:
-    """Why a 1 KiB upload can miss its target, with this run's figure of the same code."""
+def small_save_why(same_code_ratio: float | None, reuploaded_ratio: float | None) -> str:
+    """Why a 1 KiB upload can miss its target, with this run's figures of the same code
+    and of Flask-Reuploaded, whose save is plain Flask's after a check of the name."""
     same = (
         ""
         if same_code_ratio is None
@@ -469,7 +475,15 @@ def small_save_why(same_code_ratio: float | None) -> str:
             "disk, not a difference of code."
         )
     )
-    return SMALL_SAVE + same
+    peer = (
+        ""
+        if reuploaded_ratio is None
+        else (
+            f" Flask-Reuploaded, which saves with `FileStorage.save` itself, measured "
+            f"{reuploaded_ratio:.2f}x."
+        )
+    )
+    return SMALL_SAVE + same + peer
 
 
 SMALL_SAVE = (
@@ -478,16 +492,15 @@ SMALL_SAVE = (
     "links it under a name no other file has, where plain Flask opens the final name and "
     "could overwrite another file: six system calls (open, write, fstat, setxattr, linkat, "
     "close) and two changes to the folder's journal (an unnamed inode, then its link) where "
-    "plain Flask makes four calls and one change (a create). Alone on a quiet disk that is "
-    "26 µs against 15 µs, and its Python work (checking the name and key, guessing the type, "
-    "the metadata, the answer) about 25 µs against plain Flask's 12 µs, with the common "
-    "cases short-cut (names and keys that need no cleaning are recognised by one pattern, "
-    "types are kept per extension, the metadata is encoded without `json.dumps`). While "
-    "other programs write to the shared disk, every create waits for the journal and "
-    "costs 100-500 µs for both, so the ratio of whole 1 KiB "
-    "requests follows the disk's load more than the code. The extra work is what "
-    "guarantees no overwrite, no half-written or leftover file, and the recorded size "
-    "`verify()` checks."
+    "plain Flask makes four calls and one change (a create). Measured alone on tmpfs "
+    "(2026-12-03), those calls take 23 µs against 18 µs, and the whole save step in a "
+    "request context 80 µs against 41 µs: the rest is Python, about 57 µs against plain "
+    "Flask's 23 µs (the name and key checks, the content rules, the type, the metadata, the "
+    "FileInfo and FileWrapper it returns), spread over some twenty calls of the store's "
+    "layers, none above 5 µs. On the shared disk every create waits for the journal and "
+    "costs 100-500 µs for all of them, so the ratio of whole 1 KiB requests follows the "
+    "disk's load more than the code. The extra work is what guarantees no overwrite, no "
+    "half-written or leftover file, and the recorded size `verify()` checks."
 )
 SMALL_SERVE = (
     "Flask-Store also reads the file's metadata (one extended attribute) and sends "

@@ -22,9 +22,10 @@ from .timing import Result
 HOW = (
     "### How Flask-Store gets there",
     "",
-    "- Large uploads are spooled by Werkzeug straight into a hidden file in the store's "
-    "folder (`STORE_SPOOL_UPLOADS`); `save()` renames that file into place, so the save "
-    "step copies nothing. The spool writes in 1 MiB blocks: Werkzeug's parser hands over "
+    "- Large uploads are spooled by Werkzeug straight into a file with no name yet "
+    "(`O_TMPFILE`) in the store's folder (`STORE_SPOOL_UPLOADS`); `save()` links that very "
+    "file into place, so the save step copies nothing, and a worker killed mid-upload "
+    "leaves nothing behind. The spool writes in 1 MiB blocks: Werkzeug's parser hands over "
     "pieces of odd sizes, and with 8 KiB buffered writes the stored file ended up in small "
     "page-cache folios and was measurably slower to read and send afterwards.",
     "- Stores on another file system, and remote stores, get a streamed 1 MiB-chunk copy.",
