@@ -9,7 +9,6 @@ walk over the whole local store. Intent files live in the records folder's ``int
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import stat
 import uuid
@@ -17,7 +16,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..files import as_store_error
-from .record_files import INTENTS, TMP, append_line, flock_exclusive, log_skipped, try_flock
+from .record_files import (
+    INTENTS,
+    TMP,
+    append_line,
+    flock_exclusive,
+    loads_json,
+    log_skipped,
+    try_flock,
+)
 
 __all__ = ["Intent", "SavesInProgress"]
 
@@ -54,8 +61,8 @@ class Intent:
         with os.fdopen(os.dup(fd), "rb") as stream:
             lines = [line for line in stream.read().split(b"\n") if line]
         try:
-            head = json.loads(lines[0])
-            keys = [json.loads(line) for line in lines[1:]]
+            head = loads_json(lines[0])
+            keys = [loads_json(line) for line in lines[1:]]
             overwrite, queued = bool(head["overwrite"]), bool(head["queued"])
         except (IndexError, ValueError, KeyError, TypeError):
             # Died while writing the first line (nothing was claimed yet), or not an intent.

@@ -9,7 +9,6 @@ executor queues it once, whoever asks.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -18,6 +17,7 @@ from ..exceptions import InvalidKeyError
 from ..headers import normalise_content_type
 from ..meta import FileInfo, FileMeta
 from ..naming import clean_key
+from .record_files import loads_json
 
 __all__ = ["TransferJob", "TransferRecord", "TransferState", "timestamp"]
 
@@ -79,7 +79,7 @@ class TransferRecord:
         :raises ValueError: when ``data`` is not a record: not a JSON object, a required
             field missing, a field of the wrong type, a state or key that cannot be.
         """
-        fields = json.loads(data)
+        fields = loads_json(data)
         if not isinstance(fields, dict):
             raise ValueError(f"a record is a JSON object, not {type(fields).__name__}")
         known = {name: fields[name] for name in _FIELD_TYPES if name in fields}

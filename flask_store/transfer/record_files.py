@@ -16,6 +16,7 @@ import logging
 import os
 import stat
 import time
+from typing import Any
 
 from ..files import write_all
 
@@ -32,6 +33,7 @@ __all__ = [
     "file_name",
     "flock_exclusive",
     "fsync_folder",
+    "loads_json",
     "lockf_polled",
     "log",
     "log_skipped",
@@ -101,6 +103,19 @@ def append_line(fd: int, value: object) -> None:
     half a line behind as if all was well.
     """
     write_all(fd, json.dumps(value, ensure_ascii=False).encode() + b"\n")
+
+
+def loads_json(data: bytes) -> Any:
+    """The JSON value ``data`` holds, as :func:`json.loads` reads it.
+
+    JSON nested deeper than the parser recurses (``[[[[...``: damage, or a local attacker)
+    is a :class:`ValueError` like any other bad JSON, not a :class:`RecursionError` that
+    would end a whole reconciler pass.
+    """
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def read_regular_file(path: str) -> bytes:
