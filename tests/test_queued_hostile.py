@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
+
+import pytest
 
 from tests.test_queued import JOIN, make_store
 
@@ -31,3 +37,41 @@ def test_a_deeply_nested_intent_is_skipped_by_reconcile(tmp_path: Path) -> None:
     assert store.reconcile(include_delayed=True) == ["a.txt"]
     assert store.join(timeout=JOIN)
     assert store.state("a.txt") == "done"
+
+
+#: Reconciles the store in ``sys.argv[1]`` with its address space capped at 1 GiB, so a
+#: reader that slurps a huge file fails here instead of taking the test machine's memory.
+RECONCILE_IN_LITTLE_MEMORY = textwrap.dedent(
+    """
+    import json, resource, sys
+    from flask_store.stores.queued import QueuedStore
+
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+    root = sys.argv[1]
+    store = QueuedStore(
+        queued_local={"PROVIDER": "local", "PATH": root + "/local"},
+        queued_remote={"PROVIDER": "memory"},
+        transfer_delayed=True,
+        transfer_retry_delay=0,
+    )
+    queued = store.reconcile(include_delayed=True)
+    store.join(timeout=20)
+    print(json.dumps({"queued": queued, "states": [store.state(k) for k in queued]}))
+    """
+)
+
+
+@pytest.mark.parametrize("where", ["open/" + "0" * 64 + ".json", "intents/huge.intent"])
+def test_a_huge_file_in_the_records_is_skipped_without_reading_it_whole(
+    tmp_path: Path, where: str
+) -> None:
+    store = make_store(tmp_path, transfer_delayed=True)
+    store.save(b"a", name="a.txt")
+    huge = tmp_path / "local" / ".transfers" / where
+    with huge.open("wb") as sparse:  # 8 GiB that take no disk space
+        sparse.truncate(8 << 30)
+    command = [sys.executable, "-c", RECONCILE_IN_LITTLE_MEMORY, str(tmp_path)]
+    child = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert child.returncode == 0, child.stderr
+    assert json.loads(child.stdout.splitlines()[-1]) == {"queued": ["a.txt"], "states": ["done"]}
+    assert huge.name in child.stderr  # logged as skipped

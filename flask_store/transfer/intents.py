@@ -23,6 +23,7 @@ from .record_files import (
     flock_exclusive,
     loads_json,
     log_skipped,
+    read_small_file,
     try_flock,
 )
 
@@ -56,10 +57,11 @@ class Intent:
 
     @classmethod
     def read(cls, fd: int) -> Intent | None:
-        """The intent in the open file ``fd``; ``None`` when its first line is incomplete."""
-        os.lseek(fd, 0, os.SEEK_SET)
-        with os.fdopen(os.dup(fd), "rb") as stream:
-            lines = [line for line in stream.read().split(b"\n") if line]
+        """The intent in the open file ``fd``; ``None`` when its first line is incomplete.
+
+        :raises OSError: when it cannot be read, or is too large (:func:`read_small_file`).
+        """
+        lines = [line for line in read_small_file(fd).split(b"\n") if line]
         try:
             head = loads_json(lines[0])
             keys = [loads_json(line) for line in lines[1:]]
@@ -131,7 +133,11 @@ class SavesInProgress:
                     continue
                 if not try_flock(fd) or not os.path.exists(path):
                     continue  # a live save, or one that just finished
-                intent = Intent.read(fd)
+                try:
+                    intent = Intent.read(fd)
+                except OSError as exc:
+                    log_skipped(INTENTS, name, exc.strerror or str(exc.errno))
+                    continue  # left for people to look at, like a record that is not one
                 if intent is not None:
                     yield intent
                 with contextlib.suppress(FileNotFoundError):

@@ -26,6 +26,7 @@ __all__ = [
     "INTENTS",
     "LOCKS",
     "LOCK_POLL_SECONDS",
+    "MAX_FILE_BYTES",
     "OPEN",
     "STRIPES",
     "TMP",
@@ -38,6 +39,7 @@ __all__ = [
     "log",
     "log_skipped",
     "read_regular_file",
+    "read_small_file",
     "try_flock",
     "try_lockf",
 ]
@@ -50,6 +52,9 @@ except ImportError:  # Windows: neither flock nor lockf
 OPEN, DONE, TMP, LOCKS, INTENTS, STRIPES = "open", "done", "tmp", "locks", "intents", "stripes"
 #: Every folder inside the records folder, made when a record book opens it.
 FOLDERS = (OPEN, DONE, TMP, LOCKS, INTENTS, STRIPES)
+#: The largest record or intent file read (far more than any save writes: a key has at most
+#: 1000 bytes, and a save tries a handful of keys).
+MAX_FILE_BYTES = 1 << 20
 #: How often a transfer waiting for another process's transfer of the same key looks again.
 LOCK_POLL_SECONDS = 0.05
 
@@ -121,13 +126,36 @@ def loads_json(data: bytes) -> Any:
 def read_regular_file(path: str) -> bytes:
     """The bytes of the regular file ``path``, opened so that a FIFO cannot block.
 
-    :raises OSError: when it cannot be read, or (``EINVAL``) is not a regular file.
+    :raises OSError: when it cannot be read, (``EINVAL``) is not a regular file, or
+        (``EFBIG``) is larger than any file of the records folder (:func:`read_small_file`).
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with open(fd, "rb") as stream:
+    try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
-        return stream.read()
+        return read_small_file(fd)
+    finally:
+        os.close(fd)
+
+
+def read_small_file(fd: int) -> bytes:
+    """The whole of the open file ``fd``, from its start, if it is no larger than
+    :data:`MAX_FILE_BYTES`.
+
+    Records and intents are small; a huge file in their place (damage, a local attacker, a
+    sparse file of terabytes) is refused after reading one byte more than the limit, never
+    read into memory whole.
+
+    :raises OSError: (``EFBIG``) when the file is larger.
+    """
+    chunks = []
+    offset = 0
+    while offset <= MAX_FILE_BYTES and (chunk := os.pread(fd, MAX_FILE_BYTES + 1 - offset, offset)):
+        chunks.append(chunk)
+        offset += len(chunk)
+    if offset > MAX_FILE_BYTES:
+        raise OSError(errno.EFBIG, f"larger than {MAX_FILE_BYTES} bytes, too large for one")
+    return b"".join(chunks)
 
 
 def fsync_folder(folder: str) -> None:
