@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 import textwrap
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
+from flask_store.stores.queued import QueuedStore
 from tests.test_queued import JOIN, make_store
 
 #: JSON nested deeper than Python's parser recurses: valid JSON, yet no record.
@@ -75,3 +78,34 @@ def test_a_huge_file_in_the_records_is_skipped_without_reading_it_whole(
     assert child.returncode == 0, child.stderr
     assert json.loads(child.stdout.splitlines()[-1]) == {"queued": ["a.txt"], "states": ["done"]}
     assert huge.name in child.stderr  # logged as skipped
+
+
+def _as_if_written_at(store: QueuedStore, key: str, when: datetime) -> None:
+    """Rewrite ``key``'s record as queued and last changed at ``when`` (a clock that was
+    wrong then)."""
+    record = store.records.get(key)
+    assert record is not None
+    store.records._write(dataclasses.replace(record, queued=True, updated=when.isoformat()))
+
+
+@pytest.mark.parametrize("older_than", [0.0, 300.0])
+def test_a_record_written_while_the_clock_was_ahead_is_still_reconciled(
+    tmp_path: Path, older_than: float
+) -> None:
+    store = make_store(tmp_path, transfer_delayed=True)
+    store.save(b"a", name="a.txt")
+    # Written while the clock was a day ahead, then NTP stepped it back.
+    _as_if_written_at(store, "a.txt", datetime.now(timezone.utc) + timedelta(days=1))
+    assert store.reconcile(older_than=older_than) == ["a.txt"]
+    assert store.join(timeout=JOIN)
+    assert store.state("a.txt") == "done"
+
+
+def test_a_record_changed_a_moment_ago_on_a_host_a_little_ahead_waits_for_its_grace(
+    tmp_path: Path,
+) -> None:
+    store = make_store(tmp_path, transfer_delayed=True)
+    store.save(b"a", name="a.txt")
+    _as_if_written_at(store, "a.txt", datetime.now(timezone.utc) + timedelta(seconds=10))
+    assert store.reconcile(older_than=300) == []
+    assert store.state("a.txt") == "pending"

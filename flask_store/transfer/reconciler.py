@@ -122,10 +122,9 @@ class Reconciler(abc.ABC):
             start-up pass and the command line do; the periodic pass leaves them to people).
         """
         self._tidy_records(max(older_than, DEBRIS_SECONDS))
-        cutoff = time.time() - older_than
         queued = []
         for record in self.records.unsettled():
-            if not (record.queued or include_delayed) or _changed_after(record, cutoff):
+            if not (record.queued or include_delayed) or _changed_within(record, older_than):
                 continue
             if record.state == "failed" and not retry_failed:
                 continue
@@ -285,9 +284,18 @@ class Reconciler(abc.ABC):
         return self.executor.join(left)
 
 
-def _changed_after(record: TransferRecord, cutoff: float) -> bool:
-    """Whether ``record`` was last changed after the time ``cutoff`` (a Unix time)."""
+def _changed_within(record: TransferRecord, seconds: float) -> bool:
+    """Whether ``record`` was last changed less than ``seconds`` ago (still in first hands).
+
+    Its time is the clock of whoever changed it. One that lies further ahead than
+    ``seconds`` says nothing about its age (the clock was stepped back since, or the record
+    is damaged): it counts as old enough, or the record would wait until the clock caught
+    up, for ever with a year 9999. A time a little ahead (a host whose clock runs fast)
+    still waits, at most twice ``seconds``. With ``seconds`` 0 every record is old enough.
+    """
     try:
-        return datetime.fromisoformat(record.updated).timestamp() > cutoff
+        changed = datetime.fromisoformat(record.updated).timestamp()
     except ValueError:
         return False  # no time recorded (an older version's record): old enough
+    now = time.time()
+    return now - seconds < changed <= now + seconds
