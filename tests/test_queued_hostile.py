@@ -7,12 +7,14 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from flask_store.stores.queued import QueuedStore
+from tests.queued_remotes import BlockingStore
 from tests.test_queued import JOIN, make_store
 
 #: JSON nested deeper than Python's parser recurses: valid JSON, yet no record.
@@ -109,3 +111,21 @@ def test_a_record_changed_a_moment_ago_on_a_host_a_little_ahead_waits_for_its_gr
     _as_if_written_at(store, "a.txt", datetime.now(timezone.utc) + timedelta(seconds=10))
     assert store.reconcile(older_than=300) == []
     assert store.state("a.txt") == "pending"
+
+
+def test_a_file_deleted_and_saved_again_during_its_transfer_sends_the_new_bytes(
+    tmp_path: Path,
+) -> None:
+    gate = threading.Event()
+    store = make_store(tmp_path, remote={"PROVIDER": BlockingStore, "GATE": gate})
+    remote = store.remote
+    assert isinstance(remote, BlockingStore)
+    store.save(b"old bytes", name="a.txt")
+    assert remote.entered.wait(JOIN)  # the old version's upload is under way
+    assert store.delete("a.txt")
+    assert store.save(b"new bytes", name="a.txt").key == "a.txt"  # the name is free again
+    gate.set()  # the old upload lands after the delete
+    assert store.join(timeout=JOIN)
+    assert store.state("a.txt") == "done"
+    assert remote.read("a.txt") == b"new bytes"
+    assert store.read("a.txt") == b"new bytes"

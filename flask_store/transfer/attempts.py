@@ -239,10 +239,14 @@ class TransferAttempts:
         ``None`` when the file was saved again meanwhile: the newer version is sent next.
         """
         if not self.records.update(record, record.moved("done", error=None)):
-            if self.records.get(record.key) is None:
-                # Deleted while uploading: do not leave an orphan on the remote.
+            current = self.records.get(record.key)
+            if current is None or not current.same_file(record):
+                # Deleted while uploading (and maybe saved anew under its free name): the
+                # copy just sent is of a file that no longer exists. Left there, it would be
+                # an orphan, or take the key from the new file's transfer (a conflict that
+                # never clears). No other transfer of the key runs: the copy is this one's.
                 self.remote.delete(record.key)
-                return "gone"
+                return "gone" if current is None else None
             return None
         log.info("Transferred %r to the remote store.", record.key)
         file_transferred.send(self, key=record.key, info=sent.remote)
