@@ -12,6 +12,7 @@ or renamed into the store), and, on every machine, by making the one ``linkat`` 
 from __future__ import annotations
 
 import errno
+import fcntl
 import io
 import os
 import shutil
@@ -198,6 +199,78 @@ def test_colliding_moved_uploads_get_their_own_files(root: Path, seen: dict[str,
     keys = [post(app, "/upload", BIG[:-i] if i else BIG)[1] for i in range(3)]
     assert len(set(keys)) == 3
     assert [len((root / key).read_bytes()) for key in keys] == [len(BIG) - i for i in range(3)]
+    assert temp_files(root) == []
+
+
+@pytest.fixture
+def names_given(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records the target of every ``os.link`` and ``os.rename`` that succeeds: each name a
+    save gives."""
+    given: list[str] = []
+    link, rename = os.link, os.rename
+
+    def recording_link(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        link(src, dst, *args, **kwargs)
+        given.append(os.fspath(dst))
+
+    def recording_rename(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        rename(src, dst, *args, **kwargs)
+        given.append(os.fspath(dst))
+
+    monkeypatch.setattr(os, "link", recording_link)
+    monkeypatch.setattr(os, "rename", recording_rename)
+    return given
+
+
+@pytest.mark.parametrize("folder", [None, "new/sub"], ids=["top", "new-subfolder"])
+def test_an_unnamed_spool_is_named_straight_under_its_key(
+    root: Path, names_given: list[str], folder: str | None
+) -> None:
+    """Saved without replacing a file, an unnamed spool gets one name, its key: no hidden
+    name that a worker killed inside save() would leave behind, and one link less."""
+    store = LocalStore(path=str(root))  # its probe of the file system names a file
+    if not store.unnamed_writes:
+        pytest.skip("this file system makes no unnamed files")
+    names_given.clear()
+    with spool_with(root, BIG) as spool:
+        inode = os.fstat(spool.fileno()).st_ino
+        saved = (store.at(folder) if folder else store).save(FileStorage(spool, "big.bin"))
+        assert names_given == [saved.absolute_path()]
+    stored = os.stat(saved.absolute_path())
+    assert (stored.st_ino, stored.st_nlink, stored.st_mode & 0o777) == (
+        inode,
+        1,
+        store.file_mode,
+    )
+    assert saved.read() == BIG and store.file(saved.key).filename == "big.bin"
+    assert temp_files(root) == []
+
+
+def test_an_unnamed_spool_whose_key_is_taken_is_named_under_the_next(
+    root: Path, names_given: list[str]
+) -> None:
+    store = LocalStore(path=str(root))
+    if not store.unnamed_writes:
+        pytest.skip("this file system makes no unnamed files")
+    taken = store.save(b"first", name="big.bin")
+    names_given.clear()  # the probe's name and the first file's
+    with spool_with(root, BIG) as spool:
+        saved = store.save(FileStorage(spool, "big.bin"))
+    assert saved.key != taken.key
+    assert names_given == [saved.absolute_path()]
+    assert saved.read() == BIG and taken.read() == b"first"
+    assert temp_files(root) == []
+
+
+@BOTH_KINDS
+def test_an_overwriting_save_of_a_spool_replaces_the_file(root: Path) -> None:
+    store = LocalStore(path=str(root), on_conflict="overwrite")
+    store.save(b"old", name="big.bin")
+    with spool_with(root, BIG) as spool:
+        inode = os.fstat(spool.fileno()).st_ino
+        saved = store.save(FileStorage(spool, "big.bin"))
+    assert saved.key == "big.bin" and saved.read() == BIG
+    assert os.stat(saved.absolute_path()).st_ino == inode
     assert temp_files(root) == []
 
 
@@ -450,9 +523,8 @@ def test_a_partly_read_spool_is_copied_from_its_position(root: Path) -> None:
 @pytest.fixture
 def exdev_moves(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Make the moves of spool files fail with EXDEV, as between two file systems: every
-    ``os.rename`` (a named spool's), and the ``linkat`` naming an unnamed spool with a hidden
-    temporary name (not the store's own ``linkat`` of its unnamed writes, under their key).
-    Records the sources of the failed calls."""
+    ``os.rename`` (a named spool's), and every ``linkat`` naming an unnamed spool (not the
+    store's own ``linkat`` of its unnamed writes). Records the sources of the failed calls."""
     calls: list[str] = []
     link = os.link
 
@@ -461,9 +533,7 @@ def exdev_moves(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), src, dst)
 
     def link_unless_spool(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
-        if os.fspath(src).startswith("/proc/self/fd/") and os.path.basename(dst).startswith(
-            TEMP_PREFIX
-        ):
+        if names_a_spool(os.fspath(src)):
             calls.append(os.fspath(src))
             raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), src, dst)
         link(src, dst, *args, **kwargs)
@@ -471,6 +541,16 @@ def exdev_moves(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(os, "rename", rename)
     monkeypatch.setattr(os, "link", link_unless_spool)
     return calls
+
+
+def names_a_spool(source: str) -> bool:
+    """Whether ``os.link(source, ...)`` names an unnamed spool file: ``source`` is a link in
+    ``/proc/self/fd`` to a file open for reading and writing (the store's own unnamed writes
+    are open for writing only)."""
+    if not source.startswith("/proc/self/fd/"):
+        return False
+    flags = fcntl.fcntl(int(source.rpartition("/")[2]), fcntl.F_GETFL)
+    return flags & os.O_ACCMODE == os.O_RDWR
 
 
 def spool_with(folder: Path, data: bytes) -> SpoolFile:

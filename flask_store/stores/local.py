@@ -10,7 +10,8 @@ File systems without user extended attributes still work; files then report thei
 basename as filename and a content type guessed from the extension.
 
 An upload that Flask-Store already spooled to disk on the same file system (see
-:mod:`flask_store.spooling`) skips the copy: that file itself becomes the temporary file.
+:mod:`flask_store.spooling`) skips the copy: an unnamed spool file is named under its key
+at once, any other becomes the temporary file.
 """
 
 from __future__ import annotations
@@ -219,15 +220,9 @@ class LocalStore(BaseStore):
         first_path = self._new_path(first)
         folder = os.path.dirname(first_path)
         # Zero copy: a large upload Flask-Store spooled on this file system is moved, not read.
-        spool = spool_of(chunks)
-        moved = None if spool is None else self._in_folder(folder, first, spool.move_to)
-        if spool is not None and moved is not None:
-            try:
-                sealed = self._seal(spool.fileno(), meta)
-                key = self._place(moved, first, first_path, keys, overwrite)
-            finally:
-                remove_quietly(moved)
-            spool.mark_saved()
+        taken = self._take_spool(chunks, first, first_path, keys, meta, overwrite)
+        if taken is not None:
+            key, sealed = taken
         elif self.unnamed_writes and not overwrite:
             fd = self._in_folder(folder, first, unnamed_files.open_unnamed)
             try:
@@ -248,6 +243,50 @@ class LocalStore(BaseStore):
             finally:
                 remove_quietly(temp_path)
         return _info_from_stat(key, sealed, meta)
+
+    def _take_spool(
+        self,
+        chunks: Iterator[bytes],
+        first: str,
+        first_path: str,
+        keys: Iterator[str],
+        meta: FileMeta,
+        overwrite: bool,
+    ) -> tuple[str, os.stat_result] | None:
+        """Store the spool file behind ``chunks`` itself: its key and sealed ``fstat``, or
+        ``None`` where the chunks must be copied (no spool file, or one read from, named
+        elsewhere, on another file system...).
+
+        An unnamed spool saved without replacing a file is sealed, then named under its key
+        directly; any other is moved to a hidden name first (:meth:`SpoolFile.move_to`).
+        """
+        spool = spool_of(chunks)
+        if spool is None:
+            return None
+        fd = None if overwrite else spool.unnamed_descriptor()
+        if fd is not None:
+            sealed = self._seal(fd, meta)
+
+            def claim(path: str) -> bool:
+                return self._in_folder(os.path.dirname(path), first, lambda _: spool.link_as(path))
+
+            try:
+                key = self._first_free(first, first_path, keys, claim)
+            except OSError as exc:
+                if exc.errno in NO_LINK_ERRNOS:
+                    return None
+                raise
+        else:
+            moved = self._in_folder(os.path.dirname(first_path), first, spool.move_to)
+            if moved is None:
+                return None
+            try:
+                sealed = self._seal(spool.fileno(), meta)
+                key = self._place(moved, first, first_path, keys, overwrite)
+            finally:
+                remove_quietly(moved)
+        spool.mark_saved()
+        return key, sealed
 
     def _in_folder(self, folder: str, key: str, create: Callable[[str], T]) -> T:
         """``create(folder)``, making ``folder`` first if it does not exist yet.
