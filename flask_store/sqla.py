@@ -857,10 +857,10 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
     so its files wait for it as a commit's would."""
     if transaction.parent is not None:
         return
-    still_open = [connection for connection, joined in _joined(session) if joined.is_active]
+    left_open = [connection for connection, joined in _joined(session) if joined.is_active]
     session.info.pop(JOINED_KEY, None)
-    if still_open:
-        _settle(session, still_open)
+    if left_open:  # kept there, or already committed if the database commits each statement
+        _settle(session, [connection for connection in left_open if _uncommitted(connection)])
     else:
         _undo(session, transaction)
 
@@ -868,15 +868,28 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
 def _uncommitted(connection: Connection) -> bool:
     """Whether ``connection`` is still in a transaction, so the work in it is not committed.
 
-    SQLAlchemy's word, checked against the driver's where it has one: pysqlite sends no
-    BEGIN for a SAVEPOINT, so on a connection that ran nothing before, SQLite's RELEASE of a
-    session's savepoint commits, though SQLAlchemy still counts the outer transaction open.
+    SQLAlchemy's word, checked against the driver's: pysqlite says whether SQLite is in a
+    transaction (it sends no BEGIN for a SAVEPOINT, so on a connection that ran nothing
+    before, SQLite's RELEASE of a session's savepoint commits, though SQLAlchemy still
+    counts the outer transaction open); other drivers say whether they commit each statement
+    (``isolation_level="AUTOCOMMIT"``), which leaves SQLAlchemy's transaction nothing to
+    roll back.
     """
     if not connection.in_transaction():
         return False
     if connection.closed or connection.invalidated:  # the transaction is lost, not committed
         return True
-    return getattr(connection.connection.driver_connection, "in_transaction", None) is not False
+    pooled = connection.connection
+    in_transaction = getattr(pooled.driver_connection, "in_transaction", None)
+    if in_transaction is not None:
+        return bool(in_transaction)
+    dbapi_connection = pooled.dbapi_connection
+    try:
+        return dbapi_connection is None or not connection.dialect.detect_autocommit_setting(
+            dbapi_connection
+        )
+    except NotImplementedError:  # a dialect that cannot tell: SQLAlchemy's word
+        return True
 
 
 def _settle(session: Session, outer: list[Connection]) -> None:

@@ -334,3 +334,26 @@ def test_sqlite_without_the_savepoint_recipe_keeps_the_file_its_release_committe
     assert file_of(engine, number) == b"second"  # SQLite did commit it
     assert kept(app) == [second]
     engine.dispose()
+
+
+@pytest.mark.parametrize("end", ["commit", "close"])
+@pytest.mark.parametrize("mode", ["conditional_savepoint", "rollback_only"])
+def test_an_autocommit_connection_keeps_the_files_its_rows_were_committed_with(
+    app: Flask, engine: sa.Engine, mode: Any, end: str
+) -> None:
+    # AUTOCOMMIT commits each statement: the "outer transaction" holds nothing back, so its
+    # ROLLBACK must not delete the upload of a row that is already committed.
+    number, first = first_doc(engine)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        outer = connection.begin()
+        with Session(bind=connection, join_transaction_mode=mode) as session:
+            doc = session.get(Doc, number)
+            assert doc is not None
+            doc.file = upload(b"second", "second.txt")
+            session.flush()  # committed by the database now
+            second = doc.file.key
+            if end == "commit":
+                session.commit()
+        outer.rollback()
+    kept_data = file_of(engine, number)  # the row names a file that still exists
+    assert kept(app) == ([first] if kept_data == b"first" else [second])
