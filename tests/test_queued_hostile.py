@@ -8,11 +8,14 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
+from flask_store.exceptions import StoreUnavailableError
+from flask_store.meta import FileInfo, FileMeta
 from flask_store.stores.queued import QueuedStore
 from tests.queued_remotes import BlockingStore
 from tests.test_queued import JOIN, make_store
@@ -129,3 +132,40 @@ def test_a_file_deleted_and_saved_again_during_its_transfer_sends_the_new_bytes(
     assert store.state("a.txt") == "done"
     assert remote.read("a.txt") == b"new bytes"
     assert store.read("a.txt") == b"new bytes"
+
+
+class StoresThenFailsOnce(BlockingStore):
+    """Holds its first write until ``GATE`` is set, stores it, then answers with an error (a
+    remote that timed out after storing the upload); later writes just work."""
+
+    def _write(
+        self, chunks: Iterator[bytes], keys: Iterator[str], meta: FileMeta, overwrite: bool
+    ) -> FileInfo:
+        first = not self.entered.is_set()
+        info = super()._write(chunks, keys, meta, overwrite)
+        if first:
+            raise StoreUnavailableError("injected: timed out after storing the upload")
+        return info
+
+
+@pytest.mark.parametrize("saved_again", [False, True])
+def test_a_file_deleted_while_an_upload_that_then_failed_was_stored_leaves_no_old_copy(
+    tmp_path: Path, saved_again: bool
+) -> None:
+    gate = threading.Event()
+    store = make_store(tmp_path, remote={"PROVIDER": StoresThenFailsOnce, "GATE": gate})
+    remote = store.remote
+    assert isinstance(remote, StoresThenFailsOnce)
+    store.save(b"old bytes", name="a.txt")
+    assert remote.entered.wait(JOIN)
+    assert store.delete("a.txt")
+    if saved_again:
+        store.save(b"new bytes", name="a.txt")
+    gate.set()
+    assert store.join(timeout=JOIN)
+    if saved_again:
+        assert store.state("a.txt") == "done"
+        assert remote.read("a.txt") == b"new bytes"
+    else:
+        assert not remote.exists("a.txt")  # no orphan of the deleted file
+        assert not store.exists("a.txt")

@@ -136,7 +136,7 @@ class TransferAttempts:
             if attempts > self.retries:
                 return self._give_up(record, exc, attempts)
             retried = record.moved("pending", attempts=attempts, error=str(exc))
-            if not self.records.update(record, retried):
+            if not self._update_or_drop(record, retried):
                 return None
             delay = retry_delay(self.retry_delay, attempts)
             log.warning(
@@ -236,17 +236,10 @@ class TransferAttempts:
     def _finish(self, record: TransferRecord, sent: _Sent) -> Outcome | None:
         """Record the verified transfer, tell listeners, then drop the local copy if asked.
 
-        ``None`` when the file was saved again meanwhile: the newer version is sent next.
+        ``None`` when the record changed meanwhile: the caller looks again (a newer version
+        is sent next; a deleted file is ``gone``).
         """
-        if not self.records.update(record, record.moved("done", error=None)):
-            current = self.records.get(record.key)
-            if current is None or not current.same_file(record):
-                # Deleted while uploading (and maybe saved anew under its free name): the
-                # copy just sent is of a file that no longer exists. Left there, it would be
-                # an orphan, or take the key from the new file's transfer (a conflict that
-                # never clears). No other transfer of the key runs: the copy is this one's.
-                self.remote.delete(record.key)
-                return "gone" if current is None else None
+        if not self._update_or_drop(record, record.moved("done", error=None)):
             return None
         log.info("Transferred %r to the remote store.", record.key)
         file_transferred.send(self, key=record.key, info=sent.remote)
@@ -256,10 +249,28 @@ class TransferAttempts:
             self.local.delete(record.key, if_etag=sent.local.etag)
         return "done"
 
+    def _update_or_drop(self, record: TransferRecord, changed: TransferRecord) -> bool:
+        """Store ``changed`` as the outcome of an attempt at ``record``; whether it was.
+
+        It is not when ``record`` changed meanwhile. When its file was deleted, or deleted
+        and saved anew under its freed name, the key's remote copy is removed too: the
+        attempt may have stored its bytes after the delete removed the remote copy (an
+        upload that then failed or timed out included). Left there, the deleted file would
+        live on as an orphan, or take the key from the new file's transfer (a conflict that
+        never clears). No other transfer of the key runs meanwhile, and a newer save is sent
+        next, so nothing of the current file is lost.
+        """
+        if self.records.update(record, changed):
+            return True
+        current = self.records.get(record.key)
+        if current is None or not current.same_file(record):
+            self.remote.delete(record.key)
+        return False
+
     def _give_up(self, record: TransferRecord, error: Exception, attempts: int) -> Outcome | None:
         """Record the transfer as failed (local copy kept) and send ``transfer_failed``."""
         failed = record.moved("failed", attempts=attempts, error=str(error))
-        if not self.records.update(record, failed):
+        if not self._update_or_drop(record, failed):
             return None  # deleted or saved again meanwhile: look again
         log.error("Transfer of %r failed after %d attempt(s): %s", record.key, attempts, error)
         transfer_failed.send(self, key=record.key, error=error, attempts=attempts)
