@@ -904,9 +904,40 @@ def _settle(session: Session, outer: list[Connection]) -> None:
     if not outer:
         _delete_quietly(let_go, LET_GO_WHY)
         return
-    saved = [owed.file for owed in ledger if owed.kind == SAVED]
+    # A session over several binds: each row's files wait for its own connection only.
+    waits_for: dict[FileWrapper, list[Connection]] = {}
+    saved: dict[Connection, list[FileWrapper]] = {}
+    for owed in ledger:
+        connections = _waiting_for(session, owed, outer)
+        for connection in connections if owed.kind == SAVED else ():
+            saved.setdefault(connection, []).append(owed.file)
+        if owed.kind != HELD:
+            waits_for.setdefault(owed.file, []).extend(connections)
+    handed: dict[Connection, list[FileWrapper]] = {}
+    for file in let_go:
+        for connection in dict.fromkeys(waits_for[file]):  # any open one is reason to wait
+            handed.setdefault(connection, []).append(file)
+    _delete_quietly([file for file in let_go if not waits_for[file]], LET_GO_WHY)
     for connection in outer:
-        _hand_over(connection, let_go, saved)
+        _hand_over(connection, handed.get(connection, []), saved.get(connection, []))
+
+
+def _waiting_for(session: Session, owed: _Owed, outer: list[Connection]) -> list[Connection]:
+    """The connections of ``outer`` whose transactions hold the row of ``owed``: none when
+    the row's database committed with the session, every one when that cannot be told.
+
+    The session's bind for the row's mapper says which, as at the flush: a connection is
+    one the session joined; an engine's connection is the session's own, committed with it.
+    """
+    try:
+        bind = session.get_bind(mapper=owed.holder[0].mapper) if owed.holder else None
+    except Exception:  # a bind chosen by more than the mapper (horizontal sharding)
+        bind = None
+    if isinstance(bind, Engine):
+        return []
+    if isinstance(bind, Connection):
+        return [bind] if any(bind is connection for connection in outer) else []
+    return outer
 
 
 def _boundary(transaction: SessionTransaction) -> SessionTransaction:

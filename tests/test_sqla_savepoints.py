@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from flask import Flask
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from flask_store.sqla import OUTER_KEY, UnsavedFile
+from flask_store.sqla import OUTER_KEY, StoredFile, UnsavedFile
 from tests.postgres_server import postgres_url
 from tests.test_sqla import Base, Doc, Link, app, committed_doc, kept, upload
 
@@ -357,3 +357,52 @@ def test_an_autocommit_connection_keeps_the_files_its_rows_were_committed_with(
         outer.rollback()
     kept_data = file_of(engine, number)  # the row names a file that still exists
     assert kept(app) == ([first] if kept_data == b"first" else [second])
+
+
+class OtherBase(DeclarativeBase):
+    pass
+
+
+class Note(OtherBase):
+    """A row of another database, for sessions over two engines."""
+
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    file: Mapped[Any] = mapped_column(StoredFile(), nullable=True)
+
+
+@pytest.mark.parametrize("outcome", ["rollback", "commit"])
+def test_a_session_over_two_engines_settles_each_engines_files_by_its_own_transaction(
+    app: Flask, engine: sa.Engine, tmp_path: Path, outcome: str
+) -> None:
+    # Only the docs' connection is in an outer transaction; the notes' engine really
+    # commits at the session's commit, whatever that transaction does later.
+    other = sa.create_engine(f"sqlite:///{tmp_path / 'other.db'}")
+    OtherBase.metadata.create_all(other)
+    number, first = first_doc(engine)
+    with Session(other) as session:
+        note = Note(file=upload(b"note 1", "note1.txt"))
+        session.add(note)
+        session.commit()
+        note_id, note_first = note.id, note.file.key
+    with engine.connect() as connection:
+        outer = connection.begin()
+        binds: dict[Any, sa.Engine | sa.Connection] = {Doc: connection, Note: other}
+        with Session(binds=binds, join_transaction_mode="create_savepoint") as session:
+            found = session.get(Note, note_id)
+            assert found is not None
+            found.file = upload(b"note 2", "note2.txt")
+            second = replace_in(session, number)
+            note_second = found.file.key
+        assert note_first not in kept(app)  # the notes' engine committed
+        if outcome == "rollback":
+            outer.rollback()
+        else:
+            outer.commit()
+    with Session(other) as session:
+        found = session.get(Note, note_id)
+        assert found is not None and found.file.read() == b"note 2"
+    doc_file = first if outcome == "rollback" else second
+    assert kept(app) == sorted([doc_file, note_second])
+    other.dispose()
