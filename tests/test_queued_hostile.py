@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ import pytest
 from flask_store.exceptions import StoreUnavailableError
 from flask_store.meta import FileInfo, FileMeta
 from flask_store.stores.queued import QueuedStore
+from flask_store.transfer.record_files import file_name
 from tests.queued_remotes import BlockingStore
 from tests.test_queued import JOIN, make_store
 
@@ -169,3 +171,20 @@ def test_a_file_deleted_while_an_upload_that_then_failed_was_stored_leaves_no_ol
     else:
         assert not remote.exists("a.txt")  # no orphan of the deleted file
         assert not store.exists("a.txt")
+
+
+@pytest.mark.parametrize("how", ["transfer", "reconcile"])
+def test_a_fifo_in_place_of_a_transfer_lock_never_hangs(tmp_path: Path, how: str) -> None:
+    store = make_store(tmp_path, transfer_delayed=True)
+    store.save(b"a", name="a.txt")
+    lock = tmp_path / "local" / ".transfers" / "locks" / file_name("a.txt")
+    os.mkfifo(lock.with_suffix(".lock"))  # opening it to read waits for a writer
+    if how == "transfer":
+        action = threading.Thread(target=store.transfer, args=["a.txt"], daemon=True)
+    else:
+        action = threading.Thread(target=store.reconcile, args=[True], daemon=True)
+    action.start()
+    action.join(JOIN)
+    assert not action.is_alive(), "it hangs on the FIFO"
+    assert store.join(timeout=JOIN)
+    assert store.state("a.txt") == "done"

@@ -271,7 +271,8 @@ class RecordBook(SavesInProgress, PeriodicWork):
         """Whether a transfer of ``key`` runs now, in any process sharing the folder (its
         lock is held; a process that died holds none)."""
         try:
-            fd = os.open(self._lock_path(key), os.O_RDONLY | os.O_CLOEXEC)
+            # Never blocks: a FIFO in its place would wait for a writer on opening.
+            fd = os.open(self._lock_path(key), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             return False
         try:
