@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 __all__ = [
     "IN_MEMORY_LIMIT",
     "NO_LINK_ERRNOS",
+    "SMALL_SPOOLS_PER_REQUEST",
     "TEMP_PREFIX",
     "WRITE_BUFFER",
     "SpoolFile",
@@ -79,6 +80,12 @@ def temp_path(folder: str) -> str:
 #: Werkzeug keeps file parts up to this size in memory (``default_stream_factory``); a
 #: request no larger than this cannot hold a larger part, so it is left to Werkzeug.
 IN_MEMORY_LIMIT = 500 * 1024
+#: How many of a request's spool files may turn out no larger than :data:`IN_MEMORY_LIMIT`
+#: before its further parts are left to Werkzeug. A part that declares no size (browsers
+#: never do) is spooled whenever the request is large, as it could be; a form of many small
+#: files, or a client posting hundreds of tiny parts, would otherwise hold a descriptor and
+#: a write buffer per part where Werkzeug keeps such parts in memory.
+SMALL_SPOOLS_PER_REQUEST = 8
 #: Write buffer of a spool file. Werkzeug's parser hands over pieces of odd sizes (a part is
 #: cut wherever a boundary might start), so with the default 8 KiB buffer every write lands
 #: at an odd offset and the page cache keeps the file in small folios: the stored file is
@@ -366,13 +373,37 @@ def _leave_alone(path: str | None, expected: os.stat_result) -> None:
     """The clean-up of a lent spool file (:meth:`SpoolFile.lend`): the file is its owner's."""
 
 
+class _RequestSpools:
+    """The spool files made for one request's parts while its form is parsed."""
+
+    def __init__(self) -> None:
+        self.files: list[SpoolFile] = []
+        self._small = 0  # how many of them turned out small
+        self._sized = 0  # how many of them were looked at
+
+    def may_add(self) -> bool:
+        """Whether one more part may be spooled: fewer than :data:`SMALL_SPOOLS_PER_REQUEST`
+        of the spool files so far turned out small.
+
+        Werkzeug asks for a part's file once the parts before it are complete (written out
+        and rewound), so their sizes are known; each is looked at once.
+        """
+        for spool in self.files[self._sized :]:
+            if not spool.closed and os.fstat(spool.fileno()).st_size <= IN_MEMORY_LIMIT:
+                self._small += 1
+        self._sized = len(self.files)
+        return self._small < SMALL_SPOOLS_PER_REQUEST
+
+
 def spooling_request_class(base: type[R], folder: str) -> type[R]:
     """A subclass of ``base`` whose large uploads are spooled into ``folder``.
 
     Subclassing whatever the app's request class is keeps a user's own customisations.
-    Requests no larger than Werkzeug's in-memory limit, and parts whose declared size is
-    that small, keep ``base``'s behaviour. If the folder is not writable the upload goes to
-    ``base``'s usual temporary file, so a request never fails because of spooling.
+    Requests no larger than Werkzeug's in-memory limit, parts whose declared size is that
+    small, and the further parts of a request once :data:`SMALL_SPOOLS_PER_REQUEST` of its
+    spooled parts turned out that small, keep ``base``'s behaviour. If the folder is not
+    writable the upload goes to ``base``'s usual temporary file, so a request never fails
+    because of spooling.
     Whether the folder's file system makes unnamed files is probed once, here.
     """
 
@@ -390,11 +421,13 @@ def spooling_request_class(base: type[R], folder: str) -> type[R]:
         ) -> IO[bytes]:
             # Werkzeug passes content_length=0 when the part declares no size.
             size = content_length or total_content_length
-            if size is None or size > IN_MEMORY_LIMIT:
+            spools: _RequestSpools = self.__dict__.setdefault(
+                "_flask_store_spools", _RequestSpools()
+            )
+            if (size is None or size > IN_MEMORY_LIMIT) and spools.may_add():
                 with contextlib.suppress(OSError):
-                    spool = SpoolFile(self.spool_folder, unnamed=self.spool_unnamed)
-                    self.__dict__.setdefault("_flask_store_spools", []).append(spool)
-                    return spool
+                    spools.files.append(SpoolFile(self.spool_folder, unnamed=self.spool_unnamed))
+                    return spools.files[-1]
             stream: IO[bytes] = super()._get_file_stream(
                 total_content_length, content_type, filename, content_length
             )
@@ -406,7 +439,7 @@ def spooling_request_class(base: type[R], folder: str) -> type[R]:
             try:
                 super()._load_form_data()
             except BaseException:
-                for spool in self.__dict__.get("_flask_store_spools", []):
+                for spool in self.__dict__.get("_flask_store_spools", _RequestSpools()).files:
                     spool.discard()
                 raise
             finally:

@@ -28,7 +28,13 @@ from werkzeug.datastructures import FileStorage
 
 from flask_store import Store, unnamed_files
 from flask_store.exceptions import FileExistsInStoreError
-from flask_store.spooling import IN_MEMORY_LIMIT, TEMP_PREFIX, WRITE_BUFFER, SpoolFile
+from flask_store.spooling import (
+    IN_MEMORY_LIMIT,
+    SMALL_SPOOLS_PER_REQUEST,
+    TEMP_PREFIX,
+    WRITE_BUFFER,
+    SpoolFile,
+)
 from flask_store.stores.local import LocalStore
 from tests.stores import run_python
 
@@ -299,6 +305,43 @@ def test_small_upload_keeps_werkzeug_behaviour(root: Path, seen: dict[str, Any])
     assert seen["spooled"] is False
     assert (root / key).read_bytes() == SMALL
     assert temp_files(root) == []
+
+
+def count_spools(app: Flask, seen: dict[str, Any]) -> None:
+    """Add ``/parts`` to ``app``: it records how many of the files posted were spooled."""
+
+    @app.post("/parts")
+    def parts() -> str:
+        files = request.files.getlist("file")
+        seen["spooled"] = sum(isinstance(upload.stream, SpoolFile) for upload in files)
+        seen["sizes"] = {len(upload.read()) for upload in files}
+        return str(len(files))
+
+
+def test_a_flood_of_small_file_parts_is_left_to_werkzeug(root: Path, seen: dict[str, Any]) -> None:
+    """A request over the in-memory limit whose parts declare no size: each part could be
+    large, so it is spooled, but a client sending hundreds of tiny ones must not make the
+    worker hold a descriptor (and a write buffer) for each, where Werkzeug keeps them in
+    memory: once a few spooled parts turned out small, the rest are Werkzeug's."""
+    app = make_app(root, seen)
+    count_spools(app, seen)
+    files = [(io.BytesIO(b"tiny"), f"{number}.bin") for number in range(300)]
+    pad = (io.BytesIO(BIG[:IN_MEMORY_LIMIT]), "pad.bin")  # a form field that large is refused
+    response = app.test_client().post("/parts", data={"pad": pad, "file": files})
+    assert response.get_data(as_text=True) == "300"
+    assert seen["sizes"] == {4}
+    assert 0 < seen["spooled"] <= SMALL_SPOOLS_PER_REQUEST
+
+
+def test_many_large_file_parts_are_all_spooled(root: Path, seen: dict[str, Any]) -> None:
+    app = make_app(root, seen)
+    count_spools(app, seen)
+    count = SMALL_SPOOLS_PER_REQUEST + 2
+    files = [(io.BytesIO(BIG[: IN_MEMORY_LIMIT + 1]), f"{n}.bin") for n in range(count)]
+    response = app.test_client().post("/parts", data={"file": files})
+    assert response.get_data(as_text=True) == str(count)
+    assert seen["sizes"] == {IN_MEMORY_LIMIT + 1}
+    assert seen["spooled"] == count
 
 
 @BOTH_KINDS
