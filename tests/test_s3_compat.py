@@ -10,6 +10,7 @@ The moto server, which has these features, shows the same code paths where they 
 from __future__ import annotations
 
 import functools
+import gzip
 import io
 import re
 from collections.abc import Callable
@@ -426,6 +427,99 @@ def test_a_hostile_uncompressed_size_is_refused(moto_server: str, value: str) ->
         proxy.answer_with("HEAD", {"x-amz-meta-uncompressed-size": value})
         with pytest.raises(StoreUnavailableError, match="uncompressed-size"):
             store.info("a.css")
+
+
+def proxying_app(store: S3Store) -> Flask:
+    """An app serving ``store``'s files by proxy (with Flask-Store's error handlers)."""
+    app = Flask(__name__)
+    app.config.update({f"STORE_{key.upper()}": value for key, value in store.config.values.items()})
+    app.config.update(STORE_PROVIDER="s3", STORE_S3_SERVE="proxy")
+    Store(app)
+    return app
+
+
+@pytest.mark.parametrize(
+    ("method", "header", "value"),
+    [
+        ("HEAD", "Content-Length", "abc"),
+        ("GET", "Content-Length", "abc"),
+        ("HEAD", "Last-Modified", "not a date"),
+        ("GET", "Last-Modified", "not a date"),
+        ("HEAD", "ETag", '"a", "b"'),
+        ("GET", "ETag", '"a", "b"'),
+        ("GET", "ETag", '"a\x01b"'),
+    ],
+)
+def test_malformed_answers_are_store_unavailable_not_500(
+    moto_server: str, method: str, header: str, value: str
+) -> None:
+    # botocore parses a number or a date it cannot read into a bare ValueError, and an ETag
+    # with quotes inside cannot be sent on: the server's fault, told as such (503).
+    with CountingProxy(moto_server) as proxy:
+        store = on_moto(proxy.url, s3_conditional_writes="trust")
+        store.save(b"some bytes", name="a.bin")
+        proxy.answer_with(method, {header: value})
+        action = store.info if method == "HEAD" else store.open
+        with pytest.raises(StoreUnavailableError, match=r"'a\.bin'"):
+            action("a.bin")
+        client = proxying_app(store).test_client()
+        headers = {"If-None-Match": '"other"'} if method == "HEAD" else {}
+        response = client.get("/flaskstore/a.bin", headers=headers)
+        assert response.status_code == 503
+        assert b"some bytes" not in response.data
+
+
+def test_a_gzip_object_without_its_size_is_not_served_as_a_shorter_file(moto_server: str) -> None:
+    # Another tool's gzip-encoded object has no uncompressed-size metadata: its size is not
+    # its compressed length (the route would send that many bytes of the file as all of it).
+    with CountingProxy(moto_server) as proxy:
+        store = on_moto(proxy.url, s3_conditional_writes="trust")
+        text = b"line of text\n" * 1000
+        store.client.put_object(
+            Bucket=store.bucket,
+            Key=store.object_key("notes.txt"),
+            Body=gzip.compress(text),
+            ContentEncoding="gzip",
+            ContentType="text/plain",
+        )
+        with pytest.raises(StoreUnavailableError, match="uncompressed-size"):
+            store.info("notes.txt")
+        response = proxying_app(store).test_client().get("/flaskstore/notes.txt")
+        assert response.status_code == 503
+
+
+@pytest.mark.parametrize(
+    ("encoded", "recorded"),
+    [
+        (b"not gzip at all", "15"),  # a server claiming an encoding the body lacks
+        (gzip.compress(b"x" * 5000), "100"),  # more bytes than its recorded size
+        (gzip.compress(b"x" * 50), "100"),  # fewer
+        (gzip.compress(b"x" * 5000)[:-30], "5000"),  # a cut gzip stream
+    ],
+    ids=["not-gzip", "longer", "shorter", "cut"],
+)
+def test_a_gzip_body_that_is_not_its_recorded_size_is_refused(
+    moto_server: str, encoded: bytes, recorded: str
+) -> None:
+    with CountingProxy(moto_server) as proxy:
+        store = on_moto(proxy.url, s3_conditional_writes="trust")
+        store.client.put_object(
+            Bucket=store.bucket,
+            Key=store.object_key("notes.txt"),
+            Body=encoded,
+            ContentEncoding="gzip",
+            ContentType="text/plain",
+            Metadata={"uncompressed-size": recorded},
+        )
+        with pytest.raises(StoreUnavailableError, match=r"'notes\.txt'"):
+            store.read("notes.txt")
+        client = proxying_app(store).test_client()
+        assert client.get("/flaskstore/notes.txt").status_code == 503
+        if not encoded.startswith(b"\x1f\x8b"):
+            # A range of a body that is no gzip stream fails at its first byte; others are
+            # found out only when read to their end.
+            response = client.get("/flaskstore/notes.txt", headers={"Range": "bytes=1-5"})
+            assert response.status_code == 503
 
 
 # -- a missing bucket -------------------------------------------------------------------------

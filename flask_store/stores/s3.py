@@ -12,8 +12,11 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib
+import io
 import itertools
+import re
 import uuid
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
@@ -98,6 +101,8 @@ ORIGINAL_SIZE_META = "uncompressed-size"
 CONTENT_TYPE_META = "file-content-type"
 #: Ends the ETag of a gzip-encoded object (see :func:`_content_etag`).
 GZIP_ETAG_MARK = "-gzip"
+#: What an unquoted ETag may hold (RFC 9110 ``etagc``, ASCII only): no quote, space or control.
+_ETAG_CHARS = re.compile(r"[\x21\x23-\x7e]*")
 
 
 class S3Store(BaseStore):
@@ -502,7 +507,7 @@ class S3Store(BaseStore):
             raise
         body = self._body(response, key)
         if response.get("ContentEncoding") == "gzip":
-            body = cast(BinaryIO, _GunzipReader(body))
+            body = cast(BinaryIO, _GunzipReader(body, info.size, self._described(key)))
         return body, info
 
     def open_span_with_info(self, key: str, byte_range: ByteRange) -> OpenedSpan | None:
@@ -598,8 +603,11 @@ class S3Store(BaseStore):
 
     def _body(self, response: Mapping[str, Any], key: str) -> BinaryIO:
         """The response's body, its read failures raised as :class:`StoreUnavailableError`."""
-        where = f"{key!r} from the bucket {self.bucket!r} at {self.settings.endpoint}"
-        return cast(BinaryIO, ObjectBody(response["Body"], where))
+        return cast(BinaryIO, ObjectBody(response["Body"], self._described(key)))
+
+    def _described(self, key: str) -> str:
+        """``key`` and where it is read from, for messages."""
+        return f"{key!r} from the bucket {self.bucket!r} at {self.settings.endpoint}"
 
     def open_range(self, key: str, start: int, stop: int, *, etag: str | None = None) -> BinaryIO:
         """A ranged GET: only bytes ``start`` to ``stop - 1`` of ``key`` cross the network.
@@ -1053,14 +1061,20 @@ def info_from_response(key: str, response: Mapping[str, Any]) -> FileInfo:
     size = int(response["ContentLength"])
     encoded = response.get("ContentEncoding") == "gzip"
     if encoded:
-        # Readers get the bytes that were saved; S3 holds them compressed.
-        recorded = metadata.get(ORIGINAL_SIZE_META, str(size))
+        # Readers get the bytes that were saved; S3 holds them compressed. Without the
+        # recorded size (an object another tool wrote) the size is unknown: the compressed
+        # length would make the serving route send that many bytes as the whole file.
+        recorded = metadata.get(ORIGINAL_SIZE_META)
         if not is_decimal(recorded):
             raise StoreUnavailableError(
                 f"The object of {key!r} is gzip-encoded and its {ORIGINAL_SIZE_META} metadata "
                 f"is not a size in bytes: {recorded!r}."
             )
-        size = int(recorded)
+        size = int(cast(str, recorded))
+    etag = unquoted_etag(response)
+    if not _ETAG_CHARS.fullmatch(etag):
+        # Quotes, commas or controls inside: no header can carry it on, nor a condition.
+        raise StoreUnavailableError(f"The object of {key!r} has a malformed ETag: {etag[:80]!r}.")
     basename = key.rpartition("/")[2]
     _, options = parse_options_header(response.get("ContentDisposition"))
     return FileInfo(
@@ -1073,7 +1087,7 @@ def info_from_response(key: str, response: Mapping[str, Any]) -> FileInfo:
         ),
         filename=options.get("filename") or basename,
         last_modified=response["LastModified"],
-        etag=_content_etag(unquoted_etag(response), gzipped=encoded),
+        etag=_content_etag(etag, gzipped=encoded),
     )
 
 
@@ -1089,18 +1103,79 @@ def public_url(settings: S3Settings, domain: str | None, object_key: str) -> str
     return f"{settings.endpoint}/{settings.bucket}/{path}"
 
 
-class _GunzipReader(gzip.GzipFile):
-    """The saved bytes of a gzip-encoded object; closing it also closes the HTTP stream."""
+class _GunzipReader(io.RawIOBase):
+    """The saved bytes of a gzip-encoded object, exactly ``size`` of them (its recorded
+    size, which the serving route sends as ``Content-Length``); closing it also closes the
+    HTTP stream.
 
-    def __init__(self, raw: BinaryIO) -> None:
-        super().__init__(fileobj=raw, mode="rb")
+    :raises StoreUnavailableError: from a read, when the body is no gzip stream, is cut, or
+        unzips to more or fewer bytes than ``size``: the server's answer is not the file.
+    """
+
+    def __init__(self, raw: BinaryIO, size: int, description: str) -> None:
+        super().__init__()
         self._raw = raw
+        self._gzip = gzip.GzipFile(fileobj=raw, mode="rb")
+        self._left = size
+        self._size = size
+        self._ended = False
+        self._description = description
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        wanted = min(len(view), self._left)
+        data = self._unzipped(wanted) if wanted else b""
+        if wanted and not data:
+            raise self._wrong_size(str(self._size - self._left))
+        self._left -= len(data)
+        # At the recorded size, before its last bytes are handed on (a reader may stop
+        # there: the serving route reads as many as it announced), one more is asked for.
+        if self._left == 0 and not self._ended:
+            self._ended = True
+            if self._unzipped(1):
+                raise self._wrong_size(self._measured_beyond())
+        view[: len(data)] = data
+        return len(data)
+
+    def _measured_beyond(self) -> str:
+        """The unzipped size of a body found longer than recorded: read on (to a point:
+        a gzip bomb is not unzipped whole) for the message."""
+        extra, limit = 1, self._MEASURED_EXTRA
+        while extra <= limit and (chunk := self._unzipped(min(1024**2, limit + 1 - extra))):
+            extra += len(chunk)
+        return f"more than {self._size + limit}" if extra > limit else str(self._size + extra)
+
+    #: How far past its recorded size a body is unzipped to measure it, for the message.
+    _MEASURED_EXTRA = 16 * 1024**2
+
+    def _unzipped(self, size: int) -> bytes:
+        try:
+            return self._gzip.read(size)
+        except (OSError, EOFError, zlib.error) as exc:
+            if isinstance(exc, StoreUnavailableError):
+                raise
+            raise self._wrong(f"it is stored gzip-encoded but is no gzip stream ({exc})") from exc
+
+    def _wrong_size(self, size: str) -> StoreUnavailableError:
+        return self._wrong(
+            f"it is stored gzip-encoded, and its unzipped size is {size} bytes but metadata "
+            f"says {self._size}"
+        )
+
+    def _wrong(self, problem: str) -> StoreUnavailableError:
+        return StoreUnavailableError(f"Reading {self._description} failed: {problem}.")
 
     def close(self) -> None:
         try:
-            super().close()
+            self._gzip.close()
         finally:
-            self._raw.close()
+            try:
+                self._raw.close()
+            finally:
+                super().close()
 
 
 def _check_expires(seconds: object) -> int:

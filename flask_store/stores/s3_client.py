@@ -31,6 +31,7 @@ from botocore.exceptions import (
     NoCredentialsError,
     ReadTimeoutError,
 )
+from botocore.utils import parse_timestamp
 from s3transfer.futures import NonThreadedExecutor
 from s3transfer.manager import TransferConfig, TransferManager
 from urllib3.exceptions import HTTPError as Urllib3Error
@@ -54,7 +55,9 @@ __all__ = [
     "NOT_FOUND_CODES",
     "ClientHolder",
     "ConditionalTransferManager",
+    "MalformedAnswerError",
     "ObjectBody",
+    "check_header_values",
     "error_code",
     "feature_hint",
     "make_client",
@@ -203,6 +206,7 @@ class ClientHolder:
 
     def _register_condition_handlers(self, client: S3Client) -> None:
         events = client.meta.events
+        events.register("before-parse.s3", check_header_values)
         events.register(
             "before-parameter-build.s3.CreateMultipartUpload", self._hold_create_condition
         )
@@ -234,6 +238,47 @@ class ClientHolder:
     def _forget_condition(self, params: dict[str, Any], **_: Any) -> None:
         with self._lock:
             self._conditions.pop(params.get("UploadId", ""), None)
+
+
+class MalformedAnswerError(BotoCoreError):
+    """A header of the server's answer that botocore cannot parse (a ``Content-Length`` that
+    is no number, a ``Last-Modified`` that is no date): raised before botocore's parser
+    meets it, which would raise a bare ``ValueError``."""
+
+    fmt = "the server answered {operation} with a malformed {header} header: {value}"
+
+
+def check_header_values(operation_model: Any, response_dict: dict[str, Any], **_: Any) -> None:
+    """Refuse an answer whose number or date headers botocore would fail to parse.
+
+    :raises MalformedAnswerError: naming the header and its value (cut short, escaped).
+    """
+    shape = operation_model.output_shape
+    headers = response_dict.get("headers") or {}
+    if shape is None or not headers:
+        return
+    for member in shape.members.values():
+        name = member.serialization.get("name")
+        if member.serialization.get("location") != "header" or name == "Expires":
+            continue  # botocore keeps an Expires it cannot read as ExpiresString
+        value = headers.get(name)
+        if value is None or _parses_as(member.type_name, value):
+            continue
+        raise MalformedAnswerError(
+            operation=operation_model.name, header=name, value=repr(value[:80])
+        )
+
+
+def _parses_as(type_name: str, value: str) -> bool:
+    """Whether botocore's parser reads the header ``value`` as a ``type_name``."""
+    try:
+        if type_name in ("integer", "long"):
+            int(value)
+        elif type_name == "timestamp":
+            parse_timestamp(value)
+    except (ValueError, OverflowError, RuntimeError):
+        return False
+    return True
 
 
 class ConditionalTransferManager(TransferManager):
