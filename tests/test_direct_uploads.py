@@ -26,6 +26,7 @@ from moto import mock_aws
 from flask_store import Store
 from flask_store.exceptions import (
     FileNotFoundInStoreError,
+    FileTypeRejectedError,
     InvalidArgumentError,
     InvalidFilenameError,
     InvalidKeyError,
@@ -236,6 +237,38 @@ def test_limits_given_to_confirm_are_checked_too(store: S3Store) -> None:
     with pytest.raises(UploadRejectedError, match="not 'image/gif'"):
         store.confirm_upload(upload.key, content_type="image/gif")
     assert stored(store) == []
+
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(17)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"<!doctype html><script>alert(document.cookie)</script>", b"%PDF-1.7\n", b""],
+    ids=["html", "pdf", "empty"],
+)
+def test_store_allowed_types_are_checked_against_the_uploaded_bytes(
+    endpoint: str | None, body: bytes
+) -> None:
+    # STORE_ALLOWED_TYPES holds for direct uploads as for save(): the client declares the
+    # signed type, but the bytes it sends are what gets stored and served.
+    store = new_store(endpoint, allowed_types=["image/*"])
+    upload = store.presigned_upload("a.png", max_size=1000)
+    post(upload, body)
+    with pytest.raises(FileTypeRejectedError, match=r"refused and deleted.*only image/\*"):
+        store.confirm_upload(upload.key)
+    assert stored(store) == []
+    upload = store.presigned_upload("b.png", max_size=1000)
+    post(upload, PNG)
+    assert store.confirm_upload(upload.key).read() == PNG
+    assert stored(store) == [upload.key]
+
+
+def test_a_form_for_a_type_the_store_refuses_is_not_signed(endpoint: str | None) -> None:
+    store = new_store(endpoint, allowed_types=["image/*"])
+    for filename, content_type in [("page.html", None), ("a.png", "image/svg+xml")]:
+        with pytest.raises(FileTypeRejectedError, match=r"only image/\*"):
+            store.presigned_upload(filename, max_size=1000, content_type=content_type)
 
 
 # -- the confirmed key is one no form can write ------------------------------------------------

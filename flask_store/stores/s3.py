@@ -30,9 +30,11 @@ from werkzeug.http import parse_options_header
 
 from ..byteranges import Span, content_range_of, spans_to_serve, starts_and_covers
 from ..config import Schema
+from ..content_checks import SNIFF_BYTES, check_type, type_allowed
 from ..exceptions import (
     FileChangedError,
     FileNotFoundInStoreError,
+    FileTypeRejectedError,
     InvalidArgumentError,
     InvalidKeyError,
     StoreUnavailableError,
@@ -41,6 +43,7 @@ from ..exceptions import (
     UploadRejectedError,
 )
 from ..file_wrapper import FileWrapper
+from ..files import read_up_to
 from ..headers import file_disposition, media_type, parse_content_type, served_content_type
 from ..meta import FileInfo, FileMeta, guess_content_type
 from ..naming import clean_key, join_key, secure_filename, with_unique_suffix
@@ -829,6 +832,8 @@ class S3Store(BaseStore):
         :param expires: seconds the form stays valid (default ``STORE_S3_URL_EXPIRES``).
         :raises InvalidArgumentError: for a size, lifetime or content type out of range.
         :raises NotConfiguredError: when there is no secret to sign the form with.
+        :raises FileTypeRejectedError: when ``STORE_ALLOWED_TYPES`` does not allow the
+            content type; nothing is signed.
         """
         max_size = check_max_size(max_size)
         seconds = _check_expires(self.settings.url_expires if expires is None else expires)
@@ -836,6 +841,12 @@ class S3Store(BaseStore):
         if content_type is None:
             content_type = guess_content_type(safe_name)
         content_type = parse_content_type(content_type)
+        allowed = self.content_rules.allowed_types
+        if allowed is not None and not type_allowed(media_type(content_type), allowed):
+            raise FileTypeRejectedError(
+                f"{filename!r} is not accepted: it would be stored as "
+                f"{media_type(content_type)}, and only {', '.join(allowed)} may be saved here."
+            )
         signer = self._upload_signer()
         key = join_key(self.destination, safe_name)
         if self.on_conflict != "overwrite":
@@ -886,7 +897,8 @@ class S3Store(BaseStore):
 
         :raises FileNotFoundInStoreError: when nothing was uploaded for ``key``.
         :raises FileTooLargeError: when the file is larger than its limit (it is deleted).
-        :raises FileTypeRejectedError: when the file has another type (it is deleted).
+        :raises FileTypeRejectedError: when the file has another type, or its first bytes are
+            of no type ``STORE_ALLOWED_TYPES`` allows (it is deleted).
         :raises UploadRejectedError: when the upload's signature is missing or wrong, it came
             after its form expired, or it reuses the form of a confirmed file (the upload is
             deleted; a confirmed file is kept); or when an object not made by
@@ -921,6 +933,7 @@ class S3Store(BaseStore):
             )
             if breach is not None:
                 self._refuse(name, [staging], breach)
+            self._check_staged_type(name, staging, staged, ticket)
             existing = self._head(name)
             if existing is not None:
                 settled = self._settle_existing(name, staging, staged, ticket, existing, signer)
@@ -936,6 +949,42 @@ class S3Store(BaseStore):
                 self._refuse(name, [object_key, staging], breach)
             self.client.delete_object(Bucket=self.bucket, Key=staging)
         return FileWrapper(self, name, info=info)
+
+    def _check_staged_type(
+        self, name: str, staging: str, staged: Mapping[str, Any], ticket: UploadTicket
+    ) -> None:
+        """Refuse (and delete) a staging object whose first bytes, or signed type, are of no
+        type ``STORE_ALLOWED_TYPES`` allows, as :meth:`save` refuses such a file.
+
+        The bytes read are of the version checked (``If-Match`` its ETag), the one the copy
+        takes (``CopySourceIfMatch``): a form posted again in between is refused.
+        """
+        allowed = self.content_rules.allowed_types
+        if allowed is None:
+            return
+        etag = unquoted_etag(staged)
+        head = b""
+        if int(staged["ContentLength"]):
+            try:
+                response = self.client.get_object(
+                    Bucket=self.bucket,
+                    Key=staging,
+                    Range=f"bytes=0-{SNIFF_BYTES - 1}",
+                    IfMatch=f'"{etag}"',
+                )
+            except ClientError as exc:
+                if error_code(exc) not in CONDITION_FAILED_CODES:
+                    raise
+                response = None
+            if response is not None:
+                with self._body(response, name) as body:
+                    head = read_up_to(body, SNIFF_BYTES)
+            if response is None or unquoted_etag(response) != etag:
+                self._refuse(name, [staging], UploadRejectedError("it changed meanwhile"))
+        try:
+            check_type(head, ticket.content_type, allowed, _ticket_filename(ticket, name))
+        except FileTypeRejectedError as exc:
+            self._refuse(name, [staging], exc)
 
     def _upload_signer(self) -> UploadSigner:
         """The signer of this store's upload forms.
@@ -955,7 +1004,9 @@ class S3Store(BaseStore):
         """Delete ``object_keys`` and raise ``reason`` (of its own class) about ``name``."""
         for object_key in object_keys:
             self.client.delete_object(Bucket=self.bucket, Key=object_key)
-        raise type(reason)(f"The upload {name!r} was refused and deleted: {reason}.")
+        raise type(reason)(
+            f"The upload {name!r} was refused and deleted: {str(reason).rstrip('.')}."
+        )
 
     def _confirmed_file(self, name: str, signer: UploadSigner, limits: UploadLimits) -> FileWrapper:
         """Confirm ``name`` when no upload is waiting: a file confirmed before (a retry) as it
@@ -1017,8 +1068,7 @@ class S3Store(BaseStore):
     ) -> FileInfo:
         """Copy the checked staging object to ``name``, stored as :meth:`save` would store
         it; the metadata of the copy."""
-        _, options = parse_options_header(ticket.disposition)
-        meta = FileMeta(options.get("filename") or name.rpartition("/")[2], ticket.content_type)
+        meta = FileMeta(_ticket_filename(ticket, name), ticket.content_type)
         source_etag = unquoted_etag(staged)
         object_key = self.object_key(name)
         args = confirmed_copy_args(
@@ -1176,6 +1226,13 @@ class _GunzipReader(io.RawIOBase):
                 self._raw.close()
             finally:
                 super().close()
+
+
+def _ticket_filename(ticket: UploadTicket, name: str) -> str:
+    """The original filename a direct upload form signed (in its ``Content-Disposition``),
+    else the last part of its key ``name``."""
+    _, options = parse_options_header(ticket.disposition)
+    return options.get("filename") or name.rpartition("/")[2]
 
 
 def _check_expires(seconds: object) -> int:
