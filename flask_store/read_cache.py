@@ -30,6 +30,7 @@ import contextlib
 import glob
 import hashlib
 import json
+import math
 import os
 import secrets
 import time
@@ -119,6 +120,9 @@ class ReadThroughCache:
     def prune(self) -> int:
         """Remove this store's entries older than the TTL (``flask store prune``); how many.
 
+        An entry another app's cache fetched with a longer TTL (recorded with it) is kept
+        until that one expires: it may still be serving it.
+
         This store's entries are those of its location, and those a store of its name left
         at another location (its bucket changed) or named by name and key alone (as entries
         were before they were named by location): this cache never serves those, and only
@@ -134,9 +138,12 @@ class ReadThroughCache:
                     record = json.load(handle)
                 key, fetched = str(record["info"]["key"]), float(record["fetched"])
                 ours = self._prunes(entry, record, key)
+                # Stale for this cache and for the one that fetched it (another app's
+                # store of this name or location may keep its copies longer).
+                ttl = max(self.ttl, _recorded_ttl(record, self.ttl))
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # no record (a fill in progress), damaged, or not a key of ours
-            if ours and not self._is_fresh(fetched):
+            if ours and not self._is_fresh(fetched, ttl):
                 _remove_superseded(entry, keep="")
                 remove_quietly(os.path.join(entry, _RECORD))
                 with contextlib.suppress(OSError):
@@ -176,14 +183,15 @@ class ReadThroughCache:
             return None
         return (info, data_name) if self._is_fresh(fetched) else None
 
-    def _is_fresh(self, fetched: float) -> bool:
-        """Whether a copy fetched at ``fetched`` (by the clock) may still be used.
+    def _is_fresh(self, fetched: float, ttl: float | None = None) -> bool:
+        """Whether a copy fetched at ``fetched`` (by the clock) may still be used, for
+        ``ttl`` seconds (this cache's TTL unless given).
 
         A copy fetched after now is not: the clock stepped back (NTP, a VM resumed), and
         ``now - fetched`` below the TTL would keep it for that step and the TTL, stale.
         """
         age = self.clock() - fetched
-        return 0 <= age < self.ttl
+        return 0 <= age < (self.ttl if ttl is None else ttl)
 
     def _open_fresh(self, entry: str) -> tuple[BinaryIO, FileInfo] | None:
         """The fresh entry's data with its metadata, or ``None`` (stale, missing, damaged)."""
@@ -226,6 +234,7 @@ class ReadThroughCache:
             "info": {**asdict(info), "last_modified": info.last_modified.isoformat()},
             "data": data_name,
             "fetched": self.clock(),
+            "ttl": self.ttl,  # for another app's prune() sharing the folder
         }
         copy = open(data_path, "rb")  # noqa: SIM115 - returned to the caller
         try:
@@ -282,6 +291,15 @@ def _entry_named(folder: str, owner: str, key: str) -> str:
     """
     digest = hashlib.sha256(f"{owner}\0{key}".encode()).hexdigest()
     return os.path.join(folder, digest[:2], digest)
+
+
+def _recorded_ttl(record: dict[str, Any], default: float) -> float:
+    """The TTL of the cache that wrote ``record``; ``default`` where it does not say (it was
+    written before records did, or is damaged)."""
+    ttl = record.get("ttl")
+    if isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and 0 < ttl < math.inf:
+        return float(ttl)
+    return default
 
 
 def _info_of(record: dict[str, Any]) -> FileInfo:

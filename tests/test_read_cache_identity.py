@@ -234,6 +234,29 @@ def test_prune_removes_stale_entries_of_a_remote_the_store_no_longer_uses(
     assert not Path(before.entry_folder("a.txt")).exists()
 
 
+def test_prune_leaves_another_apps_fresh_entries_of_a_store_of_the_same_name(
+    tmp_path: Path,
+) -> None:
+    """Two apps share a cache folder; their stores have the same name but their own files.
+    One app's prune may remove what the other's left only once the other would not serve
+    it either: by the other's TTL, however short its own."""
+    folder = str(tmp_path / "cache")
+    short_lived, long_lived = MemoryStore(), MemoryStore()  # both named "default"
+    for store in (short_lived, long_lived):
+        store.put("a.txt", b"x")
+    short = ReadThroughCache(short_lived, folder, TTL, clock=lambda: 1000.0)
+    long = ReadThroughCache(long_lived, folder, 100 * TTL, clock=lambda: 1000.0)
+    stream, _ = long.open_with_info("a.txt")
+    stream.close()
+    short.clock = lambda: 1000.0 + 2 * TTL
+    assert short.prune() == 0
+    long.clock = short.clock
+    assert long._fresh_record(long.entry_folder("a.txt")) is not None  # still served
+    short.clock = lambda: 1000.0 + 100 * TTL
+    assert short.prune() == 1
+    assert not Path(long.entry_folder("a.txt")).exists()
+
+
 # -- hostile keys -----------------------------------------------------------------------------
 
 
