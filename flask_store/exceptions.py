@@ -149,12 +149,14 @@ class ACLNotSupportedError(UnsupportedOperationError):
 class UploadRejectedError(InvalidFileError):
     """A direct upload broke the limits it was given (size, type), has no valid signature,
     came after its form expired, or reuses the form of a file already confirmed, and has been
-    deleted (a confirmed file is never touched); or it has no limits to be checked against
-    (it was not made by ``presigned_upload()``) and is kept."""
+    deleted (a confirmed file is never touched); or it was not made by
+    ``presigned_upload()``, and has no limits to be checked against or breaks them, and is
+    kept."""
 
 
 class FileTooLargeError(UploadRejectedError):
-    """An upload is larger than the limit it was given, and nothing of it is kept.
+    """An upload is larger than the limit it was given, and nothing of it is kept (only a
+    file that ``confirm_upload()`` is asked about but did not stage is kept).
 
     Raised by ``save()`` at the first byte over its ``max_size`` or ``STORE_MAX_SIZE``
     (:mod:`flask_store.content_checks`) and for a direct upload over its ``max_size``; an
@@ -166,7 +168,8 @@ class FileTooLargeError(UploadRejectedError):
 
 
 class FileTypeRejectedError(UploadRejectedError):
-    """An upload's type is not one it was allowed to have, and nothing of it is kept.
+    """An upload's type is not one it was allowed to have, and nothing of it is kept (only
+    a file that ``confirm_upload()`` is asked about but did not stage is kept).
 
     Raised by ``save()`` for bytes of a type its ``allowed_types`` or ``STORE_ALLOWED_TYPES``
     does not list (:mod:`flask_store.content_checks`) and for a direct upload of another

@@ -26,6 +26,7 @@ from moto import mock_aws
 from flask_store import Store
 from flask_store.exceptions import (
     FileNotFoundInStoreError,
+    FileTooLargeError,
     FileTypeRejectedError,
     InvalidArgumentError,
     InvalidFilenameError,
@@ -432,9 +433,18 @@ def test_confirm_upload_of_other_objects(store: S3Store) -> None:
         store.confirm_upload("made-by-save.png")
     assert stored(store) == ["made-by-save.png"]  # not ours to delete without limits
     assert store.confirm_upload("made-by-save.png", max_size=4).size == 4
-    with pytest.raises(UploadRejectedError):
-        store.confirm_upload("made-by-save.png", max_size=3)
-    assert stored(store) == []
+
+
+def test_confirming_a_saved_file_under_tight_limits_never_deletes_it(store: S3Store) -> None:
+    """An app that confirms the key its client sends back lets a hostile client name any
+    file saved by save(): limits it breaks refuse it, but it is not the client's to delete."""
+    store.save(b"\x89PNG\r\n\x1a\n1234", name="someone-elses.png")
+    with pytest.raises(FileTooLargeError, match="kept"):
+        store.confirm_upload("someone-elses.png", max_size=3)
+    with pytest.raises(FileTypeRejectedError, match="kept"):
+        store.confirm_upload("someone-elses.png", max_size=100, content_type="text/plain")
+    assert stored(store) == ["someone-elses.png"]
+    assert store.file("someone-elses.png").read() == b"\x89PNG\r\n\x1a\n1234"
 
 
 # -- the secret and the arguments ------------------------------------------------------------

@@ -896,13 +896,14 @@ class S3Store(BaseStore):
             are signed and checked against the object itself.
 
         :raises FileNotFoundInStoreError: when nothing was uploaded for ``key``.
-        :raises FileTooLargeError: when the file is larger than its limit (it is deleted).
+        :raises FileTooLargeError: when the file is larger than its limit (an upload is deleted).
         :raises FileTypeRejectedError: when the file has another type, or its first bytes are
-            of no type ``STORE_ALLOWED_TYPES`` allows (it is deleted).
+            of no type ``STORE_ALLOWED_TYPES`` allows (an upload is deleted).
         :raises UploadRejectedError: when the upload's signature is missing or wrong, it came
             after its form expired, or it reuses the form of a confirmed file (the upload is
             deleted; a confirmed file is kept); or when an object not made by
-            :meth:`presigned_upload` is given no limits to check (it is kept).
+            :meth:`presigned_upload` is given no limits to check, or breaks them (it is
+            kept: it may be a file :meth:`save` stored under a key a client named).
         :raises NotConfiguredError: when there is no secret to check signatures with.
         """
         name = clean_key(key)
@@ -1010,7 +1011,12 @@ class S3Store(BaseStore):
 
     def _confirmed_file(self, name: str, signer: UploadSigner, limits: UploadLimits) -> FileWrapper:
         """Confirm ``name`` when no upload is waiting: a file confirmed before (a retry) as it
-        is, or one stored otherwise checked against ``limits``, which must be given."""
+        is, or one stored otherwise checked against ``limits``, which must be given.
+
+        A file stored otherwise is never deleted, whatever limit it breaks: an app that
+        confirms the key its client sends back would let a client name any file
+        :meth:`save` stored, and that file is not the client's to delete.
+        """
         existing = self._head(name)
         if existing is None:
             raise FileNotFoundInStoreError(f"No file was uploaded as {name!r}.")
@@ -1024,7 +1030,10 @@ class S3Store(BaseStore):
             )
         breach = limits.breach(info.size, info.content_type)
         if breach is not None:
-            self._refuse(name, [self.object_key(name)], breach)
+            raise type(breach)(
+                f"The file {name!r} was refused and kept (it was not uploaded through "
+                f"presigned_upload()): {str(breach).rstrip('.')}."
+            )
         return FileWrapper(self, name, info=info)
 
     def _settle_existing(
