@@ -32,6 +32,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -50,6 +51,8 @@ __all__ = ["IncompleteCopyError", "ReadThroughCache", "attach_read_cache", "read
 
 _RECORD = "entry.json"
 _DATA_SUFFIX = ".data"
+#: The name of a data file a fill writes (a record naming anything else is damaged).
+_DATA_NAME = re.compile(r"[0-9a-f]{16}\.data")
 
 
 class IncompleteCopyError(OSError):
@@ -84,7 +87,8 @@ class ReadThroughCache:
 
     def info(self, key: str) -> FileInfo:
         """The file's metadata: from a fresh cache entry, else from the store (not cached)."""
-        fresh = self._fresh_record(self.entry_folder(key))
+        clean = clean_key(key)
+        fresh = self._fresh_record(_entry_named(self.folder, self.location, clean), clean)
         return fresh[0] if fresh is not None else self.store.info(key)
 
     def open_with_info(self, key: str) -> tuple[BinaryIO, FileInfo]:
@@ -93,12 +97,13 @@ class ReadThroughCache:
         :raises InvalidKeyError: when the key is not acceptable (nothing is touched).
         :raises FileNotFoundInStoreError: when the store has no such file.
         """
-        entry = self.entry_folder(key)
-        cached = self._open_fresh(entry)
+        clean = clean_key(key)
+        entry = _entry_named(self.folder, self.location, clean)
+        cached = self._open_fresh(entry, clean)
         if cached is not None:
             return cached
         with self._locks.hold(entry):
-            cached = self._open_fresh(entry)  # filled by another thread while we waited
+            cached = self._open_fresh(entry, clean)  # filled by another thread meanwhile
             if cached is not None:
                 return cached
             stream, info = self.store.open_with_info(key)
@@ -163,7 +168,7 @@ class ReadThroughCache:
 
     # -- reading entries --------------------------------------------------------------------
 
-    def _fresh_record(self, entry: str) -> tuple[FileInfo, str] | None:
+    def _fresh_record(self, entry: str, key: str) -> tuple[FileInfo, str] | None:
         """The metadata and data file name of the entry's record, if it is readable, younger
         than the TTL and fetched from this store's location (``None`` for a missing, stale or
         damaged record, one of another location, or one written by another version of
@@ -175,11 +180,11 @@ class ReadThroughCache:
             if record["location"] != self.location:
                 return None
             fetched = float(record["fetched"])
-            info = _info_of(record)
+            info = _info_of(record, key)
             data_name = record["data"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if not isinstance(data_name, str) or os.path.basename(data_name) != data_name:
+        if not isinstance(data_name, str) or not _DATA_NAME.fullmatch(data_name):
             return None
         return (info, data_name) if self._is_fresh(fetched) else None
 
@@ -193,9 +198,9 @@ class ReadThroughCache:
         age = self.clock() - fetched
         return 0 <= age < (self.ttl if ttl is None else ttl)
 
-    def _open_fresh(self, entry: str) -> tuple[BinaryIO, FileInfo] | None:
+    def _open_fresh(self, entry: str, key: str) -> tuple[BinaryIO, FileInfo] | None:
         """The fresh entry's data with its metadata, or ``None`` (stale, missing, damaged)."""
-        fresh = self._fresh_record(entry)
+        fresh = self._fresh_record(entry, key)
         if fresh is None:
             return None
         info, data_name = fresh
@@ -302,9 +307,23 @@ def _recorded_ttl(record: dict[str, Any], default: float) -> float:
     return default
 
 
-def _info_of(record: dict[str, Any]) -> FileInfo:
+def _info_of(record: dict[str, Any], key: str) -> FileInfo:
+    """The metadata ``record`` holds for ``key`` (cleaned), checked to be what a fill writes:
+    anything else would reach the response's headers, or fail it.
+
+    :raises ValueError: for a record of another key or with fields of the wrong type.
+    """
     fields = dict(record["info"])
-    fields["last_modified"] = datetime.fromisoformat(fields["last_modified"])
+    fields["last_modified"] = modified = datetime.fromisoformat(fields["last_modified"])
+    if (
+        fields.get("key") != key
+        or type(fields.get("size")) is not int
+        or modified.tzinfo is None
+        or type(fields.get("content_type")) is not str
+        or type(fields.get("filename")) is not str
+        or type(fields.get("etag")) is not str
+    ):
+        raise ValueError("not a record a fill writes")
     return FileInfo(**fields)
 
 

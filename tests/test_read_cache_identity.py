@@ -250,11 +250,64 @@ def test_prune_leaves_another_apps_fresh_entries_of_a_store_of_the_same_name(
     stream.close()
     short.clock = lambda: 1000.0 + 2 * TTL
     assert short.prune() == 0
+    record = Path(long.entry_folder("a.txt"), "entry.json")
+    fetched = json.loads(record.read_text())["fetched"]
     long.clock = short.clock
-    assert long._fresh_record(long.entry_folder("a.txt")) is not None  # still served
+    long.open_with_info("a.txt")[0].close()
+    assert json.loads(record.read_text())["fetched"] == fetched  # served, not fetched again
     short.clock = lambda: 1000.0 + 100 * TTL
     assert short.prune() == 1
     assert not Path(long.entry_folder("a.txt")).exists()
+
+
+# -- damaged records --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        (("data",), "a\0b.data"),
+        (("data",), "entry.json"),
+        (("info", "key"), "b.txt"),
+        (("info", "etag"), 5),
+        (("info", "size"), 11.0),
+        (("info", "filename"), None),
+        (("info", "last_modified"), "2020-01-01T00:00:00"),
+    ],
+    ids=[
+        "nul-in-data",
+        "data-is-record",
+        "other-key",
+        "etag-int",
+        "size-float",
+        "no-name",
+        "naive",
+    ],
+)
+def test_a_damaged_record_is_never_served_and_never_fails_a_read(
+    tmp_path: Path, field: tuple[str, ...], value: Any
+) -> None:
+    """A record whose fields are not what a fill writes (a hand edit, another program
+    writing in the folder) is treated as missing: the file is fetched from the store again,
+    with the store's own metadata."""
+    store = MemoryStore()
+    store.put("a.txt", b"hello world")
+    cache = ReadThroughCache(store, str(tmp_path / "cache"), TTL)
+    cache.open_with_info("a.txt")[0].close()
+    path = Path(cache.entry_folder("a.txt"), "entry.json")
+    record = json.loads(path.read_text())
+    *parents, last = field
+    holder = record
+    for name in parents:
+        holder = holder[name]
+    holder[last] = value
+    path.write_text(json.dumps(record))
+
+    assert cache.info("a.txt") == store.info("a.txt")
+    stream, info = cache.open_with_info("a.txt")
+    with stream:
+        assert stream.read() == b"hello world"
+    assert info == store.info("a.txt")
 
 
 # -- hostile keys -----------------------------------------------------------------------------
