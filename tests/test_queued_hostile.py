@@ -188,3 +188,25 @@ def test_a_fifo_in_place_of_a_transfer_lock_never_hangs(tmp_path: Path, how: str
     assert not action.is_alive(), "it hangs on the FIFO"
     assert store.join(timeout=JOIN)
     assert store.state("a.txt") == "done"
+
+
+def test_a_pass_stops_asking_an_executor_that_keeps_failing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broker that is down or frozen costs each submit its whole timeout: a pass over a
+    backlog gives up after a few failures in a row, and the next pass queues everything."""
+    store = make_store(tmp_path, transfer_delayed=True)
+    keys = [store.save(b"x", name=f"f{i}.txt").key for i in range(20)]
+    submit, tried = store.executor.submit, []
+
+    def broker_down(job: object) -> None:
+        tried.append(job)
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(store.executor, "submit", broker_down)
+    assert store.reconcile(include_delayed=True) == []
+    assert len(tried) == 3
+    monkeypatch.setattr(store.executor, "submit", submit)
+    assert sorted(store.reconcile(include_delayed=True)) == sorted(keys)
+    assert store.join(timeout=JOIN)
+    assert {store.state(key) for key in keys} == {"done"}

@@ -36,6 +36,10 @@ _JITTER = random.Random()
 
 log = logging.getLogger("flask_store.transfer")
 
+#: Keys in a row that a pass could not queue before it stops: then the executor (a broker
+#: that is down or frozen, each try costing its whole timeout) or the records folder fails
+#: for every key, and the next pass tries again. One key's own trouble does not stop it.
+FAILURES_TO_END_A_PASS = 3
 #: Seconds the background reconciler waits for its executor before it says so in the log.
 READY_WARNING_SECONDS = 10.0
 #: Seconds after which files in the records' ``tmp/`` count as left by a killed write.
@@ -112,7 +116,9 @@ class Reconciler(abc.ABC):
         killed writes left in the records folder is removed, and the local copy that a
         transfer killed right after it finished left behind (``TRANSFER_DELETE_LOCAL``) too.
         A record that cannot be read, or a key whose transfer cannot be queued, is logged
-        and skipped: the others are queued all the same.
+        and skipped: the others are queued all the same, unless
+        :data:`FAILURES_TO_END_A_PASS` keys in a row fail (a broker that is down): the pass
+        then stops, and the next one queues the rest.
 
         :param include_delayed: also queue files of ``delayed`` mode that nobody asked to
             transfer yet (the start-up pass leaves them alone).
@@ -122,7 +128,8 @@ class Reconciler(abc.ABC):
             start-up pass and the command line do; the periodic pass leaves them to people).
         """
         self._tidy_records(max(older_than, DEBRIS_SECONDS))
-        queued = []
+        queued: list[str] = []
+        failures_in_a_row = 0
         for record in self.records.unsettled():
             if not (record.queued or include_delayed) or _changed_within(record, older_than):
                 continue
@@ -134,7 +141,16 @@ class Reconciler(abc.ABC):
                     continue
             except Exception:  # one key's trouble must not stop the others
                 log.exception("Could not queue the transfer of %r; skipped.", record.key)
+                failures_in_a_row += 1
+                if failures_in_a_row == FAILURES_TO_END_A_PASS:
+                    log.error(
+                        "%d transfers in a row could not be queued; the rest wait for the "
+                        "next pass.",
+                        failures_in_a_row,
+                    )
+                    break
                 continue
+            failures_in_a_row = 0
             queued.append(record.key)
         return queued
 
