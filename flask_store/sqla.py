@@ -38,9 +38,9 @@ A FileWrapper given to a row in the transaction and dropped again in it is kept:
 another row's file. So a file the app saved itself stays the app's until a committed row
 holds it; assign the upload instead to have the transaction save it and clean up after it.
 
-The rules run on SQLAlchemy's session, mapper, connection and pool events, registered when
-this module is imported; they work the same with Flask-SQLAlchemy and with a plain
-SQLAlchemy 2 session.
+The rules run on SQLAlchemy's session, mapper and pool events, registered when this module
+is imported, and on the events of each connection whose transaction files wait for; they
+work the same with Flask-SQLAlchemy and with a plain SQLAlchemy 2 session.
 
 Stores are found by name in the current Flask app (``STORE_STORES``, aliases), or given as
 a store object for code without an app: ``StoredFile(store=MemoryStore())``.
@@ -1068,6 +1068,24 @@ def _hand_over(connection: Connection, let_go: list[FileWrapper], saved: list[Fi
         _delete_quietly(saved, SAVED_WHY)
         return
     outer.handed.append(_Handed(let_go, saved, connection.get_nested_transaction()))
+    _listen_to(connection)
+
+
+def _listen_to(connection: Connection) -> None:
+    """Follow ``connection``'s transaction from now on (:data:`CONNECTION_EVENTS`).
+
+    On this connection only, not on every engine: any listener of an engine's connection
+    events sends each of its connections through SQLAlchemy's slower evented path (about
+    30 us more per ``with engine.begin()`` on SQLite), so apps that never join a session
+    to an outer transaction pay nothing.
+    """
+    if not event.contains(connection, "commit", _on_commit):
+        for name, listener in CONNECTION_EVENTS:
+            event.listen(connection, name, listener)
+    # SQLAlchemy takes this one for a whole engine (its dialect) only; it costs nothing but
+    # on an error.
+    if not event.contains(connection.engine, "handle_error", _on_error):
+        event.listen(connection.engine, "handle_error", _on_error)
 
 
 def _end(info: dict[Any, Any]) -> None:
@@ -1094,8 +1112,6 @@ def _adopt_released(outer: _Outer, connection: Connection) -> None:
             handed.savepoint = current
 
 
-@event.listens_for(Engine, "commit")
-@event.listens_for(Engine, "commit_twophase")
 def _on_commit(connection: Connection, xid: Any = None, is_prepared: bool = False) -> None:
     """The connection is about to COMMIT: whether it did, its next step tells."""
     outer = _outer(connection)
@@ -1103,7 +1119,6 @@ def _on_commit(connection: Connection, xid: Any = None, is_prepared: bool = Fals
         outer.committing = True
 
 
-@event.listens_for(Engine, "handle_error")
 def _on_error(context: ExceptionContext) -> None:
     """An error during the COMMIT: the transaction did not commit (as for a session whose
     commit fails, its work counts as rolled back)."""
@@ -1116,10 +1131,6 @@ def _on_error(context: ExceptionContext) -> None:
         _end(connection.info)
 
 
-@event.listens_for(Engine, "rollback")
-@event.listens_for(Engine, "rollback_twophase")
-@event.listens_for(Engine, "begin")
-@event.listens_for(Engine, "begin_twophase")
 def _on_transaction_over(
     connection: Connection, xid: Any = None, is_prepared: bool = False
 ) -> None:
@@ -1137,7 +1148,6 @@ def _pool_done(dbapi_connection: DBAPIConnection | None, record: ConnectionPoolE
     _end(record.info)
 
 
-@event.listens_for(Engine, "savepoint")
 def _on_savepoint(connection: Connection, name: str | None) -> None:
     """A savepoint begins: work of the savepoints released before belongs to the one open."""
     outer = _outer(connection)
@@ -1145,7 +1155,6 @@ def _on_savepoint(connection: Connection, name: str | None) -> None:
         _adopt_released(outer, connection)
 
 
-@event.listens_for(Engine, "rollback_savepoint")
 def _on_rollback_savepoint(connection: Connection, name: str, context: None) -> None:
     """A savepoint of the connection rolls back: delete the files saved by the work in it."""
     outer = _outer(connection)
@@ -1158,6 +1167,19 @@ def _on_rollback_savepoint(connection: Connection, name: str, context: None) -> 
     undone = [handed for handed in outer.handed if handed.savepoint is savepoint]
     outer.handed = [handed for handed in outer.handed if handed.savepoint is not savepoint]
     _delete_quietly([file for handed in undone for file in handed.saved], SAVED_WHY)
+
+
+#: The connection events that follow a transaction holding files (:func:`_listen_to`).
+CONNECTION_EVENTS: tuple[tuple[str, Any], ...] = (
+    ("begin", _on_transaction_over),
+    ("begin_twophase", _on_transaction_over),
+    ("commit", _on_commit),
+    ("commit_twophase", _on_commit),
+    ("rollback", _on_transaction_over),
+    ("rollback_twophase", _on_transaction_over),
+    ("savepoint", _on_savepoint),
+    ("rollback_savepoint", _on_rollback_savepoint),
+)
 
 
 # -- bulk deletes ------------------------------------------------------------------------------
