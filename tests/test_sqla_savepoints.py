@@ -406,3 +406,20 @@ def test_a_session_over_two_engines_settles_each_engines_files_by_its_own_transa
     doc_file = first if outcome == "rollback" else second
     assert kept(app) == sorted([doc_file, note_second])
     other.dispose()
+
+
+def test_engines_whose_sessions_join_no_outer_transaction_get_no_connection_listeners(
+    app: Flask, tmp_path: Path
+) -> None:
+    # Any connection listener sends every connection of the engine through SQLAlchemy's
+    # slower evented path: only connections that files wait for get them.
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'plain.db'}")
+    Base.metadata.create_all(engine)
+    number, _ = first_doc(engine)
+    with Session(engine) as session:
+        replace_in(session, number)
+    with engine.begin() as connection:
+        connection.execute(sa.select(1))
+    for name in ("begin", "commit", "rollback", "savepoint", "rollback_savepoint"):
+        assert not getattr(engine.dispatch, name), name
+    engine.dispose()
