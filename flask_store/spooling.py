@@ -62,6 +62,7 @@ __all__ = [
     "WRITE_BUFFER",
     "SpoolFile",
     "enable_spooling",
+    "link_fresh",
     "temp_path",
 ]
 
@@ -212,9 +213,9 @@ class SpoolFile(io.BufferedRandom):
         path = self._path
         if path is None:
             fd = self.fileno()
-            target = _link_fresh(folder, lambda name: unnamed_files.link_unnamed(fd, name))
+            target = link_fresh(folder, lambda name: unnamed_files.link_unnamed(fd, name))
         elif self._lent:
-            target = _link_fresh(folder, lambda name: _hard_link(path, name))
+            target = link_fresh(folder, lambda name: _hard_link(path, name))
         elif os.path.dirname(path) == folder:
             target = path
         else:
@@ -338,9 +339,12 @@ def _create(folder: str, unnamed: bool) -> tuple[int, str | None]:
     return tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
 
 
-def _link_fresh(folder: str, link: Callable[[str], bool]) -> str | None:
+def link_fresh(folder: str, link: Callable[[str], bool]) -> str | None:
     """A fresh hidden temporary name in ``folder`` given by ``link(name)`` (``False`` when
-    the name is taken); ``None`` where the file system makes no link there (EXDEV...)."""
+    the name is taken); ``None`` where the file system makes no link there (EXDEV...).
+
+    For a file written without a name that must replace another: it gets a name only for
+    the instant before the rename, so a process killed while writing leaves nothing."""
     while True:
         target = temp_path(folder)
         try:

@@ -143,23 +143,34 @@ KILLED_MID_WRITE = textwrap.dedent(
 
     store = LocalStore(path=sys.argv[1])
     store.unnamed_writes = sys.argv[2] == "unnamed"
-    store.save(io.BufferedReader(DiesMidUpload(), 1024), name="big.bin")
+    upload = io.BufferedReader(DiesMidUpload(), 1024)
+    if sys.argv[3] == "replace":
+        store.put("big.bin", b"old")
+        store.put("big.bin", upload, overwrite=True)
+    store.save(upload, name="big.bin")
     """
 )
 
 
 @pytest.mark.parametrize("mode", ["unnamed", "named"])
-def test_a_process_killed_mid_save_leaves_no_file_under_a_key(tmp_path: Path, mode: str) -> None:
+@pytest.mark.parametrize("save", ["save", "replace"])
+def test_a_process_killed_mid_save_leaves_no_file_under_a_key(
+    tmp_path: Path, mode: str, save: str
+) -> None:
     root = tmp_path / "store"
-    child = run_python(KILLED_MID_WRITE, root, mode)
+    child = run_python(KILLED_MID_WRITE, root, mode, save)
     assert child.returncode == -9, child.stderr
-    left = [p.name for p in root.rglob("*") if p.is_file()]
+    left = sorted(p.name for p in root.rglob("*") if p.is_file())
+    kept = ["big.bin"] if save == "replace" else []
     if mode == "unnamed":
-        assert left == []  # the kernel freed the unnamed file
+        assert left == kept  # the kernel freed the unnamed file
     else:
         # A hidden temporary file stays until the start-up sweep or `flask store clean`.
-        assert all(name.startswith(".upload-") for name in left) and len(left) == 1
-    assert list(LocalStore(path=str(root)).keys()) == []
+        hidden = [name for name in left if name not in kept]
+        assert all(name.startswith(".upload-") for name in hidden) and len(hidden) == 1
+    assert list(LocalStore(path=str(root)).keys()) == kept
+    if save == "replace":
+        assert (root / "big.bin").read_bytes() == b"old"  # the old version, whole
 
 
 # -- things in the way of a save ----------------------------------------------------------

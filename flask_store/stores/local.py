@@ -3,7 +3,8 @@
 Writes go to a file with no name yet (``O_TMPFILE``, see :mod:`flask_store.unnamed_files`)
 or, where the file system cannot do that, to a hidden temporary file in the target folder;
 either is then hard-linked under its key: the link fails if the key exists, which makes
-choosing a free name atomic, and a reader never sees a partial file. Metadata (original
+choosing a free name atomic, and a reader never sees a partial file. A write that replaces
+a file gets a hidden name only once complete, for the instant before the rename. Metadata (original
 filename, content type, saved size) travels as one extended attribute on the same inode, so
 it appears and disappears with the file itself.
 File systems without user extended attributes still work; files then report their key's
@@ -40,7 +41,7 @@ from ..files import as_store_error, remove_if_same_file, remove_quietly, write_a
 from ..meta import FileInfo, FileMeta, guess_content_type
 from ..naming import clean_key
 from ..sources import spool_of
-from ..spooling import NO_LINK_ERRNOS, TEMP_PREFIX, temp_path
+from ..spooling import NO_LINK_ERRNOS, TEMP_PREFIX, link_fresh, temp_path
 from .base import BaseStore, Location, first_free_key
 
 __all__ = ["LOCAL_SETTINGS", "META_XATTR", "LocalStore"]
@@ -223,13 +224,11 @@ class LocalStore(BaseStore):
         taken = self._take_spool(chunks, first, first_path, keys, meta, overwrite)
         if taken is not None:
             key, sealed = taken
-        elif self.unnamed_writes and not overwrite:
+        elif self.unnamed_writes:
             fd = self._in_folder(folder, first, unnamed_files.open_unnamed)
             try:
                 sealed = self._fill(fd, chunks, meta)
-                key = self._first_free(
-                    first, first_path, keys, lambda path: unnamed_files.link_unnamed(fd, path)
-                )
+                key = self._name_unnamed(fd, first, first_path, keys, overwrite)
             finally:
                 os.close(fd)
         else:
@@ -243,6 +242,27 @@ class LocalStore(BaseStore):
             finally:
                 remove_quietly(temp_path)
         return _info_from_stat(key, sealed, meta)
+
+    def _name_unnamed(
+        self, fd: int, first: str, first_path: str, keys: Iterator[str], overwrite: bool
+    ) -> str:
+        """Give the complete unnamed file ``fd`` its key: the first free one, linked
+        directly; or ``first`` replaced, through a hidden name given only for the instant
+        before the rename (``linkat`` never replaces a name), so a process killed while
+        writing leaves nothing behind either way."""
+
+        def link(path: str) -> bool:
+            return unnamed_files.link_unnamed(fd, path)
+
+        if not overwrite:
+            return self._first_free(first, first_path, keys, link)
+        temp = link_fresh(os.path.dirname(first_path), link)
+        if temp is None:
+            raise OSError(errno.EOPNOTSUPP, "no link can be made to the unnamed file here")
+        try:
+            return self._place(temp, first, first_path, keys, overwrite=True)
+        finally:
+            remove_quietly(temp)
 
     def _take_spool(
         self,
