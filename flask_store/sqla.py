@@ -1020,13 +1020,26 @@ class _Handed:
     """What a session's finished work left to the transaction of its connection.
 
     ``let_go`` is deleted once that transaction commits, ``saved`` (the uploads of the
-    session's rows) if the work rolls back; ``savepoint`` is the connection's savepoint the
-    work is in (``None``: none), so rolling that back undoes it.
+    session's rows) if the work rolls back; ``savepoint`` refers to the connection's
+    savepoint the work is in (``None``: none), so rolling that back undoes it. The reference
+    is weak: this lives in the pool's record of the connection, and a strong one would keep
+    a connection dropped without ``close()`` from ever going back to its pool.
     """
 
     let_go: list[FileWrapper]
     saved: list[FileWrapper]
-    savepoint: NestedTransaction | None
+    savepoint: weakref.ref[NestedTransaction] | None
+
+    def in_savepoint(self, savepoint: NestedTransaction) -> bool:
+        """Whether the work is in ``savepoint``."""
+        return self.savepoint is not None and self.savepoint() is savepoint
+
+    def savepoint_ended(self) -> bool:
+        """Whether the savepoint the work was in is released (or gone)."""
+        if self.savepoint is None:
+            return False
+        savepoint = self.savepoint()
+        return savepoint is None or not savepoint.is_active
 
 
 @dataclass
@@ -1067,7 +1080,7 @@ def _hand_over(connection: Connection, let_go: list[FileWrapper], saved: list[Fi
     if outer is None:  # the connection is gone, and its transaction with it
         _delete_quietly(saved, SAVED_WHY)
         return
-    outer.handed.append(_Handed(let_go, saved, connection.get_nested_transaction()))
+    outer.handed.append(_Handed(let_go, saved, _weak(connection.get_nested_transaction())))
     _listen_to(connection)
 
 
@@ -1106,10 +1119,14 @@ def _adopt_released(outer: _Outer, connection: Connection) -> None:
     Called before a savepoint begins or rolls back, so no savepoint began since the release:
     the innermost one open is the one the released savepoints were inside.
     """
-    current = connection.get_nested_transaction()
+    current = _weak(connection.get_nested_transaction())
     for handed in outer.handed:
-        if handed.savepoint is not None and not handed.savepoint.is_active:
+        if handed.savepoint_ended():
             handed.savepoint = current
+
+
+def _weak(savepoint: NestedTransaction | None) -> weakref.ref[NestedTransaction] | None:
+    return None if savepoint is None else weakref.ref(savepoint)
 
 
 def _on_commit(connection: Connection, xid: Any = None, is_prepared: bool = False) -> None:
@@ -1164,8 +1181,8 @@ def _on_rollback_savepoint(connection: Connection, name: str, context: None) -> 
     savepoint = connection.get_nested_transaction()
     if savepoint is None:  # no savepoint open: nothing SQLAlchemy could roll back to
         return
-    undone = [handed for handed in outer.handed if handed.savepoint is savepoint]
-    outer.handed = [handed for handed in outer.handed if handed.savepoint is not savepoint]
+    undone = [handed for handed in outer.handed if handed.in_savepoint(savepoint)]
+    outer.handed = [handed for handed in outer.handed if not handed.in_savepoint(savepoint)]
     _delete_quietly([file for handed in undone for file in handed.saved], SAVED_WHY)
 
 

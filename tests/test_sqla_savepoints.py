@@ -316,6 +316,25 @@ def test_nothing_is_held_once_the_outer_transaction_is_over(app: Flask, engine: 
         assert kept(app) == [first]
 
 
+def test_a_connection_dropped_with_files_in_a_savepoint_is_freed_and_rolled_back(
+    app: Flask, engine: sa.Engine
+) -> None:
+    """A connection dropped without close() goes back to its pool when it is garbage
+    collected (rolled back): the files waiting in its savepoint must not keep it alive."""
+    number, first = first_doc(engine)
+    connection = engine.connect()
+    connection.begin()
+    connection.begin_nested()
+    with Session(bind=connection) as session:
+        replace_in(session, number)
+    dropped = weakref.ref(connection)
+    del connection, session  # a closed session still names its bind
+    gc.collect()
+    assert dropped() is None
+    assert kept(app) == [first]  # its work rolled back with it: the upload is gone
+    assert file_of(engine, number) == b"first"
+
+
 def test_sqlite_without_the_savepoint_recipe_keeps_the_file_its_release_committed(
     app: Flask, tmp_path: Path
 ) -> None:
