@@ -566,14 +566,15 @@ def test_a_deployment_survives_killed_workers_and_a_frozen_broker(
     assert sorted(objects.values()) == sorted(set(objects.values()))
     # No local copy left, every record done, no intent left (drained() checked the rest).
     # A process SIGKILLed while a file of the local store has a hidden temporary name
-    # (.upload-*, never a key) leaves that file: an overwriting save writes one (the
-    # retries here overwrite), a delete moves the file aside under one (a transfer worker
-    # removing a local copy). Whether a kill lands in such a moment depends on timing (one
-    # CI-like run left one). Not the stalled upload's body: this app's store is queued, so
-    # Werkzeug keeps that small body in memory (only a local store spools into its folder,
-    # and then into a file with no name). By design such a file stays until the tidy-up
-    # finds it stale (STALE_TEMP_SECONDS, or `flask store clean`); nothing else may be
-    # left, and the tidy-up must take it.
+    # (.upload-*, never a key) leaves that file: an overwriting save names its complete
+    # file so for the instant before the rename (the retries here overwrite), a delete
+    # moves the file aside under one (a transfer worker removing a local copy). Whether a
+    # kill lands in such a moment depends on timing (one CI-like run left one). Not the
+    # stalled upload's body: this app's store is queued, so Werkzeug keeps that small body
+    # in memory (only a local store spools into its folder, and then into a file with no
+    # name). By design such a file stays until the tidy-up finds it stale
+    # (STALE_TEMP_SECONDS, or `flask store clean`); nothing else may be left, and the
+    # tidy-up must take it.
     spooled = [name for name in local if name.startswith(TEMP_PREFIX)]
     assert [name for name in local if name not in spooled] == [], local
     assert len(spooled) <= 1, local
