@@ -28,9 +28,9 @@ Safety rules kept here:
   when reading the form fails for any other reason (the client went away, the form is too
   large), every spool file of the request is deleted at once too.
 - An unnamed file saved without replacing another gets one name only, its key
-  (:meth:`SpoolFile.link_as`). Every name any other gets before its key is hidden (leading
-  dot), so stores never list it and the serving route never serves it, even if a crash
-  leaves one behind.
+  (:meth:`SpoolFile.unnamed_descriptor`). Every name any other gets before its key is
+  hidden (leading dot), so stores never list it and the serving route never serves it,
+  even if a crash leaves one behind.
 """
 
 from __future__ import annotations
@@ -166,39 +166,22 @@ class SpoolFile(io.BufferedRandom):
 
     def unnamed_descriptor(self) -> int | None:
         """This file's descriptor, with what the buffer held written out, if a store may
-        name the file itself (:meth:`link_as`): it has no name, nothing was read from it
-        and it was not moved yet. ``None`` otherwise (:meth:`move_to` then says whether it
-        can be moved at all)."""
-        if self._path is not None or self._moved or not self._untouched():
+        name the file itself (``linkat``, as it names its own unnamed writes): it has no
+        name, none at all yet, and nothing was read from it. ``None`` otherwise
+        (:meth:`move_to` then says whether it can be moved at all).
+
+        Once named, the file has a link, so it is never offered again; closing or dropping
+        this stream leaves it alone (the kernel frees only a file without a name).
+        """
+        if self._path is not None or not self._untouched():
             return None
         self.flush()
         return self.fileno()
 
-    def link_as(self, target: str) -> bool:
-        """Give this unnamed file (see :meth:`unnamed_descriptor`) its first name,
-        ``target``, by ``linkat``: ``False`` when a file already has that name.
-
-        Named, the file is the caller's: closing or dropping this stream leaves it alone.
-        A store uses this for a save that replaces no file, so that the file's only name
-        is its key: there is no hidden name in between for a killed worker to leave.
-
-        :raises OSError: where it cannot be named so: ENOENT (no such folder), or an
-            ``errno`` in :data:`NO_LINK_ERRNOS` (another file system, no links there).
-        """
-        if self._path is not None or self._moved:
-            raise ValueError("Only an unnamed spool file not moved yet can be linked.")
-        if not unnamed_files.link_unnamed(self.fileno(), target):
-            return False
-        self._moved = True
-        self._cleanup.detach()
-        return True
-
     def move_to(self, folder: str) -> str | None:
-        """Give this file a fresh hidden temporary name in ``folder`` and hand that name over
-        (an unnamed file gets its first name, by ``linkat``; a lent file, :meth:`lend`,
-        gets a new hard link and keeps its owner's name). For an unnamed file a store
-        needs this only to replace a file (``os.replace`` takes a name); else it names the
-        file under its key at once (:meth:`link_as`).
+        """Give this named file a fresh hidden temporary name in ``folder`` and hand that
+        name over (a lent file, :meth:`lend`, gets a new hard link and keeps its owner's
+        name). An unnamed file is named by the store itself (:meth:`unnamed_descriptor`).
 
         The caller (a store's ``_write``) then owns the returned name: it claims a key with
         it and removes it afterwards. The open stream keeps reading the same data.
@@ -207,14 +190,11 @@ class SpoolFile(io.BufferedRandom):
             moved, partly read, named or replaced on disk by someone else, or ``folder`` is
             on another file system); the caller then copies the stream as usual.
         """
-        if self._moved or not self._untouched():
+        path = self._path
+        if path is None or self._moved or not self._untouched():
             return None
         self.flush()
-        path = self._path
-        if path is None:
-            fd = self.fileno()
-            target = link_fresh(folder, lambda name: unnamed_files.link_unnamed(fd, name))
-        elif self._lent:
+        if self._lent:
             target = link_fresh(folder, lambda name: _hard_link(path, name))
         elif os.path.dirname(path) == folder:
             target = path

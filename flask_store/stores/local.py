@@ -4,9 +4,9 @@ Writes go to a file with no name yet (``O_TMPFILE``, see :mod:`flask_store.unnam
 or, where the file system cannot do that, to a hidden temporary file in the target folder;
 either is then hard-linked under its key: the link fails if the key exists, which makes
 choosing a free name atomic, and a reader never sees a partial file. A write that replaces
-a file gets a hidden name only once complete, for the instant before the rename. Metadata (original
-filename, content type, saved size) travels as one extended attribute on the same inode, so
-it appears and disappears with the file itself.
+a file gets a hidden name only once complete, for the instant before the rename. Metadata
+(original filename, content type, saved size) travels as one extended attribute on the same
+inode, so it appears and disappears with the file itself.
 File systems without user extended attributes still work; files then report their key's
 basename as filename and a content type guessed from the extension.
 
@@ -277,27 +277,29 @@ class LocalStore(BaseStore):
         ``None`` where the chunks must be copied (no spool file, or one read from, named
         elsewhere, on another file system...).
 
-        An unnamed spool saved without replacing a file is sealed, then named under its key
-        directly; any other is moved to a hidden name first (:meth:`SpoolFile.move_to`).
+        An unnamed spool is sealed, then named as the store's own unnamed writes are
+        (:meth:`_name_unnamed`); any other is moved to a hidden name first
+        (:meth:`SpoolFile.move_to`).
         """
         spool = spool_of(chunks)
         if spool is None:
             return None
-        fd = None if overwrite else spool.unnamed_descriptor()
+        folder = os.path.dirname(first_path)
+        fd = spool.unnamed_descriptor()
         if fd is not None:
             sealed = self._seal(fd, meta)
-
-            def claim(path: str) -> bool:
-                return self._in_folder(os.path.dirname(path), first, lambda _: spool.link_as(path))
-
             try:
-                key = self._first_free(first, first_path, keys, claim)
+                key = self._in_folder(
+                    folder,
+                    first,
+                    lambda _: self._name_unnamed(fd, first, first_path, keys, overwrite),
+                )
             except OSError as exc:
                 if exc.errno in NO_LINK_ERRNOS:
                     return None
                 raise
         else:
-            moved = self._in_folder(os.path.dirname(first_path), first, spool.move_to)
+            moved = self._in_folder(folder, first, spool.move_to)
             if moved is None:
                 return None
             try:
