@@ -81,6 +81,16 @@ def replace_in(session: Session, number: int, data: bytes = b"second") -> str:
     return key
 
 
+def replace_joined(
+    connection: sa.Connection, number: int, mode: Any = "conditional_savepoint"
+) -> str:
+    """Replace doc ``number``'s file in a session joined to ``connection``'s transaction in
+    ``mode`` (SQLAlchemy's default: ``conditional_savepoint``), commit it and close it: the
+    new file's key."""
+    with Session(bind=connection, join_transaction_mode=mode) as session:
+        return replace_in(session, number)
+
+
 def file_of(engine: sa.Engine, number: int) -> bytes:
     """What doc ``number``'s file holds, read from the committed row."""
     with Session(engine) as session:
@@ -116,8 +126,7 @@ def test_an_outer_commit_deletes_the_file_a_joined_session_let_go_of(
     number, first = first_doc(engine)
     with engine.connect() as connection:
         outer = connection.begin()
-        with Session(bind=connection, join_transaction_mode=mode) as session:
-            second = replace_in(session, number)
+        second = replace_joined(connection, number, mode)
         assert kept(app) == sorted([first, second])  # the outer transaction is still open
         outer.commit()
     assert kept(app) == [second]
@@ -131,8 +140,7 @@ def test_the_next_transaction_of_a_committed_connection_finds_the_old_file_delet
     number, first = first_doc(engine)
     with engine.connect() as connection:
         connection.begin()
-        with Session(bind=connection, join_transaction_mode="create_savepoint") as session:
-            second = replace_in(session, number)
+        second = replace_joined(connection, number, "create_savepoint")
         connection.commit()
         connection.execute(sa.select(1))
         assert first not in kept(app)
@@ -147,8 +155,7 @@ def test_closing_the_outer_connection_without_commit_is_a_rollback(
     number, first = first_doc(engine)
     connection = engine.connect()
     connection.begin()
-    with Session(bind=connection, join_transaction_mode="create_savepoint") as session:
-        replace_in(session, number)
+    replace_joined(connection, number, "create_savepoint")
     connection.close()
     assert kept(app) == [first]
     assert file_of(engine, number) == b"first"
@@ -159,8 +166,7 @@ def test_an_outer_connection_thrown_away_rolls_back(app: Flask, engine: sa.Engin
     number, first = first_doc(engine)
     with engine.connect() as connection:
         connection.begin()
-        with Session(bind=connection, join_transaction_mode="create_savepoint") as session:
-            replace_in(session, number)
+        replace_joined(connection, number, "create_savepoint")
         connection.invalidate()
         assert kept(app) == [first]
     assert file_of(engine, number) == b"first"
@@ -221,8 +227,7 @@ def test_two_sessions_on_one_connection_follow_its_transaction(
             session.add(added)
             session.commit()
             added_key = added.file.key
-        with Session(bind=connection, join_transaction_mode="create_savepoint") as session:
-            second = replace_in(session, number)
+        second = replace_joined(connection, number, "create_savepoint")
         if outcome == "rollback":
             outer.rollback()
         else:
@@ -244,8 +249,7 @@ def test_a_savepoint_of_the_outer_transaction_decides_for_the_files_inside_it(
             session.commit()
             before_key = before.file.key
         savepoint = connection.begin_nested()
-        with Session(bind=connection) as session:  # in a savepoint: one of its own
-            second = replace_in(session, number)
+        second = replace_joined(connection, number)  # in a savepoint: one of its own
         if inner == "rollback":
             savepoint.rollback()
             assert kept(app) == sorted([first, before_key])  # the savepoint's upload is gone
@@ -274,8 +278,7 @@ def test_a_released_savepoint_of_the_outer_transaction_belongs_to_the_one_around
         outer = connection.begin()
         around = connection.begin_nested()
         released = connection.begin_nested()
-        with Session(bind=connection) as session:
-            second = replace_in(session, number)
+        second = replace_joined(connection, number)
         released.commit()
         later = connection.begin_nested()  # a sibling: its rollback is no concern of the file
         later.rollback()
@@ -325,10 +328,9 @@ def test_a_connection_dropped_with_files_in_a_savepoint_is_freed_and_rolled_back
     connection = engine.connect()
     connection.begin()
     connection.begin_nested()
-    with Session(bind=connection) as session:
-        replace_in(session, number)
+    replace_joined(connection, number)
     dropped = weakref.ref(connection)
-    del connection, session  # a closed session still names its bind
+    del connection
     gc.collect()
     assert dropped() is None
     assert kept(app) == [first]  # its work rolled back with it: the upload is gone
@@ -346,8 +348,7 @@ def test_sqlite_without_the_savepoint_recipe_keeps_the_file_its_release_committe
     number, first = first_doc(engine)
     with engine.connect() as connection:
         outer = connection.begin()
-        with Session(bind=connection, join_transaction_mode="create_savepoint") as session:
-            second = replace_in(session, number)
+        second = replace_joined(connection, number, "create_savepoint")
         assert first not in kept(app)  # committed by the RELEASE: let go of for good
         outer.rollback()
     assert file_of(engine, number) == b"second"  # SQLite did commit it
