@@ -118,24 +118,6 @@ def test_a_record_changed_a_moment_ago_on_a_host_a_little_ahead_waits_for_its_gr
     assert store.state("a.txt") == "pending"
 
 
-def test_a_file_deleted_and_saved_again_during_its_transfer_sends_the_new_bytes(
-    tmp_path: Path,
-) -> None:
-    gate = threading.Event()
-    store = make_store(tmp_path, remote={"PROVIDER": BlockingStore, "GATE": gate})
-    remote = store.remote
-    assert isinstance(remote, BlockingStore)
-    store.save(b"old bytes", name="a.txt")
-    assert remote.entered.wait(JOIN)  # the old version's upload is under way
-    assert store.delete("a.txt")
-    assert store.save(b"new bytes", name="a.txt").key == "a.txt"  # the name is free again
-    gate.set()  # the old upload lands after the delete
-    assert store.join(timeout=JOIN)
-    assert store.state("a.txt") == "done"
-    assert remote.read("a.txt") == b"new bytes"
-    assert store.read("a.txt") == b"new bytes"
-
-
 class StoresThenFailsOnce(BlockingStore):
     """Holds its first write until ``GATE`` is set, stores it, then answers with an error (a
     remote that timed out after storing the upload); later writes just work."""
@@ -151,23 +133,30 @@ class StoresThenFailsOnce(BlockingStore):
 
 
 @pytest.mark.parametrize("saved_again", [False, True])
-def test_a_file_deleted_while_an_upload_that_then_failed_was_stored_leaves_no_old_copy(
-    tmp_path: Path, saved_again: bool
+@pytest.mark.parametrize(
+    "remote_kind", [BlockingStore, StoresThenFailsOnce], ids=["lands", "lands-then-fails"]
+)
+def test_a_file_deleted_during_its_upload_leaves_no_old_copy(
+    tmp_path: Path, remote_kind: type[BlockingStore], saved_again: bool
 ) -> None:
+    """The old version's upload lands on the remote after the delete (and may then fail: a
+    remote that timed out after storing it). No copy of the deleted file stays there, and a
+    save under the freed name meanwhile sends its new bytes."""
     gate = threading.Event()
-    store = make_store(tmp_path, remote={"PROVIDER": StoresThenFailsOnce, "GATE": gate})
+    store = make_store(tmp_path, remote={"PROVIDER": remote_kind, "GATE": gate})
     remote = store.remote
-    assert isinstance(remote, StoresThenFailsOnce)
+    assert isinstance(remote, remote_kind)
     store.save(b"old bytes", name="a.txt")
-    assert remote.entered.wait(JOIN)
+    assert remote.entered.wait(JOIN)  # the old version's upload is under way
     assert store.delete("a.txt")
     if saved_again:
-        store.save(b"new bytes", name="a.txt")
-    gate.set()
+        assert store.save(b"new bytes", name="a.txt").key == "a.txt"  # the name is free again
+    gate.set()  # the old upload lands after the delete
     assert store.join(timeout=JOIN)
     if saved_again:
         assert store.state("a.txt") == "done"
         assert remote.read("a.txt") == b"new bytes"
+        assert store.read("a.txt") == b"new bytes"
     else:
         assert not remote.exists("a.txt")  # no orphan of the deleted file
         assert not store.exists("a.txt")
