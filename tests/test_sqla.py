@@ -111,9 +111,19 @@ class OutageStore(LocalStore):
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
     """An empty database with the test tables, on SQLite and on PostgreSQL."""
+    yield from fresh_database(request, tmp_path, connect=_sqlite_foreign_keys)
+
+
+def fresh_database(
+    request: pytest.FixtureRequest, tmp_path: Path, **sqlite_events: Any
+) -> Iterator[sa.Engine]:
+    """An engine on an empty database with the test tables (dropped again afterwards): a
+    SQLite file in ``tmp_path`` or the PostgreSQL server, as ``request.param`` says.
+    ``sqlite_events`` are engine event listeners by name, for SQLite only."""
     if request.param == "sqlite":
         made = sa.create_engine(f"sqlite:///{tmp_path / 'test.db'}")
-        sa.event.listen(made, "connect", _sqlite_foreign_keys)
+        for name, listener in sqlite_events.items():
+            sa.event.listen(made, name, listener)
     else:
         url = request.getfixturevalue("postgres_url")
         made = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))

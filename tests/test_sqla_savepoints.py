@@ -25,7 +25,16 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from flask_store.sqla import OUTER_KEY, StoredFile, UnsavedFile
 from tests.postgres_server import postgres_url
-from tests.test_sqla import Base, Doc, Link, app, committed_doc, kept, upload
+from tests.test_sqla import (
+    Base,
+    Doc,
+    Link,
+    app,
+    committed_doc,
+    fresh_database,
+    kept,
+    upload,
+)
 
 __all__ = ["app", "postgres_url"]  # fixtures, imported for the tests here
 
@@ -39,20 +48,9 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine
     """An empty database with the test tables. SQLite gets SQLAlchemy's documented recipe
     for working savepoints (pysqlite's own BEGIN handling would let the RELEASE of the first
     savepoint commit the outer transaction)."""
-    if request.param == "sqlite":
-        made = sa.create_engine(f"sqlite:///{tmp_path / 'test.db'}")
-        sa.event.listen(made, "connect", _sqlite_own_transactions)
-        sa.event.listen(made, "begin", _sqlite_begin)
-    else:
-        url = request.getfixturevalue("postgres_url")
-        made = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    Base.metadata.drop_all(made)
-    Base.metadata.create_all(made)
-    try:
-        yield made
-    finally:
-        Base.metadata.drop_all(made)
-        made.dispose()
+    yield from fresh_database(
+        request, tmp_path, connect=_sqlite_own_transactions, begin=_sqlite_begin
+    )
 
 
 def _sqlite_own_transactions(connection: Any, record: object) -> None:
