@@ -25,6 +25,7 @@ from flask_store.exceptions import (
     InvalidValueError,
     StoreError,
 )
+from flask_store.read_cache import ReadThroughCache
 from flask_store.stores.base import BaseStore
 from flask_store.stores.memory import MemoryStore
 from flask_store.stores.queued import QueuedStore
@@ -495,8 +496,6 @@ def test_text_cache_reads_no_more_than_the_limit_and_one_byte(
 def test_a_read_cache_entry_from_the_future_is_stale(tmp_path: Any) -> None:
     """The system clock stepped back (NTP correcting an hour): an entry fetched 'later'
     than now is not taken as fresh for an hour and the TTL, nor skipped by prune."""
-    from flask_store.read_cache import ReadThroughCache
-
     store = MemoryStore()
     clock = Clock()
     cache = ReadThroughCache(store, str(tmp_path / "cache"), ttl=60, clock=clock)

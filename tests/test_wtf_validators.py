@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask_wtf import FlaskForm
-from flask_wtf.file import FileField, FileRequired
+from flask_wtf.file import FileField, FileRequired, MultipleFileField
 from werkzeug.datastructures import FileStorage
 from wtforms.validators import StopValidation  # type: ignore[import-untyped]
 
@@ -159,7 +159,6 @@ def test_an_unseekable_page_named_as_an_image_is_refused() -> None:
 def test_every_file_of_a_multiple_file_field_is_checked(app: Flask) -> None:
     """A MultipleFileField holds a list: one page among images is refused, as Flask-WTF's
     own FileAllowed and FileSize refuse one bad file of many."""
-    from flask_wtf.file import MultipleFileField
 
     class Form(FlaskForm):  # type: ignore[misc]
         files = MultipleFileField(validators=[StoreAllowed(), StoreMaxSize()])
