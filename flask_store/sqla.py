@@ -835,6 +835,8 @@ def _after_commit(session: Session) -> None:
     """
     if session.in_nested_transaction():
         return  # a savepoint was released; its files now follow the enclosing transaction
+    if not session.info.get(LEDGER_KEY):
+        return  # no file saved or let go of: every commit of the app comes this way
     _settle(session, [connection for connection, _ in _joined(session) if _uncommitted(connection)])
 
 
