@@ -44,6 +44,7 @@ __all__ = [
     "ContentRules",
     "LimitedStream",
     "apply_rules",
+    "check_declared_type",
     "check_size",
     "check_type",
     "detected_types",
@@ -229,6 +230,15 @@ def check_type(head: bytes, declared: str, patterns: Iterable[str], filename: st
             f"{filename!r} is not accepted: its content is {found[0]}, and only "
             f"{', '.join(patterns)} may be saved here."
         )
+    check_declared_type(declared, patterns, filename)
+
+
+def check_declared_type(declared: str, patterns: Iterable[str], filename: str) -> None:
+    """Refuse a file whose declared type (the one it would be stored with) matches none of
+    ``patterns``, whatever its bytes: a direct upload's form is refused so before any byte.
+
+    :raises FileTypeRejectedError: naming the file, the type and the types allowed.
+    """
     declared_type = media_type(declared)
     if not type_allowed(declared_type, patterns):
         raise FileTypeRejectedError(

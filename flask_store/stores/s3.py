@@ -30,7 +30,7 @@ from werkzeug.http import parse_options_header
 
 from ..byteranges import Span, content_range_of, spans_to_serve, starts_and_covers
 from ..config import Schema
-from ..content_checks import SNIFF_BYTES, check_type, type_allowed
+from ..content_checks import SNIFF_BYTES, check_declared_type, check_type
 from ..exceptions import (
     FileChangedError,
     FileNotFoundInStoreError,
@@ -842,11 +842,8 @@ class S3Store(BaseStore):
             content_type = guess_content_type(safe_name)
         content_type = parse_content_type(content_type)
         allowed = self.content_rules.allowed_types
-        if allowed is not None and not type_allowed(media_type(content_type), allowed):
-            raise FileTypeRejectedError(
-                f"{filename!r} is not accepted: it would be stored as "
-                f"{media_type(content_type)}, and only {', '.join(allowed)} may be saved here."
-            )
+        if allowed is not None:
+            check_declared_type(content_type, allowed, filename)
         signer = self._upload_signer()
         key = join_key(self.destination, safe_name)
         if self.on_conflict != "overwrite":
