@@ -16,6 +16,7 @@ whole, which is fine for the small files tests use.
 from __future__ import annotations
 
 import http.client
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -56,6 +57,9 @@ class CountingProxy:
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname or HOST, parts.port or 80)
         self.seen: list[Seen] = []
+        #: The error of each connection the proxy dropped because handling it raised (most
+        #: often a client that reset it). Recorded here, never printed: see :class:`_Server`.
+        self.dropped: list[BaseException] = []
         #: Set while an object PUT is being held back (see :meth:`hold_puts_after`).
         self.holding = threading.Event()
         self._lock = threading.Lock()
@@ -63,9 +67,7 @@ class CountingProxy:
         self._released = threading.Event()
         self._truncate_gets = 0
         self._changed_headers: dict[str, dict[str, str | None]] = {}
-        self._server = ThreadingHTTPServer((HOST, 0), _Handler)
-        self._server.daemon_threads = True
-        self._server.proxy = self  # type: ignore[attr-defined]
+        self._server = _Server(self)
         self.url = f"http://{HOST}:{self._server.server_address[1]}"
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), daemon=True
@@ -169,6 +171,10 @@ class CountingProxy:
         with self._lock:
             self.seen.append(seen)
 
+    def _record_dropped(self, error: BaseException) -> None:
+        with self._lock:
+            self.dropped.append(error)
+
     def close(self) -> None:
         """Stop the proxy (held requests are dropped)."""
         self._released.set()
@@ -198,6 +204,27 @@ def split_path(path: str) -> tuple[str, str, str]:
 _INCOMPLETE = b"<incomplete>"
 
 
+class _Server(ThreadingHTTPServer):
+    """The proxy's HTTP server: a thread per client connection, and errors kept quiet.
+
+    ``socketserver`` prints a traceback to ``sys.stderr`` for a request that raises. A test
+    running a CLI command through Click's ``CliRunner`` reads ``sys.stderr`` as the command's
+    own error output, so a client's connection reset, printed from this thread, would turn up
+    among the command's lines. The error goes to :attr:`CountingProxy.dropped` instead.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, proxy: CountingProxy) -> None:
+        super().__init__((HOST, 0), _Handler)
+        self.proxy = proxy
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        error = sys.exc_info()[1]
+        if error is not None:
+            self.proxy._record_dropped(error)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     _upstream: http.client.HTTPConnection | None = None
@@ -207,7 +234,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     @property
     def proxy(self) -> CountingProxy:
-        return self.server.proxy  # type: ignore[attr-defined, no-any-return]
+        assert isinstance(self.server, _Server)
+        return self.server.proxy
 
     def _forward(self) -> None:
         bucket, key, query = split_path(self.path)
