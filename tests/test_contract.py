@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -237,6 +238,30 @@ def test_bad_keys_are_refused(store: BaseStore, bad_key: str) -> None:
         store.write([b"x"], [bad_key], FileMeta("x", "text/plain"))
     assert not store.exists(bad_key)
     assert everything_stored(store) == ["x"]
+
+
+@pytest.mark.parametrize("bad_key", ["/x", "/etc/passwd", "//x", "x/../y", ".hidden", ""])
+def test_every_method_taking_a_whole_key_refuses_what_open_refuses(
+    store: BaseStore, bad_key: str
+) -> None:
+    """A key names one file: ``put("/x")`` once stored ``x``, which ``open("/x")`` then
+    refused, so the key an app kept could not be read back under the name it used."""
+    store.save(b"x", name="x")
+    writes: list[Callable[[], object]] = [
+        lambda: store.put(bad_key, b"new", overwrite=True),
+        lambda: store.replace(bad_key, b"new", name="x"),
+        lambda: store.dump(bad_key, {"new": True}),
+        lambda: store.dump_text(bad_key, "new"),
+        lambda: store.file(bad_key),
+        lambda: store.load(bad_key),
+        lambda: store.load_text(bad_key),
+        lambda: store.open(bad_key),
+    ]
+    for write in writes:
+        with pytest.raises(InvalidKeyError):
+            write()
+    assert everything_stored(store) == ["x"]
+    assert store.read("x") == b"x"
 
 
 def test_save_none_is_a_clear_error(store: BaseStore) -> None:

@@ -416,12 +416,16 @@ class BaseStore(ABC):
             (values, copies), not uploads.
         :param max_size: as :meth:`save`'s.
         :raises FileExistsInStoreError: when ``key`` is taken and ``overwrite`` is false.
+        :raises InvalidKeyError: for a key :meth:`open` would refuse (``"/a.txt"``,
+            ``"../a.txt"``): a key is checked, never repaired, so the key given is the key
+            stored.
 
         .. versionchanged:: 0.2
-            ``allowed_types`` and ``max_size``.
+            ``allowed_types`` and ``max_size``; an absolute key is refused, no longer
+            stored without its leading slash.
         """
         rules = ContentRules.of(allowed_types, max_size)
-        key = join_key(key)
+        key = clean_key(key)
         basename = key.rpartition("/")[2]
         with open_upload(file, filename or basename, content_type) as upload:
             return self._store(upload, iter([key]), basename, overwrite=overwrite, rules=rules)
@@ -437,7 +441,7 @@ class BaseStore(ABC):
             ``STORE_MAX_SIZE``; the stored file is left as it was.
         """
         rules = self._rules(None, None)
-        key = join_key(key)
+        key = clean_key(key)
         if not self.exists(key):
             raise FileNotFoundInStoreError(f"No file is stored as {key!r}; nothing to replace.")
         with open_upload(file, name, content_type) as upload:
@@ -523,7 +527,7 @@ class BaseStore(ABC):
 
     def file(self, key: str) -> FileWrapper:
         """A :class:`~flask_store.FileWrapper` for the file stored as ``key`` (from a database)."""
-        return FileWrapper(self, join_key(key))
+        return FileWrapper(self, clean_key(key))
 
     def at(self, destination: str) -> Self:
         """This store, saving into the folder ``destination`` (below any current one)."""
@@ -717,7 +721,7 @@ class BaseStore(ABC):
         .. versionadded:: 0.2
         """
         data = self._read_value(key)
-        return None if data is None else decode_json(join_key(key), data)
+        return None if data is None else decode_json(clean_key(key), data)
 
     def dump_text(self, key: str, value: str) -> FileWrapper:
         """Store the string ``value`` under exactly ``key`` (UTF-8, ``text/plain``),
@@ -739,7 +743,7 @@ class BaseStore(ABC):
         .. versionadded:: 0.2
         """
         data = self._read_value(key)
-        return None if data is None else decode_text(join_key(key), data)
+        return None if data is None else decode_text(clean_key(key), data)
 
     def _put_value(self, key: str, data: bytes, content_type: str) -> FileWrapper:
         return self.put(key, data, content_type=content_type, overwrite=True)
@@ -752,7 +756,7 @@ class BaseStore(ABC):
         except FileNotFoundInStoreError:
             return None
         with stream:
-            return read_value(join_key(key), stream)
+            return read_value(clean_key(key), stream)
 
     def items(self, prefix: str = "") -> Iterator[tuple[str, FileWrapper]]:
         """``(key, file)`` for every key that starts with ``prefix``, in :meth:`keys` order.
