@@ -162,6 +162,40 @@ def test_a_file_deleted_during_its_upload_leaves_no_old_copy(
         assert not store.exists("a.txt")
 
 
+@pytest.mark.parametrize(
+    "remote_kind", [BlockingStore, StoresThenFailsOnce], ids=["lands", "lands-then-fails"]
+)
+def test_a_failed_drop_of_a_deleted_files_upload_still_lets_the_new_version_through(
+    tmp_path: Path, remote_kind: type[BlockingStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The old version's upload lands after the file was deleted and saved anew, and the
+    remote is down for the delete that should drop it: the new version's transfer still
+    ends done with its own bytes, over the stale copy it knows to be the deleted file's."""
+    gate = threading.Event()
+    store = make_store(tmp_path, remote={"PROVIDER": remote_kind, "GATE": gate})
+    remote = store.remote
+    assert isinstance(remote, remote_kind)
+    store.save(b"old bytes", name="a.txt")
+    assert remote.entered.wait(JOIN)  # the old version's upload is under way
+    assert store.delete("a.txt")
+    assert store.save(b"new bytes", name="a.txt").key == "a.txt"
+    delete, failed = remote.delete, list[str]()
+
+    def down_once(key: str, *, if_etag: str | None = None) -> bool:
+        if not failed:
+            failed.append(key)
+            raise StoreUnavailableError("injected: the remote store is down")
+        return delete(key, if_etag=if_etag)
+
+    monkeypatch.setattr(remote, "delete", down_once)
+    gate.set()  # the old upload lands after the delete; dropping it fails
+    assert store.join(timeout=JOIN)
+    assert failed == ["a.txt"]
+    assert store.state("a.txt") == "done"
+    assert remote.read("a.txt") == b"new bytes"
+    assert store.read("a.txt") == b"new bytes"
+
+
 @pytest.mark.parametrize("how", ["transfer", "reconcile"])
 def test_a_fifo_in_place_of_a_transfer_lock_never_hangs(tmp_path: Path, how: str) -> None:
     store = make_store(tmp_path, transfer_delayed=True)

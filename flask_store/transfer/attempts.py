@@ -264,8 +264,43 @@ class TransferAttempts:
             return True
         current = self.records.get(record.key)
         if current is None or not current.same_file(record):
-            self.remote.delete(record.key)
+            self._drop_remote_copy(record, current)
         return False
+
+    def _drop_remote_copy(self, record: TransferRecord, current: TransferRecord | None) -> None:
+        """Remove the remote copy of ``record``'s file, deleted (``current`` is ``None``) or
+        saved anew as ``current`` while its transfer ran.
+
+        A remote that fails the delete (down, timing out) would leave that copy in the way
+        of the new file's transfer, which never overwrites a file it does not know: it would
+        end in a conflict that never clears. So the new file's record is told to replace
+        whatever the remote holds under the key (it is this transfer's stale upload), and
+        its transfer (next, under the same lock) sends it over the stale copy.
+        """
+        try:
+            self.remote.delete(record.key)
+        except Exception as exc:
+            if current is None:
+                log.warning(
+                    "Could not remove the remote copy of %r, deleted during its transfer "
+                    "(%s); it stays on the remote store.",
+                    record.key,
+                    exc,
+                )
+                return
+            log.warning(
+                "Could not remove the remote copy of %r, saved again during its transfer "
+                "(%s); the new version's transfer replaces it.",
+                record.key,
+                exc,
+            )
+            while not current.overwrite and not self.records.update(
+                current, current.moved(current.state, overwrite=True)
+            ):
+                newer = self.records.get(record.key)
+                if newer is None:
+                    return  # deleted meanwhile: its delete removes the remote copy
+                current = newer
 
     def _give_up(self, record: TransferRecord, error: Exception, attempts: int) -> Outcome | None:
         """Record the transfer as failed (local copy kept) and send ``transfer_failed``."""
