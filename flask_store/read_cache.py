@@ -34,6 +34,7 @@ import math
 import os
 import re
 import secrets
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -138,6 +139,8 @@ class ReadThroughCache:
         """
         removed = 0
         for entry in sorted(glob.glob(os.path.join(glob.escape(self.folder), "??", "*"))):
+            if not _is_plain_folder(entry):
+                continue  # a link planted in the folder: what it points to is not ours
             try:
                 with open(os.path.join(entry, _RECORD), encoding="utf-8") as handle:
                     record = json.load(handle)
@@ -225,6 +228,8 @@ class ReadThroughCache:
         :raises IncompleteCopyError: when the stream's length differs from ``info.size``.
         """
         os.makedirs(entry, exist_ok=True)
+        if not _is_plain_folder(entry):
+            raise NotADirectoryError(f"The cache entry {entry!r} is a link; not filled.")
         data_name = f"{secrets.token_hex(8)}{_DATA_SUFFIX}"
         data_path = os.path.join(entry, data_name)
         written = atomic_write(data_path, iter(lambda: stream.read(CHUNK_SIZE), b""))
@@ -325,6 +330,20 @@ def _info_of(record: dict[str, Any], key: str) -> FileInfo:
     ):
         raise ValueError("not a record a fill writes")
     return FileInfo(**fields)
+
+
+def _is_plain_folder(entry: str) -> bool:
+    """Whether ``entry`` and its shard are folders of the cache, not links to elsewhere.
+
+    The cache writes and deletes inside entry folders by name; through a link planted in
+    its folder it would write remote files into, or delete ``*.data`` files from, any folder
+    the app may write.
+    """
+    try:
+        shard = os.path.dirname(entry)
+        return not any(stat.S_ISLNK(os.lstat(path).st_mode) for path in (entry, shard))
+    except OSError:
+        return False
 
 
 def _remove_superseded(entry: str, keep: str) -> None:

@@ -154,6 +154,22 @@ def test_what_identifies_an_s3_remote(tmp_path: Path) -> None:
     assert entry(same) == entry(places[0])
 
 
+def test_an_s3_remote_reached_with_other_credentials_is_another_place(tmp_path: Path) -> None:
+    """On a multi-tenant server (Ceph RGW tenants, and the like) one endpoint and bucket name
+    are a different bucket for each tenant's keys: two apps sharing a cache folder must not
+    answer with each other's copies. The key id is in the location only as a digest: the
+    entry records are files on disk."""
+    tenants = [
+        s3_store(path="files", s3_access_key="TENANT-A-KEY", s3_secret_key="a"),
+        s3_store(path="files", s3_access_key="TENANT-B-KEY", s3_secret_key="b"),
+    ]
+    folders = {ReadThroughCache(s, str(tmp_path), TTL).entry_folder("a.txt") for s in tenants}
+    assert len(folders) == 2
+    assert "TENANT-A-KEY" not in json.dumps(tenants[0].location())
+    rotated_secret = s3_store(path="files", s3_access_key="TENANT-A-KEY", s3_secret_key="new")
+    assert rotated_secret.location() == tenants[0].location()  # the same tenant's bucket
+
+
 def test_local_stores_are_identified_by_their_folder(tmp_path: Path) -> None:
     def entry(store: BaseStore) -> str:
         return ReadThroughCache(store, str(tmp_path / "cache"), TTL).entry_folder("a.txt")
@@ -340,3 +356,34 @@ def test_odd_keys_stay_inside_the_cache_folder(tmp_path: Path, key: str) -> None
     entry = Path(cache.entry_folder(key))
     assert entry.parent.parent == tmp_path / "cache" and len(entry.name) == 64
     assert [p.parent for p in (tmp_path / "cache").rglob("*") if p.is_file()] == [entry] * 2
+
+
+# -- links planted in the cache folder --------------------------------------------------------
+
+
+@pytest.mark.parametrize("linked", ["entry", "shard"])
+def test_prune_and_fills_never_reach_through_a_link_in_the_cache_folder(
+    tmp_path: Path, linked: str
+) -> None:
+    """An entry folder (or its two-letter shard) replaced by a link to another folder: a
+    fill would write the remote's bytes there, and prune delete every ``*.data`` file and
+    the ``entry.json`` it finds there. Neither follows the link; reads still work."""
+    store = MemoryStore()
+    store.put("a.txt", b"from the store")
+    cache = ReadThroughCache(store, str(tmp_path / "cache"), TTL, clock=lambda: 1000.0)
+    cache.open_with_info("a.txt")[0].close()
+    entry = Path(cache.entry_folder("a.txt"))
+    moved = entry if linked == "entry" else entry.parent
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(moved, elsewhere)  # holds a record this cache would call its own
+    (elsewhere / "someone-elses.data").write_bytes(b"not the cache's")
+    moved.symlink_to(elsewhere, target_is_directory=True)
+    before = sorted(path.relative_to(elsewhere) for path in elsewhere.rglob("*"))
+
+    cache.clock = lambda: 1000.0 + 2 * TTL  # stale: prune would remove it, a read refill it
+    assert cache.prune() == 0
+    stream, info = cache.open_with_info("a.txt")
+    with stream:
+        assert stream.read() == b"from the store"
+    assert info == store.info("a.txt")
+    assert sorted(path.relative_to(elsewhere) for path in elsewhere.rglob("*")) == before

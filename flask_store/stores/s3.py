@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import importlib
 import io
 import itertools
@@ -148,8 +149,15 @@ class S3Store(BaseStore):
 
     def location(self) -> Location:
         """The endpoint, bucket and key prefix: what names this store's objects (the
-        region is in the endpoint when no ``S3_ENDPOINT_URL`` is set)."""
-        return ("s3", self.settings.endpoint, self.bucket, self.settings.prefix)
+        region is in the endpoint when no ``S3_ENDPOINT_URL`` is set), and a digest of the
+        access key id: on a multi-tenant server (Ceph RGW tenants) one bucket name is
+        another bucket for each tenant's keys. The key id itself is not given out (the read
+        cache writes locations into files); without ``S3_ACCESS_KEY`` (boto3's credential
+        chain) that part is empty, as resolving credentials may ask the network.
+        """
+        access_key = self.settings.access_key
+        key_id = hashlib.sha256(access_key.encode()).hexdigest()[:16] if access_key else ""
+        return ("s3", self.settings.endpoint, self.bucket, self.settings.prefix, key_id)
 
     def object_key(self, key: str) -> str:
         """The bucket's object key for the store key ``key``: ``STORE_PATH/key``.
