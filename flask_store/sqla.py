@@ -70,12 +70,14 @@ from sqlalchemy.engine import (
     Engine,
     ExceptionContext,
     NestedTransaction,
+    Result,
     Transaction,
 )
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import (
     InstanceState,
     Mapper,
+    ORMExecuteState,
     Session,
     SessionTransaction,
     UOWTransaction,
@@ -99,10 +101,12 @@ from .images import checked_thumbnail_sizes, save_image
 from .meta import FileInfo
 from .naming import clean_key
 from .sources import seekable_extent
+from .sqla_bulk import KEEP_FILES, changed_file_attributes, file_changes, given_values
 from .sqla_deletes import delete_or_owe
 from .stores.base import BaseStore
 
 __all__ = [
+    "KEEP_FILES",
     "ImageFile",
     "StoredFile",
     "StoredImage",
@@ -1201,7 +1205,45 @@ CONNECTION_EVENTS: tuple[tuple[str, Any], ...] = (
 )
 
 
-# -- bulk deletes ------------------------------------------------------------------------------
+# -- bulk statements -------------------------------------------------------------------------
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _bulk_statement(execute: ORMExecuteState) -> Result[Any] | None:
+    """An ORM bulk UPDATE or DELETE (``session.execute(delete(Doc).where(...))``): its rows
+    let go of the files it takes off them, as a flush's would.
+
+    Those rows are never loaded, so no other event sees them: their files are read first,
+    with the statement's own WHERE (:mod:`flask_store.sqla_bulk`), then the statement runs,
+    and only once it has succeeded are the files noted, so a statement that fails lets go of
+    nothing. A row the session has loaded is the holder of its files, as at a flush; the
+    others are noted without one (what a holder-less note keeps is never wrongly deleted:
+    at worst a file stays).
+    """
+    if not (execute.is_update or execute.is_delete):
+        return None  # every SELECT of the app comes this way
+    mapper: Mapper[Any] | None = execute.bind_arguments.get("mapper")
+    if mapper is None:
+        return None
+    changed = changed_file_attributes(execute, stored_attributes(mapper))
+    if not changed:
+        return None
+    session = execute.session
+    let_go: dict[tuple[FileWrapper, Holder | None], None] = {}
+    held: dict[tuple[FileWrapper, Holder | None], None] = dict.fromkeys(
+        (file, None) for value in given_values(execute, changed) for file in files_of(value)
+    )
+    for change in file_changes(execute, changed):
+        loaded = session.identity_map.get(change.identity)
+        holder: Holder | None = None if loaded is None else (inspect(loaded), change.key)
+        let_go.update(dict.fromkeys((file, holder) for file in files_of(change.old)))
+        held.update(dict.fromkeys((file, holder) for file in files_of(change.new)))
+    result = execute.invoke_statement()
+    step = _next_step(session)
+    for kind, noted in ((LET_GO, let_go), (HELD, held)):
+        for file, holder in noted:
+            _note(session, [file], kind, step, holder)
+    return result
 
 
 def delete_files_after_commit(

@@ -61,6 +61,7 @@ LAYERS: dict[str, int] = {
     "prune": 3,
     "sqla": 3,
     "sqla_deletes": 3,
+    "sqla_bulk": 3,
     "tus": 3,
     "images": 3,
     # 4. the Flask-facing top
