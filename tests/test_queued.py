@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
@@ -22,6 +23,7 @@ from flask_store.exceptions import (
     FileExistsInStoreError,
     FileNotFoundInStoreError,
     NotConfiguredError,
+    StorageFullError,
     TransferConflictError,
 )
 from flask_store.stores.memory import MemoryStore
@@ -365,6 +367,36 @@ def test_the_local_copy_stays_when_a_newer_file_landed_after_the_upload(
     if local == "local":  # and nothing moved aside is left in its folder
         assert sorted(p.name for p in (tmp_path / "local").iterdir()) == [".transfers", "a.txt"]
     assert store.remote.read("a.txt") == b"OLD"
+
+
+@pytest.mark.parametrize("local", LOCAL_SIDES)
+def test_a_full_disk_while_recording_an_overwrite_keeps_the_pending_old_version(
+    tmp_path: Path, local: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills up as an overwriting save records its transfer: the save fails with
+    StorageFullError and the store is as before it: the old version, not transferred yet,
+    is still the key's local copy and record, reaches the remote, and no part of the new
+    one is left."""
+    store = make_store(tmp_path, local=local, on_conflict="overwrite", transfer_delayed=True)
+    old = store.save(b"OLD version", name="a.txt")
+    record = store.records.get("a.txt")
+
+    def disk_full(record: TransferRecord) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store.records, "_write", disk_full)
+        with pytest.raises(StorageFullError):
+            store.save(b"NEW version", name="a.txt")
+
+    assert store.records.get("a.txt") == record
+    assert store.local.read("a.txt") == b"OLD version"
+    assert store.info("a.txt").etag == old.info.etag
+    assert store.transfer_now("a.txt") == "done"
+    assert store.remote.read("a.txt") == b"OLD version"
+    if local == "local":  # nothing of the new version, nor of the save, is left
+        assert sorted(p.name for p in (tmp_path / "local").iterdir()) == [".transfers", "a.txt"]
+    assert os.listdir(os.path.join(store.records.root, "intents")) == []
 
 
 def test_a_transfer_in_another_process_holds_the_key(tmp_path: Path) -> None:

@@ -121,24 +121,36 @@ def test_sigkill_mid_transfer_then_reconcile_loses_nothing(tmp_path: Path) -> No
         assert restarted.state(key) == "done"
 
 
-KILLED_BEFORE_RECORD = """
+KILLED_MID_SAVE = """
 import json, os, signal, sys
 from flask_store.stores.queued import QueuedStore
 
 store = QueuedStore(**json.loads(sys.argv[1]))
-# SIGKILL at the first instruction after the file became visible locally.
-store.records.create = lambda record: os.kill(os.getpid(), signal.SIGKILL)
+if sys.argv[2] == "replacing":
+    # SIGKILL once the record of the replacing file is durable, before the file takes the key.
+    create_over = store.records.create_over
+
+    def then_killed(record):
+        create_over(record)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    store.records.create_over = then_killed
+else:
+    # SIGKILL at the first instruction after the file became visible locally.
+    store.records.create = lambda record: os.kill(os.getpid(), signal.SIGKILL)
 store.save(b"precious new", name="invoice.pdf")
 """
 
 
 @pytest.mark.parametrize("replacing", [False, True])
-def test_killed_between_the_local_file_and_its_record_then_adopted(
+def test_a_save_killed_between_its_local_file_and_its_record_leaves_a_whole_store(
     tmp_path: Path, replacing: bool
 ) -> None:
     """A save killed after its file landed but before its record was written: the
-    reconciler adopts the file from the save's intent and transfers it (also when it
-    replaced an older version whose local copy was already gone)."""
+    reconciler adopts the file from the save's intent and transfers it. A replacing save
+    records first: killed after its record but before its file replaced the old one (whose
+    local copy was already gone, its transfer done), it leaves the record it replaced to be
+    put back, and the old version is still served."""
     settings: dict[str, Any] = {
         "queued_local": {"PROVIDER": "local", "PATH": str(tmp_path / "local")},
         "queued_remote": {"PROVIDER": "local", "PATH": str(tmp_path / "remote")},
@@ -150,23 +162,28 @@ def test_killed_between_the_local_file_and_its_record_then_adopted(
         old = QueuedStore(**settings)
         old.save(b"old", name="invoice.pdf")
         assert old.join(SAFETY_NET) and old.state("invoice.pdf") == "done"
+    how = "replacing" if replacing else "new"
     child = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(KILLED_BEFORE_RECORD), json.dumps(settings)],
+        [sys.executable, "-c", textwrap.dedent(KILLED_MID_SAVE), json.dumps(settings), how],
         cwd=ROOT,
         capture_output=True,
         timeout=SAFETY_NET,
     )
     assert child.returncode == -signal.SIGKILL, child.stderr
-    assert (tmp_path / "local" / "invoice.pdf").read_bytes() == b"precious new"
+    stored = b"old" if replacing else b"precious new"
+    if not replacing:
+        assert (tmp_path / "local" / "invoice.pdf").read_bytes() == stored
 
     restarted = QueuedStore(**settings)
-    assert restarted.reconcile() == ["invoice.pdf"]
+    assert restarted.reconcile() == ([] if replacing else ["invoice.pdf"])
     assert restarted.join(SAFETY_NET)
     assert restarted.state("invoice.pdf") == "done"
-    assert (tmp_path / "remote" / "invoice.pdf").read_bytes() == b"precious new"
+    assert restarted.read("invoice.pdf") == stored
+    assert (tmp_path / "remote" / "invoice.pdf").read_bytes() == stored
     assert not (tmp_path / "local" / "invoice.pdf").exists()  # removed once verified
     assert restarted.reconcile() == []  # adopted once
     assert os.listdir(restarted.records.root + "/intents") == []
+    assert sorted(p.name for p in (tmp_path / "local").iterdir()) == [".transfers"]
 
 
 def test_an_intent_of_a_live_save_is_left_alone(tmp_path: Path) -> None:

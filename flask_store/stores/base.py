@@ -515,6 +515,35 @@ class BaseStore(ABC):
         # store on the same disk that they come from a spool file it may move into place.
         return self._write(iter(chunks), (clean_key(key) for key in tried), meta, overwrite)
 
+    def replace_when_ready(
+        self,
+        chunks: Iterable[bytes],
+        key: str,
+        meta: FileMeta,
+        ready: Callable[[FileInfo], None],
+    ) -> FileInfo:
+        """Store ``chunks`` as ``key``, replacing the file stored as ``key`` if there is one,
+        once ``ready`` has accepted the complete file.
+
+        ``ready`` is called with the info the new file will have (its ETag included) before
+        the new file takes the key: what has to be made durable first (a queued store's
+        transfer record) is written there. When ``ready`` raises, the error is raised here,
+        the file stored before stays as it was, and nothing of the new one is left.
+
+        This default writes the file first and calls ``ready`` after, removing the new
+        file again when ``ready`` fails: the old one is lost then. Stores that can hold a
+        complete file out of sight (a local folder, memory) override it to keep it.
+
+        .. versionadded:: 0.2
+        """
+        info = self.write(chunks, key, meta, overwrite=True)
+        try:
+            ready(info)
+        except BaseException:
+            self.delete(info.key, if_etag=info.etag)  # no new file without what ready made
+            raise
+        return info
+
     def _write_upload(
         self, upload: Upload, keys: Iterator[str], meta: FileMeta, overwrite: bool
     ) -> FileInfo:

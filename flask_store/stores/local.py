@@ -18,6 +18,7 @@ at once, any other becomes the temporary file.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import itertools
 import json
@@ -25,7 +26,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any, BinaryIO, ClassVar, TypeVar
 
@@ -200,9 +201,23 @@ class LocalStore(BaseStore):
     def _write(
         self, chunks: Iterator[bytes], keys: Iterator[str], meta: FileMeta, overwrite: bool
     ) -> FileInfo:
+        return self._write_hooked(chunks, keys, meta, overwrite, None)
+
+    def _write_hooked(
+        self,
+        chunks: Iterator[bytes],
+        keys: Iterator[str],
+        meta: FileMeta,
+        overwrite: bool,
+        before_replacing: Callable[[os.stat_result], None] | None,
+    ) -> FileInfo:
+        """:meth:`_write`; ``before_replacing`` (overwrites only) is called with the
+        complete file's ``stat`` just before it replaces the key (while it has no name yet,
+        where it can): when it raises, the file under the key stays as it was and the new
+        one is removed."""
         first = next(keys)
         try:
-            return self._write_as(first, chunks, keys, meta, overwrite)
+            return self._write_as(first, chunks, keys, meta, overwrite, before_replacing)
         except StoreError:
             raise
         except OSError as exc:
@@ -216,19 +231,21 @@ class LocalStore(BaseStore):
         keys: Iterator[str],
         meta: FileMeta,
         overwrite: bool,
+        before_replacing: Callable[[os.stat_result], None] | None = None,
     ) -> FileInfo:
         """:meth:`_write` with the first key taken; OS errors are left to the caller."""
         first_path = self._new_path(first)
         folder = os.path.dirname(first_path)
+        placing = _Placing(first, first_path, keys, overwrite, before_replacing)
         # Zero copy: a large upload Flask-Store spooled on this file system is moved, not read.
-        taken = self._take_spool(chunks, first, first_path, keys, meta, overwrite)
+        taken = self._take_spool(chunks, placing, meta)
         if taken is not None:
             key, sealed = taken
         elif self.unnamed_writes:
             fd = self._in_folder(folder, first, unnamed_files.open_unnamed)
             try:
                 sealed = self._fill(fd, chunks, meta)
-                key = self._name_unnamed(fd, first, first_path, keys, overwrite)
+                key = self._name_unnamed(fd, placing)
             finally:
                 os.close(fd)
         else:
@@ -238,14 +255,12 @@ class LocalStore(BaseStore):
                     sealed = self._fill(fd, chunks, meta)
                 finally:
                     os.close(fd)
-                key = self._place(temp_path, first, first_path, keys, overwrite)
+                key = self._place(temp_path, placing)
             finally:
                 remove_quietly(temp_path)
         return _info_from_stat(key, sealed, meta)
 
-    def _name_unnamed(
-        self, fd: int, first: str, first_path: str, keys: Iterator[str], overwrite: bool
-    ) -> str:
+    def _name_unnamed(self, fd: int, placing: _Placing) -> str:
         """Give the complete unnamed file ``fd`` its key: the first free one, linked
         directly; or ``first`` replaced, through a hidden name given only for the instant
         before the rename (``linkat`` never replaces a name), so a process killed while
@@ -254,24 +269,19 @@ class LocalStore(BaseStore):
         def link(path: str) -> bool:
             return unnamed_files.link_unnamed(fd, path)
 
-        if not overwrite:
-            return self._first_free(first, first_path, keys, link)
-        temp = link_fresh(os.path.dirname(first_path), link)
+        if not placing.overwrite:
+            return self._first_free(placing, link)
+        placing.ready(os.fstat(fd))  # before the hidden name: a kill meanwhile leaves nothing
+        temp = link_fresh(os.path.dirname(placing.first_path), link)
         if temp is None:
             raise OSError(errno.EOPNOTSUPP, "no link can be made to the unnamed file here")
         try:
-            return self._place(temp, first, first_path, keys, overwrite=True)
+            return self._place(temp, placing)
         finally:
             remove_quietly(temp)
 
     def _take_spool(
-        self,
-        chunks: Iterator[bytes],
-        first: str,
-        first_path: str,
-        keys: Iterator[str],
-        meta: FileMeta,
-        overwrite: bool,
+        self, chunks: Iterator[bytes], placing: _Placing, meta: FileMeta
     ) -> tuple[str, os.stat_result] | None:
         """Store the spool file behind ``chunks`` itself: its key and sealed ``fstat``, or
         ``None`` where the chunks must be copied (no spool file, or one read from, named
@@ -284,16 +294,13 @@ class LocalStore(BaseStore):
         spool = spool_of(chunks)
         if spool is None:
             return None
-        folder = os.path.dirname(first_path)
+        first = placing.first
+        folder = os.path.dirname(placing.first_path)
         fd = spool.unnamed_descriptor()
         if fd is not None:
             sealed = self._seal(fd, meta)
             try:
-                key = self._in_folder(
-                    folder,
-                    first,
-                    lambda _: self._name_unnamed(fd, first, first_path, keys, overwrite),
-                )
+                key = self._in_folder(folder, first, lambda _: self._name_unnamed(fd, placing))
             except OSError as exc:
                 if exc.errno in NO_LINK_ERRNOS:
                     return None
@@ -304,7 +311,7 @@ class LocalStore(BaseStore):
                 return None
             try:
                 sealed = self._seal(spool.fileno(), meta)
-                key = self._place(moved, first, first_path, keys, overwrite)
+                key = self._place(moved, placing)
             finally:
                 remove_quietly(moved)
         spool.mark_saved()
@@ -348,28 +355,46 @@ class LocalStore(BaseStore):
         except (FileExistsError, NotADirectoryError) as exc:
             raise InvalidKeyError(f"Part of the key {key!r} is a file, not a folder.") from exc
 
-    def _place(
-        self, temp_path: str, first: str, first_path: str, keys: Iterator[str], overwrite: bool
-    ) -> str:
-        """Give the complete file ``temp_path`` its key: ``first`` replaced, or the first free."""
-        if overwrite:
+    def _place(self, temp_path: str, placing: _Placing) -> str:
+        """Give the complete file ``temp_path`` its key: the first one replaced, or the
+        first free."""
+        first = placing.first
+        if placing.overwrite:
+            placing.ready(os.stat(temp_path))
             try:
-                os.replace(temp_path, first_path)
+                os.replace(temp_path, placing.first_path)
             except IsADirectoryError:
                 raise InvalidKeyError(
                     f"The key {first!r} is a folder of other files, not a file to replace."
                 ) from None
             return first
-        return self._first_free(first, first_path, keys, lambda path: _claim(temp_path, path))
+        return self._first_free(placing, lambda path: _claim(temp_path, path))
 
-    def _first_free(
-        self, first: str, first_path: str, keys: Iterator[str], claim: Callable[[str], bool]
-    ) -> str:
-        """Claim ``first``, else the first of ``keys`` free: ``claim(path)`` takes a path."""
+    def _first_free(self, placing: _Placing, claim: Callable[[str], bool]) -> str:
+        """Claim the first key, else the first of the others free: ``claim(path)`` takes a
+        path."""
+        first = placing.first
         return first_free_key(
-            itertools.chain([first], keys),
-            lambda key: claim(first_path if key == first else self._new_path(key)),
+            itertools.chain([first], placing.keys),
+            lambda key: claim(placing.first_path if key == first else self._new_path(key)),
         )
+
+    def replace_when_ready(
+        self,
+        chunks: Iterable[bytes],
+        key: str,
+        meta: FileMeta,
+        ready: Callable[[FileInfo], None],
+    ) -> FileInfo:
+        """:meth:`BaseStore.replace_when_ready`: ``ready`` sees the complete file before
+        it has a name (or under its hidden temporary one, where files cannot be unnamed),
+        whose ETag the naming keeps; when ``ready`` raises, that file is removed unnamed."""
+        key = clean_key(key)
+
+        def before_replacing(found: os.stat_result) -> None:
+            ready(_info_from_stat(key, found, meta))
+
+        return self._write_hooked(iter(chunks), iter([key]), meta, True, before_replacing)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -558,6 +583,26 @@ def _delete_version(path: str, etag: str) -> bool:
     _claim(aside, path)
     remove_quietly(aside)
     return False
+
+
+@dataclasses.dataclass
+class _Placing:
+    """Where a complete file goes: ``first`` (at ``first_path``) replaced with
+    ``overwrite``, else the first free of ``first`` and ``keys``; ``before_replacing`` as
+    for :meth:`LocalStore._write_hooked`."""
+
+    first: str
+    first_path: str
+    keys: Iterator[str]
+    overwrite: bool
+    before_replacing: Callable[[os.stat_result], None] | None = None
+
+    def ready(self, found: os.stat_result) -> None:
+        """Call ``before_replacing`` with the complete file's ``found`` stat, once (an
+        unnamed file is announced before its hidden name, not again when renamed)."""
+        hook, self.before_replacing = self.before_replacing, None
+        if hook is not None:
+            hook(found)
 
 
 def _has_etag(found: os.stat_result, etag: str) -> bool:

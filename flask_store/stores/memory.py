@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, BinaryIO
@@ -28,6 +28,20 @@ class _StoredFile:
     info: FileInfo
 
 
+def _stored_as(chunks: Iterator[bytes], meta: FileMeta) -> Callable[[str], _StoredFile]:
+    """The file of ``chunks`` (read now) as it is stored under a key given later."""
+    data = b"".join(chunks)
+    etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
+    now = datetime.now(timezone.utc)
+
+    def stored_as(key: str) -> _StoredFile:
+        return _StoredFile(
+            data, FileInfo(key, len(data), meta.content_type, meta.filename, now, etag)
+        )
+
+    return stored_as
+
+
 class MemoryStore(BaseStore):
     """Files in this process's memory; gone when the process ends.
 
@@ -43,13 +57,7 @@ class MemoryStore(BaseStore):
     def _write(
         self, chunks: Iterator[bytes], keys: Iterator[str], meta: FileMeta, overwrite: bool
     ) -> FileInfo:
-        data = b"".join(chunks)
-        etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
-        now = datetime.now(timezone.utc)
-
-        def stored_as(key: str) -> _StoredFile:
-            info = FileInfo(key, len(data), meta.content_type, meta.filename, now, etag)
-            return _StoredFile(data, info)
+        stored_as = _stored_as(chunks, meta)
 
         def claim(key: str) -> bool:
             if key in self._files and not overwrite:
@@ -59,6 +67,21 @@ class MemoryStore(BaseStore):
 
         with self._lock:
             return self._files[first_free_key(keys, claim)].info
+
+    def replace_when_ready(
+        self,
+        chunks: Iterable[bytes],
+        key: str,
+        meta: FileMeta,
+        ready: Callable[[FileInfo], None],
+    ) -> FileInfo:
+        """:meth:`BaseStore.replace_when_ready`: the file is complete in memory before
+        ``ready`` sees it, and stored only once it returned."""
+        stored = _stored_as(iter(chunks), meta)(clean_key(key))
+        ready(stored.info)
+        with self._lock:
+            self._files[stored.info.key] = stored
+        return stored.info
 
     def _get(self, key: str) -> _StoredFile:
         try:

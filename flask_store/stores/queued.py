@@ -50,7 +50,7 @@ from ..transfer.reconciler import DEBRIS_SECONDS as DEBRIS_SECONDS
 from ..transfer.reconciler import READY_WARNING_SECONDS as READY_WARNING_SECONDS
 from ..transfer.reconciler import RECONCILE_LEASE as RECONCILE_LEASE
 from ..transfer.reconciler import Reconciler
-from ..transfer.records import RecordBook, TransferJob, TransferRecord
+from ..transfer.records import Intent, RecordBook, TransferJob, TransferRecord
 from ..transfer.signals import file_saved
 from . import load_provider
 from .base import BaseStore, ByteRange, Location, OpenedSpan
@@ -188,7 +188,8 @@ class QueuedStore(TransferAttempts, Reconciler, BaseStore):
     def _write(
         self, chunks: Iterator[bytes], keys: Iterator[str], meta: FileMeta, overwrite: bool
     ) -> FileInfo:
-        """Write locally under a key that neither the local store nor a record holds.
+        """Write locally under a key that neither the local store nor a record holds, or
+        over the first key (``overwrite``).
 
         The keys tried are noted in an intent file first, so a process killed after the file
         landed but before its record was written leaves enough for the reconciler to adopt
@@ -197,19 +198,55 @@ class QueuedStore(TransferAttempts, Reconciler, BaseStore):
         self.executor.check_ready()  # a missing setup step fails before anything is written
         queued = not self.delayed
         with self.records.intent(overwrite=overwrite, queued=queued) as intent:
-            candidates = keys if overwrite else self._unreserved(keys)
-            info = self.local.write(chunks, intent.noting(candidates), meta, overwrite=overwrite)
-            try:
-                record = self.records.create(
-                    TransferRecord.pending(info, meta, overwrite=overwrite, queued=queued)
-                )
-            except BaseException:
-                self.local.delete(info.key)  # no file without its record
-                raise
+            if overwrite:
+                key = next(intent.noting(keys))
+                info, record = self._replace_recorded(chunks, clean_key(key), meta, intent)
+            else:
+                info = self.local.write(chunks, intent.noting(self._unreserved(keys)), meta)
+                try:
+                    record = self.records.create(
+                        TransferRecord.pending(info, meta, overwrite=False, queued=queued)
+                    )
+                except BaseException:
+                    self.local.delete(info.key, if_etag=info.etag)  # no file without its record
+                    raise
         file_saved.send(self, key=info.key, info=info)
         if not self.delayed:
             self._hand_over(TransferJob.of(record))
         return info
+
+    def _replace_recorded(
+        self, chunks: Iterator[bytes], key: str, meta: FileMeta, intent: Intent
+    ) -> tuple[FileInfo, TransferRecord]:
+        """Replace the local file ``key``, its transfer recorded before it takes the key.
+
+        Recording after the replace would lose the replaced version when the record cannot
+        be written (a full disk): that version may not have reached the remote yet, and
+        the new file has no record to stand in for it. So the complete new file waits out of
+        sight (:meth:`~flask_store.stores.base.BaseStore.replace_when_ready`) while its
+        record is written; a record that cannot be written leaves the old file and record as
+        they were, and a replace that fails after it puts the old record back. A transfer
+        that finds the record ahead of the file waits for it; a process killed in between
+        leaves its intent, which notes the record replaced, and the reconciler puts that
+        back (:meth:`adopt_abandoned`).
+        """
+        made: list[tuple[TransferRecord, TransferRecord | None]] = []
+
+        def record(info: FileInfo) -> None:
+            intent.note_replaced(key, self.records.get(key))
+            pending = TransferRecord.pending(info, meta, overwrite=True, queued=not self.delayed)
+            made.append(self.records.create_over(pending))
+
+        try:
+            info = self.local.replace_when_ready(chunks, key, meta, record)
+        except BaseException:
+            if made:
+                try:
+                    self.records.withdraw(*made[0])
+                except Exception:  # the replace's own error is the one to raise
+                    log.exception("Could not put back the transfer record of %r.", key)
+            raise
+        return info, made[0][0]
 
     def _hand_over(self, job: TransferJob) -> None:
         """Give ``job`` to the executor, never failing the save that wrote its file.

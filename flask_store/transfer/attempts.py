@@ -38,6 +38,11 @@ def retry_delay(base: float, attempt: int) -> float:
     return base * 2.0 ** (attempt - 1)
 
 
+def _same_save(current: TransferRecord | None, record: TransferRecord) -> bool:
+    """Whether ``current`` (a key's record now) is still ``record``, unchanged."""
+    return current is not None and current.same_save(record)
+
+
 def _md5_of_stream(stream: BinaryIO) -> str:
     """The MD5 of the whole of the open, seekable ``stream``."""
     stream.seek(0)
@@ -45,7 +50,13 @@ def _md5_of_stream(stream: BinaryIO) -> str:
 
 
 class _SupersededError(Exception):
-    """The file under the key is not the one the record describes: a newer save."""
+    """The record changed while the transfer read the file: a newer save."""
+
+
+class _NotYetStoredError(Exception):
+    """The file under the key is not yet the one its record describes: the save that wrote
+    the record is still replacing the file (a save records a replacement before storing
+    it), or was killed in between (the reconciler then adopts the file under the key)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,8 +160,10 @@ class TransferAttempts:
         """The local copy of ``record``'s file, open, with its info.
 
         :raises FileNotFoundInStoreError: when the local copy is gone (nothing to send).
-        :raises _SupersededError: when the file under the key is another one than the record's
-            (saved again, its record not yet written): the record is brought up to date.
+        :raises _SupersededError: when the record changed meanwhile (saved again).
+        :raises _NotYetStoredError: when the file under the key is another one than the
+            record's, the record unchanged: retried later, never sent in its place (it is
+            the older file, about to be replaced).
         """
         try:
             stream, info = self.local.open_with_info(record.key)
@@ -162,17 +175,12 @@ class TransferAttempts:
         if record.describes(info):
             return stream, info
         stream.close()
-        newer = record.moved(
-            "pending",
-            size=info.size,
-            local_etag=info.etag,
-            filename=info.filename,
-            content_type=info.content_type,
-            attempts=0,
-            error=None,
+        if not _same_save(self.records.get(record.key), record):
+            raise _SupersededError(record.key)
+        raise _NotYetStoredError(
+            f"The local copy of {record.key!r} is not yet the file its record describes "
+            "(a save replacing it is under way)."
         )
-        self.records.update(record, newer)  # or the newer save wrote its record meanwhile
-        raise _SupersededError(record.key)
 
     def _copy_to_remote(self, record: TransferRecord) -> _Sent:
         """Upload the local copy under its key, never over a different remote file.

@@ -9,13 +9,15 @@ walk over the whole local store. Intent files live in the records folder's ``int
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import stat
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from ..files import as_store_error
+from .record import TransferRecord
 from .record_files import (
     INTENTS,
     TMP,
@@ -41,6 +43,9 @@ class Intent:
     overwrite: bool
     queued: bool
     keys: list[str] = field(default_factory=list)
+    #: The record each key had when the save recorded its replacement (``None``: none):
+    #: what the reconciler puts back when the save died before storing the file.
+    replaced: dict[str, TransferRecord | None] = field(default_factory=dict)
 
     def noting(self, keys: Iterator[str]) -> Iterator[str]:
         """``keys``, each one written to the intent file before it is handed on (claimed).
@@ -54,6 +59,17 @@ class Intent:
                 raise as_store_error(exc, f"note the save of {key!r}") from exc
             self.keys.append(key)
             yield key
+
+    def note_replaced(self, key: str, record: TransferRecord | None) -> None:
+        """Note ``record``, the current record of ``key``, before the save replaces it.
+
+        :raises StorageFullError: when the disk is full.
+        """
+        try:
+            append_line(self.fd, {"replaces": key, "record": record and asdict(record)})
+        except OSError as exc:
+            raise as_store_error(exc, f"note the save of {key!r}") from exc
+        self.replaced[key] = record
 
     @classmethod
     def read(cls, fd: int) -> Intent | None:
@@ -69,9 +85,24 @@ class Intent:
         except (IndexError, ValueError, KeyError, TypeError):
             # Died while writing the first line (nothing was claimed yet), or not an intent.
             return None
-        return cls(
+        intent = cls(
             fd=fd, overwrite=overwrite, queued=queued, keys=[k for k in keys if isinstance(k, str)]
         )
+        for line in keys:
+            if isinstance(line, dict) and isinstance(line.get("replaces"), str):
+                intent.replaced[line["replaces"]] = _noted_record(line.get("record"))
+        return intent
+
+
+def _noted_record(fields: object) -> TransferRecord | None:
+    """The record :meth:`Intent.note_replaced` wrote as ``fields``; ``None`` for none, or
+    for one that is not a record (damage: nothing to put back)."""
+    if fields is None:
+        return None
+    try:
+        return TransferRecord.from_json(json.dumps(fields).encode())
+    except ValueError:
+        return None
 
 
 class SavesInProgress:

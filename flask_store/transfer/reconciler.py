@@ -216,14 +216,30 @@ class Reconciler(abc.ABC):
         return adopted
 
     def _adopt(self, key: str, intent: Intent) -> bool:
-        """Record the local file ``key`` as pending unless its record already describes it."""
+        """Record the local file ``key`` as pending unless its record already describes it.
+
+        A replacing save killed after recording its file but before storing it left a
+        record of a file that never landed: the record it replaced is put back first.
+        """
+        record = self.records.get(key)
         try:
             info = self.local.info(key)
         except (FileNotFoundInStoreError, InvalidKeyError):
-            return False  # never landed, or claimed by nobody
-        record = self.records.get(key)
-        if record is not None and (record.local_etag is None or record.describes(info)):
+            info = None  # never landed, or claimed by nobody
+        if (
+            record is not None
+            and info is not None
+            and (record.local_etag is None or record.describes(info))
+        ):
             return False  # the save wrote its record (or the file is an older store's)
+        if record is not None and key in intent.replaced:
+            self.records.withdraw(record, intent.replaced[key])
+            log.warning("Put back the transfer record of %r, left by a killed save.", key)
+            record = self.records.get(key)
+            if info is None or (record is not None and record.describes(info)):
+                return True
+        if info is None:
+            return False
         meta = FileMeta(filename=info.filename, content_type=info.content_type)
         self.records.create(
             TransferRecord.pending(info, meta, overwrite=intent.overwrite, queued=intent.queued)

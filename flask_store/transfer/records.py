@@ -173,6 +173,11 @@ class RecordBook(SavesInProgress, PeriodicWork):
         :raises StorageFullError: when the disk is full (nothing half-written is left);
             other OS errors become Flask-Store errors too, naming the key and no path.
         """
+        return self.create_over(record)[0]
+
+    def create_over(self, record: TransferRecord) -> tuple[TransferRecord, TransferRecord | None]:
+        """:meth:`create`, also returning the record it replaced (read in the same step),
+        for :meth:`withdraw` to put back."""
         try:
             with self._changing(record.key):
                 previous = self.get(record.key)
@@ -186,7 +191,22 @@ class RecordBook(SavesInProgress, PeriodicWork):
                 self._write(fresh)
         except OSError as exc:
             raise as_store_error(exc, f"record the transfer of {record.key!r}") from exc
-        return fresh
+        return fresh, previous
+
+    def withdraw(self, record: TransferRecord, previous: TransferRecord | None) -> bool:
+        """Put ``previous`` back (no record when ``None``) while ``record`` is still the
+        current record of its key: a save that recorded its file before storing it, whose
+        store then failed. Whether it was put back (not when the key changed meanwhile)."""
+        with self._changing(record.key):
+            current = self.get(record.key)
+            if current is None or not current.same_save(record):
+                return False
+            if previous is None:
+                self._remove(OPEN, record.key)
+                self._remove(DONE, record.key)
+            else:  # a version above the withdrawn one's, or a crash mid-move keeps that one
+                self._write(replace(previous, version=record.version + 1, updated=timestamp()))
+        return True
 
     def _write(self, record: TransferRecord) -> None:
         """Store ``record`` durably: flushed to disk and renamed into place."""
