@@ -34,6 +34,12 @@ so the connection's next transaction or its return to the pool says that it succ
 it saved is deleted if that transaction rolls back, fails to commit or is closed, or a
 savepoint of it around the session's work rolls back.
 
+ORM bulk statements follow the same rules: ``session.execute(delete(Doc).where(...))`` and
+``session.execute(update(Doc).values(file=...))`` let go of the files they take off their
+rows (read first with the statement's WHERE, :mod:`flask_store.sqla_bulk`), unless run
+with the execution option :data:`~flask_store.sqla_bulk.KEEP_FILES`. Core statements and
+``ON DELETE CASCADE`` are not seen: :func:`delete_files_after_commit` covers them.
+
 A FileWrapper given to a row in the transaction and dropped again in it is kept: it may be
 another row's file. So a file the app saved itself stays the app's until a committed row
 holds it; assign the upload instead to have the transaction save it and clean up after it.
@@ -1251,15 +1257,18 @@ def delete_files_after_commit(
 ) -> int:
     """Delete the files of the rows ``statement`` selects once the transaction commits.
 
-    ``session.execute(delete(Doc).where(...))`` deletes rows without loading them, so no
-    event sees their files. Call this first with the same condition, then run the bulk
-    delete, then commit::
+    An ORM bulk statement (``session.execute(delete(Doc).where(...))``) needs no help: its
+    files are let go of by itself (:func:`_bulk_statement`). Rows deleted or changed where
+    the ORM cannot see it do: a Core statement on a ``Table``, or rows the database deletes
+    itself (``ON DELETE CASCADE``). Call this first with the same condition, then run the
+    statement, then commit::
 
-        delete_files_after_commit(session, select(Doc).where(Doc.owner_id == 7))
-        session.execute(delete(Doc).where(Doc.owner_id == 7))
+        delete_files_after_commit(session, select(Page).where(Page.doc_id == 7))
+        session.execute(delete(pages_table).where(pages_table.c.doc_id == 7))
         session.commit()
 
-    A rollback keeps the files, as for any row.
+    A rollback keeps the files, as for any row. Calling it before an ORM bulk statement on
+    the same rows does no harm: each file is deleted once.
 
     :param session: a session, or a ``scoped_session`` (Flask-SQLAlchemy's ``db.session``).
     :returns: how many files will be deleted.
