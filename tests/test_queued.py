@@ -30,6 +30,7 @@ from flask_store.stores.memory import MemoryStore
 from flask_store.stores.queued import QueuedStore, retry_delay
 from flask_store.transfer.records import RecordBook, TransferRecord
 from flask_store.transfer.signals import file_saved, file_transferred, transfer_failed
+from flask_store.transfer.steps import RetryLater
 from tests.queued_remotes import (
     BlockingStore,
     CorruptingStore,
@@ -397,6 +398,44 @@ def test_a_full_disk_while_recording_an_overwrite_keeps_the_pending_old_version(
     if local == "local":  # nothing of the new version, nor of the save, is left
         assert sorted(p.name for p in (tmp_path / "local").iterdir()) == [".transfers", "a.txt"]
     assert os.listdir(os.path.join(store.records.root, "intents")) == []
+
+
+@pytest.mark.parametrize("local", LOCAL_SIDES)
+@pytest.mark.parametrize("before", ["no-file", "sent-and-removed", "pending"])
+def test_a_transfer_between_an_overwrites_record_and_its_file_waits_for_the_file(
+    tmp_path: Path, local: str, before: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An overwriting save records its transfer before its file takes the key. A transfer
+    that runs in that instant (the start-up pass, ``flask store transfer``, another
+    process) finds no local copy, or the old one: it must wait for the new file, never
+    fail the transfer for good nor send the old bytes as the new version."""
+    store = make_store(
+        tmp_path,
+        local=local,
+        on_conflict="overwrite",
+        transfer_delayed=True,
+        transfer_delete_local=True,
+    )
+    if before != "no-file":
+        store.save(b"OLD", name="a.txt")
+    if before == "sent-and-removed":
+        assert store.transfer_now("a.txt") == "done"
+        assert not store.local.exists("a.txt")
+    steps: list[object] = []
+    create_over = store.records.create_over
+
+    def create_then_transfer(record: TransferRecord) -> Any:
+        made = create_over(record)
+        steps.append(store.transfer_step("a.txt"))
+        return made
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store.records, "create_over", create_then_transfer)
+        store.save(b"NEW", name="a.txt")
+
+    assert [type(step) for step in steps] == [RetryLater]
+    assert store.transfer_now("a.txt") == "done"
+    assert store.remote.read("a.txt") == b"NEW"
 
 
 def test_a_transfer_in_another_process_holds_the_key(tmp_path: Path) -> None:

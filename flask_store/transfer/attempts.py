@@ -162,12 +162,17 @@ class TransferAttempts:
         :raises FileNotFoundInStoreError: when the local copy is gone (nothing to send).
         :raises _SupersededError: when the record changed meanwhile (saved again).
         :raises _NotYetStoredError: when the file under the key is another one than the
-            record's, the record unchanged: retried later, never sent in its place (it is
-            the older file, about to be replaced).
+            record's, or none while a save is replacing it, the record unchanged: retried
+            later, never sent in its place (it is the older file, about to be replaced).
         """
         try:
             stream, info = self.local.open_with_info(record.key)
         except FileNotFoundInStoreError as exc:
+            if self.records.replacing(record.key):
+                raise _NotYetStoredError(
+                    f"The local copy of {record.key!r} has not landed yet (a save replacing "
+                    "it is under way)."
+                ) from exc
             raise FileNotFoundInStoreError(
                 f"The local copy of {record.key!r} is gone, so it cannot be transferred; "
                 "save the file again."

@@ -1,9 +1,16 @@
 """Saves in progress: which keys a save tries, noted before its file lands.
 
-A save writes its file first and its transfer record second. A process killed between the
-two leaves a file that no record describes; the intent file it wrote before claiming a key
-names that file, so the reconciler adopts it (:meth:`SavesInProgress.abandoned`) without a
-walk over the whole local store. Intent files live in the records folder's ``intents/``.
+A save of a new file writes its file first and its transfer record second. A process killed
+between the two leaves a file that no record describes; the intent file it wrote before
+claiming a key names that file, so the reconciler adopts it
+(:meth:`SavesInProgress.abandoned`) without a walk over the whole local store.
+
+A save that replaces a file does it the other way round (the old version may not have
+reached the remote yet, so it must stay until the new one is recorded): its intent notes
+the record it replaces, for the reconciler to put back if the process dies before the new
+file lands, and for a transfer that finds no local copy meanwhile to wait
+(:meth:`SavesInProgress.replacing`). Intent files live in the records folder's
+``intents/``.
 """
 
 from __future__ import annotations
@@ -140,6 +147,30 @@ class SavesInProgress:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(leftover)
             os.close(fd)
+
+    def replacing(self, key: str) -> bool:
+        """Whether a save is replacing ``key``: it recorded the new file's transfer (its
+        intent notes the record replaced) and the file has not taken the key yet, or its
+        process died in between and the reconciler has not put the old record back yet.
+
+        A transfer that finds no local copy asks this before giving up: the copy may be
+        about to land. Only the intent files of saves under way are read (a few, small).
+        """
+        folder = os.path.join(self.root, INTENTS)
+        for name in os.listdir(folder):
+            try:
+                fd = os.open(os.path.join(folder, name), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError:
+                continue  # the save finished meanwhile
+            try:
+                intent = Intent.read(fd) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+            except OSError:
+                intent = None  # damaged: the reconciler logs it
+            finally:
+                os.close(fd)
+            if intent is not None and key in intent.replaced:
+                return True
+        return False
 
     def abandoned(self) -> Iterator[Intent]:
         """The intents of saves whose process died before writing their record.
