@@ -121,8 +121,10 @@ def file_changes(
     parameters and bind), ``batch`` rows at a time: each one's :class:`FileChange` for
     every attribute of ``changed`` (see :func:`changed_file_attributes`).
 
-    Rows that hold no file in those attributes are skipped by the database when every new
-    value is known in Python (the new value of such a row holds nothing to let go of).
+    Rows that hold no file in those attributes are left out by the database when every new
+    value is known in Python: they let go of nothing, and what they get is in
+    :func:`given_values`. A new value a row computes (``values(file=Doc.scan)``) is read
+    from every row.
     """
     mapper: Mapper[Any] = execute.bind_arguments["mapper"]
     statement = _dml(execute)
@@ -198,7 +200,9 @@ def _changes_by_key(
         rows = execute.session.execute(query.where(matching), bind_arguments=execute.bind_arguments)
         for row in rows:
             primary_key = tuple(row[:width])
-            parameters = by_key[primary_key]
+            parameters = by_key.get(primary_key)
+            if parameters is None:  # a key given as another type ("1" for 1): not matched
+                continue
             key_of_row = mapper.identity_key_from_primary_key(primary_key)
             for key, old in zip(keys, row[width:], strict=False):
                 if key in parameters:
