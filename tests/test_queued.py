@@ -422,20 +422,71 @@ def test_a_transfer_between_an_overwrites_record_and_its_file_waits_for_the_file
         assert store.transfer_now("a.txt") == "done"
         assert not store.local.exists("a.txt")
     steps: list[object] = []
-    create_over = store.records.create_over
+    looked = threading.Event()
+    open_local, recording = store._open_local, store.records.recording
 
-    def create_then_transfer(record: TransferRecord) -> Any:
-        made = create_over(record)
-        steps.append(store.transfer_step("a.txt"))
-        return made
+    def open_and_tell(record: TransferRecord) -> Any:
+        try:
+            return open_local(record)
+        finally:
+            looked.set()
+
+    @contextmanager
+    def recording_then_transfer(*args: Any, **kwargs: Any) -> Iterator[TransferRecord]:
+        with recording(*args, **kwargs) as fresh:
+            # Recorded; the file takes the key once this block ends. A transfer runs now:
+            transfer = threading.Thread(target=lambda: steps.append(store.transfer_step("a.txt")))
+            transfer.start()
+            assert looked.wait(60)  # it looked for the local copy
+            yield fresh
+        transfer.join(60)
 
     with monkeypatch.context() as patched:
-        patched.setattr(store.records, "create_over", create_then_transfer)
+        patched.setattr(store, "_open_local", open_and_tell)
+        patched.setattr(store.records, "recording", recording_then_transfer)
         store.save(b"NEW", name="a.txt")
 
     assert [type(step) for step in steps] == [RetryLater]
     assert store.transfer_now("a.txt") == "done"
     assert store.remote.read("a.txt") == b"NEW"
+
+
+def test_two_overwriting_saves_of_one_key_leave_the_later_files_bytes_and_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests replace one key at once. The first is held as its file is about to take
+    the key (its transfer recorded); the second must not record and land its file in
+    between, or the first one's file lands over it: the key would hold the first save's
+    bytes under the second save's record, and that transfer could never finish."""
+    store = make_store(tmp_path, on_conflict="overwrite", transfer_delayed=True)
+    store.save(b"OLD", name="a.txt")
+    target = str(tmp_path / "local" / "a.txt")
+    about_to_land, go_on = threading.Event(), threading.Event()
+    replace = os.replace
+
+    def hold_the_first(source: Any, destination: Any, **kwargs: Any) -> None:
+        if destination == target and not about_to_land.is_set():
+            about_to_land.set()
+            assert go_on.wait(60)
+        replace(source, destination, **kwargs)
+
+    monkeypatch.setattr(os, "replace", hold_the_first)
+    first = threading.Thread(target=store.save, args=(b"FIRST",), kwargs={"name": "a.txt"})
+    first.start()
+    assert about_to_land.wait(60)
+    second = threading.Thread(target=store.save, args=(b"SECOND!",), kwargs={"name": "a.txt"})
+    second.start()
+    second.join(1.0)  # it may not land while the first is held: the key is being replaced
+    go_on.set()
+    first.join(60)
+    second.join(60)
+    monkeypatch.undo()
+
+    assert store.local.read("a.txt") == b"SECOND!"
+    record = store.records.get("a.txt")
+    assert record is not None and record.describes(store.local.info("a.txt"))
+    assert store.transfer_now("a.txt") == "done"
+    assert store.remote.read("a.txt") == b"SECOND!"
 
 
 def test_a_transfer_in_another_process_holds_the_key(tmp_path: Path) -> None:

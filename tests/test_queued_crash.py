@@ -122,19 +122,21 @@ def test_sigkill_mid_transfer_then_reconcile_loses_nothing(tmp_path: Path) -> No
 
 
 KILLED_MID_SAVE = """
-import json, os, signal, sys
+import contextlib, json, os, signal, sys
 from flask_store.stores.queued import QueuedStore
 
 store = QueuedStore(**json.loads(sys.argv[1]))
 if sys.argv[2] == "replacing":
     # SIGKILL once the record of the replacing file is durable, before the file takes the key.
-    create_over = store.records.create_over
+    recording = store.records.recording
 
-    def then_killed(record):
-        create_over(record)
-        os.kill(os.getpid(), signal.SIGKILL)
+    @contextlib.contextmanager
+    def then_killed(*args, **kwargs):
+        with recording(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGKILL)
+            yield
 
-    store.records.create_over = then_killed
+    store.records.recording = then_killed
 else:
     # SIGKILL at the first instruction after the file became visible locally.
     store.records.create = lambda record: os.kill(os.getpid(), signal.SIGKILL)

@@ -19,6 +19,7 @@ import dataclasses
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Protocol, TypeAlias
 from urllib.parse import quote
 
@@ -520,25 +521,29 @@ class BaseStore(ABC):
         chunks: Iterable[bytes],
         key: str,
         meta: FileMeta,
-        ready: Callable[[FileInfo], None],
+        ready: Callable[[FileInfo], AbstractContextManager[object]],
     ) -> FileInfo:
         """Store ``chunks`` as ``key``, replacing the file stored as ``key`` if there is one,
-        once ``ready`` has accepted the complete file.
+        within ``ready``, entered once the new file is complete.
 
-        ``ready`` is called with the info the new file will have (its ETag included) before
-        the new file takes the key: what has to be made durable first (a queued store's
-        transfer record) is written there. When ``ready`` raises, the error is raised here,
-        the file stored before stays as it was, and nothing of the new one is left.
+        ``ready(info)`` is given the info the new file will have (its ETag included) and
+        entered before the new file takes the key, left right after: what has to be made
+        durable first (a queued store's transfer record) is written as it is entered, and
+        what must not happen meanwhile (another save of the key) is held off until it is
+        left. When entering it raises, the error is raised here, the file stored before
+        stays as it was, and nothing of the new one is left. When the file cannot take the
+        key, the error is raised through ``ready``.
 
-        This default writes the file first and calls ``ready`` after, removing the new
-        file again when ``ready`` fails: the old one is lost then. Stores that can hold a
-        complete file out of sight (a local folder, memory) override it to keep it.
+        This default writes the file first and enters ``ready`` after, removing the new
+        file again when it fails: the old one is lost then. Stores that can hold a complete
+        file out of sight (a local folder, memory) override it to keep it.
 
         .. versionadded:: 0.2
         """
         info = self.write(chunks, key, meta, overwrite=True)
         try:
-            ready(info)
+            with ready(info):
+                pass
         except BaseException:
             self.delete(info.key, if_etag=info.etag)  # no new file without what ready made
             raise

@@ -27,8 +27,9 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
-from typing import Any, BinaryIO, ClassVar, TypeVar
+from typing import Any, BinaryIO, ClassVar, TypeAlias, TypeVar
 
 from .. import unnamed_files
 from ..config import COMMON_SETTINGS, Schema, Setting, StoreConfig, folder_path, of_type
@@ -209,12 +210,13 @@ class LocalStore(BaseStore):
         keys: Iterator[str],
         meta: FileMeta,
         overwrite: bool,
-        before_replacing: Callable[[os.stat_result], None] | None,
+        before_replacing: Replacing | None,
     ) -> FileInfo:
         """:meth:`_write`; ``before_replacing`` (overwrites only) is called with the
         complete file's ``stat`` just before it replaces the key (while it has no name yet,
-        where it can): when it raises, the file under the key stays as it was and the new
-        one is removed."""
+        where it can), and the replace happens within the context it returns: when
+        entering it raises, the file under the key stays as it was and the new one is
+        removed."""
         first = next(keys)
         try:
             return self._write_as(first, chunks, keys, meta, overwrite, before_replacing)
@@ -231,7 +233,7 @@ class LocalStore(BaseStore):
         keys: Iterator[str],
         meta: FileMeta,
         overwrite: bool,
-        before_replacing: Callable[[os.stat_result], None] | None = None,
+        before_replacing: Replacing | None = None,
     ) -> FileInfo:
         """:meth:`_write` with the first key taken; OS errors are left to the caller."""
         first_path = self._new_path(first)
@@ -271,14 +273,15 @@ class LocalStore(BaseStore):
 
         if not placing.overwrite:
             return self._first_free(placing, link)
-        placing.ready(os.fstat(fd))  # before the hidden name: a kill meanwhile leaves nothing
-        temp = link_fresh(os.path.dirname(placing.first_path), link)
-        if temp is None:
-            raise OSError(errno.EOPNOTSUPP, "no link can be made to the unnamed file here")
-        try:
-            return self._place(temp, placing)
-        finally:
-            remove_quietly(temp)
+        # Entered before the hidden name: a failure to enter, or a kill, leaves nothing.
+        with placing.replacing(os.fstat(fd)):
+            temp = link_fresh(os.path.dirname(placing.first_path), link)
+            if temp is None:
+                raise OSError(errno.EOPNOTSUPP, "no link can be made to the unnamed file here")
+            try:
+                return self._place(temp, placing)
+            finally:
+                remove_quietly(temp)
 
     def _take_spool(
         self, chunks: Iterator[bytes], placing: _Placing, meta: FileMeta
@@ -360,13 +363,13 @@ class LocalStore(BaseStore):
         first free."""
         first = placing.first
         if placing.overwrite:
-            placing.ready(os.stat(temp_path))
-            try:
-                os.replace(temp_path, placing.first_path)
-            except IsADirectoryError:
-                raise InvalidKeyError(
-                    f"The key {first!r} is a folder of other files, not a file to replace."
-                ) from None
+            with placing.replacing(os.stat(temp_path)):
+                try:
+                    os.replace(temp_path, placing.first_path)
+                except IsADirectoryError:
+                    raise InvalidKeyError(
+                        f"The key {first!r} is a folder of other files, not a file to replace."
+                    ) from None
             return first
         return self._first_free(placing, lambda path: _claim(temp_path, path))
 
@@ -384,15 +387,16 @@ class LocalStore(BaseStore):
         chunks: Iterable[bytes],
         key: str,
         meta: FileMeta,
-        ready: Callable[[FileInfo], None],
+        ready: Callable[[FileInfo], AbstractContextManager[object]],
     ) -> FileInfo:
-        """:meth:`BaseStore.replace_when_ready`: ``ready`` sees the complete file before
-        it has a name (or under its hidden temporary one, where files cannot be unnamed),
-        whose ETag the naming keeps; when ``ready`` raises, that file is removed unnamed."""
+        """:meth:`BaseStore.replace_when_ready`: ``ready`` is entered with the complete file
+        before it has a name (or under its hidden temporary one, where files cannot be
+        unnamed), whose ETag the naming keeps; when entering it raises, that file is removed
+        unnamed."""
         key = clean_key(key)
 
-        def before_replacing(found: os.stat_result) -> None:
-            ready(_info_from_stat(key, found, meta))
+        def before_replacing(found: os.stat_result) -> AbstractContextManager[object]:
+            return ready(_info_from_stat(key, found, meta))
 
         return self._write_hooked(iter(chunks), iter([key]), meta, True, before_replacing)
 
@@ -585,6 +589,11 @@ def _delete_version(path: str, etag: str) -> bool:
     return False
 
 
+#: What a replacing write calls with its complete file's ``stat``: the context in which
+#: the file takes its key (:meth:`LocalStore._write_hooked`).
+Replacing: TypeAlias = Callable[[os.stat_result], AbstractContextManager[object]]
+
+
 @dataclasses.dataclass
 class _Placing:
     """Where a complete file goes: ``first`` (at ``first_path``) replaced with
@@ -595,14 +604,14 @@ class _Placing:
     first_path: str
     keys: Iterator[str]
     overwrite: bool
-    before_replacing: Callable[[os.stat_result], None] | None = None
+    before_replacing: Replacing | None = None
 
-    def ready(self, found: os.stat_result) -> None:
-        """Call ``before_replacing`` with the complete file's ``found`` stat, once (an
-        unnamed file is announced before its hidden name, not again when renamed)."""
+    def replacing(self, found: os.stat_result) -> AbstractContextManager[object]:
+        """The context to replace the key in: ``before_replacing``'s for the complete
+        file's ``found`` stat, the first time (an unnamed file enters it before its hidden
+        name, and is not announced again when renamed), else none."""
         hook, self.before_replacing = self.before_replacing, None
-        if hook is not None:
-            hook(found)
+        return contextlib.nullcontext() if hook is None else hook(found)
 
 
 def _has_etag(found: os.stat_result, etag: str) -> bool:

@@ -10,6 +10,7 @@ import hashlib
 import io
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, BinaryIO
@@ -73,13 +74,12 @@ class MemoryStore(BaseStore):
         chunks: Iterable[bytes],
         key: str,
         meta: FileMeta,
-        ready: Callable[[FileInfo], None],
+        ready: Callable[[FileInfo], AbstractContextManager[object]],
     ) -> FileInfo:
         """:meth:`BaseStore.replace_when_ready`: the file is complete in memory before
-        ``ready`` sees it, and stored only once it returned."""
+        ``ready`` is entered, and stored within it."""
         stored = _stored_as(iter(chunks), meta)(clean_key(key))
-        ready(stored.info)
-        with self._lock:
+        with ready(stored.info), self._lock:
             self._files[stored.info.key] = stored
         return stored.info
 

@@ -33,6 +33,7 @@ attempts live in :mod:`~flask_store.transfer.attempts`, its reconciler in
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -225,28 +226,26 @@ class QueuedStore(TransferAttempts, Reconciler, BaseStore):
         the new file has no record to stand in for it. So the complete new file waits out of
         sight (:meth:`~flask_store.stores.base.BaseStore.replace_when_ready`) while its
         record is written; a record that cannot be written leaves the old file and record as
-        they were, and a replace that fails after it puts the old record back. A transfer
-        that finds the record ahead of the file waits for it; a process killed in between
-        leaves its intent, which notes the record replaced, and the reconciler puts that
-        back (:meth:`adopt_abandoned`).
+        they were, and a replace that fails after it puts the old record back. The key's
+        record stays held until the file has taken the key, so a second save of the key
+        cannot land its file in between (this one's would land over it, under the other's
+        record). A transfer that finds the record ahead of the file waits for it; a process
+        killed in between leaves its intent, which notes the record replaced, and the
+        reconciler puts that back (:meth:`adopt_abandoned`).
         """
-        made: list[tuple[TransferRecord, TransferRecord | None]] = []
+        made: list[TransferRecord] = []
 
-        def record(info: FileInfo) -> None:
-            intent.note_replaced(key, self.records.get(key))
+        @contextlib.contextmanager
+        def recorded(info: FileInfo) -> Iterator[None]:
             pending = TransferRecord.pending(info, meta, overwrite=True, queued=not self.delayed)
-            made.append(self.records.create_over(pending))
+            with self.records.recording(
+                pending, note=lambda replaced: intent.note_replaced(key, replaced)
+            ) as fresh:
+                made.append(fresh)
+                yield
 
-        try:
-            info = self.local.replace_when_ready(chunks, key, meta, record)
-        except BaseException:
-            if made:
-                try:
-                    self.records.withdraw(*made[0])
-                except Exception:  # the replace's own error is the one to raise
-                    log.exception("Could not put back the transfer record of %r.", key)
-            raise
-        return info, made[0][0]
+        info = self.local.replace_when_ready(chunks, key, meta, recorded)
+        return info, made[0]
 
     def _hand_over(self, job: TransferJob) -> None:
         """Give ``job`` to the executor, never failing the save that wrote its file.

@@ -44,7 +44,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
 from datetime import datetime
 
@@ -81,6 +81,13 @@ __all__ = ["Intent", "RecordBook", "TransferJob", "TransferRecord", "TransferSta
 #: Lock files that record changes of different keys take (by the key's hash): changes of
 #: different keys seldom wait for each other, and the files are made once, never removed.
 RECORD_STRIPES = 64
+
+
+def _succeeding(record: TransferRecord, previous: TransferRecord | None) -> TransferRecord:
+    """``record`` as the key's next version after ``previous``, created now."""
+    stamp = timestamp()
+    version = previous.version + 1 if previous else 1
+    return replace(record, version=version, created=stamp, updated=stamp)
 
 
 class RecordBook(SavesInProgress, PeriodicWork):
@@ -126,9 +133,15 @@ class RecordBook(SavesInProgress, PeriodicWork):
         stripe = int(file_name(key)[:8], 16) % RECORD_STRIPES
         path = os.path.join(self.root, STRIPES, f"{stripe:02d}.lock")
         with self._lock:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
-                lockf_polled(fd)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                raise as_store_error(exc, f"lock the transfer record of {key!r}") from exc
+            try:
+                try:
+                    lockf_polled(fd)
+                except OSError as exc:
+                    raise as_store_error(exc, f"lock the transfer record of {key!r}") from exc
                 yield
             finally:
                 os.close(fd)  # drops the record lock
@@ -173,40 +186,68 @@ class RecordBook(SavesInProgress, PeriodicWork):
         :raises StorageFullError: when the disk is full (nothing half-written is left);
             other OS errors become Flask-Store errors too, naming the key and no path.
         """
-        return self.create_over(record)[0]
-
-    def create_over(self, record: TransferRecord) -> tuple[TransferRecord, TransferRecord | None]:
-        """:meth:`create`, also returning the record it replaced (read in the same step),
-        for :meth:`withdraw` to put back."""
         try:
             with self._changing(record.key):
-                previous = self.get(record.key)
-                stamp = timestamp()
-                fresh = replace(
-                    record,
-                    version=(previous.version + 1) if previous else 1,
-                    created=stamp,
-                    updated=stamp,
-                )
+                fresh = _succeeding(record, self.get(record.key))
                 self._write(fresh)
         except OSError as exc:
             raise as_store_error(exc, f"record the transfer of {record.key!r}") from exc
-        return fresh, previous
+        return fresh
+
+    @contextlib.contextmanager
+    def recording(
+        self, record: TransferRecord, note: Callable[[TransferRecord | None], None]
+    ) -> Iterator[TransferRecord]:
+        """Record a file before it takes its key: :meth:`create`, with the key's record held
+        until the block (where the file takes the key) ends.
+
+        A save that replaces a file records it first, so that a record that cannot be
+        written leaves the old file in place. Held through the block, no other save of the
+        key records and lands its file in between (this one's file would land over it,
+        under the other's record), and no transfer settles the old record meanwhile. When
+        the block raises, the record replaced is put back. ``note`` is given that record
+        first, read in the same step (the save notes it in its intent, for the reconciler
+        to put back should the process die within the block).
+
+        :raises StorageFullError: when the disk is full, as :meth:`create` does; the
+            block's own errors are raised as they are.
+        """
+        with self._changing(record.key):
+            try:
+                previous = self.get(record.key)
+                note(previous)
+                fresh = _succeeding(record, previous)
+                self._write(fresh)
+            except OSError as exc:
+                raise as_store_error(exc, f"record the transfer of {record.key!r}") from exc
+            try:
+                yield fresh
+            except BaseException:
+                try:
+                    self._put_back(fresh, previous)
+                except Exception:  # the block's own error is the one to raise
+                    log.exception("Could not put back the transfer record of %r.", record.key)
+                raise
 
     def withdraw(self, record: TransferRecord, previous: TransferRecord | None) -> bool:
         """Put ``previous`` back (no record when ``None``) while ``record`` is still the
-        current record of its key: a save that recorded its file before storing it, whose
-        store then failed. Whether it was put back (not when the key changed meanwhile)."""
+        current record of its key: a save that recorded its file before storing it, and
+        died before. Whether it was put back (not when the key changed meanwhile)."""
         with self._changing(record.key):
             current = self.get(record.key)
             if current is None or not current.same_save(record):
                 return False
-            if previous is None:
-                self._remove(OPEN, record.key)
-                self._remove(DONE, record.key)
-            else:  # a version above the withdrawn one's, or a crash mid-move keeps that one
-                self._write(replace(previous, version=record.version + 1, updated=timestamp()))
+            self._put_back(record, previous)
         return True
+
+    def _put_back(self, record: TransferRecord, previous: TransferRecord | None) -> None:
+        """Replace the current ``record`` with ``previous`` (none when ``None``); the
+        caller holds the key (:meth:`_changing`)."""
+        if previous is None:
+            self._remove(OPEN, record.key)
+            self._remove(DONE, record.key)
+        else:  # a version above the withdrawn one's, or a crash mid-move keeps that one
+            self._write(replace(previous, version=record.version + 1, updated=timestamp()))
 
     def _write(self, record: TransferRecord) -> None:
         """Store ``record`` durably: flushed to disk and renamed into place."""
