@@ -21,6 +21,7 @@ import pytest
 
 from flask_store.exceptions import FileExistsInStoreError, InvalidKeyError
 from flask_store.stores.local import LocalStore
+from flask_store.stores.local_deletes import NOTES_FOLDER, noted_delete
 from tests.stores import everything_stored, run_python
 
 BOTH_WRITES = pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed", "named-temp"])
@@ -225,3 +226,55 @@ def test_folders_removed_behind_the_store_are_made_again(tmp_path: Path, unnamed
     assert store.save(b"1", name="a.txt").read() == b"1"
     assert store.at("x/y").save(b"2", name="b.txt").name == "x/y/b.txt"
     assert everything_stored(store) == ["a.txt", "x/y/b.txt"]
+
+
+# -- notes of conditional deletes (flask_store.stores.local_deletes) -------------------------
+
+
+@pytest.mark.parametrize(
+    "note",
+    [
+        b"not json",
+        b"[" * 8000,  # deeper than the parser recurses
+        b'{"key": "a.txt", "aside": "a.txt", "etag": "x"}',  # a key, not a hidden name
+        b'{"key": "a.txt", "aside": ".upload-x/../../b.txt", "etag": "x"}',
+        b'{"key": "../outside.txt", "aside": ".upload-x", "etag": "x"}',
+        b'{"key": "a.txt", "aside": ".upload-x", "etag": 5}',
+        b'{"key": "a.txt", "aside": ".upload-x"}',
+        b"{" + b" " * 10000 + b"}",
+    ],
+)
+def test_a_damaged_note_of_a_delete_touches_no_file(tmp_path: Path, note: bytes) -> None:
+    """The ``.deleting`` folder is the store's own; a note that is not what a delete writes
+    (damage, another program) is logged and removed at start, and moves or deletes
+    nothing, whatever names it holds."""
+    store = LocalStore(path=str(tmp_path / "store"))
+    store.put("a.txt", b"kept")
+    store.put("b.txt", b"kept too")
+    (tmp_path / "outside.txt").write_bytes(b"outside")
+    aside = tmp_path / "store" / ".upload-x"
+    aside.write_bytes(b"some hidden file")
+    notes = tmp_path / "store" / NOTES_FOLDER
+    notes.mkdir()
+    (notes / "0123456789abcdef.json").write_bytes(note)
+
+    assert store.settle_interrupted_deletes() == []
+    assert store.read("a.txt") == b"kept" and store.read("b.txt") == b"kept too"
+    assert (tmp_path / "outside.txt").read_bytes() == b"outside"
+    assert aside.read_bytes() == b"some hidden file"
+    assert not notes.exists()
+
+
+def test_the_note_of_a_delete_still_running_is_left_to_it(tmp_path: Path) -> None:
+    """Another process's start (a new gunicorn worker) must not settle a delete that is
+    running: its note is locked, and is left as it is."""
+    store = LocalStore(path=str(tmp_path / "store"))
+    etag = store.put("a.txt", b"old").info.etag
+    aside = str(tmp_path / "store" / ".upload-running")
+    with noted_delete(store.root, "a.txt", aside, etag):
+        os.rename(tmp_path / "store" / "a.txt", aside)
+        assert LocalStore(path=str(tmp_path / "store")).settle_interrupted_deletes() == []
+        assert os.path.exists(aside) and len(os.listdir(os.path.dirname(aside))) == 2
+        os.unlink(aside)
+    assert os.listdir(tmp_path / "store") == []
+    assert list(store.keys()) == []

@@ -45,6 +45,7 @@ from ..naming import clean_key
 from ..sources import spool_of
 from ..spooling import NO_LINK_ERRNOS, TEMP_PREFIX, link_fresh, temp_path
 from .base import BaseStore, Location, first_free_key
+from .local_deletes import noted_delete, settle_left_notes
 
 __all__ = ["LOCAL_SETTINGS", "META_XATTR", "LocalStore"]
 
@@ -124,14 +125,30 @@ class LocalStore(BaseStore):
         self.unnamed_writes: bool = unnamed_files.supported(self.root)
 
     def start(self) -> None:
-        """Remove leftover temporary files in the background (see :meth:`remove_stale_temp_files`).
+        """Settle what killed processes left half-done: conditional deletes now
+        (:meth:`settle_interrupted_deletes`), leftover temporary files in the background
+        (:meth:`remove_stale_temp_files`).
 
         A process killed mid-upload leaves its hidden spool or temporary file behind; nothing
         else would ever remove it.
         """
+        self.settle_interrupted_deletes()
         threading.Thread(
             target=self.remove_stale_temp_files, name="flask-store-tidy", daemon=True
         ).start()
+
+    def settle_interrupted_deletes(self) -> list[str]:
+        """Finish or undo the conditional deletes (``delete(key, if_etag=...)``) whose
+        process was killed between moving the file aside and deleting it or putting it
+        back: the keys settled. A newer file moved aside by mistake is put back under its
+        key, the version being deleted is deleted.
+
+        :meth:`start` calls it, before the app's other start-up work could look for those
+        files; a delete still running in another process is left to it.
+
+        .. versionadded:: 0.2
+        """
+        return settle_left_notes(self.root, self.path, _settle_aside)
 
     def remove_stale_temp_files(self, older_than: float | None = None) -> list[str]:
         """Delete hidden temporary files (``.upload-*``) untouched for ``older_than`` seconds.
@@ -474,7 +491,7 @@ class LocalStore(BaseStore):
         path = self.path(key)
         try:
             if if_etag is not None:
-                return _delete_version(path, if_etag)
+                return self._delete_version(key, path, if_etag)
             os.unlink(path)
         except IsADirectoryError as exc:
             raise InvalidKeyError(f"The key {key!r} is a folder, not a file.") from exc
@@ -483,6 +500,28 @@ class LocalStore(BaseStore):
                 return False
             raise as_store_error(exc, f"delete {key!r}") from exc
         return True
+
+    def _delete_version(self, key: str, path: str, etag: str) -> bool:
+        """Delete the file at ``path`` if its ETag is ``etag``; ``False`` when another is
+        there.
+
+        Comparing and then unlinking could remove a newer file saved in between. So the
+        file is moved aside first (a rename is atomic), and only the file moved aside is
+        compared (:func:`_settle_aside`). A first look spares the move, which hides the key
+        from readers for an instant, when another version is there already. The move is
+        noted first (:func:`~flask_store.stores.local_deletes.noted_delete`): a process
+        killed before settling it leaves the note, and the next :meth:`start` settles it.
+
+        :raises IsADirectoryError: when ``path`` is a folder.
+        """
+        if not _has_etag(os.stat(path), etag):
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                raise IsADirectoryError(errno.EISDIR, "is a folder", path)
+            return False
+        aside = temp_path(os.path.dirname(path))
+        with noted_delete(self.root, key, aside, etag):
+            os.rename(path, aside)
+            return _settle_aside(path, aside, etag)
 
     def local_folder(self) -> str:
         """The store's folder (:attr:`root`): ``STORE_PATH``, resolved."""
@@ -561,29 +600,13 @@ def _is_listed(entry: os.DirEntry[str]) -> bool:
         return False
 
 
-def _delete_version(path: str, etag: str) -> bool:
-    """Delete the file at ``path`` if its ETag is ``etag``; ``False`` when another is there.
-
-    Comparing and then unlinking could remove a newer file saved in between. So the file is
-    moved aside first (a rename is atomic), and only the file moved aside is compared: a
-    newer one moved by mistake is put back, unless an even newer one took the key meanwhile
-    (the newest always wins). A first look spares the move, which hides the key from
-    readers for an instant, when another version is there already.
-
-    :raises IsADirectoryError: when ``path`` is a folder.
-    """
-    if not _has_etag(os.stat(path), etag):
-        if stat.S_ISDIR(os.lstat(path).st_mode):
-            raise IsADirectoryError(errno.EISDIR, "is a folder", path)
-        return False
-    # A hidden temporary name: never listed, and removed by the tidy-up if this process dies.
-    aside = temp_path(os.path.dirname(path))
-    os.rename(path, aside)
+def _settle_aside(path: str, aside: str, etag: str) -> bool:
+    """Delete the file moved aside to ``aside`` if its ETag is ``etag`` (``True``), else put
+    it back at ``path``, unless a newer one holds the key (the newest always wins). Should
+    putting it back fail, the error is raised and the file is left aside, not removed."""
     if _has_etag(os.stat(aside), etag):
         os.unlink(aside)
         return True
-    # Another version: put back, unless a newer one holds the key. Should putting it back
-    # fail, the error is raised and the file is left aside, not removed.
     _claim(aside, path)
     remove_quietly(aside)
     return False
