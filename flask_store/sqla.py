@@ -570,6 +570,9 @@ class StoredImage(StoredFile):
     """
 
     reads_images = True
+    #: As :class:`StoredFile`'s (SQLAlchemy does not inherit it): statements selecting an
+    #: image column are compiled once and cached, not again at every query with a warning.
+    cache_ok = True
 
     def __init__(
         self,

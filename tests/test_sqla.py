@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import warnings
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -1063,6 +1064,16 @@ def test_an_image_column_with_bad_thumbnail_sizes_is_refused_when_defined(
     # were accepted until every upload failed at the flush.
     with pytest.raises(InvalidArgumentError, match="thumbnail"):
         StoredImage(thumbnails=thumbnails)
+
+
+def test_selecting_an_image_column_is_cached_without_a_warning() -> None:
+    """SQLAlchemy caches compiled statements only for types that say they may be
+    (``cache_ok``, not inherited): without it every query of an image column warned and
+    was compiled again."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", sa.exc.SAWarning)
+        key = sa.select(Photo.image)._generate_cache_key()  # what the statement cache uses
+    assert key is not None
 
 
 def test_an_image_column_with_thumbnails_not_a_mapping_is_refused_when_defined() -> None:
