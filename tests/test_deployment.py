@@ -56,6 +56,7 @@ import pytest
 
 from flask_store.spooling import TEMP_PREFIX
 from flask_store.stores.local import LocalStore
+from flask_store.stores.local_deletes import NOTES_FOLDER
 from flask_store.transfer.records import RecordBook
 from tests.moto_server import MotoServer, create_bucket, s3_client
 from tests.queued_remotes import s3_settings
@@ -463,14 +464,17 @@ def _serving(workers: Callable[[], list[int]], port: int, client_port: int) -> i
     raise AssertionError("no gunicorn worker took the stalled upload")
 
 
-def drained(records: Path) -> list[str]:
-    """What still waits in the records folder: open records, intents, half-written files."""
+def drained(records: Path, local: Path) -> list[str]:
+    """What still waits in the records folder (open records, intents, half-written files),
+    and the notes of deletes that killed transfer workers left half-done in the local
+    folder (the reconciler's next pass settles them)."""
     book = RecordBook(str(records))
     # With the error of a failed one, so a run that ends with it says why.
     left = [f"{r.state} {r.key}" + (f" ({r.error})" if r.error else "") for r in book.unsettled()]
     left += [f"intent {p.name}" for p in (records / "intents").iterdir()]
     left += [f"tmp {p.name}" for p in (records / "tmp").iterdir()]
     left += [f"lock {p.name}" for p in (records / "locks").glob("*.lock")]  # killed transfers
+    left += [f"delete note {p.name}" for p in (local / NOTES_FOLDER).glob("*")]
     return left
 
 
@@ -523,7 +527,7 @@ def test_a_deployment_survives_killed_workers_and_a_frozen_broker(
         # Nothing by hand from here: the deployment's own reconciler finishes the work.
         deadline = time.monotonic() + DRAIN_NET
         drain: float | None = None
-        while left := drained(site.records):
+        while left := drained(site.records, site.local):
             if drain is None and not any(item.startswith(("pending", "failed")) for item in left):
                 drain = time.monotonic() - uploaded  # every transfer done; debris may be left
             assert time.monotonic() < deadline, (
@@ -567,9 +571,10 @@ def test_a_deployment_survives_killed_workers_and_a_frozen_broker(
     # No local copy left, every record done, no intent left (drained() checked the rest).
     # A process SIGKILLed while a file of the local store has a hidden temporary name
     # (.upload-*, never a key) leaves that file: an overwriting save names its complete
-    # file so for the instant before the rename (the retries here overwrite), a delete
-    # moves the file aside under one (a transfer worker removing a local copy). Whether a
-    # kill lands in such a moment depends on timing (one CI-like run left one). Not the
+    # file so for the instant before the rename (the retries here overwrite). (A delete
+    # that moved a file aside under one, a transfer worker removing a local copy, noted
+    # it: drained() waited for the reconciler to settle that.) Whether a kill lands in
+    # such a moment depends on timing (one CI-like run left one). Not the
     # stalled upload's body: this app's store is queued, so Werkzeug keeps that small body
     # in memory (only a local store spools into its folder, and then into a file with no
     # name). By design such a file stays until the tidy-up finds it stale

@@ -15,7 +15,9 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -277,4 +279,40 @@ def test_the_note_of_a_delete_still_running_is_left_to_it(tmp_path: Path) -> Non
         assert os.path.exists(aside) and len(os.listdir(os.path.dirname(aside))) == 2
         os.unlink(aside)
     assert os.listdir(tmp_path / "store") == []
+    assert list(store.keys()) == []
+
+
+def test_conditional_deletes_at_once_each_delete_their_file_and_leave_no_trace(
+    tmp_path: Path,
+) -> None:
+    """Each delete makes the notes folder if it is missing and removes it when empty: with
+    many at once, one removes the folder between another's look and its note (a transfer
+    worker's delete failed so, ``makedirs`` raising FileExistsError, in a CI run)."""
+    store = LocalStore(path=str(tmp_path / "store"))
+    etags = {f"f{n}.txt": store.put(f"f{n}.txt", b"x").info.etag for n in range(800)}
+    keys = list(etags)
+    with ThreadPoolExecutor(8) as pool:
+        deleted = list(pool.map(lambda key: store.delete(key, if_etag=etags[key]), keys))
+    assert deleted == [True] * len(keys)
+    assert os.listdir(tmp_path / "store") == []
+
+
+def test_a_delete_whose_notes_folder_is_removed_under_it_makes_it_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalStore(path=str(tmp_path / "store"))
+    etag = store.put("a.txt", b"x").info.etag
+    notes = tmp_path / "store" / NOTES_FOLDER
+    mkdir = os.mkdir
+    removed: list[str] = []
+
+    def made_then_removed_by_another(path: Any, mode: int = 0o777) -> None:
+        mkdir(path, mode)
+        if not removed:
+            removed.append(str(path))
+            os.rmdir(path)  # another delete, done, removes the empty folder
+
+    monkeypatch.setattr(os, "mkdir", made_then_removed_by_another)
+    assert store.delete("a.txt", if_etag=etag)
+    assert removed == [str(notes)] and not notes.exists()
     assert list(store.keys()) == []

@@ -156,6 +156,8 @@ class LocalStore(BaseStore):
         :param older_than: age in seconds (default :attr:`STALE_TEMP_SECONDS`).
         :returns: the paths removed.
         """
+        # First what killed deletes left aside: a newer file among them goes back.
+        self.settle_interrupted_deletes()
         cutoff = time.time() - (self.STALE_TEMP_SECONDS if older_than is None else older_than)
         removed = []
         for folder, _, names in os.walk(self.root):

@@ -20,6 +20,7 @@ import logging
 import os
 import secrets
 import stat
+import time
 from collections.abc import Callable, Iterator
 
 from ..exceptions import InvalidKeyError
@@ -38,6 +39,8 @@ log = logging.getLogger("flask_store")
 #: The hidden folder of the store's folder holding the notes (no key can name it).
 NOTES_FOLDER = ".deleting"
 _NOTE_SUFFIX = ".json"
+#: Age after which a note still being written counts as left by a killed writer.
+_STALE_WRITING_SECONDS = 60.0
 #: A note is a few hundred bytes; more is damage, never read whole.
 _MAX_NOTE_BYTES = 8192
 
@@ -66,7 +69,10 @@ def noted_delete(root: str, key: str, aside: str, etag: str) -> Iterator[None]:
     writing = os.path.join(folder, f".{name}")
     note = os.path.join(folder, name + _NOTE_SUFFIX)
     while True:
-        os.makedirs(folder, exist_ok=True)
+        # Not makedirs(exist_ok=True): it fails when another delete removes the folder
+        # between its mkdir and its look.
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, 0o700)
         try:
             fd = os.open(writing, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             break
@@ -140,7 +146,10 @@ def _settle_note(note: str, path_of: Callable[[str], str], settle: Settle) -> st
         if not os.path.exists(note):
             return None  # finished between the listing and the lock
         if os.path.basename(note).startswith("."):
-            _remove_note(note)  # killed while writing it: nothing was moved yet
+            # Being written, or its writer was killed before anything was moved: removed
+            # once stale (a live writer creates it an instant before it locks it).
+            if time.time() - os.fstat(fd).st_mtime > _STALE_WRITING_SECONDS:
+                _remove_note(note)
             return None
         try:
             key, path, aside, etag = _read_note(os.pread(fd, _MAX_NOTE_BYTES, 0), path_of)

@@ -184,9 +184,14 @@ class Reconciler(abc.ABC):
     def _tidy_records(self, older_than: float) -> list[str]:
         """Clear up after killed processes (the reconciler and ``flask store clean``): the
         records folder's debris older than ``older_than`` seconds (the paths removed),
-        files of saves killed before their record (adopted), and local copies that a
-        transfer killed right after ``done`` left behind (``TRANSFER_DELETE_LOCAL``)."""
+        deletes of local copies killed half-done (settled), files of saves killed before
+        their record (adopted), and local copies that a transfer killed right after
+        ``done`` left behind (``TRANSFER_DELETE_LOCAL``)."""
         removed = self.records.sweep_debris(older_than=older_than)
+        if isinstance(self.local, LocalStore):
+            # A transfer worker killed in its delete of a sent local copy (or any other
+            # conditional delete) left it noted: put back a newer file it moved aside.
+            self.local.settle_interrupted_deletes()
         self.adopt_abandoned()
         for abandoned in self.records.abandoned_transfers():
             if not (self.delete_local and abandoned.state == "done"):
