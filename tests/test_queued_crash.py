@@ -225,11 +225,11 @@ if case == "newer-moved-aside":
     local._has_etag = lambda found, etag: next(looks, None) or has_etag(found, etag)
 rename = os.rename
 
-def killed(source, target):
+def killed(source, target, **kwargs):
     if not str(source).endswith("a.txt"):
-        return rename(source, target)  # not the move of the file (the delete's note)
+        return rename(source, target, **kwargs)  # not the move of the file (its note)
     if case != "before-the-move":
-        rename(source, target)
+        rename(source, target, **kwargs)
     os.kill(os.getpid(), signal.SIGKILL)
 
 local.os.rename = killed

@@ -560,7 +560,14 @@ class BaseStore(ABC):
         return self._write(upload.chunks(), keys, meta, overwrite)
 
     def file(self, key: str) -> FileWrapper:
-        """A :class:`~flask_store.FileWrapper` for the file stored as ``key`` (from a database)."""
+        """A :class:`~flask_store.FileWrapper` for the file stored as ``key`` (from a database).
+
+        :raises InvalidKeyError: for a key :meth:`open` would refuse.
+
+        .. versionchanged:: 0.2
+            An absolute key (``"/a.txt"``) is refused, as :meth:`open` refuses it, instead
+            of naming ``a.txt``.
+        """
         return FileWrapper(self, clean_key(key))
 
     def at(self, destination: str) -> Self:

@@ -140,8 +140,9 @@ class LocalStore(BaseStore):
     def settle_interrupted_deletes(self) -> list[str]:
         """Finish or undo the conditional deletes (``delete(key, if_etag=...)``) whose
         process was killed between moving the file aside and deleting it or putting it
-        back: the keys settled. A newer file moved aside by mistake is put back under its
-        key, the version being deleted is deleted.
+        back: the keys whose file was left aside. A newer file moved aside by mistake is
+        put back under its key (unless an even newer one took it meanwhile: the newest
+        wins), the version being deleted is deleted.
 
         :meth:`start` calls it, before the app's other start-up work could look for those
         files; a delete still running in another process is left to it.
@@ -512,7 +513,8 @@ class LocalStore(BaseStore):
         compared (:func:`_settle_aside`). A first look spares the move, which hides the key
         from readers for an instant, when another version is there already. The move is
         noted first (:func:`~flask_store.stores.local_deletes.noted_delete`): a process
-        killed before settling it leaves the note, and the next :meth:`start` settles it.
+        killed before settling it leaves the note, which the next :meth:`start`, queued
+        reconciler pass or :meth:`remove_stale_temp_files` settles.
 
         :raises IsADirectoryError: when ``path`` is a folder.
         """
@@ -631,12 +633,26 @@ class _Placing:
     overwrite: bool
     before_replacing: Replacing | None = None
 
-    def replacing(self, found: os.stat_result) -> AbstractContextManager[object]:
+    @contextlib.contextmanager
+    def replacing(self, found: os.stat_result) -> Iterator[None]:
         """The context to replace the key in: ``before_replacing``'s for the complete
-        file's ``found`` stat, the first time (an unnamed file enters it before its hidden
-        name, and is not announced again when renamed), else none."""
+        file's ``found`` stat, unless one is entered already (an unnamed file enters it
+        before its hidden name, and is not announced again when renamed).
+
+        A replace that fails leaves the hook for the next try: the folder made after all,
+        or the copy a spool that cannot be linked falls back to, enters it again with its
+        own file, so no file ever takes the key without it.
+        """
         hook, self.before_replacing = self.before_replacing, None
-        return contextlib.nullcontext() if hook is None else hook(found)
+        if hook is None:
+            yield
+            return
+        try:
+            with hook(found):
+                yield
+        except BaseException:
+            self.before_replacing = hook
+            raise
 
 
 def _has_etag(found: os.stat_result, etag: str) -> bool:

@@ -239,7 +239,7 @@ class QueuedStore(TransferAttempts, Reconciler, BaseStore):
         def recorded(info: FileInfo) -> Iterator[None]:
             pending = TransferRecord.pending(info, meta, overwrite=True, queued=not self.delayed)
             with self.records.recording(
-                pending, note=lambda replaced: intent.note_replaced(key, replaced)
+                pending, note=lambda previous, fresh: intent.note_replaced(key, previous, fresh)
             ) as fresh:
                 made.append(fresh)
                 yield

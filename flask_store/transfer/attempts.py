@@ -160,10 +160,12 @@ class TransferAttempts:
         """The local copy of ``record``'s file, open, with its info.
 
         :raises FileNotFoundInStoreError: when the local copy is gone (nothing to send).
-        :raises _SupersededError: when the record changed meanwhile (saved again).
-        :raises _NotYetStoredError: when the file under the key is another one than the
-            record's, or none while a save is replacing it, the record unchanged: retried
-            later, never sent in its place (it is the older file, about to be replaced).
+        :raises _SupersededError: when the record changed meanwhile (saved again), or
+            described another file (restored from a backup, which gives it another ETag):
+            the record is brought up to date to send the file found.
+        :raises _NotYetStoredError: while a save is replacing the file, having recorded the
+            new one first: retried later, the file found (the older one, or none) is never
+            sent in its place.
         """
         try:
             stream, info = self.local.open_with_info(record.key)
@@ -182,10 +184,22 @@ class TransferAttempts:
         stream.close()
         if not _same_save(self.records.get(record.key), record):
             raise _SupersededError(record.key)
-        raise _NotYetStoredError(
-            f"The local copy of {record.key!r} is not yet the file its record describes "
-            "(a save replacing it is under way)."
+        if self.records.replacing(record.key):
+            raise _NotYetStoredError(
+                f"The local copy of {record.key!r} is not yet the file its record describes "
+                "(a save replacing it is under way)."
+            )
+        found = record.moved(
+            "pending",
+            size=info.size,
+            local_etag=info.etag,
+            filename=info.filename,
+            content_type=info.content_type,
+            attempts=0,
+            error=None,
         )
+        self.records.update(record, found)  # or it changed meanwhile: looked at again
+        raise _SupersededError(record.key)
 
     def _copy_to_remote(self, record: TransferRecord) -> _Sent:
         """Upload the local copy under its key, never over a different remote file.

@@ -36,7 +36,10 @@ from .record_files import (
     try_flock,
 )
 
-__all__ = ["Intent", "SavesInProgress"]
+__all__ = ["Intent", "Replacement", "SavesInProgress"]
+
+#: How a reader opens an intent file: never through a link, never waiting on a FIFO.
+_READ_INTENT = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass
@@ -50,9 +53,9 @@ class Intent:
     overwrite: bool
     queued: bool
     keys: list[str] = field(default_factory=list)
-    #: The record each key had when the save recorded its replacement (``None``: none):
-    #: what the reconciler puts back when the save died before storing the file.
-    replaced: dict[str, TransferRecord | None] = field(default_factory=dict)
+    #: For each key the save replaces: the record it had (what the reconciler puts back
+    #: when the save died before storing the file) and the save's own.
+    replaced: dict[str, Replacement] = field(default_factory=dict)
 
     def noting(self, keys: Iterator[str]) -> Iterator[str]:
         """``keys``, each one written to the intent file before it is handed on (claimed).
@@ -67,16 +70,20 @@ class Intent:
             self.keys.append(key)
             yield key
 
-    def note_replaced(self, key: str, record: TransferRecord | None) -> None:
-        """Note ``record``, the current record of ``key``, before the save replaces it.
+    def note_replaced(
+        self, key: str, previous: TransferRecord | None, record: TransferRecord
+    ) -> None:
+        """Note ``previous``, the current record of ``key``, before the save writes its own
+        ``record`` over it.
 
         :raises StorageFullError: when the disk is full.
         """
+        line = {"replaces": key, "record": previous and asdict(previous), "by": record.created}
         try:
-            append_line(self.fd, {"replaces": key, "record": record and asdict(record)})
+            append_line(self.fd, line)
         except OSError as exc:
             raise as_store_error(exc, f"note the save of {key!r}") from exc
-        self.replaced[key] = record
+        self.replaced[key] = Replacement(previous, record.created)
 
     @classmethod
     def read(cls, fd: int) -> Intent | None:
@@ -96,9 +103,22 @@ class Intent:
             fd=fd, overwrite=overwrite, queued=queued, keys=[k for k in keys if isinstance(k, str)]
         )
         for line in keys:
-            if isinstance(line, dict) and isinstance(line.get("replaces"), str):
-                intent.replaced[line["replaces"]] = _noted_record(line.get("record"))
+            if not isinstance(line, dict):
+                continue
+            key, by = line.get("replaces"), line.get("by")
+            if isinstance(key, str) and isinstance(by, str):
+                intent.replaced[key] = Replacement(_noted_record(line.get("record")), by)
         return intent
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """What a save that replaces a key noted before writing its record: the record it
+    replaces (``None``: none, or one too damaged to put back) and when its own record was
+    created (:attr:`TransferRecord.created`), which tells that record from a later save's."""
+
+    previous: TransferRecord | None
+    created: str
 
 
 def _noted_record(fields: object) -> TransferRecord | None:
@@ -159,7 +179,7 @@ class SavesInProgress:
         folder = os.path.join(self.root, INTENTS)
         for name in os.listdir(folder):
             try:
-                fd = os.open(os.path.join(folder, name), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                fd = os.open(os.path.join(folder, name), _READ_INTENT)
             except OSError:
                 continue  # the save finished meanwhile
             try:

@@ -24,7 +24,7 @@ from ..meta import FileMeta
 from ..stores.base import BaseStore
 from ..stores.local import LocalStore
 from .executors import Executor, in_rq_worker
-from .intents import Intent
+from .intents import Intent, Replacement
 from .record import TransferJob, TransferRecord
 from .records import RecordBook
 
@@ -168,6 +168,24 @@ class Reconciler(abc.ABC):
                 return None
             return self.reconcile(older_than=self.reconcile_grace, retry_failed=retry_failed)
 
+    def _undo_replacement(self, key: str, replacement: Replacement) -> bool:
+        """Put back the record a killed replacing save wrote over, while the key's record
+        is still that save's (whatever its transfer attempts made of it) and its file never
+        took the key; whether it was put back. A later save's record, or a file that
+        landed, is left as it is."""
+        record = self.records.get(key)
+        if record is None or record.created != replacement.created:
+            return False  # killed before its record, or saved again since
+        try:
+            if record.describes(self.local.info(key)):
+                return False  # its file landed: the record stands
+        except (FileNotFoundInStoreError, InvalidKeyError):
+            pass
+        if not self.records.withdraw(record, replacement.previous):
+            return False
+        log.warning("Put back the transfer record of %r, left by a killed save.", key)
+        return True
+
     def remove_stale_temp_files(self, older_than: float | None = None) -> list[str]:
         """Delete what killed saves and transfers left behind, untouched for ``older_than``
         seconds: the local store's temporary files (when it is on local disk) and what
@@ -223,28 +241,20 @@ class Reconciler(abc.ABC):
     def _adopt(self, key: str, intent: Intent) -> bool:
         """Record the local file ``key`` as pending unless its record already describes it.
 
-        A replacing save killed after recording its file but before storing it left a
-        record of a file that never landed: the record it replaced is put back first.
+        A replacing save records first: killed after that but before its file took the
+        key, it left its record of a file that never landed, and the record it replaced is
+        put back instead (:meth:`_undo_replacement`).
         """
-        record = self.records.get(key)
+        replacement = intent.replaced.get(key)
+        if replacement is not None:
+            return self._undo_replacement(key, replacement)
         try:
             info = self.local.info(key)
         except (FileNotFoundInStoreError, InvalidKeyError):
-            info = None  # never landed, or claimed by nobody
-        if (
-            record is not None
-            and info is not None
-            and (record.local_etag is None or record.describes(info))
-        ):
+            return False  # never landed, or claimed by nobody
+        record = self.records.get(key)
+        if record is not None and (record.local_etag is None or record.describes(info)):
             return False  # the save wrote its record (or the file is an older store's)
-        if record is not None and key in intent.replaced:
-            self.records.withdraw(record, intent.replaced[key])
-            log.warning("Put back the transfer record of %r, left by a killed save.", key)
-            record = self.records.get(key)
-            if info is None or (record is not None and record.describes(info)):
-                return True
-        if info is None:
-            return False
         meta = FileMeta(filename=info.filename, content_type=info.content_type)
         self.records.create(
             TransferRecord.pending(info, meta, overwrite=intent.overwrite, queued=intent.queued)

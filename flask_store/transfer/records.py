@@ -196,7 +196,9 @@ class RecordBook(SavesInProgress, PeriodicWork):
 
     @contextlib.contextmanager
     def recording(
-        self, record: TransferRecord, note: Callable[[TransferRecord | None], None]
+        self,
+        record: TransferRecord,
+        note: Callable[[TransferRecord | None, TransferRecord], None],
     ) -> Iterator[TransferRecord]:
         """Record a file before it takes its key: :meth:`create`, with the key's record held
         until the block (where the file takes the key) ends.
@@ -205,9 +207,10 @@ class RecordBook(SavesInProgress, PeriodicWork):
         written leaves the old file in place. Held through the block, no other save of the
         key records and lands its file in between (this one's file would land over it,
         under the other's record), and no transfer settles the old record meanwhile. When
-        the block raises, the record replaced is put back. ``note`` is given that record
-        first, read in the same step (the save notes it in its intent, for the reconciler
-        to put back should the process die within the block).
+        the block raises, the record replaced is put back. ``note`` is given that record,
+        read in the same step, and the one about to be written, before it is (the save
+        notes them in its intent: the reconciler puts the first back should the process
+        die within the block, while the second is still the key's record).
 
         :raises StorageFullError: when the disk is full, as :meth:`create` does; the
             block's own errors are raised as they are.
@@ -215,8 +218,8 @@ class RecordBook(SavesInProgress, PeriodicWork):
         with self._changing(record.key):
             try:
                 previous = self.get(record.key)
-                note(previous)
                 fresh = _succeeding(record, previous)
+                note(previous, fresh)
                 self._write(fresh)
             except OSError as exc:
                 raise as_store_error(exc, f"record the transfer of {record.key!r}") from exc
