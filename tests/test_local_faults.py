@@ -283,11 +283,12 @@ def test_the_note_of_a_delete_still_running_is_left_to_it(tmp_path: Path) -> Non
 
 
 def test_conditional_deletes_at_once_each_delete_their_file_and_leave_no_trace(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Each delete makes the notes folder if it is missing and removes it when empty: with
     many at once, one removes the folder between another's look and its note (a transfer
-    worker's delete failed so, ``makedirs`` raising FileExistsError, in a CI run)."""
+    worker's delete failed so, ``makedirs`` raising FileExistsError, in a CI run), or
+    right after another opened it. Every delete still writes its note."""
     store = LocalStore(path=str(tmp_path / "store"))
     etags = {f"f{n}.txt": store.put(f"f{n}.txt", b"x").info.etag for n in range(800)}
     keys = list(etags)
@@ -295,6 +296,7 @@ def test_conditional_deletes_at_once_each_delete_their_file_and_leave_no_trace(
         deleted = list(pool.map(lambda key: store.delete(key, if_etag=etags[key]), keys))
     assert deleted == [True] * len(keys)
     assert os.listdir(tmp_path / "store") == []
+    assert [r.getMessage() for r in caplog.records if "without its note" in r.getMessage()] == []
 
 
 def test_a_delete_whose_notes_folder_is_removed_under_it_makes_it_again(

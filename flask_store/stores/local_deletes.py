@@ -95,17 +95,11 @@ def _write_note(root: str, key: str, aside: str, etag: str) -> tuple[int, int, s
     its name; ``None`` when it cannot be written (logged), or where there is no ``flock``."""
     if fcntl is None:
         return None
-    try:
-        folder_fd = _open_notes_folder(root, create=True)
-    except OSError as exc:
-        log.warning("A delete in %r runs without its note: %s.", root, exc.strerror or exc)
-        return None
     name = secrets.token_hex(8)
     writing = f".{name}"
     try:
-        fd = os.open(writing, _NEW_NOTE, 0o600, dir_fd=folder_fd)
+        folder_fd, fd = _create_in_notes_folder(root, writing)
     except OSError as exc:
-        os.close(folder_fd)
         log.warning("A delete in %r runs without its note: %s.", root, exc.strerror or exc)
         return None
     try:
@@ -120,6 +114,27 @@ def _write_note(root: str, key: str, aside: str, etag: str) -> tuple[int, int, s
         log.warning("A delete in %r runs without its note: %s.", root, exc.strerror or exc)
         return None
     return folder_fd, fd, name + _NOTE_SUFFIX
+
+
+def _create_in_notes_folder(root: str, name: str) -> tuple[int, int]:
+    """Create the file ``name`` in the notes folder (made if missing): the folder's
+    descriptor and the file's.
+
+    Another delete removes the folder once it is empty, which may be right after this one
+    opened it: the file is then made in the folder made again.
+
+    :raises OSError: when it cannot be made.
+    """
+    for _ in range(_FOLDER_TRIES):
+        folder_fd = _open_notes_folder(root, create=True)
+        try:
+            return folder_fd, os.open(name, _NEW_NOTE, 0o600, dir_fd=folder_fd)
+        except FileNotFoundError:
+            os.close(folder_fd)  # removed after it was opened
+        except BaseException:
+            os.close(folder_fd)
+            raise
+    raise OSError(errno.EAGAIN, "the notes folder keeps being removed")
 
 
 def _open_notes_folder(root: str, *, create: bool) -> int:
