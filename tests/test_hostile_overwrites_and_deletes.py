@@ -6,6 +6,8 @@ sockets, a file, a full disk). Each failed on the code before its fix."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import socket
 import subprocess
@@ -264,3 +266,41 @@ def test_a_pending_file_restored_from_a_backup_is_still_transferred(tmp_path: Pa
     os.replace(tmp_path / "restored", path)  # a new inode: a new ETag
     assert store.transfer_now("a.txt") == "done"
     assert store.remote.read("a.txt") == b"pending bytes"
+
+
+@pytest.mark.parametrize(
+    "noted",
+    ["another-key", "not-a-record", "wrong-types"],
+)
+def test_a_damaged_replaces_line_of_an_intent_never_drops_or_writes_a_record(
+    tmp_path: Path, noted: str
+) -> None:
+    """The intent of a killed replacing save names the record to put back. A line that does
+    not hold the record of its own key (damage, a local attacker writing in the records
+    folder) is ignored: put back, it would write a record for another key, or (read as
+    'there was none') remove the key's record, leaving its file never transferred."""
+    store = make_queued(tmp_path, on_conflict="overwrite", transfer_delayed=True)
+    store.save(b"OLD", name="a.txt")
+    r0 = store.records.get("a.txt")
+    assert r0 is not None
+    killed = store.records.create(r0.moved("pending", local_etag="never-landed", size=3))
+    fields = dataclasses.asdict(r0)
+    record: object = {
+        "another-key": {**fields, "key": "b.txt"},
+        "not-a-record": 5,
+        "wrong-types": {**fields, "size": "three"},
+    }[noted]
+    intents = Path(store.records.root, "intents")
+    lines = [
+        {"overwrite": True, "queued": False},
+        "a.txt",
+        {"replaces": "a.txt", "record": record, "by": killed.created},
+    ]
+    (intents / "0123.intent").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    store.adopt_abandoned()
+
+    assert store.records.get("b.txt") is None
+    assert store.records.get("a.txt") is not None
+    assert store.transfer_now("a.txt") == "done"
+    assert store.remote.read("a.txt") == b"OLD"

@@ -16,7 +16,6 @@ file lands, and for a transfer that finds no local copy meanwhile to wait
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import stat
 import uuid
@@ -103,33 +102,39 @@ class Intent:
             fd=fd, overwrite=overwrite, queued=queued, keys=[k for k in keys if isinstance(k, str)]
         )
         for line in keys:
-            if not isinstance(line, dict):
-                continue
-            key, by = line.get("replaces"), line.get("by")
-            if isinstance(key, str) and isinstance(by, str):
-                intent.replaced[key] = Replacement(_noted_record(line.get("record")), by)
+            replacement = _noted_replacement(line)
+            if replacement is not None:
+                intent.replaced[replacement[0]] = replacement[1]
         return intent
 
 
 @dataclass(frozen=True)
 class Replacement:
     """What a save that replaces a key noted before writing its record: the record it
-    replaces (``None``: none, or one too damaged to put back) and when its own record was
+    replaces (``None``: the key had none) and when its own record was
     created (:attr:`TransferRecord.created`), which tells that record from a later save's."""
 
     previous: TransferRecord | None
     created: str
 
 
-def _noted_record(fields: object) -> TransferRecord | None:
-    """The record :meth:`Intent.note_replaced` wrote as ``fields``; ``None`` for none, or
-    for one that is not a record (damage: nothing to put back)."""
-    if fields is None:
+def _noted_replacement(line: object) -> tuple[str, Replacement] | None:
+    """The key and :class:`Replacement` a line of :meth:`Intent.note_replaced` holds;
+    ``None`` for any other line, and for one that does not hold the record of its own key
+    (damage, or written by someone else): put back, that would write another key's
+    record, or read as "there was none", remove the key's record."""
+    if not isinstance(line, dict):
         return None
+    key, by, fields = line.get("replaces"), line.get("by"), line.get("record")
+    if not (isinstance(key, str) and isinstance(by, str)):
+        return None
+    if fields is None:
+        return key, Replacement(None, by)
     try:
-        return TransferRecord.from_json(json.dumps(fields).encode())
+        previous = TransferRecord.from_fields(fields)
     except ValueError:
         return None
+    return (key, Replacement(previous, by)) if previous.key == key else None
 
 
 class SavesInProgress:

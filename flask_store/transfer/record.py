@@ -79,7 +79,15 @@ class TransferRecord:
         :raises ValueError: when ``data`` is not a record: not a JSON object, a required
             field missing, a field of the wrong type, a state or key that cannot be.
         """
-        fields = loads_json(data)
+        return cls.from_fields(loads_json(data))
+
+    @classmethod
+    def from_fields(cls, fields: object) -> TransferRecord:
+        """The record whose JSON object is ``fields``, already parsed (a line of an intent
+        holds one), checked as :meth:`from_json` checks it.
+
+        :raises ValueError: when ``fields`` is not a record.
+        """
         if not isinstance(fields, dict):
             raise ValueError(f"a record is a JSON object, not {type(fields).__name__}")
         known = {name: fields[name] for name in _FIELD_TYPES if name in fields}
