@@ -134,7 +134,10 @@ class LocalStore(BaseStore):
         """
         self.settle_interrupted_deletes()
         threading.Thread(
-            target=self.remove_stale_temp_files, name="flask-store-tidy", daemon=True
+            target=self._remove_stale,
+            args=(self.STALE_TEMP_SECONDS,),
+            name="flask-store-tidy",
+            daemon=True,
         ).start()
 
     def settle_interrupted_deletes(self) -> list[str]:
@@ -159,7 +162,12 @@ class LocalStore(BaseStore):
         """
         # First what killed deletes left aside: a newer file among them goes back.
         self.settle_interrupted_deletes()
-        cutoff = time.time() - (self.STALE_TEMP_SECONDS if older_than is None else older_than)
+        return self._remove_stale(self.STALE_TEMP_SECONDS if older_than is None else older_than)
+
+    def _remove_stale(self, older_than: float) -> list[str]:
+        """:meth:`remove_stale_temp_files` once the deletes are settled (:meth:`start`
+        settles them before it starts this in the background)."""
+        cutoff = time.time() - older_than
         removed = []
         for folder, _, names in os.walk(self.root):
             for name in names:
@@ -220,23 +228,18 @@ class LocalStore(BaseStore):
     # -- writing ----------------------------------------------------------------------------
 
     def _write(
-        self, chunks: Iterator[bytes], keys: Iterator[str], meta: FileMeta, overwrite: bool
-    ) -> FileInfo:
-        return self._write_hooked(chunks, keys, meta, overwrite, None)
-
-    def _write_hooked(
         self,
         chunks: Iterator[bytes],
         keys: Iterator[str],
         meta: FileMeta,
         overwrite: bool,
-        before_replacing: Replacing | None,
+        before_replacing: Replacing | None = None,
     ) -> FileInfo:
-        """:meth:`_write`; ``before_replacing`` (overwrites only) is called with the
-        complete file's ``stat`` just before it replaces the key (while it has no name yet,
-        where it can), and the replace happens within the context it returns: when
-        entering it raises, the file under the key stays as it was and the new one is
-        removed."""
+        """The store contract's write; ``before_replacing`` (overwrites only, for
+        :meth:`replace_when_ready`) is called with the complete file's ``stat`` just before
+        it replaces the key (while it has no name yet, where it can), and the replace
+        happens within the context it returns: when entering it raises, the file under the
+        key stays as it was and the new one is removed."""
         first = next(keys)
         try:
             return self._write_as(first, chunks, keys, meta, overwrite, before_replacing)
@@ -418,7 +421,7 @@ class LocalStore(BaseStore):
         def before_replacing(found: os.stat_result) -> AbstractContextManager[object]:
             return ready(_info_from_stat(key, found, meta))
 
-        return self._write_hooked(iter(chunks), iter([key]), meta, True, before_replacing)
+        return self._write(iter(chunks), iter([key]), meta, True, before_replacing)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -617,15 +620,15 @@ def _settle_aside(path: str, aside: str, etag: str) -> bool:
 
 
 #: What a replacing write calls with its complete file's ``stat``: the context in which
-#: the file takes its key (:meth:`LocalStore._write_hooked`).
+#: the file takes its key (:meth:`LocalStore._write`).
 Replacing: TypeAlias = Callable[[os.stat_result], AbstractContextManager[object]]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class _Placing:
     """Where a complete file goes: ``first`` (at ``first_path``) replaced with
     ``overwrite``, else the first free of ``first`` and ``keys``; ``before_replacing`` as
-    for :meth:`LocalStore._write_hooked`."""
+    for :meth:`LocalStore._write`."""
 
     first: str
     first_path: str

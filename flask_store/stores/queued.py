@@ -200,8 +200,8 @@ class QueuedStore(TransferAttempts, Reconciler, BaseStore):
         queued = not self.delayed
         with self.records.intent(overwrite=overwrite, queued=queued) as intent:
             if overwrite:
-                key = next(intent.noting(keys))
-                info, record = self._replace_recorded(chunks, clean_key(key), meta, intent)
+                key = next(intent.noting(keys))  # checked by write() already
+                info, record = self._replace_recorded(chunks, key, meta, intent)
             else:
                 info = self.local.write(chunks, intent.noting(self._unreserved(keys)), meta)
                 try:
