@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import json
 import operator
 import os
 import tempfile
 from collections.abc import Iterable
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .exceptions import StorageFullError, StoreAccessDeniedError, StoreError, StoreUnavailableError
 
@@ -18,6 +19,8 @@ __all__ = [
     "as_store_error",
     "atomic_write",
     "copy_span",
+    "loads_json",
+    "read_small_file",
     "read_up_to",
     "remove_if_same_file",
     "remove_quietly",
@@ -216,3 +219,36 @@ class FileSpan(io.RawIOBase):
     def _refuse_if_closed(self) -> None:
         if self.closed:
             raise ValueError("I/O operation on closed file.")
+
+
+def loads_json(data: bytes) -> Any:
+    """The JSON value ``data`` holds, as :func:`json.loads` reads it.
+
+    JSON nested deeper than the parser recurses (``[[[[...``: damage, or a local attacker
+    writing in a folder of the store's own records) is a :class:`ValueError` like any other
+    bad JSON, not a :class:`RecursionError` that would end a whole pass or request.
+    """
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def read_small_file(fd: int, limit: int) -> bytes:
+    """The whole of the open file ``fd``, from its start, if it is no larger than ``limit``
+    bytes.
+
+    Records and notes are small; a huge file in their place (damage, a local attacker, a
+    sparse file of terabytes) is refused after reading one byte more than the limit, never
+    read into memory whole.
+
+    :raises OSError: (``EFBIG``) when the file is larger.
+    """
+    chunks = []
+    offset = 0
+    while offset <= limit and (chunk := os.pread(fd, limit + 1 - offset, offset)):
+        chunks.append(chunk)
+        offset += len(chunk)
+    if offset > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes, too large for one")
+    return b"".join(chunks)

@@ -41,7 +41,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any, BinaryIO
 
-from .files import atomic_write, remove_quietly
+from .files import atomic_write, loads_json, remove_quietly
 from .key_locks import KeyLocks
 from .meta import FileInfo
 from .naming import clean_key
@@ -52,6 +52,8 @@ __all__ = ["IncompleteCopyError", "ReadThroughCache", "attach_read_cache", "read
 
 _RECORD = "entry.json"
 _DATA_SUFFIX = ".data"
+#: Larger than any record a fill writes (a key has at most 1,000 bytes, the rest is small).
+_MAX_RECORD_BYTES = 64 * 1024
 #: The name of a data file a fill writes (a record naming anything else is damaged).
 _DATA_NAME = re.compile(r"[0-9a-f]{16}\.data")
 
@@ -142,8 +144,7 @@ class ReadThroughCache:
             if not _is_plain_folder(entry):
                 continue  # a link planted in the folder: what it points to is not ours
             try:
-                with open(os.path.join(entry, _RECORD), encoding="utf-8") as handle:
-                    record = json.load(handle)
+                record = _load_record(entry)
                 key, fetched = str(record["info"]["key"]), float(record["fetched"])
                 ours = self._prunes(entry, record, key)
                 # Stale for this cache and for the one that fetched it (another app's
@@ -177,9 +178,7 @@ class ReadThroughCache:
         damaged record, one of another location, or one written by another version of
         Flask-Store: the store is asked instead)."""
         try:
-            # Bytes, not text: the decoding layer costs more than json.loads takes.
-            with open(os.path.join(entry, _RECORD), "rb") as handle:
-                record: dict[str, Any] = json.loads(handle.read())
+            record = _load_record(entry)
             if record["location"] != self.location:
                 return None
             fetched = float(record["fetched"])
@@ -344,6 +343,23 @@ def _is_plain_folder(entry: str) -> bool:
         return not any(stat.S_ISLNK(os.lstat(path).st_mode) for path in (entry, shard))
     except OSError:
         return False
+
+
+def _load_record(entry: str) -> Any:
+    """The JSON value of ``entry``'s record.
+
+    Read as bytes (the text layer costs more than parsing does), at most
+    :data:`_MAX_RECORD_BYTES` of it: a record file no fill wrote (larger than any record, or
+    nested deeper than the parser recurses) is a :class:`ValueError`, a damaged record.
+
+    :raises OSError: when it cannot be read.
+    :raises ValueError: when it is not JSON, or too large.
+    """
+    with open(os.path.join(entry, _RECORD), "rb") as handle:
+        data = handle.read(_MAX_RECORD_BYTES + 1)
+    if len(data) > _MAX_RECORD_BYTES:
+        raise ValueError("larger than any record")
+    return loads_json(data)
 
 
 def _remove_superseded(entry: str, keep: str) -> None:

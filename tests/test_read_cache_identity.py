@@ -326,6 +326,31 @@ def test_a_damaged_record_is_never_served_and_never_fails_a_read(
     assert info == store.info("a.txt")
 
 
+@pytest.mark.parametrize(
+    "content",
+    [b"[" * 200_000 + b"]" * 200_000, b'{"location": "' + b"x" * (2 << 20) + b'"}'],
+    ids=["nested-deeper-than-the-parser", "larger-than-any-record"],
+)
+def test_a_hostile_record_file_is_never_served_and_never_fails_a_read_or_prune(
+    tmp_path: Path, content: bytes
+) -> None:
+    """A record file no fill writes: nested deeper than the JSON parser recurses (a
+    RecursionError, not a ValueError, escaped reads and prune), or larger than any record
+    (read whole). Treated as damaged: fetched again from the store, skipped by prune."""
+    store = MemoryStore()
+    store.put("a.txt", b"hello world")
+    cache = ReadThroughCache(store, str(tmp_path / "cache"), TTL)
+    cache.open_with_info("a.txt")[0].close()
+    Path(cache.entry_folder("a.txt"), "entry.json").write_bytes(content)
+
+    assert cache.prune() == 0
+    assert cache.info("a.txt") == store.info("a.txt")
+    stream, info = cache.open_with_info("a.txt")
+    with stream:
+        assert stream.read() == b"hello world"
+    assert info == store.info("a.txt")
+
+
 # -- hostile keys -----------------------------------------------------------------------------
 
 

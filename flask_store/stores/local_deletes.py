@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from ..exceptions import InvalidKeyError
-from ..files import write_all
+from ..files import loads_json, write_all
 from ..spooling import TEMP_PREFIX
 
 try:
@@ -259,10 +259,7 @@ def _read_note(data: bytes, path_of: Callable[[str], str]) -> tuple[str, str, st
         a hidden name that is not a temporary one, or fields of another type.
     :raises InvalidKeyError: for a key that is not acceptable.
     """
-    try:
-        fields = json.loads(data) if len(data) < _MAX_NOTE_BYTES else None
-    except RecursionError:  # nested deeper than the parser recurses
-        raise ValueError("not a note") from None
+    fields = loads_json(data) if len(data) < _MAX_NOTE_BYTES else None
     if not isinstance(fields, dict):
         raise ValueError("not a note")
     key, aside, etag = fields.get("key"), fields.get("aside"), fields.get("etag")

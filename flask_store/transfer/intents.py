@@ -22,16 +22,15 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
-from ..files import as_store_error
+from ..files import as_store_error, loads_json, read_small_file
 from .record import TransferRecord
 from .record_files import (
     INTENTS,
+    MAX_FILE_BYTES,
     TMP,
     append_line,
     flock_exclusive,
-    loads_json,
     log_skipped,
-    read_small_file,
     try_flock,
 )
 
@@ -90,7 +89,7 @@ class Intent:
 
         :raises OSError: when it cannot be read, or is too large (:func:`read_small_file`).
         """
-        lines = [line for line in read_small_file(fd).split(b"\n") if line]
+        lines = [line for line in read_small_file(fd, MAX_FILE_BYTES).split(b"\n") if line]
         try:
             head = loads_json(lines[0])
             keys = [loads_json(line) for line in lines[1:]]

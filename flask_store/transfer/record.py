@@ -14,10 +14,10 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 from ..exceptions import InvalidKeyError
+from ..files import loads_json
 from ..headers import normalise_content_type
 from ..meta import FileInfo, FileMeta
 from ..naming import clean_key
-from .record_files import loads_json
 
 __all__ = ["TransferJob", "TransferRecord", "TransferState", "timestamp"]
 

@@ -16,9 +16,8 @@ import logging
 import os
 import stat
 import time
-from typing import Any
 
-from ..files import write_all
+from ..files import read_small_file, write_all
 
 __all__ = [
     "DONE",
@@ -34,12 +33,10 @@ __all__ = [
     "file_name",
     "flock_exclusive",
     "fsync_folder",
-    "loads_json",
     "lockf_polled",
     "log",
     "log_skipped",
     "read_regular_file",
-    "read_small_file",
     "try_flock",
     "try_lockf",
 ]
@@ -110,19 +107,6 @@ def append_line(fd: int, value: object) -> None:
     write_all(fd, json.dumps(value, ensure_ascii=False).encode() + b"\n")
 
 
-def loads_json(data: bytes) -> Any:
-    """The JSON value ``data`` holds, as :func:`json.loads` reads it.
-
-    JSON nested deeper than the parser recurses (``[[[[...``: damage, or a local attacker)
-    is a :class:`ValueError` like any other bad JSON, not a :class:`RecursionError` that
-    would end a whole reconciler pass.
-    """
-    try:
-        return json.loads(data)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
-
-
 def read_regular_file(path: str) -> bytes:
     """The bytes of the regular file ``path``, opened so that a FIFO cannot block.
 
@@ -133,29 +117,9 @@ def read_regular_file(path: str) -> bytes:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
-        return read_small_file(fd)
+        return read_small_file(fd, MAX_FILE_BYTES)
     finally:
         os.close(fd)
-
-
-def read_small_file(fd: int) -> bytes:
-    """The whole of the open file ``fd``, from its start, if it is no larger than
-    :data:`MAX_FILE_BYTES`.
-
-    Records and intents are small; a huge file in their place (damage, a local attacker, a
-    sparse file of terabytes) is refused after reading one byte more than the limit, never
-    read into memory whole.
-
-    :raises OSError: (``EFBIG``) when the file is larger.
-    """
-    chunks = []
-    offset = 0
-    while offset <= MAX_FILE_BYTES and (chunk := os.pread(fd, MAX_FILE_BYTES + 1 - offset, offset)):
-        chunks.append(chunk)
-        offset += len(chunk)
-    if offset > MAX_FILE_BYTES:
-        raise OSError(errno.EFBIG, f"larger than {MAX_FILE_BYTES} bytes, too large for one")
-    return b"".join(chunks)
 
 
 def fsync_folder(folder: str) -> None:
