@@ -1234,10 +1234,12 @@ def _bulk_statement(execute: ORMExecuteState) -> Result[Any] | None:
     mapper: Mapper[Any] | None = execute.bind_arguments.get("mapper")
     if mapper is None:
         return None
-    changed = changed_file_attributes(execute, stored_attributes(mapper))
+    columns = stored_attributes(mapper)
+    changed = changed_file_attributes(execute, columns)
     if not changed:
         return None
     session = execute.session
+    dialect = session.get_bind(mapper=mapper).dialect
     let_go: dict[tuple[FileWrapper, Holder | None], None] = {}
     held: dict[tuple[FileWrapper, Holder | None], None] = dict.fromkeys(
         (file, None) for value in given_values(execute, changed) for file in files_of(value)
@@ -1245,7 +1247,8 @@ def _bulk_statement(execute: ORMExecuteState) -> Result[Any] | None:
     for change in file_changes(execute, changed):
         loaded = session.identity_map.get(change.identity)
         holder: Holder | None = None if loaded is None else (inspect(loaded), change.key)
-        let_go.update(dict.fromkeys((file, holder) for file in files_of(change.old)))
+        old = _stored_value(columns[change.key], change.old, dialect)
+        let_go.update(dict.fromkeys((file, holder) for file in files_of(old)))
         held.update(dict.fromkeys((file, holder) for file in files_of(change.new)))
     result = execute.invoke_statement()
     step = _next_step(session)
@@ -1253,6 +1256,17 @@ def _bulk_statement(execute: ORMExecuteState) -> Result[Any] | None:
         for file, holder in noted:
             _note(session, [file], kind, step, holder)
     return result
+
+
+def _stored_value(column: StoredFile, stored: Any, dialect: Dialect) -> Any:
+    """The file a bulk statement's row holds as ``stored`` (its column's text), read by
+    ``column``; ``None`` (logged) for a value it refuses: the row was tampered with, and the
+    statement runs all the same, leaving whatever file that value may name in the store."""
+    try:
+        return column.process_result_value(stored, dialect)
+    except InvalidValueError as exc:
+        log.warning("A bulk statement takes a row whose file cannot be read (%s): kept.", exc)
+        return None
 
 
 def delete_files_after_commit(

@@ -27,7 +27,17 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Delete, Select, Update, or_, select, tuple_, type_coerce
+from sqlalchemy import (
+    ColumnElement,
+    Delete,
+    Select,
+    Text,
+    Update,
+    or_,
+    select,
+    tuple_,
+    type_coerce,
+)
 from sqlalchemy.orm import Mapper, ORMExecuteState
 from sqlalchemy.orm.exc import UnmappedColumnError
 from sqlalchemy.sql.elements import BindParameter
@@ -68,7 +78,8 @@ class FileChange:
 
     :param identity: the row's identity key (to find it among the session's loaded rows).
     :param key: the attribute's name.
-    :param old: the value it holds now, as the column type reads it.
+    :param old: the value it holds now, as stored (the column's text, not yet read by its
+        type: the caller reads it, and may find it tampered with).
     :param new: the value it gets (``None`` when the row is deleted).
     """
 
@@ -131,7 +142,9 @@ def file_changes(
     entity = statement.entity_description["entity"]  # the class or its alias
     keys = list(changed)
     identity = [getattr(entity, mapper.get_property_by_column(c).key) for c in mapper.primary_key]
-    olds = [getattr(entity, key) for key in keys]
+    # As stored, not through the column type: a row whose value it refuses (tampered with)
+    # must not stop the statement; the caller reads each one itself.
+    olds = [type_coerce(getattr(entity, key), Text) for key in keys]
     computed = {
         # Labelled: a row's new value may be its own column (values(file=Doc.file)).
         key: type_coerce(value, mapper.c[key].type).label(f"flask_store_new_{key}")

@@ -430,3 +430,27 @@ def test_a_bulk_delete_in_a_joined_session_waits_for_the_outer_transaction(
         else:
             outer.commit()
     assert stems(app) == (["a"] if outcome == "rollback" else [])
+
+
+@pytest.mark.parametrize(
+    "stored",
+    ["{not json", "../../etc/passwd", '{"store":' + "[" * 100_000 + "]" * 100_000 + "}"],
+    ids=["not-json", "bare-key-outside-the-store", "nested-too-deep"],
+)
+def test_a_bulk_delete_of_a_tampered_row_still_runs_and_deletes_the_other_rows_files(
+    app: Flask, session: Session, stored: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A row whose file value the column refuses (tampered with in the database) must not
+    stop the app deleting it: the statement runs, the other rows' files go after the
+    commit, and nothing is deleted for the tampered value (logged)."""
+    titled(session, "a", "keep")
+    session.execute(
+        sa.text("INSERT INTO docs (id, title, file) VALUES (99, 'bad', :f)"), {"f": stored}
+    )
+    session.commit()
+    session.execute(sa.delete(Doc).where(Doc.title.in_(["a", "bad"])))
+    session.commit()
+    assert session.scalars(sa.select(Doc.title)).all() == ["keep"]
+    assert stems(app) == ["keep"]
+    assert stems(app, "archive") == ["keep-scan"]
+    assert any("cannot be read" in record.getMessage() for record in caplog.records)
