@@ -899,11 +899,14 @@ def _uncommitted(connection: Connection) -> bool:
     if in_transaction is not None:
         return bool(in_transaction)
     dbapi_connection = pooled.dbapi_connection
+    # Not in every SQLAlchemy 2.0 release (setup.cfg allows any): without it, SQLAlchemy's
+    # word, as for a dialect that cannot tell.
+    detect = getattr(connection.dialect, "detect_autocommit_setting", None)
+    if dbapi_connection is None or detect is None:
+        return True
     try:
-        return dbapi_connection is None or not connection.dialect.detect_autocommit_setting(
-            dbapi_connection
-        )
-    except NotImplementedError:  # a dialect that cannot tell: SQLAlchemy's word
+        return not detect(dbapi_connection)
+    except NotImplementedError:  # a dialect that cannot tell
         return True
 
 

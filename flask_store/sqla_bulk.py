@@ -198,7 +198,12 @@ def _changes_by_key(
     primary key): each set's rows read ``batch`` sets at a time, and only the attributes
     that set gives a value."""
     names = [attribute.key for attribute in identity]
-    sets = [parameters for parameters in _parameter_sets(execute) if parameters.keys() & keys]
+    # A set without the whole primary key is SQLAlchemy's to refuse, when the statement runs.
+    sets = [
+        parameters
+        for parameters in _parameter_sets(execute)
+        if parameters.keys() & keys and all(name in parameters for name in names)
+    ]
     width = len(identity)
     for start in range(0, len(sets), batch):
         by_key = {

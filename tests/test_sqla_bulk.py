@@ -454,3 +454,17 @@ def test_a_bulk_delete_of_a_tampered_row_still_runs_and_deletes_the_other_rows_f
     assert stems(app) == ["keep"]
     assert stems(app, "archive") == ["keep-scan"]
     assert any("cannot be read" in record.getMessage() for record in caplog.records)
+
+
+def test_a_bulk_update_by_primary_key_without_the_key_is_sqlalchemys_error(
+    app: Flask, session: Session
+) -> None:
+    """A parameter set that names no primary key (a client's form turned into parameters)
+    is refused by SQLAlchemy as it would be without Flask-Store, not by a KeyError from
+    the files' read; nothing is let go."""
+    titled(session, "a")
+    with pytest.raises(sa.exc.InvalidRequestError):
+        session.execute(sa.update(Doc), [{"file": None}])
+    session.rollback()
+    session.commit()
+    assert stems(app) == ["a"]
