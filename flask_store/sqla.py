@@ -848,9 +848,7 @@ def _after_commit(session: Session) -> None:
     """
     if session.in_nested_transaction():
         return  # a savepoint was released; its files now follow the enclosing transaction
-    if not session.info.get(LEDGER_KEY):
-        return  # no file saved or let go of: every commit of the app comes this way
-    _settle(session, [connection for connection, _ in _joined(session) if _uncommitted(connection)])
+    _settle(session, [connection for connection, _ in _joined(session)])
 
 
 @event.listens_for(Session, "after_soft_rollback")
@@ -875,7 +873,7 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
     left_open = [connection for connection, joined in _joined(session) if joined.is_active]
     session.info.pop(JOINED_KEY, None)
     if left_open:  # kept there, or already committed if the database commits each statement
-        _settle(session, [connection for connection in left_open if _uncommitted(connection)])
+        _settle(session, left_open)
     else:
         _undo(session, transaction)
 
@@ -910,12 +908,19 @@ def _uncommitted(connection: Connection) -> bool:
         return True
 
 
-def _settle(session: Session, outer: list[Connection]) -> None:
+def _settle(session: Session, joined: list[Connection]) -> None:
     """The session's outermost transaction is over and its work kept: in the database, or
-    in the transactions of ``outer``, the connections still in one. Delete the files its
+    in the transactions of those ``joined`` connections still in one. Delete the files its
     rows let go of now, or leave them to those transactions with the files it saved
-    (:func:`_hand_over`)."""
-    ledger = session.info.pop(LEDGER_KEY, [])
+    (:func:`_hand_over`).
+
+    A session that saved and let go of no file returns at once, before asking any
+    connection about its transaction: every commit of an app comes this way.
+    """
+    ledger = session.info.pop(LEDGER_KEY, None)
+    if not ledger:
+        return
+    outer = [connection for connection in joined if _uncommitted(connection)]
     for owed in ledger:
         _drop_upload(owed)
     let_go = _let_go_for_good(ledger)
