@@ -405,13 +405,15 @@ def spooling_request_class(base: type[R], folder: str) -> type[R]:
         ) -> IO[bytes]:
             # Werkzeug passes content_length=0 when the part declares no size.
             size = content_length or total_content_length
-            spools: _RequestSpools = self.__dict__.setdefault(
-                "_flask_store_spools", _RequestSpools()
-            )
-            if (size is None or size > IN_MEMORY_LIMIT) and spools.may_add():
-                with contextlib.suppress(OSError):
-                    spools.files.append(SpoolFile(self.spool_folder, unnamed=self.spool_unnamed))
-                    return spools.files[-1]
+            if size is None or size > IN_MEMORY_LIMIT:
+                spools: _RequestSpools | None = self.__dict__.get("_flask_store_spools")
+                if spools is None:
+                    spools = self.__dict__["_flask_store_spools"] = _RequestSpools()
+                if spools.may_add():
+                    with contextlib.suppress(OSError):
+                        spool = SpoolFile(self.spool_folder, unnamed=self.spool_unnamed)
+                        spools.files.append(spool)
+                        return spool
             stream: IO[bytes] = super()._get_file_stream(
                 total_content_length, content_type, filename, content_length
             )
@@ -423,7 +425,8 @@ def spooling_request_class(base: type[R], folder: str) -> type[R]:
             try:
                 super()._load_form_data()
             except BaseException:
-                for spool in self.__dict__.get("_flask_store_spools", _RequestSpools()).files:
+                spools: _RequestSpools | None = self.__dict__.get("_flask_store_spools")
+                for spool in spools.files if spools is not None else ():
                     spool.discard()
                 raise
             finally:
