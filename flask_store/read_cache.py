@@ -27,6 +27,7 @@ the store: never half a file, never the bytes of one version with the headers of
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import json
@@ -109,6 +110,10 @@ class ReadThroughCache:
             cached = self._open_fresh(entry, clean)  # filled by another thread meanwhile
             if cached is not None:
                 return cached
+            try:
+                _make_entry(entry)
+            except OSError:  # unusable (full, read-only, a link planted): the store's file
+                return self.store.open_with_info(key)
             stream, info = self.store.open_with_info(key)
             try:
                 with stream:
@@ -226,9 +231,6 @@ class ReadThroughCache:
 
         :raises IncompleteCopyError: when the stream's length differs from ``info.size``.
         """
-        os.makedirs(entry, exist_ok=True)
-        if not _is_plain_folder(entry):
-            raise NotADirectoryError(f"The cache entry {entry!r} is a link; not filled.")
         data_name = f"{secrets.token_hex(8)}{_DATA_SUFFIX}"
         data_path = os.path.join(entry, data_name)
         written = atomic_write(data_path, iter(lambda: stream.read(CHUNK_SIZE), b""))
@@ -329,6 +331,22 @@ def _info_of(record: dict[str, Any], key: str) -> FileInfo:
     ):
         raise ValueError("not a record a fill writes")
     return FileInfo(**fields)
+
+
+def _make_entry(entry: str) -> None:
+    """Make the folder of ``entry`` (and its shard) unless they exist, as folders of the
+    cache: never through a link planted in its place, which would have a fill write the
+    remote's bytes into whatever folder it points to.
+
+    :raises OSError: when it cannot be made, or (``ELOOP``) a link has its name or its
+        shard's.
+    """
+    shard = os.path.dirname(entry)
+    os.makedirs(shard, exist_ok=True)  # the cache folder too, should it have been removed
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(entry)
+    if not _is_plain_folder(entry):
+        raise OSError(errno.ELOOP, "a link in the cache folder", entry)
 
 
 def _is_plain_folder(entry: str) -> bool:

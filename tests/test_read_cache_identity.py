@@ -407,7 +407,11 @@ def test_prune_and_fills_never_reach_through_a_link_in_the_cache_folder(
 
     cache.clock = lambda: 1000.0 + 2 * TTL  # stale: prune would remove it, a read refill it
     assert cache.prune() == 0
+    opened: list[str] = []
+    open_with_info = store.open_with_info
+    store.open_with_info = lambda key: opened.append(key) or open_with_info(key)  # type: ignore[method-assign]
     stream, info = cache.open_with_info("a.txt")
+    assert opened == ["a.txt"]  # asked once: the link is seen before the remote is read
     with stream:
         assert stream.read() == b"from the store"
     assert info == store.info("a.txt")
