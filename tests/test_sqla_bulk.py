@@ -30,14 +30,13 @@ from tests.test_sqla import (
     Photo,
     app,
     engine,
-    fresh_database,
     kept,
     make_png,
     session,
     store_of,
     upload,
 )
-from tests.test_sqla_savepoints import _sqlite_begin, _sqlite_own_transactions
+from tests.test_sqla_savepoints import savepoint_database
 
 __all__ = ["app", "engine", "postgres_url", "session"]  # fixtures, imported for the tests here
 
@@ -408,9 +407,7 @@ def test_a_bulk_delete_of_a_subclass_deletes_the_files_of_the_rows_it_deletes(
 @pytest.fixture(params=["sqlite", "postgresql"])
 def joined_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
     """As test_sqla_savepoints' engine: SQLite with SQLAlchemy's recipe for savepoints."""
-    yield from fresh_database(
-        request, tmp_path, connect=_sqlite_own_transactions, begin=_sqlite_begin
-    )
+    yield from savepoint_database(request, tmp_path)
 
 
 @pytest.mark.parametrize("outcome", ["rollback", "commit"])
