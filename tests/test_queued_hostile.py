@@ -132,6 +132,21 @@ class StoresThenFailsOnce(BlockingStore):
         return info
 
 
+def deleted_during_its_upload(
+    tmp_path: Path, remote_kind: type[BlockingStore]
+) -> tuple[QueuedStore, BlockingStore, threading.Event]:
+    """A queued store whose remote holds ``a.txt``'s upload at ``gate``, the file deleted
+    meanwhile: the store, its remote, and the gate that lets the old upload land."""
+    gate = threading.Event()
+    store = make_store(tmp_path, remote={"PROVIDER": remote_kind, "GATE": gate})
+    remote = store.remote
+    assert isinstance(remote, remote_kind)
+    store.save(b"old bytes", name="a.txt")
+    assert remote.entered.wait(JOIN)  # the old version's upload is under way
+    assert store.delete("a.txt")
+    return store, remote, gate
+
+
 @pytest.mark.parametrize("saved_again", [False, True])
 @pytest.mark.parametrize(
     "remote_kind", [BlockingStore, StoresThenFailsOnce], ids=["lands", "lands-then-fails"]
@@ -142,13 +157,7 @@ def test_a_file_deleted_during_its_upload_leaves_no_old_copy(
     """The old version's upload lands on the remote after the delete (and may then fail: a
     remote that timed out after storing it). No copy of the deleted file stays there, and a
     save under the freed name meanwhile sends its new bytes."""
-    gate = threading.Event()
-    store = make_store(tmp_path, remote={"PROVIDER": remote_kind, "GATE": gate})
-    remote = store.remote
-    assert isinstance(remote, remote_kind)
-    store.save(b"old bytes", name="a.txt")
-    assert remote.entered.wait(JOIN)  # the old version's upload is under way
-    assert store.delete("a.txt")
+    store, remote, gate = deleted_during_its_upload(tmp_path, remote_kind)
     if saved_again:
         assert store.save(b"new bytes", name="a.txt").key == "a.txt"  # the name is free again
     gate.set()  # the old upload lands after the delete
@@ -171,13 +180,7 @@ def test_a_failed_drop_of_a_deleted_files_upload_still_lets_the_new_version_thro
     """The old version's upload lands after the file was deleted and saved anew, and the
     remote is down for the delete that should drop it: the new version's transfer still
     ends done with its own bytes, over the stale copy it knows to be the deleted file's."""
-    gate = threading.Event()
-    store = make_store(tmp_path, remote={"PROVIDER": remote_kind, "GATE": gate})
-    remote = store.remote
-    assert isinstance(remote, remote_kind)
-    store.save(b"old bytes", name="a.txt")
-    assert remote.entered.wait(JOIN)  # the old version's upload is under way
-    assert store.delete("a.txt")
+    store, remote, gate = deleted_during_its_upload(tmp_path, remote_kind)
     assert store.save(b"new bytes", name="a.txt").key == "a.txt"
     delete, failed = remote.delete, list[str]()
 
