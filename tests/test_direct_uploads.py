@@ -528,3 +528,25 @@ def test_hostile_filenames_stay_under_store_path() -> None:
             assert "\r" not in upload.fields["Content-Disposition"]
 
         signs_inside()
+
+
+def test_a_form_posted_again_while_its_upload_is_checked_is_refused(
+    endpoint: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client posts an image, then posts its form again with HTML just as the upload is
+    checked: the bytes checked are those of the version confirmed (If-Match its ETag), so
+    the confirmation is refused, and nothing is kept."""
+    store = new_store(endpoint, allowed_types=["image/*"])
+    upload = store.presigned_upload("a.png", max_size=1000)
+    post(upload, PNG)
+    get_object = store.client.get_object
+
+    def posted_again_first(**kwargs: Any) -> Any:
+        post(upload, b"<!doctype html><script>alert(document.cookie)</script>")
+        return get_object(**kwargs)
+
+    monkeypatch.setattr(store.client, "get_object", posted_again_first)
+    with pytest.raises(UploadRejectedError, match="changed meanwhile"):
+        store.confirm_upload(upload.key)
+    monkeypatch.undo()
+    assert stored(store) == []
